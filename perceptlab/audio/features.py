@@ -1,0 +1,264 @@
+"""Log-mel spectrograms on a fixed, absolute [0, 1] scale.
+
+The perceptual metrics treat a spectrogram as a grey-level image, and their
+constants are absolute: SSIM's C1 and C2 assume a data range of 1, NLPD's
+divisive-normalisation sigmas were fitted to images in [0, 1]. So the mapping
+from decibels to [0, 1] is FIXED and global, never a per-clip min-max:
+
+* the STFT magnitude is scaled so that a full-scale sine (amplitude 1) gives
+  magnitude 1 in its peak bin, and mel filters are unit-height triangles, so a
+  full-scale sine reads close to 0 dB in its mel band;
+* ``value = (dB - db_floor) / (db_ceiling - db_floor)``, clipped to [0, 1].
+  With the defaults (-80 dB floor, +3 dB ceiling) a full-scale sine peaks near
+  0.97-0.99 and anything 80 dB below it is 0.
+
+A copy of a clip 6 dB quieter therefore gives a uniformly darker image
+(6/83 = 0.072 lower wherever it is above the floor), not a rescaled copy.
+
+Image orientation, used by every metric: rows are mel bins with the lowest
+frequency first, columns are time frames. Tensors are (n_mels, T) for one clip
+and (B, 1, n_mels, T) for a batch.
+
+Comparing clips of different lengths (the excerpt rule)
+--------------------------------------------------------
+The metrics compare images of one shape. A clip is reduced to ``n`` frames by
+:func:`excerpt`: a clip at least ``n`` frames long gives its CENTRE ``n``
+frames (the start and end of a recording are often fades or silence); a
+shorter clip is LOOPED (tiled) up to ``n`` frames, because padding with the
+floor (silence) would make every short clip look alike. Long recordings can
+instead be cut into windows of ``n`` frames every ``hop`` frames by
+:func:`windows` (the training data and the genre-classification protocol do
+this).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+
+import numpy as np
+
+# Bump when the computation changes in a way the config fields don't show, so
+# cached features keyed by the config hash are recomputed.
+_ALGORITHM_VERSION = 1
+
+#: Default length, in frames, of the excerpt the metrics compare (about 2.97 s
+#: at 22,050 Hz with a 512-sample hop; also the autoencoder's patch width).
+DEFAULT_EXCERPT_FRAMES = 128
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Everything that defines a log-mel image.
+
+    Attributes
+    ----------
+    sample_rate : int
+        Audio is resampled to this rate before analysis.
+    n_fft : int
+        FFT size (Hann window of the same length).
+    hop_length : int
+        Samples between frames.
+    n_mels : int
+        Mel bands (image rows).
+    f_min, f_max : float
+        Frequency range of the mel filterbank in Hz.
+    db_floor : float
+        Level mapped to 0; anything quieter is clipped to 0.
+    db_ceiling : float
+        Level mapped to 1 (a little above a full-scale sine's 0 dB).
+    """
+
+    sample_rate: int = 22050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    f_min: float = 0.0
+    f_max: float = 11025.0
+    db_floor: float = -80.0
+    db_ceiling: float = 3.0
+
+    def __post_init__(self):
+        problems = []
+        if self.sample_rate <= 0:
+            problems.append(f"sample_rate must be positive, got {self.sample_rate}")
+        if self.n_fft < 16:
+            problems.append(f"n_fft must be at least 16, got {self.n_fft}")
+        if not 0 < self.hop_length <= self.n_fft:
+            problems.append(f"hop_length must be in (0, n_fft], got {self.hop_length}")
+        if self.n_mels < 8:
+            problems.append(f"n_mels must be at least 8, got {self.n_mels}")
+        if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
+            problems.append(
+                f"need 0 <= f_min < f_max <= sample_rate/2, got f_min={self.f_min}, f_max={self.f_max}"
+            )
+        if not self.db_floor < self.db_ceiling:
+            problems.append(f"db_floor must be below db_ceiling, got {self.db_floor} >= {self.db_ceiling}")
+        if problems:
+            raise ValueError("invalid FeatureConfig: " + "; ".join(problems))
+
+    @property
+    def hash(self) -> str:
+        """A stable 16-hex-digit hash of the config (cache key)."""
+        payload = json.dumps({"v": _ALGORITHM_VERSION, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        # Floats are written as floats so 0 and 0.0 hash alike.
+        out = asdict(self)
+        for f in fields(self):
+            if f.type in ("float", float):
+                out[f.name] = float(out[f.name])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FeatureConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown feature config keys: {sorted(unknown)}")
+        return cls(**data)
+
+    def frames_for(self, n_samples: int) -> int:
+        """Number of frames a signal of ``n_samples`` gives (centred frames)."""
+        return 1 + n_samples // self.hop_length
+
+    def seconds_per_frame(self) -> float:
+        return self.hop_length / self.sample_rate
+
+
+@lru_cache(maxsize=8)
+def _analysis_kernels(cfg: FeatureConfig):
+    import torch
+    import torchaudio.functional as AF
+
+    window = torch.hann_window(cfg.n_fft, periodic=True)  # (n_fft,)
+    # A sine of amplitude A has |X| = A * sum(w) / 2 in its peak bin.
+    scale = 2.0 / float(window.sum())
+    fbank = AF.melscale_fbanks(
+        cfg.n_fft // 2 + 1, cfg.f_min, cfg.f_max, cfg.n_mels, cfg.sample_rate,
+        norm=None, mel_scale="slaney",
+    )  # (n_freqs, n_mels), unit-height triangles
+    return window, scale, fbank.T.contiguous()  # (n_mels, n_freqs)
+
+
+def mel_frequencies(cfg: FeatureConfig) -> np.ndarray:
+    """Centre frequency in Hz of each mel band (row of the image), low first."""
+    import torchaudio.functional as AF  # noqa: F401  (same scale as the filterbank)
+
+    def hz_to_mel(f):
+        # Slaney: linear below 1 kHz, logarithmic above.
+        f = np.asarray(f, dtype=np.float64)
+        lin = f / (200.0 / 3)
+        log = 15.0 + np.log(np.maximum(f, 1e-9) / 1000.0) / (np.log(6.4) / 27.0)
+        return np.where(f >= 1000.0, log, lin)
+
+    def mel_to_hz(m):
+        m = np.asarray(m, dtype=np.float64)
+        lin = m * (200.0 / 3)
+        log = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
+        return np.where(m >= 15.0, log, lin)
+
+    mels = np.linspace(hz_to_mel(cfg.f_min), hz_to_mel(cfg.f_max), cfg.n_mels + 2)
+    return mel_to_hz(mels[1:-1])
+
+
+def db_to_unit(db, cfg: FeatureConfig):
+    """Map decibels to the fixed [0, 1] scale (works on numpy or torch)."""
+    v = (db - cfg.db_floor) / (cfg.db_ceiling - cfg.db_floor)
+    return v.clip(0.0, 1.0) if isinstance(v, np.ndarray) else v.clamp(0.0, 1.0)
+
+
+def unit_to_db(v, cfg: FeatureConfig):
+    """Inverse of :func:`db_to_unit` (levels below the floor read as the floor)."""
+    return v * (cfg.db_ceiling - cfg.db_floor) + cfg.db_floor
+
+
+def log_mel(wave: np.ndarray, cfg: FeatureConfig = FeatureConfig(), chunk_frames: int = 4096) -> np.ndarray:
+    """Log-mel image of a mono signal at ``cfg.sample_rate``.
+
+    Parameters
+    ----------
+    wave : numpy.ndarray
+        (n,) float32 samples at ``cfg.sample_rate``.
+    cfg : FeatureConfig
+    chunk_frames : int
+        Frames computed per STFT call; bounds memory on hour-long input
+        without changing the result.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_mels, T) float32 in [0, 1], T = 1 + n // hop_length.
+    """
+    import torch
+
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim != 1:
+        raise ValueError(f"log_mel expects a mono (n,) signal, got shape {wave.shape}")
+    if wave.size == 0:
+        raise ValueError("log_mel got an empty signal")
+    window, scale, fbank = _analysis_kernels(cfg)
+    n_frames = cfg.frames_for(wave.size)
+    half = cfg.n_fft // 2
+    x = torch.from_numpy(wave)
+    # Centred frames: pad like torch.stft(center=True), reflecting where the
+    # signal is long enough and falling back to zeros for very short input.
+    mode = "reflect" if wave.size > half else "constant"
+    padded = torch.nn.functional.pad(x[None, None], (half, half), mode=mode)[0, 0]
+    out = np.empty((cfg.n_mels, n_frames), dtype=np.float32)  # (F, T)
+    with torch.no_grad():
+        for t0 in range(0, n_frames, chunk_frames):
+            t1 = min(n_frames, t0 + chunk_frames)
+            seg = padded[t0 * cfg.hop_length : (t1 - 1) * cfg.hop_length + cfg.n_fft]
+            spec = torch.stft(
+                seg, cfg.n_fft, cfg.hop_length, window=window, center=False, return_complex=True
+            )  # (n_freqs, t1 - t0)
+            power = (spec.real.square() + spec.imag.square()) * (scale * scale)
+            mel = fbank @ power  # (F, t1 - t0)
+            db = 10.0 * torch.log10(mel.clamp_min(1e-12))
+            out[:, t0:t1] = db_to_unit(db, cfg).numpy()
+    return out
+
+
+def excerpt(spec: np.ndarray, n_frames: int = DEFAULT_EXCERPT_FRAMES) -> np.ndarray:
+    """Reduce a (F, T) image to exactly ``n_frames`` columns by the excerpt rule.
+
+    T >= n: the centre n frames. T < n: the clip looped (tiled) to n frames.
+    """
+    if n_frames <= 0:
+        raise ValueError(f"n_frames must be positive, got {n_frames}")
+    f, t = spec.shape
+    if t == 0:
+        raise ValueError("cannot take an excerpt of an image with no frames")
+    if t >= n_frames:
+        start = (t - n_frames) // 2
+        return np.ascontiguousarray(spec[:, start : start + n_frames])
+    reps = -(-n_frames // t)
+    return np.ascontiguousarray(np.tile(spec, (1, reps))[:, :n_frames])
+
+
+def windows(spec: np.ndarray, n_frames: int, hop: int | None = None) -> np.ndarray:
+    """Cut a (F, T) image into windows of ``n_frames`` every ``hop`` frames.
+
+    The last window is aligned to the end of the clip, so the tail is never
+    dropped; a clip shorter than one window gives one looped window
+    (see :func:`excerpt`).
+
+    Returns
+    -------
+    numpy.ndarray
+        (W, F, n_frames)
+    """
+    hop = n_frames if hop is None else hop
+    if hop <= 0:
+        raise ValueError(f"hop must be positive, got {hop}")
+    f, t = spec.shape
+    if t <= n_frames:
+        return excerpt(spec, n_frames)[None]
+    starts = list(range(0, t - n_frames + 1, hop))
+    if starts[-1] != t - n_frames:
+        starts.append(t - n_frames)
+    return np.stack([spec[:, s : s + n_frames] for s in starts])

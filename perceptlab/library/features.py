@@ -1,0 +1,73 @@
+"""Log-mel images of clips, through the library's feature cache.
+
+Everything that needs a clip's image (metrics, neighbours, training, the
+spectrogram view) goes through :func:`clip_image`, so the cache rules live in
+one place: a hit is returned as is, a miss or a damaged entry is recomputed
+from the file and stored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from perceptlab.audio.decode import AudioError, load
+from perceptlab.audio.features import DEFAULT_EXCERPT_FRAMES, FeatureConfig, excerpt, log_mel
+from perceptlab.library.store import Clip, Library, file_hash
+from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
+
+
+def file_image(path: str | os.PathLike, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+    """The (n_mels, T) image of any audio file, bypassing the cache."""
+    return log_mel(load(path, config.sample_rate), config)
+
+
+def clip_image(library: Library, clip: Clip, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+    """The (n_mels, T) image of a library clip, cached by content and config.
+
+    Raises
+    ------
+    AudioError
+        If the image is not cached and the file is gone or no longer decodes.
+    """
+    if not clip.ok:
+        raise AudioError(clip.path, f"was not imported: {clip.error}")
+    image = library.get_features(clip.content_hash, config.hash)
+    if image is not None:
+        return image
+    path = Path(clip.path)
+    if not path.exists():
+        raise AudioError(path, "file has moved or been deleted since it was imported")
+    if file_hash(path) != clip.content_hash:
+        raise AudioError(path, "file has changed since it was imported; import it again")
+    image = file_image(path, config)
+    library.put_features(clip.content_hash, config.hash, image)
+    return image
+
+
+def clip_excerpts(
+    library: Library,
+    clips: list[Clip],
+    config: FeatureConfig = FeatureConfig(),
+    n_frames: int = DEFAULT_EXCERPT_FRAMES,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> np.ndarray:
+    """Stack the excerpts of many clips for the metrics.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, 1, n_mels, n_frames) float32 in [0, 1]; see
+        :func:`perceptlab.audio.features.excerpt` for the rule.
+    """
+    out = np.empty((len(clips), 1, config.n_mels, n_frames), dtype=np.float32)  # (N, 1, F, T)
+    report(progress, 0, len(clips))
+    for i, clip in enumerate(clips):
+        check_cancel(cancel)
+        out[i, 0] = excerpt(clip_image(library, clip, config), n_frames)
+        report(progress, i + 1, len(clips))
+    return out

@@ -1,0 +1,69 @@
+"""Shared fixtures.
+
+Every test runs with the library location and the user data folders pointed
+at a temporary directory, so nothing touches the real user's files.
+
+Set ``PERCEPTLAB_STRICT=1`` (CI does) to turn a skipped test that needs a
+display or an audio device into a failure: in CI those must really run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+STRICT = os.environ.get("PERCEPTLAB_STRICT") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_dirs(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    monkeypatch.setenv("PERCEPTLAB_LIBRARY", str(home / "default-library.sqlite"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    needs_env = item.get_closest_marker("audio") or item.get_closest_marker("qt")
+    if STRICT and report.skipped and needs_env:
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"PERCEPTLAB_STRICT=1: a test that needs a display or audio device was skipped: {reason}"
+
+
+def tone(seconds: float, rate: int, freq: float = 440.0, amp: float = 0.5) -> np.ndarray:
+    """A sine, float32 (n,)."""
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def write_clip(path: Path, seconds: float = 1.0, rate: int = 22050, channels: int = 1,
+               freq: float = 440.0, fmt: str | None = None, subtype: str | None = None,
+               amp: float = 0.5) -> Path:
+    """Write a tone to an audio file; channel k carries amplitude amp/(k+1)."""
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mono = tone(seconds, rate, freq, amp)
+    data = np.stack([mono / (k + 1) for k in range(channels)], axis=1)
+    sf.write(str(path), data, rate, format=fmt, subtype=subtype)
+    return path
+
+
+@pytest.fixture
+def clip_tree(tmp_path) -> Path:
+    """A small labelled folder: 3 labels x 3 clips, distinct tones, plus a text file."""
+    root = tmp_path / "clips"
+    for li, label in enumerate(["low", "mid", "high"]):
+        for j in range(3):
+            write_clip(root / label / f"{label}_{j}.wav", seconds=1.0 + 0.25 * j,
+                       freq=110.0 * (2 ** li) * (1 + 0.05 * j))
+    (root / "README.txt").write_text("not audio, ignored by the scanner")
+    return root
