@@ -17,6 +17,9 @@ import pytest
 
 STRICT = os.environ.get("PERCEPTLAB_STRICT") == "1"
 
+# Qt tests run without a screen unless the caller chose a platform.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_user_dirs(tmp_path_factory, monkeypatch):

@@ -1,0 +1,199 @@
+"""The library browser: a sortable, filterable table of clips."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLineEdit,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from perceptlab.library.store import Clip
+
+ALL_LABELS = "All labels"
+
+
+class QtClipTableModel(QAbstractTableModel):
+    """Clips as rows: name, label, duration, sample rate, channels, status."""
+
+    COLUMNS = ("Name", "Label", "Duration", "Rate", "Ch", "Status")
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._clips: list[Clip] = []
+
+    def set_clips(self, clips: list[Clip]) -> None:
+        self.beginResetModel()
+        self._clips = list(clips)
+        self.endResetModel()
+
+    def clip(self, row: int) -> Clip:
+        return self._clips[row]
+
+    def clips(self) -> list[Clip]:
+        return list(self._clips)
+
+    def row_of(self, clip_id: int) -> int:
+        for i, c in enumerate(self._clips):
+            if c.id == clip_id:
+                return i
+        return -1
+
+    def rowCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self._clips)
+
+    def columnCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.DisplayRole):
+        if role == Qt.DisplayRole and orientation == Qt.Horizontal:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index, role=Qt.DisplayRole):
+        if not index.isValid():
+            return None
+        c = self._clips[index.row()]
+        col = index.column()
+        if role == Qt.DisplayRole:
+            return (
+                c.name,
+                c.label or "",
+                f"{c.duration:.2f} s" if c.duration is not None else "",
+                f"{c.sample_rate / 1000:g} kHz" if c.sample_rate else "",
+                str(c.channels or ""),
+                "ok" if c.ok else "failed",
+            )[col]
+        if role == Qt.UserRole:  # sort key
+            return (c.name.lower(), (c.label or "").lower(), c.duration or 0.0, c.sample_rate or 0,
+                    c.channels or 0, 0 if c.ok else 1)[col]
+        if role == Qt.ToolTipRole:
+            return c.error if c.error else c.path
+        if role == Qt.TextAlignmentRole and col in (2, 3, 4):
+            return int(Qt.AlignRight | Qt.AlignVCenter)
+        return None
+
+
+class QtClipFilterModel(QSortFilterProxyModel):
+    """Filters by a search text (name or label) and an exact label."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setSortRole(Qt.UserRole)
+        self._text = ""
+        self._label: str | None = None
+
+    def set_text(self, text: str) -> None:
+        self._text = text.strip().lower()
+        self.invalidate()
+
+    def set_label(self, label: str | None) -> None:
+        self._label = label
+        self.invalidate()
+
+    def filterAcceptsRow(self, row, parent):
+        clip = self.sourceModel().clip(row)
+        if self._label is not None and clip.label != self._label:
+            return False
+        if self._text and self._text not in clip.name.lower() and self._text not in (clip.label or "").lower():
+            return False
+        return True
+
+
+class QtLibraryPanel(QWidget):
+    """Search box, label filter and the clip table.
+
+    Signals
+    -------
+    clip_selected(object)
+        The newly current :class:`Clip` (or None).
+    """
+
+    clip_selected = Signal(object)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.model = QtClipTableModel(self)
+        self.proxy = QtClipFilterModel(self)
+        self.proxy.setSourceModel(self.model)
+
+        self.search = QLineEdit(placeholderText="Search name or label…")
+        self.search.setClearButtonEnabled(True)
+        self.label_filter = QComboBox()
+        self.label_filter.addItem(ALL_LABELS)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(1, Qt.AscendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.ExtendedSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        self.table.setAlternatingRowColors(True)
+
+        top = QHBoxLayout()
+        top.addWidget(self.search, 1)
+        top.addWidget(self.label_filter)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(top)
+        lay.addWidget(self.table)
+
+        self.search.textChanged.connect(self._on_search_changed)
+        self.label_filter.currentTextChanged.connect(self._on_label_changed)
+        self.table.selectionModel().currentRowChanged.connect(self._on_current_changed)
+
+    def set_clips(self, clips: list[Clip]) -> None:
+        current = self.current_clip()
+        self.model.set_clips(clips)
+        labels = sorted({c.label for c in clips if c.label})
+        keep = self.label_filter.currentText()
+        self.label_filter.blockSignals(True)
+        self.label_filter.clear()
+        self.label_filter.addItems([ALL_LABELS, *labels])
+        self.label_filter.setCurrentText(keep if keep in labels else ALL_LABELS)
+        self.label_filter.blockSignals(False)
+        self.proxy.set_label(None if self.label_filter.currentText() == ALL_LABELS else self.label_filter.currentText())
+        if current is not None:
+            self.select_clip(current.id)
+
+    def current_clip(self) -> Clip | None:
+        idx = self.table.currentIndex()
+        if not idx.isValid():
+            return None
+        return self.model.clip(self.proxy.mapToSource(idx).row())
+
+    def selected_clips(self) -> list[Clip]:
+        rows = self.table.selectionModel().selectedRows()
+        return [self.model.clip(self.proxy.mapToSource(i).row()) for i in rows]
+
+    def visible_clips(self) -> list[Clip]:
+        return [self.model.clip(self.proxy.mapToSource(self.proxy.index(r, 0)).row())
+                for r in range(self.proxy.rowCount())]
+
+    def select_clip(self, clip_id: int) -> bool:
+        row = self.model.row_of(clip_id)
+        if row < 0:
+            return False
+        idx = self.proxy.mapFromSource(self.model.index(row, 0))
+        if not idx.isValid():
+            return False
+        self.table.setCurrentIndex(idx)
+        self.table.scrollTo(idx)
+        return True
+
+    def _on_search_changed(self, text: str) -> None:
+        self.proxy.set_text(text)
+
+    def _on_label_changed(self, text: str) -> None:
+        self.proxy.set_label(None if text in ("", ALL_LABELS) else text)
+
+    def _on_current_changed(self, current, _previous) -> None:
+        self.clip_selected.emit(self.current_clip())

@@ -1,0 +1,155 @@
+"""The log-mel spectrogram view.
+
+An ``ImageItem`` whose pixels are mapped (``setRect``) to seconds on x and mel
+bins on y, labelled in Hz; a perceptually uniform colour map with a colour bar
+in dB whose handles set the displayed dB range; zoom and pan with the mouse;
+a hover readout of time, frequency and level; a playhead; click to seek.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Signal
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from perceptlab.audio.features import FeatureConfig, mel_frequencies, unit_to_db
+
+COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis")
+_HZ_TICKS = (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
+
+
+def _hz_label(hz: float) -> str:
+    return f"{hz / 1000:g}k" if hz >= 1000 else f"{hz:g}"
+
+
+class QtSpectrogramView(QWidget):
+    """Shows one clip's log-mel image.
+
+    Signals
+    -------
+    seek_requested(float)
+        The user clicked at this time (seconds).
+    """
+
+    seek_requested = Signal(float)
+
+    def __init__(self, parent=None, title: str = ""):
+        super().__init__(parent)
+        pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+        self.config = FeatureConfig()
+        self._db: np.ndarray | None = None  # (F, T) levels in dB
+        self._freqs = mel_frequencies(self.config)
+
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.plot = self.graphics.addPlot(title=title or None)
+        self.plot.setLabel("bottom", "time", units="s")
+        self.plot.setLabel("left", "frequency (Hz, mel scale)")
+        self.plot.setMenuEnabled(False)
+        self.plot.getViewBox().setMouseEnabled(x=True, y=True)
+        self.image = pg.ImageItem()
+        self.plot.addItem(self.image)
+        self.colorbar = pg.ColorBarItem(
+            values=(self.config.db_floor, self.config.db_ceiling), colorMap=pg.colormap.get("viridis"),
+            label="level (dB re full-scale sine)", interactive=True, width=14,
+        )
+        self.colorbar.setImageItem(self.image, insert_in=self.plot)
+        self.playhead = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("w", width=1.5))
+        self.playhead.setVisible(False)
+        self.plot.addItem(self.playhead)
+
+        self.cmap_box = QComboBox()
+        self.cmap_box.addItems(COLORMAPS)
+        self.cmap_box.setToolTip("Colour map (all perceptually uniform)")
+        self.readout = QLabel("")
+        self.readout.setMinimumWidth(260)
+        self.caption = QLabel("")
+        controls = QHBoxLayout()
+        controls.addWidget(self.caption, 1)
+        controls.addWidget(self.readout)
+        controls.addWidget(QLabel("colours"))
+        controls.addWidget(self.cmap_box)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(controls)
+        lay.addWidget(self.graphics, 1)
+
+        self.cmap_box.currentTextChanged.connect(self._on_cmap_changed)
+        self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.graphics.scene().sigMouseClicked.connect(self._on_mouse_clicked)
+        self._set_hz_ticks()
+
+    # -- public API ---------------------------------------------------------
+    def set_image(self, image: np.ndarray | None, config: FeatureConfig | None = None, caption: str = "") -> None:
+        """Show a (n_mels, T) image in [0, 1] (None clears the view)."""
+        if config is not None and config != self.config:
+            self.config = config
+            self._freqs = mel_frequencies(config)
+            self._set_hz_ticks()
+        self.caption.setText(caption)
+        if image is None:
+            self._db = None
+            self.image.clear()
+            return
+        self._db = unit_to_db(np.asarray(image, dtype=np.float32), self.config)
+        levels = self.colorbar.levels()
+        self.image.setImage(self._db, autoLevels=False, levels=levels)
+        n_mels, n_frames = self._db.shape
+        self.image.setRect(QRectF(0.0, 0.0, n_frames * self.config.seconds_per_frame(), float(n_mels)))
+        self.plot.getViewBox().autoRange(padding=0)
+
+    def set_levels(self, low_db: float, high_db: float) -> None:
+        """Set the displayed dB range (what the colour bar handles do)."""
+        self.colorbar.setLevels((low_db, high_db))
+
+    def levels(self) -> tuple[float, float]:
+        return tuple(self.colorbar.levels())
+
+    def set_colormap(self, name: str) -> None:
+        self.cmap_box.setCurrentText(name)
+
+    def set_playhead(self, seconds: float | None) -> None:
+        if seconds is None:
+            self.playhead.setVisible(False)
+        else:
+            self.playhead.setPos(seconds)
+            self.playhead.setVisible(True)
+
+    def has_image(self) -> bool:
+        return self._db is not None
+
+    def readout_at(self, seconds: float, mel_pos: float) -> str:
+        """The hover text for a point in plot coordinates ('' outside the image)."""
+        if self._db is None:
+            return ""
+        n_mels, n_frames = self._db.shape
+        col = int(seconds / self.config.seconds_per_frame())
+        row = int(mel_pos)
+        if not (0 <= col < n_frames and 0 <= row < n_mels):
+            return ""
+        return f"{seconds:6.2f} s   {self._freqs[row]:7.0f} Hz   {self._db[row, col]:6.1f} dB"
+
+    # -- slots --------------------------------------------------------------
+    def _on_cmap_changed(self, name: str) -> None:
+        self.colorbar.setColorMap(pg.colormap.get(name))
+
+    def _on_mouse_moved(self, pos) -> None:
+        p = self.plot.getViewBox().mapSceneToView(pos)
+        self.readout.setText(self.readout_at(p.x(), p.y()))
+
+    def _on_mouse_clicked(self, event) -> None:
+        if event.button() != 1 or self._db is None:
+            return
+        p = self.plot.getViewBox().mapSceneToView(event.scenePos())
+        duration = self._db.shape[1] * self.config.seconds_per_frame()
+        if 0 <= p.x() <= duration and 0 <= p.y() <= self._db.shape[0]:
+            self.seek_requested.emit(float(p.x()))
+
+    def _set_hz_ticks(self) -> None:
+        # Place round Hz values at their (fractional) mel-bin position.
+        centres = self._freqs
+        ticks = []
+        for hz in _HZ_TICKS:
+            if centres[0] <= hz <= centres[-1]:
+                ticks.append((float(np.interp(hz, centres, np.arange(len(centres)) + 0.5)), _hz_label(hz)))
+        self.plot.getAxis("left").setTicks([ticks, []])

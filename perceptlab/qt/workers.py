@@ -1,0 +1,94 @@
+"""Running long work off the GUI thread.
+
+:class:`QtTask` wraps any function that follows the contract of
+:mod:`perceptlab.tasks` (``progress`` and ``cancel`` keyword arguments) and
+runs it on a QThreadPool thread. Results, errors and progress come back as
+signals, which Qt delivers on the GUI thread. The GUI thread never waits.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from perceptlab.tasks import Cancelled
+
+
+class _Signals(QObject):
+    progress = Signal(int, int)
+    finished = Signal(object)  # the result
+    failed = Signal(str, str)  # message, traceback
+    cancelled = Signal()
+
+
+class QtTask(QRunnable):
+    """One background job.
+
+    Parameters
+    ----------
+    fn : callable
+        Called as ``fn(*args, progress=..., cancel=..., **kwargs)`` when
+        ``with_progress`` is true, else ``fn(*args, **kwargs)``.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *args, with_progress: bool = True, **kwargs):
+        super().__init__()
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.with_progress = with_progress
+        self.signals = _Signals()
+        self._cancel = threading.Event()
+        self.setAutoDelete(False)  # we hold a reference until it reports back
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def run(self) -> None:  # worker thread
+        kwargs = dict(self.kwargs)
+        if self.with_progress:
+            kwargs.update(progress=self.signals.progress.emit, cancel=self._cancel.is_set)
+        try:
+            result = self.fn(*self.args, **kwargs)
+        except Cancelled:
+            self.signals.cancelled.emit()
+        except Exception as exc:  # reported to the GUI, never raised into Qt
+            self.signals.failed.emit(str(exc) or type(exc).__name__, traceback.format_exc())
+        else:
+            if self._cancel.is_set():
+                self.signals.cancelled.emit()
+            else:
+                self.signals.finished.emit(result)
+
+
+class QtTaskRunner(QObject):
+    """Starts tasks and keeps them alive until they report back."""
+
+    def __init__(self, parent: QObject | None = None, max_threads: int = 2):
+        super().__init__(parent)
+        self.pool = QThreadPool(self)
+        self.pool.setMaxThreadCount(max_threads)
+        self._live: set[QtTask] = set()
+
+    def start(self, task: QtTask) -> QtTask:
+        self._live.add(task)
+        for sig in (task.signals.finished, task.signals.failed, task.signals.cancelled):
+            sig.connect(lambda *_, t=task: self._live.discard(t))
+        self.pool.start(task)
+        return task
+
+    def cancel_all(self) -> None:
+        for t in list(self._live):
+            t.cancel()
+
+    def wait(self, msecs: int = -1) -> bool:
+        return self.pool.waitForDone(msecs)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._live)

@@ -1,0 +1,126 @@
+"""The main window's library browser and spectrogram, driven as a user would."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6.QtWidgets")
+
+from PySide6.QtCore import Qt  # noqa: E402
+
+from perceptlab.library.importer import import_files  # noqa: E402
+from perceptlab.library.store import Library  # noqa: E402
+
+pytestmark = pytest.mark.qt
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, clip_tree):
+    from perceptlab.qt.main_window import QtMainWindow
+
+    lib_path = tmp_path / "lib.sqlite"
+    with Library(lib_path) as lib:
+        import_files(lib, [clip_tree])
+    w = QtMainWindow(library_path=lib_path)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.close()
+
+
+def test_table_lists_clips_and_filters(window, qtbot):
+    panel = window.library_panel
+    assert panel.proxy.rowCount() == 9
+    qtbot.keyClicks(panel.search, "mid_")
+    assert panel.proxy.rowCount() == 3
+    panel.search.clear()
+    panel.label_filter.setCurrentText("high")
+    assert {c.label for c in panel.visible_clips()} == {"high"} and panel.proxy.rowCount() == 3
+    panel.label_filter.setCurrentIndex(0)
+    # Sorting by duration (click the header): longest last.
+    panel.table.horizontalHeader().sectionClicked.emit(2)
+    panel.table.sortByColumn(2, Qt.AscendingOrder)
+    durations = [c.duration for c in panel.visible_clips()]
+    assert durations == sorted(durations)
+
+
+def test_selecting_a_clip_shows_its_spectrogram(window, qtbot):
+    panel = window.library_panel
+    clip = next(c for c in panel.model.clips() if c.name == "low_1.wav")
+    panel.table.setFocus()
+    assert panel.select_clip(clip.id)
+    assert window.spectrogram.has_image()
+    assert "low_1.wav" in window.spectrogram.caption.text()
+    img = window.spectrogram.image.image
+    assert img.shape == (128, 1 + int(1.25 * 22050) // 512)
+    # Keyboard: Down moves to the next clip and its spectrogram follows.
+    qtbot.keyClick(panel.table, Qt.Key_Down)
+    assert window.spectrogram.caption.text().split()[0] != "low_1.wav"
+    # Hover readout at a point inside the image names time, Hz and dB.
+    text = window.spectrogram.readout_at(0.5, 20.5)
+    assert "s" in text and "Hz" in text and "dB" in text
+
+
+def test_cache_miss_is_computed_in_the_background(window, qtbot):
+    clip = window.library_panel.model.clips()[0]
+    window.library.drop_features(clip.content_hash)
+    window.library_panel.select_clip(clip.id)
+    assert "computing" in window.spectrogram.caption.text()
+    qtbot.waitUntil(window.spectrogram.has_image, timeout=10000)
+    assert window.library.get_features(clip.content_hash, window.config.hash) is not None
+
+
+def test_background_import_with_progress(window, qtbot, tmp_path):
+    from conftest import write_clip
+
+    new = tmp_path / "more"
+    for i in range(4):
+        write_clip(new / "extra" / f"e{i}.wav", seconds=0.5, freq=300 + 50 * i)
+    task = window.import_paths([str(new)])
+    assert task is not None and window.progress.isVisible()
+    qtbot.waitUntil(lambda: window._import_task is None, timeout=20000)
+    assert window.library_panel.model.rowCount() == 13
+    assert "imported 4" in window.status_label.text()
+    assert not window.progress.isVisible()
+
+
+def test_colormap_and_levels(window):
+    view = window.spectrogram
+    view.set_colormap("magma")
+    assert view.cmap_box.currentText() == "magma"
+    view.set_levels(-60.0, 0.0)
+    assert view.levels() == pytest.approx((-60.0, 0.0))
+
+
+def test_layout_persists(qtbot, tmp_path, clip_tree):
+    from perceptlab.qt.main_window import QtMainWindow
+
+    lib_path = tmp_path / "lib.sqlite"
+    w = QtMainWindow(library_path=lib_path)
+    qtbot.addWidget(w)
+    w.show()
+    w.library_dock.setFloating(True)
+    w.spectrogram.set_colormap("cividis")
+    w.close()
+    w2 = QtMainWindow(library_path=lib_path)
+    qtbot.addWidget(w2)
+    assert w2.library_dock.isFloating()
+    assert w2.spectrogram.cmap_box.currentText() == "cividis"
+    w2.close()
+
+
+def test_demo_library_is_imported_on_first_run(tmp_path, monkeypatch):
+    from perceptlab.cli import demo_dir, ensure_demo_library
+
+    assert demo_dir().is_dir(), "the demo clips ship in assets/demo"
+    lib = ensure_demo_library(tmp_path / "first.sqlite")
+    try:
+        n = lib.count()
+        assert n >= 48 and len(lib.labels()) >= 6
+    finally:
+        lib.close()
+    lib = ensure_demo_library(tmp_path / "first.sqlite")  # second run: nothing re-imported
+    assert lib.count() == n
+    lib.close()
