@@ -214,3 +214,26 @@ def test_import_killed_midway_then_rerun_equals_uninterrupted(tmp_path):
     with Library(tmp_path / "clean.sqlite") as lib:
         import_files(lib, [root])
         assert _state(lib) == state_resumed
+
+
+def test_migration_from_version_1_keeps_clips(tmp_path, clip_tree):
+    """A version-1 file (clips and features only) upgrades in place."""
+    from perceptlab.library import store
+
+    p = tmp_path / "old.sqlite"
+    con = sqlite3.connect(p, isolation_level=None)
+    for stmt in store._split_sql(store.MIGRATIONS[0]):
+        con.execute(stmt)
+    con.execute("PRAGMA user_version = 1")
+    con.execute("INSERT INTO clips (path, name, content_hash, size, mtime, label, imported_at) "
+                "VALUES ('/x/a.wav', 'a.wav', 'abc', 10, 1.0, 'l', 0)")
+    con.close()
+    with Library(p) as lib:
+        assert lib.schema_version == SCHEMA_VERSION
+        assert [c.name for c in lib.clips()] == ["a.wav"]
+        lib.register_model("m1", "demo", "/m.pt", {"loss": "nlpd"})
+        lib.put_embeddings("m1", {"abc": np.arange(4, dtype=np.float32)})
+        np.testing.assert_array_equal(lib.get_embeddings("m1")["abc"], np.arange(4))
+        run = lib.add_run("r", {"epochs": 1}, "/out")
+        lib.update_run(run, status="completed", final_metrics={"val_loss": 0.1})
+        assert lib.runs()[0]["final_metrics"] == {"val_loss": 0.1}
