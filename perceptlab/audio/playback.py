@@ -1,0 +1,265 @@
+"""The playback engine: sounddevice output with A/B slots, loop and level.
+
+Real-time rules (the audio callback runs on PortAudio's thread):
+
+* the callback only copies frames from preallocated float32 buffers into the
+  output, scaled in place; no Qt, no logging, no locks held for long, no new
+  arrays (numpy ``out=`` arguments throughout);
+* the GUI never waits on the callback: it polls :attr:`PlaybackEngine.position`
+  and :attr:`PlaybackEngine.level` with a timer;
+* streams are started and stopped from the caller's (GUI) thread.
+
+A/B comparison: two clips are loaded into slots "A" and "B"; :meth:`select`
+switches the slot the callback reads from at the next block and keeps the
+playback position, so a listener hears the same moment of the other clip.
+With loudness matching on, each slot gets a gain that brings its RMS level to
+the quieter of the two (never a boost, so nothing clips).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+SLOTS = ("A", "B")
+
+
+class PlaybackUnavailable(RuntimeError):
+    """No audio output can be used; the message says why."""
+
+
+def audio_output_status() -> tuple[bool, str]:
+    """(True, device name) if an output device is usable, else (False, why not)."""
+    try:
+        import sounddevice as sd
+    except OSError as exc:  # PortAudio library missing
+        return False, f"PortAudio is not installed ({exc}); on Debian/Ubuntu: apt-get install libportaudio2"
+    except ImportError as exc:
+        return False, f"the sounddevice package is missing ({exc})"
+    try:
+        dev = sd.query_devices(kind="output")
+    except Exception as exc:  # no default output device
+        return False, f"no audio output device ({exc})"
+    if not dev or dev.get("max_output_channels", 0) < 1:
+        return False, "no audio output device with an output channel"
+    return True, str(dev.get("name", "default"))
+
+
+def rms_db(wave: np.ndarray) -> float:
+    """RMS level in dBFS (-inf for silence)."""
+    if wave.size == 0:
+        return float("-inf")
+    r = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
+    return 20 * np.log10(r) if r > 0 else float("-inf")
+
+
+class PlaybackEngine:
+    """Plays mono float32 buffers through the default output device.
+
+    Parameters
+    ----------
+    sample_rate : int
+        Rate of every buffer loaded (the project rate).
+    blocksize : int
+        Frames per callback; small for responsive switching.
+    """
+
+    def __init__(self, sample_rate: int = 22050, blocksize: int = 512, device=None):
+        self.sample_rate = sample_rate
+        self.blocksize = blocksize
+        self.device = device
+        self._buffers: dict[str, np.ndarray] = {s: np.zeros(0, np.float32) for s in SLOTS}
+        self._gains = {s: 1.0 for s in SLOTS}
+        self._active = "A"
+        self._pos = 0  # frames into the active buffer
+        self._loop: tuple[int, int] | None = None
+        self.loop_enabled = False
+        self.volume = 1.0
+        self.loudness_match = False
+        self._level = 0.0
+        self._playing = False
+        self._stream = None
+        self._lock = threading.Lock()  # guards buffer swaps, held for O(1) work
+        self.play_requested_at: float | None = None
+        self.first_buffer_at: float | None = None
+
+    # -- state ------------------------------------------------------------
+    @property
+    def position(self) -> float:
+        """Playback position of the active slot, in seconds."""
+        return self._pos / self.sample_rate
+
+    @property
+    def level(self) -> float:
+        """Peak of the last block sent to the device, 0..1 (after volume)."""
+        return self._level
+
+    @property
+    def is_playing(self) -> bool:
+        return self._playing and self._stream is not None and self._stream.active
+
+    @property
+    def active_slot(self) -> str:
+        return self._active
+
+    def duration(self, slot: str | None = None) -> float:
+        return self._buffers[slot or self._active].size / self.sample_rate
+
+    def has(self, slot: str) -> bool:
+        return self._buffers[slot].size > 0
+
+    # -- loading ------------------------------------------------------------
+    def load(self, slot: str, wave: np.ndarray) -> None:
+        """Put a mono signal in slot "A" or "B" (copied once, here, not in the callback)."""
+        if slot not in SLOTS:
+            raise ValueError(f"slot must be one of {SLOTS}, got {slot!r}")
+        buf = np.ascontiguousarray(wave, dtype=np.float32).ravel().copy()
+        with self._lock:
+            self._buffers[slot] = buf
+            if slot == self._active:
+                self._pos = min(self._pos, buf.size)
+        self._update_gains()
+
+    def set_loudness_match(self, on: bool) -> None:
+        self.loudness_match = bool(on)
+        self._update_gains()
+
+    def _update_gains(self) -> None:
+        gains = {s: 1.0 for s in SLOTS}
+        if self.loudness_match and all(self.has(s) for s in SLOTS):
+            levels = {s: rms_db(self._buffers[s]) for s in SLOTS}
+            if all(np.isfinite(v) for v in levels.values()):
+                target = min(levels.values())  # attenuate the louder one; never boost
+                gains = {s: float(10 ** ((target - levels[s]) / 20)) for s in SLOTS}
+        self._gains = gains
+
+    def gain(self, slot: str) -> float:
+        return self._gains[slot]
+
+    # -- transport ------------------------------------------------------------
+    def select(self, slot: str) -> None:
+        """Switch A/B, keeping the position (clamped to the other clip's length)."""
+        if slot not in SLOTS:
+            raise ValueError(f"slot must be one of {SLOTS}, got {slot!r}")
+        with self._lock:
+            self._active = slot
+            self._pos = min(self._pos, self._buffers[slot].size)
+
+    def seek(self, seconds: float) -> None:
+        with self._lock:
+            n = self._buffers[self._active].size
+            self._pos = int(min(max(seconds, 0.0) * self.sample_rate, n))
+
+    def set_loop(self, start: float | None, end: float | None) -> None:
+        """Loop region in seconds (None clears it); used when :attr:`loop_enabled`."""
+        if start is None or end is None:
+            self._loop = None
+            return
+        a, b = sorted((start, end))
+        a_i, b_i = int(a * self.sample_rate), int(b * self.sample_rate)
+        self._loop = (a_i, b_i) if b_i - a_i >= self.blocksize else None
+
+    @property
+    def loop(self) -> tuple[float, float] | None:
+        if self._loop is None:
+            return None
+        return self._loop[0] / self.sample_rate, self._loop[1] / self.sample_rate
+
+    def play(self) -> None:
+        """Start (or resume) playback from the current position.
+
+        Raises
+        ------
+        PlaybackUnavailable
+            If no output device can be opened (the message says why).
+        """
+        if not self.has(self._active):
+            return
+        if self._pos >= self._buffers[self._active].size:
+            self._pos = self._loop[0] if (self.loop_enabled and self._loop) else 0
+        self.play_requested_at = time.perf_counter()
+        self.first_buffer_at = None
+        if self._stream is None:
+            self._open_stream()
+        self._playing = True
+        if not self._stream.active:
+            if self._stream.stopped is False:  # finished by CallbackStop: restart cleanly
+                self._stream.stop()
+            self._stream.start()
+
+    def pause(self) -> None:
+        self._playing = False
+        if self._stream is not None and self._stream.active:
+            self._stream.stop()
+
+    def toggle(self) -> None:
+        if self.is_playing:
+            self.pause()
+        else:
+            self.play()
+
+    def stop(self) -> None:
+        """Stop and rewind to the start (or the loop start)."""
+        self.pause()
+        with self._lock:
+            self._pos = self._loop[0] if (self.loop_enabled and self._loop) else 0
+        self._level = 0.0
+
+    def close(self) -> None:
+        self.pause()
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def _open_stream(self) -> None:
+        ok, why = audio_output_status()
+        if not ok:
+            raise PlaybackUnavailable(why)
+        import sounddevice as sd
+
+        try:
+            self._stream = sd.OutputStream(
+                samplerate=self.sample_rate, channels=1, dtype="float32", blocksize=self.blocksize,
+                device=self.device, callback=self._callback,
+            )
+        except Exception as exc:
+            raise PlaybackUnavailable(f"cannot open the audio output ({exc})") from None
+
+    # -- the real-time callback ------------------------------------------------------
+    def _callback(self, outdata, frames, _time, _status) -> None:
+        import sounddevice as sd
+
+        if self.first_buffer_at is None:
+            self.first_buffer_at = time.perf_counter()
+        out = outdata[:, 0]
+        if not self._playing:
+            out.fill(0.0)
+            self._level = 0.0
+            return
+        with self._lock:
+            buf = self._buffers[self._active]
+            gain = self._gains[self._active] * self.volume
+            pos = self._pos
+            loop = self._loop if self.loop_enabled else None
+            written = 0
+            while written < frames:
+                if loop is not None and pos == loop[1]:
+                    pos = loop[0]
+                end = loop[1] if loop is not None and pos < loop[1] else buf.size
+                n = min(frames - written, end - pos)
+                if n <= 0:
+                    break
+                np.multiply(buf[pos : pos + n], gain, out=out[written : written + n])
+                written += n
+                pos += n
+            self._pos = pos
+        if written < frames:
+            out[written:].fill(0.0)
+        if written:
+            seg = out[:written]
+            self._level = max(float(seg.max()), -float(seg.min()))
+        if written < frames:
+            self._playing = False
+            raise sd.CallbackStop
