@@ -244,6 +244,11 @@ class PlaybackEngine:
             pos = self._pos
             loop = self._loop if self.loop_enabled else None
             written = 0
+            if loop is not None:
+                # A region past the end of a shorter clip (after an A/B switch) is clamped.
+                loop = (min(loop[0], buf.size), min(loop[1], buf.size))
+                if loop[1] - loop[0] <= 0:
+                    loop = None
             while written < frames:
                 if loop is not None and pos == loop[1]:
                     pos = loop[0]
