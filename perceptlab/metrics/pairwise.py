@@ -1,0 +1,782 @@
+"""All-pairs distance matrices and nearest-neighbour queries over a set of clips.
+
+Calling a pair metric N^2 times repeats the per-clip work N times. The
+engines here do the per-clip work once and keep only the truly pairwise part
+in the loop:
+
+- MSE: ||a - b||^2 = ||a||^2 + ||b||^2 - 2 a.b, one GEMM (float64).
+- NLPD: the normalised pyramid of every clip once; per level the squared
+  distance is again a Gram-matrix identity, one float64 GEMM per level. The
+  float64 accumulation matters: near-duplicate clips differ by ~1e-4 in RMS
+  on top of norms ~1, and float32 cancellation would swamp that.
+- MS-SSIM: local means and variances of every clip at every scale once; per
+  pair only the cross term G * (x y) and the map arithmetic remain, computed
+  for blocks of pairs at a time.
+
+Queries against a fixed set use an index object (:class:`NLPDIndex`,
+:class:`MSEIndex`, :class:`MSSSIMIndex`, :class:`GenericIndex`) that caches
+those per-clip transforms; an NLPD or MSE query is then one pass of direct
+differences over the cached coefficients (``torch.cdist`` without the GEMM
+shortcut, which is exact in float32 because nothing cancels).
+
+Long work follows :mod:`perceptlab.tasks`: ``progress(done, total)`` is
+called between chunks and ``cancel()`` is polled there; cancelling raises
+:class:`perceptlab.tasks.Cancelled`.
+
+Every matrix comes back as an (N, N) float64 CPU tensor, symmetric with an
+exact zero diagonal, whatever device did the work.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from perceptlab.tasks import CancelFn, Cancelled, ProgressFn, check_cancel, report
+
+from . import msssim as _ms
+from ._filters import gaussian_valid
+from .nlpd import N_LEVELS, nlpd_transform
+from .validation import check_image_batch
+
+__all__ = [
+    "Cancelled",
+    "DistanceIndex",
+    "GenericIndex",
+    "MSEIndex",
+    "MSSSIMIndex",
+    "NLPDIndex",
+    "build_index",
+    "distance_matrix",
+    "mse_matrix",
+    "msssim_matrix",
+    "nearest",
+    "nlpd_matrix",
+]
+
+ArrayLike = Union[torch.Tensor, np.ndarray]
+DeviceLike = Union[str, torch.device, None]
+
+_MB = 1 << 20
+
+# Work for MS-SSIM pairs is done in blocks of at most this many pairs even
+# when the budget allows more: the ~20 passes over each block then run from
+# the CPU cache instead of main memory (measured fastest at 16-32 pairs for
+# 128 x 256 images on a 2-core machine).
+_MSSSIM_CPU_BLOCK = 24
+
+
+class _Steps:
+    """Progress and cancellation between chunks of work."""
+
+    def __init__(self, total: int, progress: Optional[ProgressFn], cancel: Optional[CancelFn]):
+        self.total = max(int(total), 1)
+        self.done = 0
+        self.progress = progress
+        self.cancel = cancel
+        check_cancel(cancel)
+        report(progress, 0, self.total)
+
+    def step(self, n: int = 1) -> None:
+        self.done = min(self.done + n, self.total)
+        report(self.progress, self.done, self.total)
+        check_cancel(self.cancel)
+
+
+def _to_tensor(specs: ArrayLike, device: DeviceLike) -> torch.Tensor:
+    x = specs if isinstance(specs, torch.Tensor) else torch.as_tensor(np.asarray(specs))
+    if device is not None:
+        x = x.to(device)
+    return x
+
+
+def _prepare_specs(
+    specs: ArrayLike, device: DeviceLike, validate: bool, metric: str, min_side: int = 1
+) -> torch.Tensor:
+    x = _to_tensor(specs, device)
+    check_image_batch(x, "specs", check_values=validate)
+    side = min(x.shape[-2], x.shape[-1])
+    if side < min_side:
+        raise ValueError(
+            f"{metric}: spectrograms of {x.shape[-2]} x {x.shape[-1]} are too small; both sides "
+            f"must be at least {min_side} pixels"
+        )
+    return x
+
+
+def _budget_rows(budget_bytes: int, bytes_per_row: int, cap: int) -> int:
+    return int(max(1, min(cap, budget_bytes // max(bytes_per_row, 1))))
+
+
+def _chunks(n: int, size: int) -> List[Tuple[int, int]]:
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _finish(d: torch.Tensor) -> torch.Tensor:
+    """Symmetric float64 CPU matrix with an exact zero diagonal."""
+    d = d.to("cpu", torch.float64)
+    d = torch.triu(d, 1)
+    d = d + d.T
+    return d
+
+
+# --------------------------------------------------------------------------
+# Squared Euclidean distances through a float64 Gram matrix
+# --------------------------------------------------------------------------
+
+
+def _sq_dists_plan(n: int, dim: int, budget_bytes: int) -> List[Tuple[int, int]]:
+    # Two float64 blocks of rows plus their (b, b) product must fit.
+    b = _budget_rows(budget_bytes, 2 * dim * 8 + 3 * n * 8, n)
+    return _chunks(n, b)
+
+
+def _sq_dists(a: torch.Tensor, blocks: List[Tuple[int, int]], steps: _Steps) -> torch.Tensor:
+    """Upper triangle of ||a_i - a_j||^2, float64, on a's device.
+
+    a : (N, D). Blocks of rows are promoted to float64 before the GEMM so that
+    ||a||^2 + ||b||^2 - 2 a.b does not lose near-duplicates to cancellation.
+    """
+    n = a.shape[0]
+    out = torch.zeros(n, n, dtype=torch.float64, device=a.device)
+    for bi, (i0, i1) in enumerate(blocks):
+        ai = a[i0:i1].to(torch.float64)  # (bi, D)
+        ni = ai.square().sum(1)
+        for j0, j1 in blocks[bi:]:
+            aj = ai if j0 == i0 else a[j0:j1].to(torch.float64)  # (bj, D)
+            nj = ni if j0 == i0 else aj.square().sum(1)
+            s = ni[:, None] + nj[None, :] - 2.0 * (ai @ aj.T)  # (bi, bj)
+            out[i0:i1, j0:j1] = s.clamp_min_(0.0)
+            steps.step()
+    return out
+
+
+# --------------------------------------------------------------------------
+# Built-in all-pairs engines
+# --------------------------------------------------------------------------
+
+
+def mse_matrix(
+    specs: ArrayLike,
+    *,
+    memory_budget_mb: float = 512,
+    progress: Optional[ProgressFn] = None,
+    cancel: Optional[CancelFn] = None,
+    device: DeviceLike = None,
+    validate: bool = True,
+) -> torch.Tensor:
+    """All-pairs MSE, (N, N) float64 CPU tensor. See :func:`distance_matrix`."""
+    x = _prepare_specs(specs, device, validate, "mse")
+    n = x.shape[0]
+    flat = x.reshape(n, -1)  # (N, F*T)
+    blocks = _sq_dists_plan(n, flat.shape[1], int(memory_budget_mb * _MB))
+    steps = _Steps(len(blocks) * (len(blocks) + 1) // 2, progress, cancel)
+    with torch.no_grad():
+        sq = _sq_dists(flat, blocks, steps)
+    return _finish(sq / flat.shape[1])
+
+
+def _nlpd_coefficients(
+    x: torch.Tensor, budget_bytes: int, steps: Optional[_Steps] = None, chunk: Optional[int] = None
+) -> List[torch.Tensor]:
+    """Flattened normalised pyramid of every clip: 6 tensors (N, F_k * T_k)."""
+    n = x.shape[0]
+    if chunk is None:
+        # The transform keeps ~12 image-sized temporaries alive per clip.
+        chunk = _nlpd_chunk(x, budget_bytes)
+    levels: List[List[torch.Tensor]] = [[] for _ in range(N_LEVELS)]
+    with torch.no_grad():
+        for i0, i1 in _chunks(n, chunk):
+            for k, c in enumerate(nlpd_transform(x[i0:i1], validate=False)):
+                levels[k].append(c.reshape(i1 - i0, -1))  # (b, F_k*T_k)
+            if steps is not None:
+                steps.step()
+    return [torch.cat(parts, 0) if len(parts) > 1 else parts[0] for parts in levels]
+
+
+def _nlpd_chunk(x: torch.Tensor, budget_bytes: int) -> int:
+    per_clip = 12 * x.shape[-2] * x.shape[-1] * x.element_size()
+    return _budget_rows(budget_bytes, per_clip, x.shape[0])
+
+
+def nlpd_matrix(
+    specs: ArrayLike,
+    *,
+    memory_budget_mb: float = 512,
+    progress: Optional[ProgressFn] = None,
+    cancel: Optional[CancelFn] = None,
+    device: DeviceLike = None,
+    validate: bool = True,
+) -> torch.Tensor:
+    """All-pairs NLPD, (N, N) float64 CPU tensor. See :func:`distance_matrix`.
+
+    Each clip is transformed once; per level k the squared RMS difference
+    (|y_a|^2 + |y_b|^2 - 2 y_a.y_b) / n_k comes from one float64 GEMM.
+    """
+    x = _prepare_specs(specs, device, validate, "nlpd")
+    n = x.shape[0]
+    budget = int(memory_budget_mb * _MB)
+    chunk = _nlpd_chunk(x, budget)
+    sizes = []
+    h, w = x.shape[-2], x.shape[-1]
+    for _ in range(N_LEVELS):
+        sizes.append(h * w)
+        h, w = (h + 1) // 2, (w + 1) // 2
+    plans = [_sq_dists_plan(n, s, budget) for s in sizes]
+    total = len(_chunks(n, chunk)) + sum(len(p) * (len(p) + 1) // 2 for p in plans)
+    steps = _Steps(total, progress, cancel)
+    coeffs = _nlpd_coefficients(x, budget, steps, chunk)
+    with torch.no_grad():
+        d = torch.zeros(n, n, dtype=torch.float64, device=x.device)
+        for c, plan in zip(coeffs, plans):
+            sq = _sq_dists(c, plan, steps)  # (N, N) upper triangle
+            d += torch.sqrt(sq / c.shape[1])
+        d /= N_LEVELS
+    return _finish(d)
+
+
+class _MSSSIMStats:
+    """Per-clip MS-SSIM statistics at every scale, in the form the pair loop wants.
+
+    For scale j: the mean-free image (N, h, w), its local mean mu and
+    var + C2/2 (N, h', w'), so that the cs denominator of a pair is one
+    addition. At the last scale also the true local mean and mu^2 + C1/2 for
+    the luminance term.
+    """
+
+    def __init__(self, x: torch.Tensor, chunk: int):
+        n = x.shape[0]
+        self.m = _ms.check_msssim_size(x.shape[-2], x.shape[-1])
+        self.weights = _ms.scale_weights(self.m)
+        parts: List[List[List[torch.Tensor]]] = []
+        with torch.no_grad():
+            for i0, i1 in _chunks(n, chunk):
+                per_scale = []
+                for j, st in enumerate(_ms.scale_stats(x[i0:i1, 0], self.m)):
+                    row = [st.image, st.mu, st.var + _ms.C2 / 2]
+                    if j == self.m - 1:
+                        mu = st.mu + st.mean  # true local mean for the luminance term
+                        row += [mu, mu * mu + _ms.C1 / 2]
+                    per_scale.append(row)
+                parts.append(per_scale)
+        cat = lambda ts: torch.cat(ts, 0) if len(ts) > 1 else ts[0]  # noqa: E731
+        self.scales = [
+            [cat([p[j][q] for p in parts]) for q in range(len(parts[0][j]))] for j in range(self.m)
+        ]
+        # Doubling the row taps of the cross-term filter gives 2 G*(xy) for free.
+        self.taps_rows2 = tuple(2.0 * t for t in _ms._TAPS)
+
+    def row(self, q: "_MSSSIMStats", i: int, j0: int, j1: int, cs_floor: float) -> torch.Tensor:
+        """1 - MS-SSIM between clip i of ``q`` and clips j0..j1-1 of ``self``: (j1 - j0,)."""
+        prod = None
+        for j in range(self.m):
+            last = j == self.m - 1
+            img, mu, dvar = self.scales[j][:3]
+            qimg, qmu, qdvar = q.scales[j][0][i], q.scales[j][1][i], q.scales[j][2][i]
+            # 2 G*(x y) + C2 in one go: the doubled taps sum to 2, so adding
+            # C2/2 to the product before filtering adds exactly C2 after it.
+            num = gaussian_valid(
+                torch.addcmul(_half_c2(img), img[j0:j1], qimg), _ms._TAPS, self.taps_rows2
+            )  # (b, h', w')
+            num.addcmul_(mu[j0:j1], qmu, value=-2.0)  # 2 (G*(xy) - mu_x mu_y) + C2
+            num.div_(dvar[j0:j1] + qdvar)  # cs map
+            if last:
+                tmu, tmu2 = self.scales[j][3:5]
+                lum = torch.mul(tmu[j0:j1], q.scales[j][3][i]).mul_(2.0).add_(_ms.C1)
+                lum.div_(tmu2[j0:j1] + q.scales[j][4][i])
+                num.mul_(lum)
+            t = num.mean(dim=(-2, -1)).clamp_min_(cs_floor).pow_(self.weights[j])  # (b,)
+            prod = t if prod is None else prod.mul_(t)
+        return 1.0 - prod
+
+
+def _half_c2(img: torch.Tensor) -> torch.Tensor:
+    return torch.full((), _ms.C2 / 2, dtype=img.dtype, device=img.device)
+
+
+def _msssim_chunk(x: torch.Tensor, budget_bytes: int) -> int:
+    per_clip = 16 * x.shape[-2] * x.shape[-1] * x.element_size()
+    return _budget_rows(budget_bytes, per_clip, x.shape[0])
+
+
+def _msssim_block(x: torch.Tensor, budget_bytes: int) -> int:
+    # ~5 live image-sized temporaries per pair in the block.
+    per_pair = 5 * x.shape[-2] * x.shape[-1] * x.element_size()
+    cap = _MSSSIM_CPU_BLOCK if x.device.type == "cpu" else 4096
+    return _budget_rows(budget_bytes, per_pair, cap)
+
+
+def msssim_matrix(
+    specs: ArrayLike,
+    *,
+    cs_floor: float = _ms.CS_FLOOR,
+    memory_budget_mb: float = 512,
+    progress: Optional[ProgressFn] = None,
+    cancel: Optional[CancelFn] = None,
+    device: DeviceLike = None,
+    validate: bool = True,
+) -> torch.Tensor:
+    """All-pairs 1 - MS-SSIM, (N, N) float64 CPU tensor. See :func:`distance_matrix`.
+
+    Local means and variances of each clip are computed once per scale; the
+    pair loop only filters the products x_a x_b, in blocks of pairs.
+    """
+    x = _prepare_specs(specs, device, validate, "msssim", _ms.MIN_SIDE)
+    _ms.check_msssim_size(x.shape[-2], x.shape[-1])
+    n = x.shape[0]
+    budget = int(memory_budget_mb * _MB)
+    chunk = _msssim_chunk(x, budget)
+    block = _msssim_block(x, budget)
+    row_blocks = [_chunks(n - i - 1, block) for i in range(n - 1)]
+    total = len(_chunks(n, chunk)) + sum(len(r) for r in row_blocks)
+    steps = _Steps(total, progress, cancel)
+    stats = _MSSSIMStats(x, chunk)
+    steps.step(len(_chunks(n, chunk)))
+    d = torch.zeros(n, n, dtype=torch.float64, device=x.device)
+    with torch.no_grad():
+        for i in range(n - 1):
+            for b0, b1 in row_blocks[i]:
+                j0, j1 = i + 1 + b0, i + 1 + b1
+                d[i, j0:j1] = stats.row(stats, i, j0, j1, cs_floor)
+                steps.step()
+    return _finish(d)
+
+
+def _generic_matrix(
+    metric: Any,
+    x: torch.Tensor,
+    budget_bytes: int,
+    progress: Optional[ProgressFn],
+    cancel: Optional[CancelFn],
+) -> torch.Tensor:
+    """Upper triangle by batched calls of ``metric.fn`` (one row of pairs at a time)."""
+    n = x.shape[0]
+    per_pair = 8 * x[0].numel() * x.element_size()
+    block = _budget_rows(budget_bytes, per_pair, 4096)
+    row_blocks = [_chunks(n - i - 1, block) for i in range(n - 1)]
+    steps = _Steps(sum(len(r) for r in row_blocks), progress, cancel)
+    d = torch.zeros(n, n, dtype=torch.float64, device=x.device)
+    with torch.no_grad():
+        for i in range(n - 1):
+            for b0, b1 in row_blocks[i]:
+                j0, j1 = i + 1 + b0, i + 1 + b1
+                a = x[i : i + 1].expand((j1 - j0,) + tuple(x.shape[1:]))
+                d[i, j0:j1] = metric.fn(a, x[j0:j1]).to(torch.float64)
+                steps.step()
+    return _finish(d)
+
+
+# --------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------
+
+
+def distance_matrix(
+    specs: ArrayLike,
+    metric: Any,
+    *,
+    memory_budget_mb: float = 512,
+    progress: Optional[ProgressFn] = None,
+    cancel: Optional[CancelFn] = None,
+    device: DeviceLike = None,
+) -> torch.Tensor:
+    """Distances between all pairs of a set of clips.
+
+    Parameters
+    ----------
+    specs : torch.Tensor or numpy.ndarray
+        (N, 1, F, T) spectrograms in [0, 1], all the same shape (or (N, D)
+        vectors for a metric whose ``input_kind`` is ``"vector"``).
+    metric : str or Metric
+        A registered metric name (``"mse"``, ``"nlpd"``, ``"msssim"``, ...)
+        or a :class:`~perceptlab.metrics.registry.Metric`.
+    memory_budget_mb : float
+        Upper bound for the working blocks of the computation (the cached
+        per-clip transforms, ~1.3-4x the size of ``specs``, come on top).
+    progress : callable, optional
+        ``progress(done, total)``, called between chunks.
+    cancel : callable, optional
+        ``cancel() -> bool``, polled between chunks; True raises
+        :class:`~perceptlab.tasks.Cancelled`.
+    device : str or torch.device, optional
+        Where to compute (e.g. ``"cuda"``); default: where ``specs`` is.
+
+    Returns
+    -------
+    torch.Tensor
+        (N, N) float64 on the CPU, symmetric, zero diagonal; entry (i, j)
+        equals ``metric.fn(specs[i:i+1], specs[j:j+1])`` to ~1e-6.
+
+    Raises
+    ------
+    ValueError
+        Unknown metric, bad input (rank, NaN/inf, range, too small).
+    Cancelled
+        When ``cancel()`` returned True.
+    """
+    from .registry import get_metric
+
+    m = get_metric(metric)
+    kwargs = dict(memory_budget_mb=memory_budget_mb, progress=progress, cancel=cancel, device=device)
+    if m.pairwise is not None:
+        return m.pairwise(specs, **kwargs)
+    x = _prepare_any(specs, m, device)
+    return _generic_matrix(m, x, int(memory_budget_mb * _MB), progress, cancel)
+
+
+def _prepare_any(specs: ArrayLike, m: Any, device: DeviceLike) -> torch.Tensor:
+    if m.input_kind == "vector":
+        x = _to_tensor(specs, device)
+        if x.dim() != 2 or not x.is_floating_point():
+            raise ValueError(
+                f"{m.name}: expected (N, D) floating vectors, got shape {tuple(x.shape)} {x.dtype}"
+            )
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{m.name}: vectors contain NaN or inf")
+        return x
+    return _prepare_specs(specs, device, True, m.name, m.min_side)
+
+
+class DistanceIndex:
+    """A fixed set of N clips prepared for repeated queries.
+
+    Subclasses implement :meth:`distances`; :meth:`nearest` is shared.
+    """
+
+    metric_name: str = ""
+    n: int = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def distances(self, query: ArrayLike) -> torch.Tensor:
+        """Distances from each query to every clip in the index.
+
+        Parameters
+        ----------
+        query : torch.Tensor or numpy.ndarray
+            One clip (F, T), (1, F, T) or (1, 1, F, T), or a batch
+            (Q, 1, F, T), in [0, 1], same F and T as the index.
+
+        Returns
+        -------
+        torch.Tensor
+            (N,) float64 CPU for one clip, (Q, N) for a batch.
+        """
+        q, single = self._queries(query)
+        d = self._distances(q)  # (Q, N)
+        d = d.to("cpu", torch.float64)
+        return d[0] if single else d
+
+    def nearest(
+        self, query: ArrayLike, k: int = 10, *, exclude: Optional[Sequence[int]] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The k closest clips to one query.
+
+        Parameters
+        ----------
+        query : array
+            One clip, as in :meth:`distances`.
+        k : int
+            How many neighbours (capped at the number available).
+        exclude : sequence of int, optional
+            Index positions to leave out (e.g. the query's own position).
+
+        Returns
+        -------
+        indices : torch.Tensor
+            (k,) int64 positions in the index, closest first; ties keep the
+            lower position first.
+        distances : torch.Tensor
+            (k,) float64 distances.
+        """
+        d = self.distances(query)
+        if d.dim() != 1:
+            raise ValueError("nearest() takes one query clip; use distances() for a batch")
+        return _topk(d, k, exclude)
+
+    # -- to implement ------------------------------------------------------
+
+    def _distances(self, q: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- helpers -----------------------------------------------------------
+
+    shape: Tuple[int, ...] = ()
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+    validate: bool = True
+
+    def _queries(self, query: ArrayLike) -> Tuple[torch.Tensor, bool]:
+        q = _to_tensor(query, self.device)
+        single = q.dim() < 4
+        while q.dim() < 4:
+            q = q.unsqueeze(0)
+        check_image_batch(q, "query", check_values=self.validate)
+        if tuple(q.shape[1:]) != tuple(self.shape):
+            raise ValueError(
+                f"{self.metric_name}: query shape {tuple(q.shape[1:])} does not match the index "
+                f"clips {tuple(self.shape)}"
+            )
+        return q.to(self.dtype), single
+
+
+def _topk(d: torch.Tensor, k: int, exclude: Optional[Sequence[int]]) -> Tuple[torch.Tensor, torch.Tensor]:
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    d = d.clone()
+    if exclude is not None:
+        d[torch.as_tensor(list(exclude), dtype=torch.long)] = math.inf
+    n_ok = int(torch.isfinite(d).sum())
+    order = torch.sort(d, stable=True).indices[: min(k, n_ok)]
+    return order, d[order]
+
+
+class _ImageIndexBase(DistanceIndex):
+    def __init__(self, specs: ArrayLike, metric_name: str, device: DeviceLike, validate: bool, min_side: int = 1):
+        x = _prepare_specs(specs, device, validate, metric_name, min_side)
+        self.metric_name = metric_name
+        self.n = x.shape[0]
+        self.shape = tuple(x.shape[1:])
+        self.device = x.device
+        self.dtype = x.dtype
+        self.validate = validate
+        self._x = x
+
+
+class MSEIndex(_ImageIndexBase):
+    """Cached flattened spectrograms; a query is one pass of direct differences."""
+
+    def __init__(
+        self,
+        specs: ArrayLike,
+        *,
+        memory_budget_mb: float = 512,
+        progress: Optional[ProgressFn] = None,
+        cancel: Optional[CancelFn] = None,
+        device: DeviceLike = None,
+        validate: bool = True,
+    ):
+        super().__init__(specs, "mse", device, validate)
+        steps = _Steps(1, progress, cancel)
+        self._flat = self._x.reshape(self.n, -1)  # (N, F*T)
+        del self._x
+        steps.step()
+
+    def _distances(self, q: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            qf = q.reshape(q.shape[0], -1)
+            # Direct differences (no ||a||^2 + ||b||^2 - 2ab): exact in float32.
+            e = torch.cdist(qf, self._flat, compute_mode="donot_use_mm_for_euclid_dist")  # (Q, N)
+            return e.to(torch.float64).square() / qf.shape[1]
+
+
+class NLPDIndex(_ImageIndexBase):
+    """Cached normalised pyramids of N clips for fast NLPD queries.
+
+    Holds, per level k, an (N, F_k * T_k) matrix of the clips' normalised
+    coefficients (about 1.33x the size of the spectrograms). A query is
+    transformed once and compared with every clip by direct differences per
+    level (``torch.cdist``, exact in float32).
+
+    Parameters
+    ----------
+    specs : array
+        (N, 1, F, T) spectrograms in [0, 1].
+    memory_budget_mb, progress, cancel, device
+        As in :func:`distance_matrix` (progress counts transform chunks).
+    validate : bool
+        Check ``specs`` and later queries for NaN/inf and range.
+    """
+
+    def __init__(
+        self,
+        specs: ArrayLike,
+        *,
+        memory_budget_mb: float = 512,
+        progress: Optional[ProgressFn] = None,
+        cancel: Optional[CancelFn] = None,
+        device: DeviceLike = None,
+        validate: bool = True,
+    ):
+        super().__init__(specs, "nlpd", device, validate)
+        budget = int(memory_budget_mb * _MB)
+        chunk = _nlpd_chunk(self._x, budget)
+        steps = _Steps(len(_chunks(self.n, chunk)), progress, cancel)
+        self.levels = _nlpd_coefficients(self._x, budget, steps, chunk)  # 6 x (N, n_k)
+        del self._x
+
+    @classmethod
+    def from_coefficients(cls, levels: Sequence[torch.Tensor], shape: Tuple[int, int]) -> "NLPDIndex":
+        """Build an index from already transformed clips (6 tensors (N, n_k)), e.g. a cache."""
+        self = cls.__new__(cls)
+        self.metric_name = "nlpd"
+        self.levels = [lv.contiguous() for lv in levels]
+        self.n = self.levels[0].shape[0]
+        self.shape = (1,) + tuple(shape)
+        self.device = self.levels[0].device
+        self.dtype = self.levels[0].dtype
+        self.validate = True
+        return self
+
+    def _distances(self, q: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            qc = nlpd_transform(q, validate=False)  # 6 x (Q, 1, F_k, T_k)
+            total = None
+            for c, lv in zip(qc, self.levels):
+                cf = c.reshape(c.shape[0], -1)
+                e = torch.cdist(cf, lv, compute_mode="donot_use_mm_for_euclid_dist")  # (Q, N)
+                r = e.to(torch.float64) / math.sqrt(cf.shape[1])
+                total = r if total is None else total + r
+            return total / N_LEVELS
+
+
+class MSSSIMIndex(_ImageIndexBase):
+    """Cached per-clip MS-SSIM statistics; a query costs one row of the all-pairs loop."""
+
+    def __init__(
+        self,
+        specs: ArrayLike,
+        *,
+        cs_floor: float = _ms.CS_FLOOR,
+        memory_budget_mb: float = 512,
+        progress: Optional[ProgressFn] = None,
+        cancel: Optional[CancelFn] = None,
+        device: DeviceLike = None,
+        validate: bool = True,
+    ):
+        super().__init__(specs, "msssim", device, validate, _ms.MIN_SIDE)
+        budget = int(memory_budget_mb * _MB)
+        steps = _Steps(1, progress, cancel)
+        self._stats = _MSSSIMStats(self._x, _msssim_chunk(self._x, budget))
+        self._block = _msssim_block(self._x, budget)
+        self.cs_floor = cs_floor
+        del self._x
+        steps.step()
+
+    def _distances(self, q: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            qs = _MSSSIMStats(q, q.shape[0])
+            rows = []
+            for i in range(q.shape[0]):
+                parts = [self._stats.row(qs, i, j0, j1, self.cs_floor) for j0, j1 in _chunks(self.n, self._block)]
+                rows.append(torch.cat(parts))
+            return torch.stack(rows)  # (Q, N)
+
+
+class GenericIndex(DistanceIndex):
+    """Index for a metric without its own: stores the clips, calls ``metric.fn`` in batches."""
+
+    def __init__(
+        self,
+        specs: ArrayLike,
+        metric: Any,
+        *,
+        memory_budget_mb: float = 512,
+        progress: Optional[ProgressFn] = None,
+        cancel: Optional[CancelFn] = None,
+        device: DeviceLike = None,
+    ):
+        from .registry import get_metric
+
+        self.metric = get_metric(metric)
+        self.metric_name = self.metric.name
+        x = _prepare_any(specs, self.metric, device)
+        steps = _Steps(1, progress, cancel)
+        self._x = x
+        self.n = x.shape[0]
+        self.shape = tuple(x.shape[1:])
+        self.device = x.device
+        self.dtype = x.dtype
+        self._block = _budget_rows(int(memory_budget_mb * _MB), 8 * x[0].numel() * x.element_size(), 4096)
+        steps.step()
+
+    def _queries(self, query: ArrayLike) -> Tuple[torch.Tensor, bool]:
+        if self.metric.input_kind == "vector":
+            q = _to_tensor(query, self.device)
+            single = q.dim() == 1
+            q = q.reshape(1, -1) if single else q
+            if tuple(q.shape[1:]) != tuple(self.shape):
+                raise ValueError(f"{self.metric_name}: query length {q.shape[-1]} != {self.shape[0]}")
+            return q.to(self.dtype), single
+        return super()._queries(query)
+
+    def _distances(self, q: torch.Tensor) -> torch.Tensor:
+        rows = []
+        with torch.no_grad():
+            for i in range(q.shape[0]):
+                parts = []
+                for j0, j1 in _chunks(self.n, self._block):
+                    a = q[i : i + 1].expand((j1 - j0,) + tuple(q.shape[1:]))
+                    parts.append(self.metric.fn(a, self._x[j0:j1]).to(torch.float64))
+                rows.append(torch.cat(parts))
+        return torch.stack(rows)
+
+
+def build_index(
+    specs: ArrayLike,
+    metric: Any,
+    *,
+    memory_budget_mb: float = 512,
+    progress: Optional[ProgressFn] = None,
+    cancel: Optional[CancelFn] = None,
+    device: DeviceLike = None,
+) -> DistanceIndex:
+    """Prepare ``specs`` for repeated queries with ``metric`` (its own index type when it has one)."""
+    from .registry import get_metric
+
+    m = get_metric(metric)
+    kwargs = dict(memory_budget_mb=memory_budget_mb, progress=progress, cancel=cancel, device=device)
+    if m.index is not None:
+        return m.index(specs, **kwargs)
+    return GenericIndex(specs, m, **kwargs)
+
+
+def nearest(
+    query: ArrayLike,
+    specs: Union[ArrayLike, DistanceIndex],
+    metric: Any = None,
+    k: int = 10,
+    *,
+    exclude: Optional[Sequence[int]] = None,
+    memory_budget_mb: float = 512,
+    progress: Optional[ProgressFn] = None,
+    cancel: Optional[CancelFn] = None,
+    device: DeviceLike = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The k clips of ``specs`` closest to ``query``.
+
+    Parameters
+    ----------
+    query : array
+        One clip: (F, T), (1, F, T) or (1, 1, F, T).
+    specs : array or DistanceIndex
+        (N, 1, F, T) spectrograms, or an index from :func:`build_index`
+        (then ``metric`` may be omitted). For repeated queries build the
+        index once.
+    metric : str or Metric
+        The metric (ignored when ``specs`` is an index).
+    k : int
+        Number of neighbours.
+    exclude : sequence of int, optional
+        Positions to leave out (e.g. the query's own).
+
+    Returns
+    -------
+    indices : torch.Tensor
+        (k,) int64, closest first.
+    distances : torch.Tensor
+        (k,) float64.
+    """
+    if isinstance(specs, DistanceIndex):
+        index = specs
+    else:
+        if metric is None:
+            raise ValueError("nearest() needs a metric when specs is not an index")
+        index = build_index(
+            specs, metric, memory_budget_mb=memory_budget_mb, progress=progress, cancel=cancel, device=device
+        )
+    return index.nearest(query, k, exclude=exclude)

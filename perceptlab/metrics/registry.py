@@ -1,0 +1,218 @@
+"""Named metrics: what the GUI lists, what the CLI and the analysis code look up.
+
+A :class:`Metric` bundles the pair function with optional fast paths:
+
+- ``pairwise(specs, **engine_kwargs) -> (N, N)``: an all-pairs matrix that
+  does better than calling ``fn`` N^2 times (cached transforms, GEMMs);
+- ``index(specs, **engine_kwargs) -> DistanceIndex``: a cached structure for
+  repeated queries against a fixed set.
+
+``engine_kwargs`` are ``memory_budget_mb``, ``progress``, ``cancel`` and
+``device`` (see :mod:`perceptlab.metrics.pairwise`). A metric without them
+still works everywhere: the engine falls back to batched calls of ``fn``.
+
+``input_kind`` says what the engine feeds the metric: ``"spectrogram"``
+(tensors (N, 1, F, T) in [0, 1]) or ``"vector"`` (tensors (N, D), e.g.
+stored encoder embeddings). An encoder metric registered at run time as
+``"embedding:<name>"`` can take spectrograms and encode them itself (see
+:func:`perceptlab.metrics.embedding.embedding_metric`), or take vectors.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+import torch
+
+LOWER_IS_CLOSER = "lower_is_closer"
+INPUT_KINDS = ("spectrogram", "vector")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A distance between clips, with optional fast all-pairs and query paths.
+
+    Attributes
+    ----------
+    name : str
+        Registry key, e.g. ``"nlpd"`` or ``"embedding:ae-nlpd-v1"``.
+    display_name : str
+        Label for the GUI, e.g. ``"1 - MS-SSIM"``.
+    fn : callable
+        ``fn(x, y) -> (B,)`` distances for two batches of the same shape:
+        (B, 1, F, T) spectrograms, or (B, D) vectors when ``input_kind`` is
+        ``"vector"``. 0 means identical.
+    direction : str
+        Always ``"lower_is_closer"``: every metric here is a distance.
+    params : dict
+        The constants that define the metric, for display and provenance.
+    description : str
+        One or two sentences for tooltips and reports.
+    pairwise : callable, optional
+        ``pairwise(specs, *, memory_budget_mb, progress, cancel, device)``
+        returning an (N, N) float64 CPU tensor.
+    index : callable, optional
+        ``index(specs, *, memory_budget_mb, progress, cancel, device)``
+        returning a :class:`perceptlab.metrics.pairwise.DistanceIndex`.
+    input_kind : str
+        ``"spectrogram"`` or ``"vector"``.
+    min_side : int
+        Smallest min(F, T) the metric accepts (spectrograms only).
+    """
+
+    name: str
+    display_name: str
+    fn: Callable[..., torch.Tensor]
+    direction: str = LOWER_IS_CLOSER
+    params: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    pairwise: Optional[Callable[..., torch.Tensor]] = None
+    index: Optional[Callable[..., Any]] = None
+    input_kind: str = "spectrogram"
+    min_side: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError("a metric needs a non-empty string name")
+        if self.direction != LOWER_IS_CLOSER:
+            raise ValueError(
+                f"metric {self.name!r}: direction must be {LOWER_IS_CLOSER!r} (got {self.direction!r}); "
+                "wrap similarities as distances, e.g. 1 - s"
+            )
+        if self.input_kind not in INPUT_KINDS:
+            raise ValueError(f"metric {self.name!r}: input_kind must be one of {INPUT_KINDS}")
+        if not callable(self.fn):
+            raise ValueError(f"metric {self.name!r}: fn must be callable")
+
+
+_REGISTRY: Dict[str, Metric] = {}
+_LOCK = threading.Lock()  # embedding metrics may register from a worker thread
+
+
+def register_metric(metric: Metric, *, replace: bool = False) -> Metric:
+    """Add a metric to the registry.
+
+    Parameters
+    ----------
+    metric : Metric
+        The metric; ``metric.name`` becomes its key.
+    replace : bool
+        Allow replacing an existing entry (an encoder re-trained under the
+        same name). Without it a duplicate name raises ValueError.
+
+    Returns
+    -------
+    Metric
+        The metric, for use as a decorator-style one-liner.
+    """
+    if not isinstance(metric, Metric):
+        raise ValueError(f"register_metric expects a Metric, got {type(metric).__name__}")
+    with _LOCK:
+        if metric.name in _REGISTRY and not replace:
+            raise ValueError(f"a metric named {metric.name!r} is already registered (pass replace=True)")
+        _REGISTRY[metric.name] = metric
+    return metric
+
+
+def unregister_metric(name: str) -> None:
+    """Remove a metric (e.g. when its encoder checkpoint is deleted); missing names are ignored."""
+    with _LOCK:
+        _REGISTRY.pop(name, None)
+
+
+def get_metric(name: "str | Metric") -> Metric:
+    """Look a metric up by name (a :class:`Metric` is returned as is).
+
+    Raises
+    ------
+    ValueError
+        Unknown name; the message lists the known names.
+    """
+    if isinstance(name, Metric):
+        return name
+    with _LOCK:
+        try:
+            return _REGISTRY[name]
+        except KeyError:
+            known = ", ".join(sorted(_REGISTRY)) or "(none)"
+            raise ValueError(f"unknown metric {name!r}; known metrics: {known}") from None
+
+
+def list_metrics() -> List[Metric]:
+    """All registered metrics, built-ins first, then in registration order."""
+    with _LOCK:
+        return list(_REGISTRY.values())
+
+
+def _register_builtins() -> None:
+    from functools import partial
+
+    from . import msssim as _ms
+    from . import nlpd as _nl
+    from .mse import mse
+    from .pairwise import (
+        MSEIndex,
+        MSSSIMIndex,
+        NLPDIndex,
+        mse_matrix,
+        msssim_matrix,
+        nlpd_matrix,
+    )
+
+    register_metric(
+        Metric(
+            name="mse",
+            display_name="MSE",
+            fn=mse,
+            params={},
+            description="Mean squared difference of the log-mel images; the non-perceptual baseline.",
+            pairwise=mse_matrix,
+            index=MSEIndex,
+        ),
+        replace=True,
+    )
+    register_metric(
+        Metric(
+            name="nlpd",
+            display_name="NLPD",
+            fn=_nl.nlpd,
+            params={
+                "levels": _nl.N_LEVELS,
+                "filter": "Burt-Adelson [.05 .25 .4 .25 .05]",
+                "sigmas": _nl.SIGMAS,
+                "pooling": "mean of per-level RMS",
+            },
+            description=(
+                "Normalised Laplacian pyramid distance (Laparra et al. 2016, NLP_dist.m): "
+                "6-level pyramid, divisive normalisation, mean of per-level RMS."
+            ),
+            pairwise=nlpd_matrix,
+            index=NLPDIndex,
+        ),
+        replace=True,
+    )
+    register_metric(
+        Metric(
+            name="msssim",
+            display_name="1 - MS-SSIM",
+            fn=_ms.msssim,
+            params={
+                "win_size": _ms.WIN_SIZE,
+                "win_sigma": _ms.WIN_SIGMA,
+                "K": (_ms.K1, _ms.K2),
+                "weights": _ms.DEFAULT_WEIGHTS,
+                "cs_floor": _ms.CS_FLOOR,
+                "scales": "5 if min side > 96, else largest M with min side > 6*2^(M-1)",
+            },
+            description=(
+                "One minus multi-scale SSIM (Wang et al. 2003) with a 7-pixel window and "
+                "fewer scales for small images."
+            ),
+            pairwise=partial(msssim_matrix, cs_floor=_ms.CS_FLOOR),
+            index=partial(MSSSIMIndex, cs_floor=_ms.CS_FLOOR),
+            min_side=_ms.MIN_SIDE,
+        ),
+        replace=True,
+    )
