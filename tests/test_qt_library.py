@@ -57,7 +57,7 @@ def test_selecting_a_clip_shows_its_spectrogram(window, qtbot):
     assert img.shape == (128, 1 + int(1.25 * 22050) // 512)
     # Keyboard: Down moves to the next clip and its spectrogram follows.
     qtbot.keyClick(panel.table, Qt.Key_Down)
-    assert window.spectrogram.caption.text().split()[0] != "low_1.wav"
+    assert "low_1.wav" not in window.spectrogram.caption.text()
     # Hover readout at a point inside the image names time, Hz and dB.
     text = window.spectrogram.readout_at(0.5, 20.5)
     assert "s" in text and "Hz" in text and "dB" in text

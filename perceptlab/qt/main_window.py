@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Slot
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -16,11 +16,13 @@ from PySide6.QtWidgets import (
     QPushButton,
 )
 
+from perceptlab.audio.decode import load as load_audio
 from perceptlab.audio.features import FeatureConfig
 from perceptlab.library.features import clip_image
 from perceptlab.library.importer import import_files
 from perceptlab.library.store import Clip, Library, LibraryError
 from perceptlab.qt.library_panel import QtLibraryPanel
+from perceptlab.qt.player_bar import QtPlayerBar
 from perceptlab.qt.spectrogram_view import QtSpectrogramView
 from perceptlab.qt.workers import QtTask, QtTaskRunner
 
@@ -50,12 +52,23 @@ class QtMainWindow(QMainWindow):
         self.tasks = QtTaskRunner(self)
         self._image_task: QtTask | None = None
         self._import_task: QtTask | None = None
+        self._audio_tasks: dict[str, QtTask] = {}
+        self.slots: dict[str, Clip | None] = {"A": None, "B": None}
+        self._images: dict[str, object] = {"A": None, "B": None}
 
         self.spectrogram = QtSpectrogramView(self)
         self.setCentralWidget(self.spectrogram)
         self.library_panel = QtLibraryPanel(self)
         self.library_dock = self._add_dock("Library", self.library_panel, Qt.LeftDockWidgetArea)
         self.resizeDocks([self.library_dock], [440], Qt.Horizontal)
+        self.player = QtPlayerBar(parent=self)
+        self.player_dock = self._add_dock("Player", self.player, Qt.TopDockWidgetArea)
+        self.player.position_changed.connect(self.spectrogram.set_playhead)
+        self.player.slot_changed.connect(self._on_slot_changed)
+        self.spectrogram.seek_requested.connect(self._on_seek_requested)
+        self.spectrogram.loop_changed.connect(self._on_loop_changed)
+        self._install_shortcuts()
+        self._build_menus()
 
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
@@ -68,7 +81,6 @@ class QtMainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.cancel_button)
         self.cancel_button.clicked.connect(self._on_cancel_clicked)
 
-        self._build_menus()
         self.library_panel.clip_selected.connect(self._on_clip_selected)
         self.setAcceptDrops(True)
         self._restore_state()
@@ -101,7 +113,33 @@ class QtMainWindow(QMainWindow):
         file_menu.addAction(act)
         self.view_menu = self.menuBar().addMenu("&View")
         self.view_menu.addAction(self.library_dock.toggleViewAction())
+        self.view_menu.addAction(self.player_dock.toggleViewAction())
+        play_menu = self.menuBar().addMenu("&Playback")
+        act = QAction("Load selected clip as &B", self, shortcut=QKeySequence("Shift+B"))
+        act.triggered.connect(self._on_load_as_b)
+        play_menu.addAction(act)
+        self.library_panel.table.addAction(act)
+        self.library_panel.table.setContextMenuPolicy(Qt.ActionsContextMenu)
         self._refresh_recent_menu()
+
+    def _install_shortcuts(self) -> None:
+        # Window-wide keys; a focused text field keeps its printable keys.
+        keys = {
+            "Space": self.player.toggle,
+            "Escape": self.player.stop,
+            "Shift+Space": self.player.toggle_loop,
+            "1": lambda: self.player.select("A"),
+            "2": lambda: self.player.select("B"),
+            "Tab": self.player.switch,
+            "A": lambda: self._set_loop_point(0),
+            "B": lambda: self._set_loop_point(1),
+        }
+        self._shortcuts = []
+        for key, fn in keys.items():
+            sc = QShortcut(QKeySequence(key), self)
+            sc.setContext(Qt.WindowShortcut)
+            sc.activated.connect(fn)
+            self._shortcuts.append(sc)
 
     def _restore_state(self) -> None:
         s = settings()
@@ -114,6 +152,8 @@ class QtMainWindow(QMainWindow):
         cmap = s.value("view/colormap")
         if cmap:
             self.spectrogram.set_colormap(str(cmap))
+        self.player.autoplay_box.setChecked(s.value("player/autoplay", False, type=bool))
+        self.player.match_box.setChecked(s.value("player/match_loudness", False, type=bool))
 
     # -- library ------------------------------------------------------------
     def open_library(self, path: str | Path) -> bool:
@@ -223,36 +263,107 @@ class QtMainWindow(QMainWindow):
         self.reload_clips()
         self.status_label.setText("Import cancelled; the files imported so far are kept")
 
-    # -- selection -> spectrogram -----------------------------------------------
+    # -- selection -> slot A: spectrogram and audio ----------------------------------
     @Slot(object)
     def _on_clip_selected(self, clip: Clip | None) -> None:
-        if self._image_task is not None:
-            self._image_task.cancel()
-            self._image_task = None
-        if clip is None or self.library is None:
-            self.spectrogram.set_image(None)
+        self.set_slot("A", clip)
+
+    def set_slot(self, slot: str, clip: Clip | None) -> None:
+        """Put a clip in slot A or B: its audio in the player, its image in the view."""
+        self.slots[slot] = clip
+        self._images[slot] = None
+        if clip is None or self.library is None or not clip.ok:
+            if slot == self.player.engine.active_slot:
+                caption = f"{clip.name}: {clip.error}" if clip is not None and clip.error else ""
+                self.spectrogram.set_image(None, caption=caption)
             return
-        if not clip.ok:
-            self.spectrogram.set_image(None, caption=f"{clip.name}: {clip.error}")
-            return
+        self._load_audio(slot, clip)
         cached = self.library.get_features(clip.content_hash, self.config.hash)
         if cached is not None:
-            self._show_clip_image(clip, cached)
+            self._on_slot_image(slot, clip, cached)
             return
-        self.spectrogram.set_image(None, caption=f"{clip.name}: computing spectrogram…")
+        if slot == self.player.engine.active_slot:
+            self.spectrogram.set_image(None, caption=f"{clip.name}: computing spectrogram…")
+        if self._image_task is not None:
+            self._image_task.cancel()
         task = QtTask(_compute_image, str(self.library.path), clip, self.config)
-        task.signals.finished.connect(lambda img, c=clip, t=task: self._on_image_ready(t, c, img))
+        task.signals.finished.connect(lambda img, s=slot, c=clip, t=task: self._on_image_ready(t, s, c, img))
         task.signals.failed.connect(lambda msg, _tb, c=clip: self.spectrogram.set_image(None, caption=f"{c.name}: {msg}"))
         self._image_task = task
         self.tasks.start(task)
 
-    def _on_image_ready(self, task: QtTask, clip: Clip, image) -> None:
+    def _on_image_ready(self, task: QtTask, slot: str, clip: Clip, image) -> None:
         if task is self._image_task:
             self._image_task = None
-            self._show_clip_image(clip, image)
+        if self.slots.get(slot) is clip:
+            self._on_slot_image(slot, clip, image)
 
-    def _show_clip_image(self, clip: Clip, image) -> None:
-        self.spectrogram.set_image(image, self.config, caption=f"{clip.name}  ·  {clip.label or 'no label'}")
+    def _on_slot_image(self, slot: str, clip: Clip, image) -> None:
+        self._images[slot] = image
+        if slot == self.player.engine.active_slot:
+            self._show_slot(slot)
+
+    def _show_slot(self, slot: str) -> None:
+        clip, image = self.slots.get(slot), self._images.get(slot)
+        if clip is None or image is None:
+            return
+        self.spectrogram.set_image(image, self.config, caption=f"{slot}: {clip.name}  ·  {clip.label or 'no label'}")
+        self.spectrogram.set_loop(self.player.engine.loop)
+
+    def _load_audio(self, slot: str, clip: Clip) -> None:
+        old = self._audio_tasks.pop(slot, None)
+        if old is not None:
+            old.cancel()
+        task = QtTask(load_audio, clip.path, self.config.sample_rate, with_progress=False)
+        task.signals.finished.connect(lambda wave, s=slot, c=clip, t=task: self._on_audio_ready(t, s, c, wave))
+        task.signals.failed.connect(lambda msg, _tb: self.player.message.setText(msg))
+        self._audio_tasks[slot] = task
+        self.tasks.start(task)
+
+    def _on_audio_ready(self, task: QtTask, slot: str, clip: Clip, wave) -> None:
+        if self._audio_tasks.get(slot) is not task or self.slots.get(slot) is not clip:
+            return
+        del self._audio_tasks[slot]
+        self.player.engine.load(slot, wave)
+        if slot == "A" and self.player.engine.active_slot == "A":
+            self.player.engine.seek(0.0)
+            if self.player.autoplay_box.isChecked():
+                self.player.play()
+
+    def audio_ready(self, slot: str = "A") -> bool:
+        """True once the clip in ``slot`` can be played (its audio is decoded)."""
+        return slot not in self._audio_tasks and self.player.engine.has(slot)
+
+    @Slot(str)
+    def _on_slot_changed(self, slot: str) -> None:
+        self._show_slot(slot)
+
+    @Slot()
+    def _on_load_as_b(self) -> None:
+        clip = self.library_panel.current_clip()
+        if clip is not None:
+            self.set_slot("B", clip)
+            self.player.message.setText(f"B: {clip.name}")
+
+    @Slot(float)
+    def _on_seek_requested(self, seconds: float) -> None:
+        self.player.seek(seconds)
+
+    @Slot(object)
+    def _on_loop_changed(self, region) -> None:
+        if region is None:
+            self.player.engine.set_loop(None, None)
+        else:
+            self.player.engine.set_loop(*region)
+
+    def _set_loop_point(self, which: int) -> None:
+        """a / b keys: loop start / end at the playhead."""
+        pos = self.player.engine.position
+        current = self.player.engine.loop or (0.0, self.player.engine.duration())
+        region = (pos, max(current[1], pos + 0.05)) if which == 0 else (min(current[0], pos - 0.05), pos)
+        region = (max(region[0], 0.0), region[1])
+        self.player.engine.set_loop(*region)
+        self.spectrogram.set_loop(self.player.engine.loop)
 
     # -- menu slots -----------------------------------------------------------
     def _on_open_library(self) -> None:
@@ -287,6 +398,9 @@ class QtMainWindow(QMainWindow):
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
         s.setValue("view/colormap", self.spectrogram.cmap_box.currentText())
+        s.setValue("player/autoplay", self.player.autoplay_box.isChecked())
+        s.setValue("player/match_loudness", self.player.match_box.isChecked())
+        self.player.close_engine()
         self.tasks.cancel_all()
         self.tasks.wait(5000)
         if self.library is not None:

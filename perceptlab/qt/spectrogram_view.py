@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, Signal
+from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from perceptlab.audio.features import FeatureConfig, mel_frequencies, unit_to_db
@@ -23,6 +23,28 @@ def _hz_label(hz: float) -> str:
     return f"{hz / 1000:g}k" if hz >= 1000 else f"{hz:g}"
 
 
+class QtLoopViewBox(pg.ViewBox):
+    """A ViewBox where Shift+drag marks a time region instead of panning."""
+
+    def __init__(self, on_region, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._on_region = on_region
+        self._drag_start: float | None = None
+
+    def mouseDragEvent(self, ev, axis=None):
+        if ev.button() == Qt.LeftButton and ev.modifiers() & Qt.ShiftModifier:
+            ev.accept()
+            x = self.mapSceneToView(ev.scenePos()).x()
+            if ev.isStart():
+                self._drag_start = self.mapSceneToView(ev.buttonDownScenePos()).x()
+            if self._drag_start is not None:
+                self._on_region(self._drag_start, x, ev.isFinish())
+            if ev.isFinish():
+                self._drag_start = None
+            return
+        super().mouseDragEvent(ev, axis)
+
+
 class QtSpectrogramView(QWidget):
     """Shows one clip's log-mel image.
 
@@ -30,9 +52,13 @@ class QtSpectrogramView(QWidget):
     -------
     seek_requested(float)
         The user clicked at this time (seconds).
+    loop_changed(object)
+        (start, end) in seconds after the user set or moved the loop region,
+        or None when it was cleared.
     """
 
     seek_requested = Signal(float)
+    loop_changed = Signal(object)
 
     def __init__(self, parent=None, title: str = ""):
         super().__init__(parent)
@@ -42,7 +68,7 @@ class QtSpectrogramView(QWidget):
         self._freqs = mel_frequencies(self.config)
 
         self.graphics = pg.GraphicsLayoutWidget()
-        self.plot = self.graphics.addPlot(title=title or None)
+        self.plot = self.graphics.addPlot(title=title or None, viewBox=QtLoopViewBox(self._on_region_dragged))
         self.plot.setLabel("bottom", "time", units="s")
         self.plot.setLabel("left", "frequency (Hz, mel scale)")
         self.plot.setMenuEnabled(False)
@@ -57,6 +83,11 @@ class QtSpectrogramView(QWidget):
         self.playhead = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("w", width=1.5))
         self.playhead.setVisible(False)
         self.plot.addItem(self.playhead)
+        self.loop_region = pg.LinearRegionItem(brush=pg.mkBrush(255, 255, 255, 40), movable=True)
+        self.loop_region.setZValue(10)
+        self.loop_region.setVisible(False)
+        self.plot.addItem(self.loop_region)
+        self.loop_region.sigRegionChangeFinished.connect(self._on_region_moved)
 
         self.cmap_box = QComboBox()
         self.cmap_box.addItems(COLORMAPS)
@@ -115,6 +146,22 @@ class QtSpectrogramView(QWidget):
             self.playhead.setPos(seconds)
             self.playhead.setVisible(True)
 
+    def set_loop(self, region: tuple[float, float] | None) -> None:
+        """Show (start, end) seconds as the loop region, or hide it."""
+        if region is None:
+            self.loop_region.setVisible(False)
+            return
+        self.loop_region.blockSignals(True)
+        self.loop_region.setRegion(sorted(region))
+        self.loop_region.blockSignals(False)
+        self.loop_region.setVisible(True)
+
+    def loop(self) -> tuple[float, float] | None:
+        return tuple(self.loop_region.getRegion()) if self.loop_region.isVisible() else None
+
+    def duration(self) -> float:
+        return 0.0 if self._db is None else self._db.shape[1] * self.config.seconds_per_frame()
+
     def has_image(self) -> bool:
         return self._db is not None
 
@@ -144,6 +191,16 @@ class QtSpectrogramView(QWidget):
         duration = self._db.shape[1] * self.config.seconds_per_frame()
         if 0 <= p.x() <= duration and 0 <= p.y() <= self._db.shape[0]:
             self.seek_requested.emit(float(p.x()))
+
+    def _on_region_dragged(self, start: float, end: float, finished: bool) -> None:
+        d = self.duration()
+        a, b = sorted((min(max(start, 0.0), d), min(max(end, 0.0), d)))
+        self.set_loop((a, b))
+        if finished:
+            self.loop_changed.emit((a, b) if b > a else None)
+
+    def _on_region_moved(self) -> None:
+        self.loop_changed.emit(tuple(self.loop_region.getRegion()))
 
     def _set_hz_ticks(self) -> None:
         # Place round Hz values at their (fractional) mel-bin position.

@@ -1,0 +1,177 @@
+"""Transport controls: play/pause, stop, loop, A/B, volume, level meter.
+
+The bar drives a :class:`perceptlab.audio.playback.PlaybackEngine` and polls
+its position and level with a timer (the audio callback never calls Qt).
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QWidget,
+)
+from PySide6.QtCore import Qt
+
+from perceptlab.audio.playback import PlaybackEngine, PlaybackUnavailable, audio_output_status
+
+
+class QtPlayerBar(QWidget):
+    """Transport for slots A and B.
+
+    Signals
+    -------
+    position_changed(float)
+        Seconds, while playing (about 30 times a second).
+    slot_changed(str)
+        "A" or "B" after a switch.
+    """
+
+    position_changed = Signal(float)
+    slot_changed = Signal(str)
+
+    def __init__(self, engine: PlaybackEngine | None = None, parent=None):
+        super().__init__(parent)
+        self.engine = engine or PlaybackEngine()
+        ok, why = audio_output_status()
+        self.available = ok
+        self.unavailable_reason = "" if ok else why
+
+        self.play_button = QPushButton("Play")
+        self.play_button.setToolTip("Play / pause (Space)")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop and rewind (Esc)")
+        self.loop_box = QCheckBox("Loop")
+        self.loop_box.setToolTip("Loop the region (Shift+Space); set it with a / b or Shift+drag on the spectrogram")
+        self.a_button = QPushButton("A")
+        self.b_button = QPushButton("B")
+        for b, key in ((self.a_button, "1"), (self.b_button, "2")):
+            b.setCheckable(True)
+            b.setToolTip(f"Hear slot {b.text()} ({key}; Tab switches), keeping the position")
+        self.slot_group = QButtonGroup(self)
+        self.slot_group.setExclusive(True)
+        self.slot_group.addButton(self.a_button)
+        self.slot_group.addButton(self.b_button)
+        self.a_button.setChecked(True)
+        self.match_box = QCheckBox("Match loudness")
+        self.match_box.setToolTip("Attenuate the louder of A and B to the quieter one's RMS level")
+        self.autoplay_box = QCheckBox("Auto-play")
+        self.autoplay_box.setToolTip("Play a clip as soon as it is selected")
+        self.volume = QSlider(Qt.Horizontal)
+        self.volume.setRange(0, 100)
+        self.volume.setValue(80)
+        self.volume.setMaximumWidth(110)
+        self.volume.setToolTip("Volume")
+        self.meter = QProgressBar()
+        self.meter.setRange(0, 100)
+        self.meter.setTextVisible(False)
+        self.meter.setMaximumWidth(90)
+        self.meter.setToolTip("Output peak level")
+        self.time_label = QLabel("0.00 s")
+        self.time_label.setMinimumWidth(120)
+        self.message = QLabel("")
+
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(4, 2, 4, 2)
+        for w in (self.play_button, self.stop_button, self.loop_box, self.a_button, self.b_button,
+                  self.match_box, self.autoplay_box, QLabel("vol"), self.volume, self.meter, self.time_label):
+            lay.addWidget(w)
+        lay.addWidget(self.message, 1)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(33)
+        self.timer.timeout.connect(self._on_tick)
+        self.play_button.clicked.connect(self.toggle)
+        self.stop_button.clicked.connect(self.stop)
+        self.loop_box.toggled.connect(self._on_loop_toggled)
+        self.a_button.clicked.connect(lambda: self.select("A"))
+        self.b_button.clicked.connect(lambda: self.select("B"))
+        self.match_box.toggled.connect(self.engine.set_loudness_match)
+        self.volume.valueChanged.connect(self._on_volume_changed)
+        self._on_volume_changed(self.volume.value())
+
+        if not ok:
+            for w in (self.play_button, self.stop_button, self.loop_box, self.autoplay_box, self.volume):
+                w.setEnabled(False)
+                w.setToolTip(f"Playback is off: {why}")
+            self.message.setText(f"Playback off: {why}")
+
+    # -- actions -------------------------------------------------------------
+    def toggle(self) -> None:
+        if self.engine.is_playing:
+            self.pause()
+        else:
+            self.play()
+
+    def play(self) -> bool:
+        if not self.available:
+            self.message.setText(f"Playback off: {self.unavailable_reason}")
+            return False
+        try:
+            self.engine.play()
+        except PlaybackUnavailable as exc:
+            self.available = False
+            self.unavailable_reason = str(exc)
+            self.message.setText(f"Playback off: {exc}")
+            return False
+        self.play_button.setText("Pause")
+        self.timer.start()
+        return True
+
+    def pause(self) -> None:
+        self.engine.pause()
+        self.play_button.setText("Play")
+        self._on_tick()
+
+    def stop(self) -> None:
+        self.engine.stop()
+        self.play_button.setText("Play")
+        self.timer.stop()
+        self._on_tick()
+
+    def select(self, slot: str) -> None:
+        if not self.engine.has(slot):
+            self.message.setText(f"Slot {slot} is empty: choose a clip for it first")
+            (self.a_button if self.engine.active_slot == "A" else self.b_button).setChecked(True)
+            return
+        self.engine.select(slot)
+        (self.a_button if slot == "A" else self.b_button).setChecked(True)
+        self.message.setText("")
+        self.slot_changed.emit(slot)
+
+    def switch(self) -> None:
+        self.select("B" if self.engine.active_slot == "A" else "A")
+
+    def toggle_loop(self) -> None:
+        self.loop_box.setChecked(not self.loop_box.isChecked())
+
+    def seek(self, seconds: float) -> None:
+        self.engine.seek(seconds)
+        self._on_tick()
+
+    # -- slots -----------------------------------------------------------------
+    def _on_loop_toggled(self, on: bool) -> None:
+        self.engine.loop_enabled = on
+
+    def _on_volume_changed(self, value: int) -> None:
+        self.engine.volume = value / 100.0
+
+    def _on_tick(self) -> None:
+        pos = self.engine.position
+        self.time_label.setText(f"{self.engine.active_slot}  {pos:5.2f} / {self.engine.duration():.2f} s")
+        self.meter.setValue(int(min(1.0, self.engine.level) * 100))
+        self.position_changed.emit(pos)
+        if not self.engine.is_playing and self.timer.isActive():
+            self.timer.stop()
+            self.play_button.setText("Play")
+            self.meter.setValue(0)
+
+    def close_engine(self) -> None:
+        self.timer.stop()
+        self.engine.close()
