@@ -169,6 +169,13 @@ def cmd_bench(args) -> int:
 
         run_metrics_bench(n=args.n or 200, out=print)
         return 0
+    if args.what == "gui":
+        try:
+            from perceptlab.qt.bench import run_gui_bench
+        except ImportError as exc:
+            raise UserError(f"the GUI benchmark needs PySide6 ({exc})") from None
+        run_gui_bench(out=print)
+        return 0
     raise UserError(f"unknown benchmark {args.what!r}")
 
 
@@ -205,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_clips)
 
     p = sub.add_parser("bench", parents=[common], help="benchmarks (ratios against a baseline in the same process)")
-    p.add_argument("what", choices=["import", "metrics"], help="what to measure")
+    p.add_argument("what", choices=["import", "metrics", "gui"], help="what to measure")
     p.add_argument("--n", type=int, default=None, help="problem size (clips)")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -141,3 +141,15 @@ def test_bad_signal():
         log_mel(np.zeros((2, 100), np.float32))
     with pytest.raises(ValueError, match="empty"):
         log_mel(np.zeros(0, np.float32))
+
+
+def test_mel_frequencies_match_the_filterbank_peaks():
+    import torchaudio.functional as AF
+
+    cfg = FeatureConfig()
+    fb = AF.melscale_fbanks(cfg.n_fft // 2 + 1, cfg.f_min, cfg.f_max, cfg.n_mels, cfg.sample_rate,
+                            norm=None, mel_scale="slaney").numpy()
+    bin_hz = np.linspace(0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
+    peaks = bin_hz[fb.argmax(axis=0)]
+    # Each band's peak FFT bin lies within one bin of its centre frequency.
+    assert np.all(np.abs(peaks - mel_frequencies(cfg)) <= cfg.sample_rate / cfg.n_fft)

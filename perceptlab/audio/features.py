@@ -145,8 +145,11 @@ def _analysis_kernels(cfg: FeatureConfig):
 
 
 def mel_frequencies(cfg: FeatureConfig) -> np.ndarray:
-    """Centre frequency in Hz of each mel band (row of the image), low first."""
-    import torchaudio.functional as AF  # noqa: F401  (same scale as the filterbank)
+    """Centre frequency in Hz of each mel band (row of the image), low first.
+
+    Pure numpy (the GUI's axes need it without importing torch); the Slaney
+    formula matches the filterbank's ``mel_scale="slaney"``.
+    """
 
     def hz_to_mel(f):
         # Slaney: linear below 1 kHz, logarithmic above.
