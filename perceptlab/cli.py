@@ -158,6 +158,140 @@ def cmd_clips(args) -> int:
     return 0
 
 
+def _register_embeddings(lib) -> None:
+    """Make the library's encoders available as ``embedding:<name>`` metrics."""
+    try:
+        from perceptlab.models.embedding_metric import register_library_embeddings
+    except ImportError:
+        return
+    register_library_embeddings(lib)
+
+
+def cmd_distance(args) -> int:
+    from perceptlab.analysis.similarity import metric_names, pair_distances, resolve
+    from perceptlab.library.store import Library
+
+    lib_path = _library_path(args)
+    lib = Library(lib_path) if lib_path.exists() else None
+    try:
+        if lib is not None:
+            _register_embeddings(lib)
+        metrics = metric_names(args.metric)
+        a, b = resolve(lib, args.a), resolve(lib, args.b)
+        d = pair_distances(lib, a, b, metrics, n_frames=args.frames)
+    finally:
+        if lib is not None:
+            lib.close()
+    if args.json:
+        _print_json({"a": a.to_json(), "b": b.to_json(), "excerpt_frames": args.frames,
+                     "feature_config": _feature_hash(), "distances": d})
+    else:
+        print(f"A: {a.path}\nB: {b.path}")
+        for name, value in d.items():
+            print(f"  {_display(name):<24} {value:.6f}")
+    return 0
+
+
+def cmd_matrix(args) -> int:
+    import numpy as np
+
+    from perceptlab.analysis.similarity import library_matrix, metric_names
+
+    lib = _open_library(args)
+    with lib:
+        _register_embeddings(lib)
+        (metric,) = metric_names(args.metric) if "," not in args.metric else (None,)
+        if metric is None:
+            raise UserError("matrix takes one --metric at a time")
+        clips, d = library_matrix(lib, metric, n_frames=args.frames, progress=ProgressBar(f"{metric} matrix"))
+    if args.out:
+        out = Path(args.out)
+        if out.suffix != ".npy":
+            raise UserError(f"{out}: --out must name a .npy file")
+        np.save(out, d)
+    if args.json:
+        obj = {"library": str(lib.path), "metric": metric, "excerpt_frames": args.frames,
+               "feature_config": _feature_hash(), "n": len(clips),
+               "clips": [{"id": c.id, "name": c.name, "label": c.label} for c in clips]}
+        if args.out:
+            obj["out"] = str(Path(args.out).resolve())
+        else:
+            obj["matrix"] = d.tolist()
+        _print_json(obj)
+    else:
+        print(f"{_display(metric)} distances between {len(clips)} clips"
+              + (f", saved to {args.out}" if args.out else ""))
+        off = d[~np.eye(len(d), dtype=bool)]
+        print(f"  min {off.min():.6f}  median {np.median(off):.6f}  max {off.max():.6f}")
+    return 0
+
+
+def cmd_neighbours(args) -> int:
+    from perceptlab.analysis.similarity import metric_names, neighbours, resolve
+
+    if args.k < 1:
+        raise UserError(f"-k must be at least 1, got {args.k}")
+    lib = _open_library(args)
+    with lib:
+        _register_embeddings(lib)
+        metrics = metric_names(args.metric)
+        query = resolve(lib, args.clip)
+        results = {m: neighbours(lib, query, m, args.k, n_frames=args.frames) for m in metrics}
+    if args.json:
+        _print_json({"library": str(lib.path), "query": query.to_json(), "k": args.k,
+                     "excerpt_frames": args.frames, "feature_config": _feature_hash(),
+                     "neighbours": {m: [n.to_json() for n in ns] for m, ns in results.items()}})
+    else:
+        print(f"query: {query.path}")
+        for m, ns in results.items():
+            print(f"{_display(m)}:")
+            for n in ns:
+                print(f"  {n.rank:>2}. {n.distance:10.6f}  [{n.clip.id}] {n.clip.name}  ({n.clip.label or '-'})")
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    from perceptlab.metrics.registry import list_metrics
+
+    lib_path = _library_path(args)
+    if lib_path.exists():
+        from perceptlab.library.store import Library
+
+        with Library(lib_path) as lib:
+            _register_embeddings(lib)
+    ms = list_metrics()
+    if args.json:
+        _print_json({"metrics": [{"name": m.name, "display_name": m.display_name, "direction": m.direction,
+                                  "input": m.input_kind, "description": m.description,
+                                  "params": _jsonable(dict(m.params))} for m in ms]})
+    else:
+        for m in ms:
+            print(f"{m.name:<24} {m.display_name:<18} {m.description}")
+    return 0
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def _display(name: str) -> str:
+    from perceptlab.metrics.registry import get_metric
+
+    return get_metric(name).display_name
+
+
+def _feature_hash() -> str:
+    from perceptlab.audio.features import FeatureConfig
+
+    return FeatureConfig().hash
+
+
 def cmd_bench(args) -> int:
     if args.what == "import":
         from perceptlab.audio.bench import run_import_bench
@@ -210,6 +344,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="include files that failed to import")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_clips)
+
+    frames = argparse.ArgumentParser(add_help=False)
+    frames.add_argument("--frames", type=int, default=128, metavar="N",
+                        help="excerpt length in frames (default 128 = 2.97 s; see README, the excerpt rule)")
+
+    p = sub.add_parser("metrics", parents=[common], help="list the available metrics")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("distance", parents=[common, frames], help="distances between two audio files or clips")
+    p.add_argument("a", metavar="A", help="audio file or clip id")
+    p.add_argument("b", metavar="B", help="audio file or clip id")
+    p.add_argument("--metric", default=None, help="comma-separated metrics (default: mse,nlpd,msssim)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_distance)
+
+    p = sub.add_parser("matrix", parents=[common, frames], help="all-pairs distance matrix of the library")
+    p.add_argument("--metric", default="nlpd", help="one metric (default: nlpd)")
+    p.add_argument("--out", metavar="FILE.npy", help="save the (N, N) matrix as .npy")
+    p.add_argument("--json", action="store_true", help="print JSON (the matrix too, unless --out)")
+    p.set_defaults(func=cmd_matrix)
+
+    p = sub.add_parser("neighbours", aliases=["neighbors"], parents=[common, frames],
+                       help="nearest library clips to a clip or file")
+    p.add_argument("clip", metavar="CLIP", help="clip id, or a path (inside the library or not)")
+    p.add_argument("--metric", default=None, help="comma-separated metrics (default: mse,nlpd,msssim)")
+    p.add_argument("-k", type=int, default=5, help="how many neighbours (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_neighbours)
 
     p = sub.add_parser("bench", parents=[common], help="benchmarks (ratios against a baseline in the same process)")
     p.add_argument("what", choices=["import", "metrics", "gui"], help="what to measure")

@@ -1,0 +1,122 @@
+"""distance, matrix and neighbours from the command line, checked against the metric functions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from perceptlab.audio.features import excerpt
+from perceptlab.library.features import file_image
+from perceptlab.library.importer import import_files
+from perceptlab.library.store import Library
+from perceptlab.metrics.registry import get_metric
+from conftest import write_clip
+
+
+def run(*args, check=True):
+    out = subprocess.run([sys.executable, "-m", "perceptlab.cli", *map(str, args)],
+                         capture_output=True, text=True, timeout=300)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+@pytest.fixture
+def lib_path(tmp_path, clip_tree):
+    p = tmp_path / "lib.sqlite"
+    with Library(p) as lib:
+        import_files(lib, [clip_tree])
+    return p
+
+
+def _direct(a, b, name):
+    x = torch.from_numpy(excerpt(file_image(a), 128)[None, None])
+    y = torch.from_numpy(excerpt(file_image(b), 128)[None, None])
+    return float(get_metric(name).fn(x, y)[0])
+
+
+def test_distance_json_matches_the_metric_functions(tmp_path, clip_tree):
+    a, b = clip_tree / "low" / "low_0.wav", clip_tree / "high" / "high_2.wav"
+    out = json.loads(run("distance", a, b, "--json", "--library", tmp_path / "none.sqlite").stdout)
+    assert set(out["distances"]) == {"mse", "nlpd", "msssim"}
+    for name, value in out["distances"].items():
+        assert value == pytest.approx(_direct(a, b, name), abs=1e-6)
+    assert out["a"]["path"] == str(a) and out["excerpt_frames"] == 128
+    same = json.loads(run("distance", a, a, "--json", "--metric", "nlpd", "--library", tmp_path / "n.sqlite").stdout)
+    assert same["distances"] == {"nlpd": 0.0}
+
+
+def test_distance_by_clip_id(lib_path):
+    with Library(lib_path) as lib:
+        c1, c2 = lib.clips()[:2]
+    out = json.loads(run("distance", c1.id, c2.id, "--json", "--library", lib_path).stdout)
+    assert out["a"]["id"] == c1.id and out["b"]["label"] == c2.label
+    assert out["distances"]["mse"] == pytest.approx(_direct(c1.path, c2.path, "mse"), abs=1e-6)
+
+
+def test_matrix_out_and_json(lib_path, tmp_path):
+    npy = tmp_path / "m.npy"
+    out = json.loads(run("matrix", "--metric", "nlpd", "--out", npy, "--json", "--library", lib_path).stdout)
+    d = np.load(npy)
+    assert d.shape == (9, 9) and out["n"] == 9 and len(out["clips"]) == 9
+    np.testing.assert_allclose(d, d.T, atol=1e-9)
+    assert np.all(np.diag(d) == 0)
+    paths = {}
+    with Library(lib_path) as lib:
+        paths = {c.id: c.path for c in lib.clips()}
+    ids = [c["id"] for c in out["clips"]]
+    assert d[0, 4] == pytest.approx(_direct(paths[ids[0]], paths[ids[4]], "nlpd"), abs=1e-5)
+    inline = json.loads(run("matrix", "--metric", "mse", "--json", "--library", lib_path).stdout)
+    assert np.array(inline["matrix"]).shape == (9, 9)
+
+
+def test_neighbours_equal_the_matrix_ranking(lib_path, tmp_path):
+    npy = tmp_path / "m.npy"
+    m = json.loads(run("matrix", "--metric", "msssim", "--out", npy, "--json", "--library", lib_path).stdout)
+    d = np.load(npy)
+    ids = [c["id"] for c in m["clips"]]
+    q = ids[3]
+    out = json.loads(run("neighbours", q, "--metric", "msssim,mse", "-k", "4", "--json",
+                         "--library", lib_path).stdout)
+    got = out["neighbours"]["msssim"]
+    assert [n["rank"] for n in got] == [1, 2, 3, 4]
+    row = d[3].copy()
+    row[3] = np.inf
+    expected = [ids[i] for i in np.argsort(row, kind="stable")[:4]]
+    assert [n["id"] for n in got] == expected
+    for n in got:
+        assert n["distance"] == pytest.approx(d[3, ids.index(n["id"])], abs=1e-5)
+    assert q not in [n["id"] for n in out["neighbours"]["mse"]]
+
+
+def test_neighbours_of_a_file_outside_the_library(lib_path, tmp_path):
+    outside = write_clip(tmp_path / "elsewhere" / "probe.wav", seconds=1.2, freq=222.0)
+    out = json.loads(run("neighbours", outside, "-k", "2", "--json", "--library", lib_path).stdout)
+    assert out["query"]["id"] is None and out["query"]["name"] == "probe.wav"
+    # 222 Hz sits between the 'low' (110 Hz) and 'mid' (220 Hz) tones: closest are the mids.
+    assert out["neighbours"]["nlpd"][0]["label"] == "mid"
+
+
+def test_errors(lib_path, tmp_path):
+    out = run("distance", "x.wav", "y.wav", "--library", lib_path, check=False)
+    assert out.returncode == 2 and "x.wav: no such file" in out.stderr
+    out = run("neighbours", "999", "--library", lib_path, check=False)
+    assert out.returncode == 2 and "no clip with id 999" in out.stderr
+    out = run("matrix", "--metric", "cosine-magic", "--library", lib_path, check=False)
+    assert out.returncode == 2 and "unknown metric 'cosine-magic'" in out.stderr and "nlpd" in out.stderr
+    out = run("neighbours", "1", "-k", "0", "--library", lib_path, check=False)
+    assert out.returncode == 2 and "-k must be at least 1" in out.stderr
+    out = run("matrix", "--out", tmp_path / "m.txt", "--library", lib_path, check=False)
+    assert out.returncode == 2 and "must name a .npy file" in out.stderr
+
+
+def test_metrics_listing():
+    out = json.loads(run("metrics", "--json").stdout)
+    names = [m["name"] for m in out["metrics"]]
+    assert names[:3] == ["mse", "nlpd", "msssim"]
+    assert all(m["direction"] == "lower_is_closer" for m in out["metrics"])
