@@ -21,7 +21,11 @@ from perceptlab.audio.features import FeatureConfig
 from perceptlab.library.features import clip_image
 from perceptlab.library.importer import import_files
 from perceptlab.library.store import Clip, Library, LibraryError
+from perceptlab.qt.analysis_state import QtLibraryAnalysis
+from perceptlab.qt.compare_panel import QtComparePanel
 from perceptlab.qt.library_panel import QtLibraryPanel
+from perceptlab.qt.matrix_view import QtMatrixView
+from perceptlab.qt.neighbours_panel import QtNeighboursPanel
 from perceptlab.qt.player_bar import QtPlayerBar
 from perceptlab.qt.spectrogram_view import QtSpectrogramView
 from perceptlab.qt.workers import QtTask, QtTaskRunner
@@ -67,6 +71,25 @@ class QtMainWindow(QMainWindow):
         self.player.slot_changed.connect(self._on_slot_changed)
         self.spectrogram.seek_requested.connect(self._on_seek_requested)
         self.spectrogram.loop_changed.connect(self._on_loop_changed)
+        self.analysis = QtLibraryAnalysis(self.tasks, self)
+        self.compare_panel = QtComparePanel(self.tasks, self.analysis, self)
+        self.neighbours_panel = QtNeighboursPanel(self.tasks, self)
+        self.matrix_view = QtMatrixView(self.tasks, self.analysis, self)
+        self.neighbours_dock = self._add_dock("Neighbours", self.neighbours_panel, Qt.RightDockWidgetArea)
+        self.compare_dock = self._add_dock("Compare", self.compare_panel, Qt.RightDockWidgetArea)
+        self.matrix_dock = self._add_dock("Matrix", self.matrix_view, Qt.RightDockWidgetArea)
+        self.tabifyDockWidget(self.compare_dock, self.matrix_dock)
+        self.compare_dock.raise_()
+        self.resizeDocks([self.neighbours_dock], [520], Qt.Horizontal)
+        self.resizeDocks([self.neighbours_dock, self.compare_dock], [430, 520], Qt.Vertical)
+        self.neighbours_panel.neighbour_clicked.connect(self._on_neighbour_clicked)
+        self.neighbours_panel.neighbour_activated.connect(self._on_neighbour_activated)
+        self.matrix_view.pair_clicked.connect(self._on_pair_clicked)
+        self.library_panel.table.selectionModel().selectionChanged.connect(self._on_table_selection_changed)
+        self.analysis.progress.connect(self._on_analysis_progress)
+        self.analysis.matrix_ready.connect(self._on_analysis_done)
+        self.analysis.matrix_failed.connect(lambda m, msg: self._on_analysis_done(m))
+        self._play_b_when_ready = False
         self._install_shortcuts()
         self._build_menus()
 
@@ -114,6 +137,8 @@ class QtMainWindow(QMainWindow):
         self.view_menu = self.menuBar().addMenu("&View")
         self.view_menu.addAction(self.library_dock.toggleViewAction())
         self.view_menu.addAction(self.player_dock.toggleViewAction())
+        for dock in (self.neighbours_dock, self.compare_dock, self.matrix_dock):
+            self.view_menu.addAction(dock.toggleViewAction())
         play_menu = self.menuBar().addMenu("&Playback")
         act = QAction("Load selected clip as &B", self, shortcut=QKeySequence("Shift+B"))
         act.triggered.connect(self._on_load_as_b)
@@ -166,10 +191,23 @@ class QtMainWindow(QMainWindow):
         if self.library is not None:
             self.library.close()
         self.library = lib
+        self._register_embeddings()
+        self.slots = {"A": None, "B": None}
+        for panel in (self.analysis, self.compare_panel, self.neighbours_panel):
+            panel.set_library(str(lib.path))
+        self.matrix_view.refresh_metrics()
         self.setWindowTitle(f"perceptlab — {lib.path.name}")
         self._remember_recent(str(lib.path))
         self.reload_clips()
         return True
+
+    def _register_embeddings(self) -> None:
+        from perceptlab.cli import _register_embeddings
+
+        try:
+            _register_embeddings(self.library)
+        except Exception as exc:  # a damaged model row must not stop the app
+            self.status_label.setText(f"Encoder metrics unavailable: {exc}")
 
     def reload_clips(self) -> None:
         if self.library is None:
@@ -244,6 +282,7 @@ class QtMainWindow(QMainWindow):
     def _on_import_finished(self, summary) -> None:
         self._import_task = None
         self._hide_progress()
+        self.analysis.invalidate()
         self.reload_clips()
         self.status_label.setText(summary.text().splitlines()[0])
         if summary.failed:
@@ -272,6 +311,9 @@ class QtMainWindow(QMainWindow):
         """Put a clip in slot A or B: its audio in the player, its image in the view."""
         self.slots[slot] = clip
         self._images[slot] = None
+        if slot == "A":
+            self.neighbours_panel.set_query(clip)
+        self.compare_panel.set_pair(self.slots["A"], self.slots["B"])
         if clip is None or self.library is None or not clip.ok:
             if slot == self.player.engine.active_slot:
                 caption = f"{clip.name}: {clip.error}" if clip is not None and clip.error else ""
@@ -325,10 +367,18 @@ class QtMainWindow(QMainWindow):
             return
         del self._audio_tasks[slot]
         self.player.engine.load(slot, wave)
+        self._after_audio_loaded(slot)
+
+    def _after_audio_loaded(self, slot: str) -> None:
         if slot == "A" and self.player.engine.active_slot == "A":
             self.player.engine.seek(0.0)
             if self.player.autoplay_box.isChecked():
                 self.player.play()
+        if slot == "B" and self._play_b_when_ready:
+            self._play_b_when_ready = False
+            self.player.select("B")
+            self.player.seek(0.0)
+            self.player.play()
 
     def audio_ready(self, slot: str = "A") -> bool:
         """True once the clip in ``slot`` can be played (its audio is decoded)."""
@@ -344,6 +394,38 @@ class QtMainWindow(QMainWindow):
         if clip is not None:
             self.set_slot("B", clip)
             self.player.message.setText(f"B: {clip.name}")
+
+    @Slot(object)
+    def _on_neighbour_clicked(self, clip: Clip) -> None:
+        self.set_slot("B", clip)
+        self.player.message.setText(f"B: {clip.name} (press 2 or Tab to hear it)")
+
+    @Slot(object)
+    def _on_neighbour_activated(self, clip: Clip) -> None:
+        self._play_b_when_ready = True
+        if self.slots.get("B") is not clip:
+            self.set_slot("B", clip)
+        elif self.audio_ready("B"):
+            self._after_audio_loaded("B")
+
+    @Slot(object, object)
+    def _on_pair_clicked(self, a: Clip, b: Clip) -> None:
+        self.library_panel.select_clip(a.id)
+        self.set_slot("B", b)
+        self.compare_dock.raise_()
+
+    def _on_table_selection_changed(self, *_):
+        clips = self.library_panel.selected_clips()
+        if len(clips) >= 2:
+            self.matrix_view.set_selection(clips)
+
+    def _on_analysis_progress(self, metric: str, done: int, total: int) -> None:
+        if self._import_task is None:
+            self.status_label.setText(f"Computing the {metric} distance matrix… {done}/{total}")
+
+    def _on_analysis_done(self, _metric: str) -> None:
+        if self._import_task is None and not self.analysis.busy():
+            self.reload_clips()
 
     @Slot(float)
     def _on_seek_requested(self, seconds: float) -> None:

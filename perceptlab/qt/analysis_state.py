@@ -1,0 +1,107 @@
+"""Library-wide distance matrices, computed once in the background and shared.
+
+The compare panel needs each metric's distribution over the library (for
+percentiles), the matrix view shows the matrices, and both must not block the
+GUI: this object computes a matrix per metric on request in a worker thread
+and announces it with :attr:`QtLibraryAnalysis.matrix_ready`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from perceptlab.analysis.similarity import library_matrix
+from perceptlab.library.store import Clip, Library
+from perceptlab.qt.workers import QtTask, QtTaskRunner
+
+
+def _compute_matrix(library_path: str, metric: str, clip_ids: list[int] | None, progress=None, cancel=None):
+    with Library(library_path) as lib:
+        from perceptlab.cli import _register_embeddings
+
+        _register_embeddings(lib)
+        clips = None if clip_ids is None else [lib.clip(i) for i in clip_ids]
+        return library_matrix(lib, metric, clips, progress=progress, cancel=cancel)
+
+
+class QtLibraryAnalysis(QObject):
+    """Per-metric (clips, matrix) for the whole library, cached until the library changes."""
+
+    matrix_ready = Signal(str)  # metric name
+    matrix_failed = Signal(str, str)  # metric name, message
+    progress = Signal(str, int, int)  # metric, done, total
+
+    def __init__(self, runner: QtTaskRunner, parent=None):
+        super().__init__(parent)
+        self.runner = runner
+        self.library_path: str | None = None
+        self._matrices: dict[str, tuple[list[Clip], np.ndarray]] = {}
+        self._tasks: dict[str, QtTask] = {}
+        self._generation = 0
+
+    def set_library(self, path: str | None) -> None:
+        self.library_path = path
+        self.invalidate()
+
+    def invalidate(self) -> None:
+        """Forget every matrix (clips were added or removed)."""
+        self._generation += 1
+        for t in self._tasks.values():
+            t.cancel()
+        self._tasks.clear()
+        self._matrices.clear()
+
+    def matrix(self, metric: str) -> tuple[list[Clip], np.ndarray] | None:
+        return self._matrices.get(metric)
+
+    def busy(self, metric: str | None = None) -> bool:
+        return bool(self._tasks) if metric is None else metric in self._tasks
+
+    def request(self, metric: str) -> bool:
+        """Start computing ``metric``'s library matrix unless cached or running; True if cached."""
+        if metric in self._matrices:
+            return True
+        if metric in self._tasks or self.library_path is None:
+            return False
+        task = QtTask(_compute_matrix, self.library_path, metric, None)
+        gen = self._generation
+        task.signals.progress.connect(lambda d, t, m=metric: self.progress.emit(m, d, t))
+        task.signals.finished.connect(lambda res, m=metric, g=gen: self._on_done(m, g, res))
+        task.signals.failed.connect(lambda msg, _tb, m=metric, g=gen: self._on_failed(m, g, msg))
+        task.signals.cancelled.connect(lambda m=metric, g=gen: self._on_cancelled(m, g))
+        self._tasks[metric] = task
+        self.runner.start(task)
+        return False
+
+    def cancel(self) -> None:
+        for t in self._tasks.values():
+            t.cancel()
+
+    def percentile(self, metric: str, value: float) -> float | None:
+        """Share (0-100) of the library's clip pairs closer than ``value`` under ``metric``."""
+        got = self._matrices.get(metric)
+        if got is None:
+            return None
+        d = got[1]
+        off = d[np.triu_indices(len(d), 1)]
+        if off.size == 0:
+            return None
+        return float(100.0 * np.mean(off < value))
+
+    def _on_done(self, metric: str, gen: int, result) -> None:
+        if gen != self._generation:
+            return
+        self._tasks.pop(metric, None)
+        self._matrices[metric] = result
+        self.matrix_ready.emit(metric)
+
+    def _on_failed(self, metric: str, gen: int, message: str) -> None:
+        if gen != self._generation:
+            return
+        self._tasks.pop(metric, None)
+        self.matrix_failed.emit(metric, message)
+
+    def _on_cancelled(self, metric: str, gen: int) -> None:
+        if gen == self._generation:
+            self._tasks.pop(metric, None)

@@ -1,0 +1,215 @@
+"""The neighbours panel: "what sounds like this?" under each metric, side by side.
+
+For the clip in slot A it ranks the whole library under every metric and
+shows the top k of each in its own column. A neighbour that one metric ranks
+in its top k but another ranks far down (beyond 3k) is highlighted: that is
+where the metrics disagree and listening settles it. The rank agreement of
+each pair of metrics over the whole library, for this query, is Kendall's tau.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from perceptlab.analysis.similarity import Query, ranking
+from perceptlab.audio.features import FeatureConfig
+from perceptlab.library.store import Clip, Library
+from perceptlab.qt.workers import QtTask, QtTaskRunner
+
+DISAGREE = QColor(255, 170, 60, 110)
+
+
+def rank_all(library_path: str, query: Clip, metrics: list[str], config: FeatureConfig,
+             progress=None, cancel=None) -> dict:
+    """Full rankings of the library for one query under each metric (worker thread)."""
+    with Library(library_path) as lib:
+        from perceptlab.cli import _register_embeddings
+
+        _register_embeddings(lib)
+        q = Query(query.path, query.name, query)
+        out = {}
+        for i, m in enumerate(metrics):
+            out[m] = ranking(lib, q, m, config, cancel=cancel)
+            if progress:
+                progress(i + 1, len(metrics))
+    return {"query": query, "rankings": out}
+
+
+def kendall_taus(rankings: dict[str, list]) -> dict[tuple[str, str], float]:
+    """Kendall's tau-b between every two metrics' distances over the same clips."""
+    from scipy.stats import kendalltau
+
+    dist = {}
+    for m, ranked in rankings.items():
+        by_id = {n.clip.id: n.distance for n in ranked}
+        dist[m] = by_id
+    out = {}
+    for a, b in combinations(rankings, 2):
+        ids = sorted(set(dist[a]) & set(dist[b]))
+        if len(ids) < 3:
+            continue
+        tau = kendalltau([dist[a][i] for i in ids], [dist[b][i] for i in ids]).statistic
+        out[(a, b)] = float(tau)
+    return out
+
+
+class QtNeighboursPanel(QWidget):
+    """Top-k neighbours of slot A per metric.
+
+    Signals
+    -------
+    neighbour_clicked(object)
+        A neighbour :class:`Clip` was clicked: load it as B.
+    neighbour_activated(object)
+        Double-click: load it as B and play it.
+    """
+
+    neighbour_clicked = Signal(object)
+    neighbour_activated = Signal(object)
+
+    def __init__(self, runner: QtTaskRunner, parent=None):
+        super().__init__(parent)
+        self.runner = runner
+        self.config = FeatureConfig()
+        self.library_path: str | None = None
+        self.result: dict | None = None
+        self._task: QtTask | None = None
+        self._query: Clip | None = None
+
+        self.title = QLabel("Select a clip to see its nearest neighbours")
+        self.k_box = QSpinBox()
+        self.k_box.setRange(1, 50)
+        self.k_box.setValue(5)
+        self.k_box.setPrefix("k = ")
+        self.table = QTableWidget(0, 0)
+        self.table.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.table.setSelectionMode(QTableWidget.SingleSelection)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.table.setToolTip("Click: load as B. Double-click: load as B and play. "
+                              "Orange: another metric ranks this clip far down.")
+        self.tau_label = QLabel("")
+        self.tau_label.setWordWrap(True)
+        top = QHBoxLayout()
+        top.addWidget(self.title, 1)
+        top.addWidget(self.k_box)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(top)
+        lay.addWidget(self.table, 1)
+        lay.addWidget(self.tau_label)
+
+        self.k_box.valueChanged.connect(lambda _: self._fill())
+        self.table.cellClicked.connect(self._on_cell_clicked)
+        self.table.cellDoubleClicked.connect(self._on_cell_double_clicked)
+
+    def set_library(self, path: str | None) -> None:
+        self.library_path = path
+        self.result = None
+        self.table.setRowCount(0)
+
+    def set_query(self, clip: Clip | None) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._query = clip
+        if clip is None or not clip.ok or self.library_path is None:
+            return
+        from perceptlab.metrics.registry import list_metrics
+
+        metrics = [m.name for m in list_metrics()]
+        self.title.setText(f"Neighbours of {clip.name} (computing…)")
+        task = QtTask(rank_all, self.library_path, clip, metrics, self.config)
+        task.signals.finished.connect(lambda res, t=task: self._on_result(t, res))
+        task.signals.failed.connect(lambda msg, _tb: self.title.setText(f"Cannot rank: {msg}"))
+        self._task = task
+        self.runner.start(task)
+
+    def refresh(self) -> None:
+        """Recompute for the current query (e.g. after a new metric was registered)."""
+        self.set_query(self._query)
+
+    def metrics_shown(self) -> list[str]:
+        return list(self.result["rankings"]) if self.result else []
+
+    def top(self, metric: str) -> list:
+        """The neighbours on display for one metric."""
+        return self.result["rankings"][metric][: self.k_box.value()] if self.result else []
+
+    # -- slots ------------------------------------------------------------------------
+    def _on_result(self, task: QtTask, result: dict) -> None:
+        if task is not self._task:
+            return
+        self._task = None
+        self.result = result
+        self._fill()
+
+    def _fill(self) -> None:
+        from perceptlab.metrics.registry import get_metric
+
+        if not self.result:
+            return
+        k = self.k_box.value()
+        rankings = self.result["rankings"]
+        metrics = list(rankings)
+        ranks = {m: {n.clip.id: n.rank for n in r} for m, r in rankings.items()}
+        self.title.setText(f"Neighbours of {self.result['query'].name}")
+        self.table.clear()
+        self.table.setColumnCount(len(metrics))
+        self.table.setRowCount(k)
+        self.table.setHorizontalHeaderLabels([get_metric(m).display_name for m in metrics])
+        self.table.setVerticalHeaderLabels([str(i + 1) for i in range(k)])
+        for col, m in enumerate(metrics):
+            for row, n in enumerate(rankings[m][:k]):
+                item = QTableWidgetItem(f"{n.clip.name}  ({n.clip.label or '-'})\n{n.distance:.5f}")
+                item.setData(Qt.UserRole, n.clip)
+                others = {o: ranks[o].get(n.clip.id) for o in metrics if o != m}
+                far = {o: r for o, r in others.items() if r is not None and r > 3 * k}
+                item.setToolTip("ranks: " + ", ".join(f"{get_metric(o).display_name} #{r}" for o, r in others.items()))
+                if far:
+                    item.setBackground(QBrush(DISAGREE))
+                    item.setData(Qt.UserRole + 1, True)
+                self.table.setItem(row, col, item)
+        self.table.resizeRowsToContents()
+        taus = kendall_taus(rankings)
+        self.tau_label.setText("Rank agreement over the library (Kendall τ): " + "   ".join(
+            f"{get_metric(a).display_name}–{get_metric(b).display_name} {t:+.2f}" for (a, b), t in taus.items()))
+        self.taus = taus
+
+    def _clip_at(self, row: int, col: int) -> Clip | None:
+        item = self.table.item(row, col)
+        return None if item is None else item.data(Qt.UserRole)
+
+    def _on_cell_clicked(self, row: int, col: int) -> None:
+        clip = self._clip_at(row, col)
+        if clip is not None:
+            self.neighbour_clicked.emit(clip)
+
+    def _on_cell_double_clicked(self, row: int, col: int) -> None:
+        clip = self._clip_at(row, col)
+        if clip is not None:
+            self.neighbour_activated.emit(clip)
+
+
+def disagreement_ids(result: dict, k: int) -> set[int]:
+    """Clip ids in some metric's top k that another metric ranks beyond 3k."""
+    rankings = result["rankings"]
+    ranks = {m: {n.clip.id: n.rank for n in r} for m, r in rankings.items()}
+    out = set()
+    for m, r in rankings.items():
+        for n in r[:k]:
+            if any(ranks[o].get(n.clip.id, 0) > 3 * k for o in rankings if o != m):
+                out.add(n.clip.id)
+    return out
