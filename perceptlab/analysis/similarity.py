@@ -153,14 +153,25 @@ def pair_distances(library: Library | None, a: Query, b: Query, metrics: Sequenc
 def library_matrix(library: Library, metric_name: str, clips: Sequence[Clip] | None = None,
                    config: FeatureConfig = FeatureConfig(), n_frames: int = DEFAULT_EXCERPT_FRAMES,
                    memory_budget_mb: float = 512, progress: ProgressFn | None = None,
-                   cancel: CancelFn | None = None) -> tuple[list[Clip], np.ndarray]:
-    """The (N, N) distance matrix of ``clips`` (default: every good clip) under one metric."""
+                   cancel: CancelFn | None = None, inputs_cache: dict | None = None) -> tuple[list[Clip], np.ndarray]:
+    """The (N, N) distance matrix of ``clips`` (default: every good clip) under one metric.
+
+    ``inputs_cache``, a dict the caller keeps, lets several metrics share the
+    loaded excerpts (only the latest set is kept: they can be large).
+    """
     from perceptlab.metrics.pairwise import distance_matrix
 
     clips = list(library.clips() if clips is None else clips)
     if len(clips) < 2:
         raise ValueError(f"{library.path}: a distance matrix needs at least 2 clips, found {len(clips)}")
-    x = metric_inputs(library, metric_name, clips, config, n_frames, cancel=cancel)
+    vector = _is_vector(metric_name)
+    key = (metric_name if vector else "spectrogram", config.hash, n_frames, tuple(c.id for c in clips))
+    x = None if inputs_cache is None else inputs_cache.get(key)
+    if x is None:
+        x = metric_inputs(library, metric_name, clips, config, n_frames, cancel=cancel)
+        if inputs_cache is not None:
+            inputs_cache.clear()
+            inputs_cache[key] = x
     d = distance_matrix(x, metric_name, memory_budget_mb=memory_budget_mb, progress=progress, cancel=cancel)
     return clips, d.numpy()
 

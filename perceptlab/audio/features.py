@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -99,7 +99,7 @@ class FeatureConfig:
         if problems:
             raise ValueError("invalid FeatureConfig: " + "; ".join(problems))
 
-    @property
+    @cached_property
     def hash(self) -> str:
         """A stable 16-hex-digit hash of the config (cache key)."""
         payload = json.dumps({"v": _ALGORITHM_VERSION, **self.to_dict()}, sort_keys=True)

@@ -16,13 +16,15 @@ from perceptlab.library.store import Clip, Library
 from perceptlab.qt.workers import QtTask, QtTaskRunner
 
 
-def _compute_matrix(library_path: str, metric: str, clip_ids: list[int] | None, progress=None, cancel=None):
+def _compute_matrix(library_path: str, metric: str, clip_ids: list[int] | None, progress=None, cancel=None,
+                    inputs_cache: dict | None = None):
+    """(clips, matrix) for one metric, in a worker thread with its own connection."""
     with Library(library_path) as lib:
         from perceptlab.cli import _register_embeddings
 
         _register_embeddings(lib)
         clips = None if clip_ids is None else [lib.clip(i) for i in clip_ids]
-        return library_matrix(lib, metric, clips, progress=progress, cancel=cancel)
+        return library_matrix(lib, metric, clips, progress=progress, cancel=cancel, inputs_cache=inputs_cache)
 
 
 class QtLibraryAnalysis(QObject):
@@ -39,6 +41,7 @@ class QtLibraryAnalysis(QObject):
         self._matrices: dict[str, tuple[list[Clip], np.ndarray]] = {}
         self._tasks: dict[str, QtTask] = {}
         self._generation = 0
+        self._inputs: dict = {}  # used by the single matrix thread only
 
     def set_library(self, path: str | None) -> None:
         self.library_path = path
@@ -51,6 +54,7 @@ class QtLibraryAnalysis(QObject):
             t.cancel()
         self._tasks.clear()
         self._matrices.clear()
+        self._inputs = {}
 
     def matrix(self, metric: str) -> tuple[list[Clip], np.ndarray] | None:
         return self._matrices.get(metric)
@@ -64,7 +68,7 @@ class QtLibraryAnalysis(QObject):
             return True
         if metric in self._tasks or self.library_path is None:
             return False
-        task = QtTask(_compute_matrix, self.library_path, metric, None)
+        task = QtTask(_compute_matrix, self.library_path, metric, None, inputs_cache=self._inputs)
         gen = self._generation
         task.signals.progress.connect(lambda d, t, m=metric: self.progress.emit(m, d, t))
         task.signals.finished.connect(lambda res, m=metric, g=gen: self._on_done(m, g, res))

@@ -71,7 +71,10 @@ class QtMainWindow(QMainWindow):
         self.player.slot_changed.connect(self._on_slot_changed)
         self.spectrogram.seek_requested.connect(self._on_seek_requested)
         self.spectrogram.loop_changed.connect(self._on_loop_changed)
-        self.analysis = QtLibraryAnalysis(self.tasks, self)
+        # Library matrices queue on one thread of their own: two heavy torch
+        # loops in parallel starve the GUI thread of the GIL on small machines.
+        self.matrix_tasks = QtTaskRunner(self, max_threads=1)
+        self.analysis = QtLibraryAnalysis(self.matrix_tasks, self)
         self.compare_panel = QtComparePanel(self.tasks, self.analysis, self)
         self.neighbours_panel = QtNeighboursPanel(self.tasks, self)
         self.matrix_view = QtMatrixView(self.tasks, self.analysis, self)
@@ -212,8 +215,11 @@ class QtMainWindow(QMainWindow):
     def reload_clips(self) -> None:
         if self.library is None:
             return
-        clips = self.library.clips(include_failed=True)
-        self.library_panel.set_clips(clips)
+        self.library_panel.set_clips(self.library.clips(include_failed=True))
+        self._show_library_status()
+
+    def _show_library_status(self) -> None:
+        clips = self.library_panel.model.clips()
         ok = sum(c.ok for c in clips)
         self.status_label.setText(f"{ok} clips in {self.library.path}" + (
             f" ({len(clips) - ok} failed to import)" if ok < len(clips) else ""))
@@ -425,7 +431,7 @@ class QtMainWindow(QMainWindow):
 
     def _on_analysis_done(self, _metric: str) -> None:
         if self._import_task is None and not self.analysis.busy():
-            self.reload_clips()
+            self._show_library_status()
 
     @Slot(float)
     def _on_seek_requested(self, seconds: float) -> None:
@@ -483,8 +489,10 @@ class QtMainWindow(QMainWindow):
         s.setValue("player/autoplay", self.player.autoplay_box.isChecked())
         s.setValue("player/match_loudness", self.player.match_box.isChecked())
         self.player.close_engine()
-        self.tasks.cancel_all()
-        self.tasks.wait(5000)
+        for runner in (self.tasks, self.matrix_tasks):
+            runner.cancel_all()
+        for runner in (self.tasks, self.matrix_tasks):
+            runner.wait(5000)
         if self.library is not None:
             self.library.close()
         super().closeEvent(event)

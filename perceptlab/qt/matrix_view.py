@@ -223,6 +223,19 @@ class QtMatrixView(QWidget):
 
     def _on_matrix_ready(self, metric: str) -> None:
         if self.scope_box.currentText() == SCOPE_LIBRARY:
+            self._refresh_when_visible()
+
+    def _refresh_when_visible(self) -> None:
+        # A hidden view (a background dock tab) redraws when it is next shown.
+        if self.isVisible():
+            self.show_metric()
+        else:
+            self._stale = True
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if getattr(self, "_stale", False):
+            self._stale = False
             self.show_metric()
 
     def _on_progress(self, metric: str, done: int, total: int) -> None:

@@ -45,7 +45,7 @@ def rank_all(library_path: str, query: Clip, metrics: list[str], config: Feature
             out[m] = ranking(lib, q, m, config, cancel=cancel)
             if progress:
                 progress(i + 1, len(metrics))
-    return {"query": query, "rankings": out}
+    return {"query": query, "rankings": out, "taus": kendall_taus(out)}
 
 
 def kendall_taus(rankings: dict[str, list]) -> dict[tuple[str, str], float]:
@@ -183,7 +183,7 @@ class QtNeighboursPanel(QWidget):
                     item.setData(Qt.UserRole + 1, True)
                 self.table.setItem(row, col, item)
         self.table.resizeRowsToContents()
-        taus = kendall_taus(rankings)
+        taus = self.result["taus"]
         self.tau_label.setText("Rank agreement over the library (Kendall τ): " + "   ".join(
             f"{get_metric(a).display_name}–{get_metric(b).display_name} {t:+.2f}" for (a, b), t in taus.items()))
         self.taus = taus

@@ -8,6 +8,7 @@ signals, which Qt delivers on the GUI thread. The GUI thread never waits.
 
 from __future__ import annotations
 
+import os
 import threading
 import traceback
 from typing import Any, Callable
@@ -15,6 +16,24 @@ from typing import Any, Callable
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from perceptlab.tasks import Cancelled
+
+
+_threads_limited = False
+
+
+def _leave_a_core_for_the_gui() -> None:
+    """Cap torch's intra-op threads at cores - 1, once, from a worker thread.
+
+    With every core busy in a matrix computation the GUI thread waits for the
+    scheduler and the event loop stutters; one free core keeps it smooth.
+    """
+    global _threads_limited
+    if _threads_limited:
+        return
+    _threads_limited = True
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
 class _Signals(QObject):
@@ -50,6 +69,7 @@ class QtTask(QRunnable):
         return self._cancel.is_set()
 
     def run(self) -> None:  # worker thread
+        _leave_a_core_for_the_gui()
         kwargs = dict(self.kwargs)
         if self.with_progress:
             kwargs.update(progress=self.signals.progress.emit, cancel=self._cancel.is_set)

@@ -1,0 +1,129 @@
+"""End to end: the real main window on a fresh library, the demo clips, the audio stack, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6.QtWidgets")
+
+from PySide6.QtCore import QTimer, Qt  # noqa: E402
+
+from perceptlab.audio.decode import load  # noqa: E402
+from audio_sink import locate, played_samples, sink_path  # noqa: E402
+
+pytestmark = [pytest.mark.qt, pytest.mark.audio, pytest.mark.slow]
+
+
+def _cli(*args):
+    out = subprocess.run([sys.executable, "-m", "perceptlab.cli", *map(str, args)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_app_end_to_end(qtbot, tmp_path):
+    from perceptlab.cli import demo_dir
+    from perceptlab.qt.main_window import QtMainWindow
+
+    sink = sink_path()
+    lib_path = tmp_path / "e2e.sqlite"
+    w = QtMainWindow(library_path=lib_path)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    assert w.library_panel.model.rowCount() == 0
+
+    # Import the demo clips (what a folder drop does), in the background.
+    w.import_paths([str(demo_dir())])
+    qtbot.waitUntil(lambda: w._import_task is None, timeout=120000)
+    n = w.library_panel.model.rowCount()
+    assert n >= 48
+
+    # Select a clip, press Space: the device receives the clip.
+    clips = w.library_panel.model.clips()
+    a, b = clips[3], clips[30]
+    w.library_panel.select_clip(a.id)
+    qtbot.waitUntil(w.audio_ready, timeout=5000)
+    w.library_panel.table.setFocus()
+    qtbot.keyClick(w.library_panel.table, Qt.Key_Space)
+    qtbot.waitUntil(lambda: w.player.engine.first_buffer_at is not None, timeout=3000)
+    qtbot.waitUntil(lambda: not w.player.engine.is_playing, timeout=15000)
+    expected = load(a.path) * w.player.engine.volume
+    _, err = locate(expected, played_samples(sink))
+    assert err < 1e-5, f"the audio at the device differs from {a.name} (max error {err})"
+
+    # Set B, switch to it and back.
+    w.set_slot("B", b)
+    qtbot.waitUntil(lambda: w.audio_ready("B"), timeout=5000)
+    qtbot.keyClick(w, Qt.Key_2)
+    assert w.player.engine.active_slot == "B" and b.name in w.spectrogram.caption.text()
+    qtbot.keyClick(w, Qt.Key_1)
+    assert w.player.engine.active_slot == "A"
+
+    # The compare panel shows what `perceptlab distance --json` prints.
+    qtbot.waitUntil(lambda: w.compare_panel.result is not None and w.compare_panel.result["b"].id == b.id,
+                    timeout=30000)
+    cli = _cli("distance", a.id, b.id, "--json", "--library", lib_path)
+    shown = w.compare_panel.values()
+    for name, value in cli["distances"].items():
+        assert shown[name] == pytest.approx(value, abs=1e-9), name
+    # ... and the neighbours panel what `perceptlab neighbours --json` prints.
+    qtbot.waitUntil(lambda: w.neighbours_panel.result is not None
+                    and w.neighbours_panel.result["query"].id == a.id, timeout=30000)
+    cli = _cli("neighbours", a.id, "--json", "--library", lib_path)
+    for metric, rows in cli["neighbours"].items():
+        got = w.neighbours_panel.top(metric)
+        assert [r.clip.id for r in got] == [r["id"] for r in rows], metric
+    w.close()
+
+
+def test_event_loop_never_stalls_during_a_300_clip_matrix(qtbot, tmp_path):
+    """A heartbeat timer on the GUI thread keeps ticking while matrices compute."""
+    import soundfile as sf
+
+    from perceptlab.library.importer import import_files
+    from perceptlab.library.store import Library
+    from perceptlab.qt.main_window import QtMainWindow
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "many"
+    for i in range(300):
+        p = root / f"c{i % 5}" / f"clip{i:03d}.wav"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        t = np.arange(int(3.0 * 22050)) / 22050
+        x = 0.3 * np.sin(2 * np.pi * (100 + 7 * i) * t) + 0.02 * rng.standard_normal(t.size)
+        sf.write(p, x.astype(np.float32), 22050)
+    lib_path = tmp_path / "big.sqlite"
+    with Library(lib_path) as lib:
+        import_files(lib, [root])
+    w = QtMainWindow(library_path=lib_path)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+
+    gaps, last = [], [time.perf_counter()]
+
+    def beat():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(beat)
+    timer.start()
+    for metric in ("nlpd", "msssim", "mse"):
+        w.analysis.request(metric)
+    qtbot.waitUntil(lambda: not w.analysis.busy(), timeout=240000)
+    timer.stop()
+    assert w.analysis.matrix("msssim")[1].shape == (300, 300)
+    assert len(gaps) > 20
+    worst = max(gaps)
+    assert worst < 0.1, f"the event loop stalled for {1000 * worst:.0f} ms"
+    w.close()
