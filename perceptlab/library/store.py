@@ -122,8 +122,42 @@ CREATE TABLE runs (
 );
 """
 
+_V3 = """
+CREATE TABLE stimuli (
+    id             INTEGER PRIMARY KEY,
+    reference_hash TEXT,                   -- content hash of the reference clip
+    recipe         TEXT NOT NULL,          -- JSON: kind, parameters, seed, versions
+    path           TEXT NOT NULL,          -- the rendered file
+    content_hash   TEXT NOT NULL,
+    created_at     REAL NOT NULL
+);
+CREATE TABLE listening_sessions (
+    id          INTEGER PRIMARY KEY,
+    design      TEXT NOT NULL,             -- triplet | mushra
+    listener    TEXT NOT NULL,
+    config      TEXT NOT NULL,             -- JSON: options, seeds, provenance
+    status      TEXT NOT NULL,             -- open | completed
+    created_at  REAL NOT NULL,
+    ended_at    REAL
+);
+CREATE TABLE listening_trials (
+    session_id  INTEGER NOT NULL REFERENCES listening_sessions(id) ON DELETE CASCADE,
+    position    INTEGER NOT NULL,          -- order of presentation, 0-based
+    spec        TEXT NOT NULL,             -- JSON: stimuli, roles, presentation order
+    PRIMARY KEY (session_id, position)
+);
+CREATE TABLE listening_answers (
+    session_id  INTEGER NOT NULL,
+    position    INTEGER NOT NULL,
+    answer      TEXT NOT NULL,             -- JSON: {"choice": "A"} or {"scores": {...}}
+    answered_at REAL NOT NULL,
+    PRIMARY KEY (session_id, position),
+    FOREIGN KEY (session_id, position) REFERENCES listening_trials(session_id, position) ON DELETE CASCADE
+);
+"""
+
 #: Ordered migrations; entry i upgrades a file from version i to i + 1.
-MIGRATIONS: list[str] = [_V1, _V2]
+MIGRATIONS: list[str] = [_V1, _V2, _V3]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
