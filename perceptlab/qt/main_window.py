@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QTabWidget,
 )
 
 from perceptlab.audio.decode import load as load_audio
@@ -24,7 +25,10 @@ from perceptlab.library.store import Clip, Library, LibraryError
 from perceptlab.qt.analysis_state import QtLibraryAnalysis
 from perceptlab.qt.compare_panel import QtComparePanel
 from perceptlab.qt.library_panel import QtLibraryPanel
+from perceptlab.qt.map_view import QtMapView
 from perceptlab.qt.matrix_view import QtMatrixView
+from perceptlab.qt.reconstruction_view import QtReconstructionView
+from perceptlab.qt.training_panel import QtTrainingPanel
 from perceptlab.qt.neighbours_panel import QtNeighboursPanel
 from perceptlab.qt.player_bar import QtPlayerBar
 from perceptlab.qt.spectrogram_view import QtSpectrogramView
@@ -61,7 +65,11 @@ class QtMainWindow(QMainWindow):
         self._images: dict[str, object] = {"A": None, "B": None}
 
         self.spectrogram = QtSpectrogramView(self)
-        self.setCentralWidget(self.spectrogram)
+        # The centre holds the big views as tabs: listening, training, ...
+        self.central_tabs = QTabWidget(self)
+        self.central_tabs.setDocumentMode(True)
+        self.central_tabs.addTab(self.spectrogram, "Spectrogram")
+        self.setCentralWidget(self.central_tabs)
         self.library_panel = QtLibraryPanel(self)
         self.library_dock = self._add_dock("Library", self.library_panel, Qt.LeftDockWidgetArea)
         self.resizeDocks([self.library_dock], [440], Qt.Horizontal)
@@ -81,8 +89,22 @@ class QtMainWindow(QMainWindow):
         self.neighbours_dock = self._add_dock("Neighbours", self.neighbours_panel, Qt.RightDockWidgetArea)
         self.compare_dock = self._add_dock("Compare", self.compare_panel, Qt.RightDockWidgetArea)
         self.matrix_dock = self._add_dock("Matrix", self.matrix_view, Qt.RightDockWidgetArea)
+        self.training_panel = QtTrainingPanel(self)
+        self.map_view = QtMapView(self.tasks, self)
+        self.recon_view = QtReconstructionView(self.tasks, self)
+        self.central_tabs.addTab(self.training_panel, "Training")
+        self.map_dock = self._add_dock("Map", self.map_view, Qt.RightDockWidgetArea)
+        self.recon_dock = self._add_dock("Reconstructions", self.recon_view, Qt.RightDockWidgetArea)
         self.tabifyDockWidget(self.compare_dock, self.matrix_dock)
+        self.tabifyDockWidget(self.matrix_dock, self.map_dock)
+        self.tabifyDockWidget(self.map_dock, self.recon_dock)
         self.compare_dock.raise_()
+        self.training_panel.use_encoder.connect(self.use_encoder)
+        self.training_panel.reconstruct.connect(self._on_reconstruct)
+        self.map_view.clip_clicked.connect(lambda c: self.library_panel.select_clip(c.id))
+        self.map_view.audition.connect(self._on_audition)
+        self.map_view.lasso_selected.connect(self._on_lasso)
+        self._preview = None
         self.resizeDocks([self.neighbours_dock], [520], Qt.Horizontal)
         self.resizeDocks([self.neighbours_dock, self.compare_dock], [430, 520], Qt.Vertical)
         self.neighbours_panel.neighbour_clicked.connect(self._on_neighbour_clicked)
@@ -140,7 +162,7 @@ class QtMainWindow(QMainWindow):
         self.view_menu = self.menuBar().addMenu("&View")
         self.view_menu.addAction(self.library_dock.toggleViewAction())
         self.view_menu.addAction(self.player_dock.toggleViewAction())
-        for dock in (self.neighbours_dock, self.compare_dock, self.matrix_dock):
+        for dock in (self.neighbours_dock, self.compare_dock, self.matrix_dock, self.map_dock, self.recon_dock):
             self.view_menu.addAction(dock.toggleViewAction())
         play_menu = self.menuBar().addMenu("&Playback")
         act = QAction("Load selected clip as &B", self, shortcut=QKeySequence("Shift+B"))
@@ -196,9 +218,11 @@ class QtMainWindow(QMainWindow):
         self.library = lib
         self._register_embeddings()
         self.slots = {"A": None, "B": None}
-        for panel in (self.analysis, self.compare_panel, self.neighbours_panel):
+        for panel in (self.analysis, self.compare_panel, self.neighbours_panel, self.training_panel,
+                      self.map_view):
             panel.set_library(str(lib.path))
         self.matrix_view.refresh_metrics()
+        self.map_view.refresh_sources()
         self.setWindowTitle(f"perceptlab — {lib.path.name}")
         self._remember_recent(str(lib.path))
         self.reload_clips()
@@ -433,6 +457,70 @@ class QtMainWindow(QMainWindow):
         if self._import_task is None and not self.analysis.busy():
             self._show_library_status()
 
+    # -- encoders, map, reconstructions ------------------------------------------------------
+    def use_encoder(self, checkpoint: str, name: str) -> QtTask | None:
+        """Embed the library with a trained encoder and register its metric, in the background."""
+        if self.library is None:
+            return None
+        lib_path = str(self.library.path)
+
+        def work(progress=None, cancel=None):
+            from perceptlab.models.embedding_metric import embed_library
+
+            with Library(lib_path) as lib:
+                return embed_library(lib, checkpoint, name=name, progress=progress, cancel=cancel)
+
+        task = QtTask(work)
+        task.signals.progress.connect(self._on_task_progress)
+        task.signals.finished.connect(self._on_encoder_ready)
+        task.signals.failed.connect(lambda msg, _tb: (self._hide_progress(),
+                                                      QMessageBox.warning(self, "Cannot use the encoder", msg)))
+        self._show_progress(f"Embedding the library with {name}…")
+        self.cancel_button.hide()
+        return self.tasks.start(task)
+
+    def _on_encoder_ready(self, summary) -> None:
+        self._hide_progress()
+        self._register_embeddings()
+        self.matrix_view.refresh_metrics()
+        self.map_view.refresh_sources()
+        self.neighbours_panel.refresh()
+        self.compare_panel.set_pair(self.slots["A"], self.slots["B"])
+        self.status_label.setText(f"{summary.metric} is ready: {summary.computed} clips embedded")
+        self.encoder_ready_metric = summary.metric
+
+    def _on_reconstruct(self, checkpoint: str) -> None:
+        if self.library is not None:
+            self.recon_dock.raise_()
+            self.recon_view.show_checkpoint(str(self.library.path), checkpoint)
+
+    def _on_audition(self, clip: Clip) -> None:
+        from perceptlab.audio.playback import PlaybackEngine, PlaybackUnavailable
+
+        if not self.player.available:
+            return
+        if self._preview is None:
+            self._preview = PlaybackEngine()
+        task = QtTask(load_audio, clip.path, self.config.sample_rate, with_progress=False)
+
+        def play(wave):
+            self._preview.stop()
+            self._preview.load("A", wave)
+            try:
+                self._preview.play()
+            except PlaybackUnavailable:
+                pass
+
+        task.signals.finished.connect(play)
+        self.tasks.start(task)
+
+    def _on_lasso(self, clips: list) -> None:
+        if len(clips) >= 2:
+            self.matrix_view.scope_box.setCurrentText("Selected clips")
+            self.matrix_view.set_selection(clips)
+            self.matrix_view.compute()
+            self.matrix_dock.raise_()
+
     @Slot(float)
     def _on_seek_requested(self, seconds: float) -> None:
         self.player.seek(seconds)
@@ -482,6 +570,21 @@ class QtMainWindow(QMainWindow):
 
     # -- closing ------------------------------------------------------------------
     def closeEvent(self, event) -> None:
+        running = self.training_panel.running_jobs()
+        if running and not getattr(self, "_close_decided", False):
+            box = QMessageBox(QMessageBox.Question, "Training is running",
+                              f"{len(running)} training run(s) still running. Stop them (each keeps last.pt) "
+                              "or leave them running in the background?", parent=self)
+            stop = box.addButton("Stop runs", QMessageBox.DestructiveRole)
+            leave = box.addButton("Leave running", QMessageBox.AcceptRole)
+            box.addButton(QMessageBox.Cancel)
+            box.exec()
+            if box.clickedButton() is stop:
+                for job in running:
+                    job.cancel()
+            elif box.clickedButton() is not leave:
+                event.ignore()
+                return
         s = settings()
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
@@ -489,6 +592,9 @@ class QtMainWindow(QMainWindow):
         s.setValue("player/autoplay", self.player.autoplay_box.isChecked())
         s.setValue("player/match_loudness", self.player.match_box.isChecked())
         self.player.close_engine()
+        self.recon_view.close_engine()
+        if self._preview is not None:
+            self._preview.close()
         for runner in (self.tasks, self.matrix_tasks):
             runner.cancel_all()
         for runner in (self.tasks, self.matrix_tasks):

@@ -1,0 +1,261 @@
+"""The embedding map: the library in two dimensions, coloured and shaped by label.
+
+Sources: an encoder's clip embeddings (PCA or t-SNE), or any metric's
+distance matrix (MDS). Click a point to select its clip in the library;
+hold Alt and hover to audition clips; Shift+drag a lasso to send the
+enclosed clips to the matrix view. Clips added after the map was fitted are
+placed with the fitted projection (see :mod:`perceptlab.analysis.projection`);
+Refit builds a new map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtGui import QPainterPath, QPolygonF
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from perceptlab.analysis.projection import Projection, fit_distance_map, fit_embedding_map
+from perceptlab.library.store import Clip, Library
+from perceptlab.qt.workers import QtTask, QtTaskRunner
+
+SYMBOLS = ["o", "s", "t", "d", "star", "h", "p", "t1", "+", "x"]
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def compute_map(library_path: str, metric: str, method: str, fitted: Projection | None = None,
+                fitted_ids: list[int] | None = None, seed: int = 0, progress=None, cancel=None) -> dict:
+    """Fit a map (or extend a fitted one with new clips); runs in a worker thread."""
+    import torch
+
+    from perceptlab.analysis.similarity import library_matrix, metric_inputs
+    from perceptlab.metrics.pairwise import build_index
+
+    with Library(library_path) as lib:
+        from perceptlab.cli import _register_embeddings
+
+        _register_embeddings(lib)
+        clips = lib.clips()
+        if fitted is not None and fitted_ids:
+            by_id = {c.id: c for c in clips}
+            old = [by_id[i] for i in fitted_ids if i in by_id]
+            new = [c for c in clips if c.id not in set(fitted_ids)]
+            coords = fitted.coords[[fitted_ids.index(c.id) for c in old]]
+            if new:
+                if method == "mds":
+                    index = build_index(metric_inputs(lib, metric, old), metric)
+                    d = index.distances(torch.from_numpy(metric_inputs(lib, metric, new))).numpy()
+                    placed = fitted.place(distances=d.reshape(len(new), len(old)))
+                else:
+                    placed = fitted.place(vectors=metric_inputs(lib, metric, new))
+                coords = np.vstack([coords, placed])
+            return {"clips": old + new, "coords": coords, "projection": fitted, "placed": len(new),
+                    "fitted_ids": fitted_ids, "metric": metric, "method": method}
+        if method == "mds":
+            clips, d = library_matrix(lib, metric, clips, cancel=cancel)
+            proj = fit_distance_map(d, seed=seed)
+        else:
+            proj = fit_embedding_map(metric_inputs(lib, metric, clips), method, seed=seed)
+    return {"clips": clips, "coords": proj.coords, "projection": proj, "placed": 0,
+            "fitted_ids": [c.id for c in clips], "metric": metric, "method": method}
+
+
+class _LassoViewBox(pg.ViewBox):
+    """Shift+drag draws a free-hand lasso instead of panning."""
+
+    def __init__(self, on_lasso, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._on_lasso = on_lasso
+        self._points: list[QPointF] = []
+        self.path_item = pg.PlotCurveItem(pen=pg.mkPen((255, 200, 0), width=1.5, style=Qt.DashLine))
+        self.addItem(self.path_item, ignoreBounds=True)
+
+    def mouseDragEvent(self, ev, axis=None):
+        if ev.button() == Qt.LeftButton and ev.modifiers() & Qt.ShiftModifier:
+            ev.accept()
+            if ev.isStart():
+                self._points = [self.mapSceneToView(ev.buttonDownScenePos())]
+            self._points.append(self.mapSceneToView(ev.scenePos()))
+            xs = [p.x() for p in self._points]
+            ys = [p.y() for p in self._points]
+            self.path_item.setData(xs + xs[:1], ys + ys[:1])
+            if ev.isFinish():
+                self._on_lasso(list(self._points))
+                self.path_item.setData([], [])
+            return
+        super().mouseDragEvent(ev, axis)
+
+
+class QtMapView(QWidget):
+    """The 2-D map of the library.
+
+    Signals
+    -------
+    clip_clicked(object)
+        Select this clip in the library.
+    audition(object)
+        Play this clip (Alt+hover).
+    lasso_selected(list)
+        Clips inside a lasso.
+    """
+
+    clip_clicked = Signal(object)
+    audition = Signal(object)
+    lasso_selected = Signal(list)
+
+    def __init__(self, runner: QtTaskRunner, parent=None):
+        super().__init__(parent)
+        self.runner = runner
+        self.library_path: str | None = None
+        self.result: dict | None = None
+        self._task: QtTask | None = None
+        self._last_audition: int | None = None
+
+        self.source_box = QComboBox()
+        self.method_box = QComboBox()
+        self.refit_button = QPushButton("Refit")
+        self.status = QLabel("")
+        self.view_box = _LassoViewBox(self._on_lasso)
+        self.plot_widget = pg.PlotWidget(viewBox=self.view_box)
+        self.plot = self.plot_widget.getPlotItem()
+        self.plot.hideAxis("bottom")
+        self.plot.hideAxis("left")
+        self.legend = self.plot.addLegend(offset=(10, 10))
+        self.scatter = pg.ScatterPlotItem(size=11, pen=pg.mkPen(0, 0, 0, 120), hoverable=True)
+        self.plot.addItem(self.scatter)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Map of"))
+        top.addWidget(self.source_box, 1)
+        top.addWidget(self.method_box)
+        top.addWidget(self.refit_button)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(top)
+        lay.addWidget(self.plot_widget, 1)
+        lay.addWidget(self.status)
+        self.setToolTip("Click: select the clip. Alt+hover: listen. Shift+drag: lasso clips into the matrix view.")
+
+        self.source_box.currentIndexChanged.connect(self._on_source_changed)
+        self.method_box.currentIndexChanged.connect(lambda _: self.refit())
+        self.refit_button.clicked.connect(self.refit)
+        self.scatter.sigClicked.connect(self._on_points_clicked)
+        self.plot_widget.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.refresh_sources()
+
+    def set_library(self, path: str | None) -> None:
+        self.library_path = path
+        self.result = None
+        self.scatter.clear()
+
+    def refresh_sources(self) -> None:
+        """List embedding metrics first (PCA / t-SNE), then every metric (MDS)."""
+        from perceptlab.metrics.registry import list_metrics
+
+        current = self.source_box.currentData()
+        self.source_box.blockSignals(True)
+        self.source_box.clear()
+        for m in sorted(list_metrics(), key=lambda m: m.input_kind != "vector"):
+            self.source_box.addItem(m.display_name, m.name)
+        idx = self.source_box.findData(current)
+        self.source_box.setCurrentIndex(max(idx, 0))
+        self.source_box.blockSignals(False)
+        self._fill_methods()
+
+    def _fill_methods(self) -> None:
+        from perceptlab.metrics.registry import get_metric
+
+        name = self.source_box.currentData()
+        vector = name is not None and get_metric(name).input_kind == "vector"
+        self.method_box.blockSignals(True)
+        self.method_box.clear()
+        if vector:
+            self.method_box.addItem("PCA", "pca")
+            self.method_box.addItem("t-SNE", "tsne")
+        self.method_box.addItem("MDS of distances", "mds")
+        self.method_box.blockSignals(False)
+
+    def _on_source_changed(self, *_):
+        self._fill_methods()
+        self.refit()
+
+    def refit(self) -> QtTask | None:
+        """Fit a new map for the chosen source and method."""
+        return self._start(fitted=None)
+
+    def update_points(self) -> QtTask | None:
+        """Add clips imported since the map was fitted, without refitting."""
+        if self.result is None:
+            return self.refit()
+        return self._start(fitted=self.result)
+
+    def _start(self, fitted: dict | None) -> QtTask | None:
+        if self.library_path is None or self.source_box.currentData() is None:
+            return None
+        if self._task is not None:
+            self._task.cancel()
+        metric, method = self.source_box.currentData(), self.method_box.currentData()
+        if fitted is not None and (fitted["metric"], fitted["method"]) != (metric, method):
+            fitted = None
+        self.status.setText(f"Computing the {self.method_box.currentText()} map…")
+        task = QtTask(compute_map, self.library_path, metric, method,
+                      None if fitted is None else fitted["projection"],
+                      None if fitted is None else fitted["fitted_ids"])
+        task.signals.finished.connect(lambda res, t=task: self._on_result(t, res))
+        task.signals.failed.connect(lambda msg, _tb: self.status.setText(f"Cannot draw the map: {msg}"))
+        self._task = task
+        self.runner.start(task)
+        return task
+
+    def _on_result(self, task: QtTask, result: dict) -> None:
+        if task is not self._task:
+            return
+        self._task = None
+        self.result = result
+        clips, coords = result["clips"], result["coords"]
+        labels = sorted({c.label or "-" for c in clips})
+        style = {lab: (PALETTE[i % len(PALETTE)], SYMBOLS[i % len(SYMBOLS)]) for i, lab in enumerate(labels)}
+        spots = [{"pos": (float(x), float(y)), "data": i, "brush": pg.mkBrush(*style[c.label or "-"][0]),
+                  "symbol": style[c.label or "-"][1]} for i, (c, (x, y)) in enumerate(zip(clips, coords))]
+        self.scatter.setData(spots)
+        self.legend.clear()
+        for lab in labels:
+            colour, symbol = style[lab]
+            self.legend.addItem(pg.ScatterPlotItem(symbol=symbol, brush=pg.mkBrush(*colour), size=10), lab)
+        self.plot.autoRange()
+        placed = result["placed"]
+        self.status.setText(f"{len(clips)} clips" + (f" ({placed} placed into the fitted map)" if placed else ""))
+
+    def point_count(self) -> int:
+        return len(self.scatter.points())
+
+    def clip_at(self, index: int) -> Clip:
+        return self.result["clips"][index]
+
+    def _on_points_clicked(self, _item, points, *_):
+        if len(points):
+            self.clip_clicked.emit(self.result["clips"][points[0].data()])
+
+    def _on_mouse_moved(self, pos) -> None:
+        from PySide6.QtWidgets import QApplication
+
+        if self.result is None or not (QApplication.keyboardModifiers() & Qt.AltModifier):
+            self._last_audition = None
+            return
+        pts = self.scatter.pointsAt(self.view_box.mapSceneToView(pos))
+        if len(pts):
+            i = pts[0].data()
+            if i != self._last_audition:
+                self._last_audition = i
+                self.audition.emit(self.result["clips"][i])
+
+    def _on_lasso(self, points: list[QPointF]) -> None:
+        if self.result is None or len(points) < 3:
+            return
+        path = QPainterPath()
+        path.addPolygon(QPolygonF(points))
+        inside = [c for c, (x, y) in zip(self.result["clips"], self.result["coords"])
+                  if path.contains(QPointF(float(x), float(y)))]
+        self.status.setText(f"{len(inside)} clips lassoed: shown in the matrix view")
+        self.lasso_selected.emit(inside)

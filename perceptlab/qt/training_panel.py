@@ -1,0 +1,500 @@
+"""The training panel: launch, watch, cancel and resume encoder training runs.
+
+Pick a recipe from ``training/configs`` and adjust it (loss mix, epochs,
+batch size, latent size, device), then Launch. Each run is a separate
+``perceptlab train`` process (see :mod:`perceptlab.qt.training_jobs`); its
+JSON-lines progress becomes live curves: the raw training loss (faint), its
+exponential moving average with the min/max envelope of the recent steps,
+and the validation loss per epoch. Several runs overlay; the log scale is a
+tick box away. The run history is the library's ``runs`` table.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from perceptlab.qt.training_jobs import QtTrainingJob
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "training" / "configs"
+COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127)]
+SMOOTH = 0.9  # EMA factor of the smoothed curve
+ENVELOPE = 10  # steps in the min/max envelope window
+
+
+def list_configs() -> list[Path]:
+    return sorted(CONFIG_DIR.glob("*.toml")) if CONFIG_DIR.is_dir() else []
+
+
+def read_config(path: Path) -> dict:
+    import tomllib
+
+    with open(path, "rb") as fh:
+        return tomllib.load(fh)
+
+
+def ema(values: list[float], alpha: float = SMOOTH) -> np.ndarray:
+    out, acc = [], None
+    for v in values:
+        acc = v if acc is None else alpha * acc + (1 - alpha) * v
+        out.append(acc)
+    return np.array(out)
+
+
+def rolling_envelope(values: list[float], window: int = ENVELOPE) -> tuple[np.ndarray, np.ndarray]:
+    v = np.asarray(values, dtype=float)
+    lo = np.array([v[max(0, i - window + 1): i + 1].min() for i in range(len(v))])
+    hi = np.array([v[max(0, i - window + 1): i + 1].max() for i in range(len(v))])
+    return lo, hi
+
+
+class _RunCurves:
+    """The plot items of one run."""
+
+    def __init__(self, plot: pg.PlotItem, name: str, colour):
+        c = pg.mkColor(*colour)
+        faint = pg.mkColor(*colour, 70)
+        self.raw = plot.plot([], [], pen=pg.mkPen(faint, width=1))
+        self.lo = pg.PlotDataItem([], [], pen=None)
+        self.hi = pg.PlotDataItem([], [], pen=None)
+        self.band = pg.FillBetweenItem(self.lo, self.hi, brush=pg.mkBrush(*colour, 40))
+        plot.addItem(self.band)
+        self.smooth = plot.plot([], [], pen=pg.mkPen(c, width=2), name=f"{name} train")
+        self.val = plot.plot([], [], pen=pg.mkPen(c, width=2, style=Qt.DashLine), symbol="o", symbolSize=6,
+                             symbolBrush=c, name=f"{name} validation")
+        self.items = [self.raw, self.band, self.smooth, self.val, self.lo, self.hi]
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.val_steps: list[int] = []
+        self.val_losses: list[float] = []
+
+    def add_event(self, ev: dict) -> None:
+        kind = ev.get("event")
+        if kind == "step" and ev.get("train_loss") is not None:
+            self.steps.append(int(ev["step"]))
+            self.losses.append(float(ev["train_loss"]))
+        elif kind == "epoch" and ev.get("val_loss") is not None:
+            self.val_steps.append(int(ev["step"]))
+            self.val_losses.append(float(ev["val_loss"]))
+
+    def redraw(self) -> None:
+        if self.steps:
+            lo, hi = rolling_envelope(self.losses)
+            self.raw.setData(self.steps, self.losses)
+            self.smooth.setData(self.steps, ema(self.losses))
+            self.lo.setData(self.steps, lo)
+            self.hi.setData(self.steps, hi)
+        self.val.setData(self.val_steps, self.val_losses)
+
+    def set_visible(self, on: bool) -> None:
+        for it in self.items:
+            it.setVisible(on)
+
+
+class QtTrainingPanel(QWidget):
+    """Launch and watch training runs.
+
+    Signals
+    -------
+    use_encoder(str, str)
+        (checkpoint path, run name): embed the library with this encoder.
+    """
+
+    use_encoder = Signal(str, str)
+    reconstruct = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.library_path: str | None = None
+        self.jobs: dict[str, QtTrainingJob] = {}  # keyed by out_dir
+        self.curves: dict[str, _RunCurves] = {}
+        self._colour = 0
+
+        # -- the form --------------------------------------------------------
+        self.config_box = QComboBox()
+        for p in list_configs():
+            self.config_box.addItem(p.stem, str(p))
+        self.name_edit = QLineEdit()
+        self.loss_boxes = {}
+        loss_row = QHBoxLayout()
+        for key, label in (("mse", "MSE"), ("nlpd", "NLPD"), ("msssim", "MS-SSIM")):
+            box = QDoubleSpinBox()
+            box.setRange(0.0, 100.0)
+            box.setSingleStep(0.1)
+            box.setDecimals(2)
+            box.setToolTip(f"weight of the {label} term (0 = off); several non-zero weights make a mix")
+            self.loss_boxes[key] = box
+            loss_row.addWidget(QLabel(label))
+            loss_row.addWidget(box)
+        self.epochs_box = QSpinBox()
+        self.epochs_box.setRange(1, 10000)
+        self.batch_box = QSpinBox()
+        self.batch_box.setRange(1, 4096)
+        self.latent_box = QSpinBox()
+        self.latent_box.setRange(2, 4096)
+        self.device_box = QComboBox()
+        self.device_box.addItems(["auto", "cpu", "cuda"])
+        self.device_box.setToolTip("auto picks CUDA when the job finds a GPU")
+        self.launch_button = QPushButton("Launch")
+        form = QFormLayout()
+        form.addRow("Recipe", self.config_box)
+        form.addRow("Run name", self.name_edit)
+        form.addRow("Loss", loss_row)
+        form.addRow("Epochs", self.epochs_box)
+        form.addRow("Batch size", self.batch_box)
+        form.addRow("Latent size", self.latent_box)
+        form.addRow("Device", self.device_box)
+        form.addRow(self.launch_button)
+        form_box = QGroupBox("New run")
+        form_box.setLayout(form)
+
+        # -- runs ----------------------------------------------------------------
+        self.run_list = QListWidget()
+        self.run_list.setToolTip("Tick to overlay a run's curves")
+        self.cancel_button = QPushButton("Cancel")
+        self.resume_button = QPushButton("Resume")
+        self.use_button = QPushButton("Use this encoder")
+        self.recon_button = QPushButton("Reconstructions")
+        buttons = QHBoxLayout()
+        for b in (self.cancel_button, self.resume_button, self.use_button, self.recon_button):
+            buttons.addWidget(b)
+        runs_box = QGroupBox("Runs")
+        rl = QVBoxLayout(runs_box)
+        rl.addWidget(self.run_list)
+        rl.addLayout(buttons)
+
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.addWidget(form_box)
+        ll.addWidget(runs_box, 1)
+
+        # -- curves and log -------------------------------------------------------------
+        self.plot_widget = pg.PlotWidget()
+        self.plot = self.plot_widget.getPlotItem()
+        self.plot.setLabel("bottom", "step")
+        self.plot.setLabel("left", "loss")
+        self.plot.addLegend(offset=(-10, 10))
+        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.log_box = QCheckBox("Log scale")
+        self.stats = QLabel("No run selected")
+        self.stats.setWordWrap(True)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(2000)
+        right = QWidget()
+        rr = QVBoxLayout(right)
+        rr.setContentsMargins(0, 0, 0, 0)
+        top = QHBoxLayout()
+        top.addWidget(self.stats, 1)
+        top.addWidget(self.log_box)
+        rr.addLayout(top)
+        rr.addWidget(self.plot_widget, 3)
+        rr.addWidget(self.log_view, 1)
+
+        split = QSplitter()
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setStretchFactor(1, 3)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(split)
+
+        self.config_box.currentIndexChanged.connect(self._on_config_changed)
+        self.launch_button.clicked.connect(self.launch)
+        self.cancel_button.clicked.connect(self._on_cancel_clicked)
+        self.resume_button.clicked.connect(self._on_resume_clicked)
+        self.use_button.clicked.connect(self._on_use_clicked)
+        self.recon_button.clicked.connect(self._on_recon_clicked)
+        self.run_list.currentItemChanged.connect(lambda *_: self._show_selected())
+        self.run_list.itemChanged.connect(self._on_item_changed)
+        self.log_box.toggled.connect(lambda on: self.plot.setLogMode(y=on))
+        self._on_config_changed()
+        self._update_buttons()
+
+    # -- library -----------------------------------------------------------------------
+    def set_library(self, path: str | None) -> None:
+        self.library_path = path
+        self.reload_history()
+
+    def reload_history(self) -> None:
+        """List the library's runs; re-attach to runs whose output folder has events."""
+        if self.library_path is None:
+            return
+        from perceptlab.library.store import Library
+
+        with Library(self.library_path) as lib:
+            runs = lib.runs()
+        for run in reversed(runs):  # oldest first, so colours are stable
+            out_dir = str(Path(run["out_dir"]).resolve())
+            if out_dir in self.jobs:
+                continue
+            job = QtTrainingJob.attach(out_dir, run["name"], self) if (Path(out_dir) / "events.jsonl").exists() \
+                else None
+            if job is None:
+                job = QtTrainingJob(out_dir, run["name"], self)
+                job.status = run["status"] if run["status"] != "running" else "failed"
+                job.error = run.get("error")
+            self._add_job(job, visible=False)
+
+    # -- launching --------------------------------------------------------------------------
+    def form_overrides(self) -> list[str]:
+        """``--set`` overrides that turn the chosen recipe into what the form shows."""
+        sets = [f"epochs={self.epochs_box.value()}", f"batch_size={self.batch_box.value()}",
+                f"model.latent_dim={self.latent_box.value()}", f'device="{self.device_box.currentText()}"']
+        weights = {k: b.value() for k, b in self.loss_boxes.items() if b.value() > 0}
+        if not weights:
+            raise ValueError("give at least one loss a weight above 0")
+        sets.append("loss={" + ", ".join(f"{k} = {v:g}" for k, v in weights.items()) + "}")
+        name = self.name_edit.text().strip()
+        if name:
+            sets.append(f'name="{name}"')
+        return sets
+
+    def launch(self, extra_sets: list[str] | None = None) -> QtTrainingJob | None:
+        """Start a run from the form (``extra_sets`` for tests and power users)."""
+        if self.library_path is None:
+            QMessageBox.warning(self, "No library", "Open a library first")
+            return None
+        config = self.config_box.currentData()
+        try:
+            sets = self.form_overrides() + list(extra_sets or [])
+        except ValueError as exc:
+            QMessageBox.warning(self, "Cannot launch", str(exc))
+            return None
+        name = self.name_edit.text().strip() or Path(config).stem
+        out_dir = Path(self.library_path).parent / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        n = 1
+        while out_dir.exists():
+            out_dir = out_dir.with_name(f"{out_dir.name}-{n}")
+            n += 1
+        args = ["--config", str(Path(config).resolve()), "--library", str(Path(self.library_path).resolve())]
+        for s in sets + [f'out_dir="{out_dir.resolve()}"']:
+            args += ["--set", s]
+        job = QtTrainingJob(out_dir.resolve(), name, self)
+        self._add_job(job, visible=True)
+        job.start(args)
+        self.run_list.setCurrentItem(self._item_for(job))
+        return job
+
+    def _add_job(self, job: QtTrainingJob, visible: bool) -> None:
+        key = str(job.out_dir)
+        self.jobs[key] = job
+        curves = _RunCurves(self.plot, job.name, COLOURS[self._colour % len(COLOURS)])
+        self._colour += 1
+        self.curves[key] = curves
+        for ev in job.events:
+            curves.add_event(ev)
+        curves.redraw()
+        curves.set_visible(visible)
+        item = QListWidgetItem()
+        item.setData(Qt.UserRole, key)
+        item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+        item.setCheckState(Qt.Checked if visible else Qt.Unchecked)
+        self.run_list.insertItem(0, item)
+        self._label_item(item, job)
+        job.event.connect(lambda ev, k=key: self._on_event(k, ev))
+        job.finished.connect(lambda status, k=key: self._on_finished(k, status))
+
+    def _item_for(self, job: QtTrainingJob) -> QListWidgetItem | None:
+        for i in range(self.run_list.count()):
+            it = self.run_list.item(i)
+            if it.data(Qt.UserRole) == str(job.out_dir):
+                return it
+        return None
+
+    def _label_item(self, item: QListWidgetItem, job: QtTrainingJob) -> None:
+        done = job.last("done")
+        best = done.get("best_val_loss") if done else None
+        text = f"{job.name}  [{job.status}]"
+        if best is not None:
+            text += f"  best {best:.4g}"
+        self.run_list.blockSignals(True)
+        item.setText(text)
+        item.setToolTip(f"{job.out_dir}\n{job.error or ''}".strip())
+        self.run_list.blockSignals(False)
+
+    def selected_job(self) -> QtTrainingJob | None:
+        it = self.run_list.currentItem()
+        return None if it is None else self.jobs.get(it.data(Qt.UserRole))
+
+    def running_jobs(self) -> list[QtTrainingJob]:
+        return [j for j in self.jobs.values() if j.status == "running"]
+
+    # -- events ------------------------------------------------------------------------------
+    def _on_event(self, key: str, ev: dict) -> None:
+        curves = self.curves[key]
+        curves.add_event(ev)
+        if ev.get("event") in ("step", "epoch"):
+            curves.redraw()
+        job = self.jobs[key]
+        if job is self.selected_job():
+            self._append_log(ev)
+            self._show_stats(job)
+
+    def _on_finished(self, key: str, status: str) -> None:
+        job = self.jobs[key]
+        item = self._item_for(job)
+        if item is not None:
+            self._label_item(item, job)
+        self._update_buttons()
+        if job is self.selected_job():
+            self._show_selected()
+        if status == "failed" and self.library_path is not None:
+            self._record_failure(job)
+
+    def _record_failure(self, job: QtTrainingJob) -> None:
+        # A killed job cannot record its own end; make the history say so.
+        from perceptlab.library.store import Library
+
+        with Library(self.library_path) as lib:
+            for run in lib.runs():
+                if Path(run["out_dir"]).resolve() == job.out_dir.resolve() and run["status"] == "running":
+                    lib.update_run(run["id"], status="failed", ended_at=time.time(), error=job.error)
+
+    def _append_log(self, ev: dict) -> None:
+        kind = ev.get("event")
+        if kind == "step":
+            line = (f"epoch {ev.get('epoch')} step {ev.get('step')}: loss {ev.get('train_loss'):.5g}, "
+                    f"{ev.get('samples_per_s', 0):.0f} samples/s")
+        elif kind == "epoch":
+            val = ev.get("val_loss")
+            line = f"epoch {ev.get('epoch')} done: train {ev.get('train_loss'):.5g}" + (
+                f", validation {val:.5g}" if val is not None else "") + (" (best)" if ev.get("best") else "")
+        elif kind == "error":
+            line = f"ERROR ({ev.get('kind')}): {ev.get('message')}"
+        else:
+            line = f"{kind}: " + ", ".join(f"{k}={v}" for k, v in ev.items()
+                                           if k not in ("event", "time", "config", "skipped"))
+        self.log_view.appendPlainText(line)
+
+    def _show_stats(self, job: QtTrainingJob) -> None:
+        start, step = job.last("start"), job.last("step")
+        parts = [f"<b>{job.name}</b> — {job.status}"]
+        if start:
+            parts.append(f"device {start.get('device')}, {start.get('params', 0):,} parameters, "
+                         f"{start.get('n_train')} / {start.get('n_val')} train / validation patches")
+        if step:
+            eta = step.get("eta_s")
+            parts.append(f"epoch {step.get('epoch')}, step {step.get('step')}/{start.get('total_steps') if start else '?'}"
+                         f", {step.get('samples_per_s', 0):.0f} samples/s"
+                         + (f", ETA {_fmt_eta(eta)}" if eta is not None and job.status == "running" else ""))
+        if job.error:
+            parts.append(f"<span style='color:#c0392b'>{job.error}</span>")
+        self.stats.setText("<br>".join(parts))
+
+    def _show_selected(self) -> None:
+        job = self.selected_job()
+        self.log_view.clear()
+        self._update_buttons()
+        if job is None:
+            self.stats.setText("No run selected")
+            return
+        for ev in job.events:
+            self._append_log(ev)
+        if job.status == "failed":
+            tail = job.log_tail(15)
+            if tail:
+                self.log_view.appendPlainText("--- last lines of the job's log ---\n" + tail)
+        self._show_stats(job)
+
+    def _update_buttons(self) -> None:
+        job = self.selected_job()
+        running = job is not None and job.status == "running"
+        self.cancel_button.setEnabled(running)
+        self.resume_button.setEnabled(job is not None and not running and job.status != "completed"
+                                      and job.checkpoint("last") is not None and job.launch_args() is not None)
+        has_best = job is not None and not running and job.checkpoint("best") is not None
+        self.use_button.setEnabled(has_best)
+        self.recon_button.setEnabled(has_best)
+
+    def _on_item_changed(self, item: QListWidgetItem) -> None:
+        key = item.data(Qt.UserRole)
+        if key in self.curves:
+            self.curves[key].set_visible(item.checkState() == Qt.Checked)
+
+    def _on_config_changed(self, *_):
+        path = self.config_box.currentData()
+        if not path:
+            return
+        try:
+            cfg = read_config(Path(path))
+        except (OSError, ValueError) as exc:
+            self.stats.setText(f"{path}: {exc}")
+            return
+        self.name_edit.setText(str(cfg.get("name", Path(path).stem)))
+        self.epochs_box.setValue(int(cfg.get("epochs", 10)))
+        self.batch_box.setValue(int(cfg.get("batch_size", 32)))
+        self.latent_box.setValue(int(cfg.get("model", {}).get("latent_dim", 128)))
+        self.device_box.setCurrentText(str(cfg.get("device", "auto")))
+        loss = cfg.get("loss", {"mse": 1.0})
+        if isinstance(loss, str):
+            loss = {loss: 1.0}
+        for k, box in self.loss_boxes.items():
+            box.setValue(float(loss.get(k, 0.0)))
+
+    def _on_cancel_clicked(self) -> None:
+        job = self.selected_job()
+        if job is not None:
+            job.cancel()
+            self.log_view.appendPlainText("cancelling: the job finishes its step and writes last.pt…")
+
+    def resume(self, job: QtTrainingJob) -> bool:
+        args = job.launch_args()
+        if args is None:
+            return False
+        item = self._item_for(job)
+        if item is not None:
+            item.setCheckState(Qt.Checked)
+        ok = job.start(args, resume=True)
+        if item is not None:
+            self._label_item(item, job)
+        self._update_buttons()
+        return ok
+
+    def _on_resume_clicked(self) -> None:
+        job = self.selected_job()
+        if job is not None:
+            self.resume(job)
+
+    def _on_use_clicked(self) -> None:
+        job = self.selected_job()
+        if job is not None and job.checkpoint("best") is not None:
+            self.use_encoder.emit(str(job.checkpoint("best")), job.name)
+
+    def _on_recon_clicked(self) -> None:
+        job = self.selected_job()
+        if job is not None and job.checkpoint("best") is not None:
+            self.reconstruct.emit(str(job.checkpoint("best")))
+
+
+def _fmt_eta(seconds) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
