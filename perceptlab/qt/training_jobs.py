@@ -1,7 +1,8 @@
 """Training jobs: ``perceptlab train`` in a process of its own, watched from the GUI.
 
-A job is started with ``QProcess.startDetached`` and its JSON-lines progress
-goes to ``<out_dir>/events.jsonl`` (stderr to ``stderr.log``). The GUI tails
+A job is started with ``QProcess.startDetached`` (a new session, so it can
+outlive the window) and its JSON-lines progress goes to
+``<out_dir>/events.jsonl`` (stderr to ``stderr.log``). The GUI tails
 that file with a timer, so:
 
 * a crash, an out-of-memory error or a kill in the job never takes the GUI
@@ -29,6 +30,16 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QProcess, QTimer, Signal
 
 KILL_AFTER_S = 20.0
+
+# Run by the detached interpreter: point stdout and stderr at the job's files,
+# then become `perceptlab` (exec keeps the pid that QProcess reported).
+_EXEC_WITH_REDIRECT = (
+    "import os, sys\n"
+    "flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND\n"
+    "os.dup2(os.open(sys.argv[1], flags, 0o644), 1)\n"
+    "os.dup2(os.open(sys.argv[2], flags, 0o644), 2)\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'perceptlab.cli', *sys.argv[3:]])\n"
+)
 TERMINAL = ("done", "interrupted", "error")
 
 
@@ -97,20 +108,16 @@ class QtTrainingJob(QObject):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             self.launch_path.write_text(json.dumps({"name": self.name, "args": train_args}, indent=2))
-        args = ["-m", "perceptlab.cli", "train", *train_args, "--progress", "json"]
+        args = ["train", *train_args, "--progress", "json"]
         if resume:
             args.append("--resume")
         with open(self.stderr_path, "ab") as fh:
             fh.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if resume else 'start'} ---\n".encode())
         self._offset = self.events_path.stat().st_size if self.events_path.exists() else 0
         self._partial = b""
-        proc = QProcess()
-        proc.setProgram(sys.executable)
-        proc.setArguments(args)
-        proc.setWorkingDirectory(str(self.out_dir))
-        proc.setStandardOutputFile(str(self.events_path), QProcess.Append)
-        proc.setStandardErrorFile(str(self.stderr_path), QProcess.Append)
-        ok, pid = proc.startDetached()
+        ok, pid = QProcess.startDetached(
+            sys.executable, ["-c", _EXEC_WITH_REDIRECT, str(self.events_path), str(self.stderr_path), *args],
+            str(self.out_dir))
         if not ok:
             self.status, self.error = "failed", f"could not start {sys.executable}"
             self.finished.emit(self.status)

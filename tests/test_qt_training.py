@@ -1,0 +1,133 @@
+"""Training from the GUI: a real tiny job launched, watched, cancelled, resumed and used."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PySide6.QtWidgets")
+
+from PySide6.QtCore import Qt  # noqa: E402
+
+from perceptlab.library.importer import import_files  # noqa: E402
+from perceptlab.library.store import Library  # noqa: E402
+
+pytestmark = [pytest.mark.qt, pytest.mark.slow]
+
+# Small enough to run in seconds on two cores, long enough to cancel mid-way.
+TINY = ["model.channels=[4, 8, 8]", "model.latent_dim=8", "data.patch_frames=32", "data.patch_hop=16",
+        "data.min_clip_frames=8", "data.val_fraction=0.34", "log_every=1", "optim.warmup_steps=0"]
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, clip_tree):
+    from perceptlab.qt.main_window import QtMainWindow
+
+    lib_path = tmp_path / "lib.sqlite"
+    with Library(lib_path) as lib:
+        import_files(lib, [clip_tree])
+    w = QtMainWindow(library_path=lib_path)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    w.central_tabs.setCurrentWidget(w.training_panel)
+    yield w
+    for job in w.training_panel.running_jobs():
+        job.kill()
+    w._close_decided = True
+    w.close()
+
+
+def test_launch_watch_cancel_resume_and_use_the_encoder(window, qtbot):
+    panel = window.training_panel
+    panel.config_box.setCurrentText("demo_nlpd")
+    panel.name_edit.setText("tiny")
+    panel.epochs_box.setValue(40)
+    panel.batch_box.setValue(4)
+    panel.latent_box.setValue(8)
+    panel.device_box.setCurrentText("cpu")
+    job = panel.launch(TINY)
+    assert job is not None and job.status == "running"
+    curves = panel.curves[str(job.out_dir)]
+    # The curve receives points while the job runs.
+    qtbot.waitUntil(lambda: len(curves.steps) >= 3, timeout=60000)
+    assert curves.smooth.getData()[0] is not None and len(curves.smooth.getData()[0]) >= 3
+    assert "samples/s" in panel.stats.text()
+    # Cancel really stops it, within seconds, and keeps last.pt.
+    qtbot.mouseClick(panel.cancel_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: job.status != "running", timeout=20000)
+    assert job.status == "cancelled", job.error
+    assert (job.out_dir / "last.pt").exists()
+    with Library(window.library.path) as lib:
+        run = next(r for r in lib.runs() if r["name"] == "tiny")
+    assert run["status"] == "cancelled"
+    steps_before = len(curves.steps)
+    # Resume continues to the end.
+    assert panel.resume_button.isEnabled()
+    qtbot.mouseClick(panel.resume_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: job.status != "running", timeout=180000)
+    assert job.status == "completed", job.error
+    assert len(curves.steps) > steps_before and curves.val_steps
+    assert curves.steps[-1] > curves.steps[steps_before - 1]  # continued, not restarted
+    with Library(window.library.path) as lib:
+        run = next(r for r in lib.runs() if r["name"] == "tiny")
+    assert run["status"] == "completed"
+    # Use this encoder: the library is embedded and the metric joins the panels.
+    assert panel.use_button.isEnabled()
+    qtbot.mouseClick(panel.use_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: getattr(window, "encoder_ready_metric", None) is not None, timeout=60000)
+    metric = window.encoder_ready_metric
+    assert metric.startswith("embedding:")
+    window.library_panel.select_clip(window.library_panel.model.clips()[0].id)
+    qtbot.waitUntil(lambda: metric in window.neighbours_panel.metrics_shown(), timeout=30000)
+    assert len(window.neighbours_panel.top(metric)) == 5
+    assert window.matrix_view.metric_box.findData(metric) >= 0
+
+
+def test_a_crashing_job_shows_its_error_and_the_gui_stays_usable(window, qtbot):
+    panel = window.training_panel
+    job = panel.launch(TINY + ["optim.lrr=0.1"])
+    qtbot.waitUntil(lambda: job.status != "running", timeout=60000)
+    assert job.status == "failed"
+    assert "lrr" in job.error
+    panel.run_list.setCurrentItem(panel._item_for(job))
+    assert "lrr" in panel.stats.text()
+    assert "lrr" in panel.log_view.toPlainText()
+    # Still usable: the library view still answers.
+    window.central_tabs.setCurrentIndex(0)
+    window.library_panel.select_clip(window.library_panel.model.clips()[1].id)
+    assert window.spectrogram.has_image()
+
+
+def test_a_killed_job_is_reported_as_failed(window, qtbot):
+    panel = window.training_panel
+    panel.epochs_box.setValue(500)
+    job = panel.launch(TINY)
+    qtbot.waitUntil(lambda: len(panel.curves[str(job.out_dir)].steps) >= 1, timeout=60000)
+    job.kill()
+    qtbot.waitUntil(lambda: job.status != "running", timeout=20000)
+    assert job.status == "failed" and "without a final event" in job.error
+    with Library(window.library.path) as lib:
+        run = next(r for r in lib.runs() if r["out_dir"] == str(job.out_dir))
+    assert run["status"] == "failed"
+
+
+def test_map_has_a_point_per_clip_and_click_selects(window, qtbot):
+    view = window.map_view
+    window.map_dock.raise_()
+    view.source_box.setCurrentIndex(view.source_box.findData("nlpd"))
+    qtbot.waitUntil(lambda: view.result is not None, timeout=60000)
+    assert view.point_count() == window.library_panel.model.rowCount() == 9
+    pts = view.scatter.points()
+    target = view.clip_at(pts[4].data())
+    view.scatter.sigClicked.emit(view.scatter, [pts[4]], None)
+    assert window.library_panel.current_clip().id == target.id
+    # A lasso around every point sends them all to the matrix view.
+    from PySide6.QtCore import QPointF
+
+    xs = [p.pos().x() for p in pts]
+    ys = [p.pos().y() for p in pts]
+    pad = 1 + max(max(xs) - min(xs), max(ys) - min(ys))
+    box = [QPointF(min(xs) - pad, min(ys) - pad), QPointF(max(xs) + pad, min(ys) - pad),
+           QPointF(max(xs) + pad, max(ys) + pad), QPointF(min(xs) - pad, max(ys) + pad)]
+    view._on_lasso(box)
+    assert len(window.matrix_view.selection) == 9
