@@ -189,6 +189,7 @@ class QtTrainingPanel(QWidget):
         rl.addLayout(buttons)
 
         left = QWidget()
+        left.setMaximumWidth(360)
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
         ll.addWidget(form_box)
@@ -210,10 +211,8 @@ class QtTrainingPanel(QWidget):
         right = QWidget()
         rr = QVBoxLayout(right)
         rr.setContentsMargins(0, 0, 0, 0)
-        top = QHBoxLayout()
-        top.addWidget(self.stats, 1)
-        top.addWidget(self.log_box)
-        rr.addLayout(top)
+        rr.addWidget(self.stats)
+        rr.addWidget(self.log_box)
         rr.addWidget(self.plot_widget, 3)
         rr.addWidget(self.log_view, 1)
 
@@ -299,7 +298,9 @@ class QtTrainingPanel(QWidget):
         job = QtTrainingJob(out_dir.resolve(), name, self)
         self._add_job(job, visible=True)
         job.start(args)
-        self.run_list.setCurrentItem(self._item_for(job))
+        item = self._item_for(job)
+        self._label_item(item, job)
+        self.run_list.setCurrentItem(item)
         return job
 
     def _add_job(self, job: QtTrainingJob, visible: bool) -> None:
@@ -395,10 +396,11 @@ class QtTrainingPanel(QWidget):
 
     def _show_stats(self, job: QtTrainingJob) -> None:
         start, step = job.last("start"), job.last("step")
-        parts = [f"<b>{job.name}</b> — {job.status}"]
+        head = f"<b>{job.name}</b> — {job.status}"
         if start:
-            parts.append(f"device {start.get('device')}, {start.get('params', 0):,} parameters, "
-                         f"{start.get('n_train')} / {start.get('n_val')} train / validation patches")
+            head += (f" · {start.get('device')} · {start.get('params', 0):,} parameters · "
+                     f"{start.get('n_train')}/{start.get('n_val')} train/validation patches")
+        parts = [head]
         if step:
             eta = step.get("eta_s")
             parts.append(f"epoch {step.get('epoch')}, step {step.get('step')}/{start.get('total_steps') if start else '?'}"
