@@ -292,11 +292,43 @@ def _feature_hash() -> str:
     return FeatureConfig().hash
 
 
+def cmd_train(args) -> int:
+    from perceptlab.train.run import run_train_command
+
+    progress = "json" if args.json else args.progress
+    return run_train_command(args.config, args.set or [], resume=args.resume, library=args.library,
+                             progress=progress)
+
+
+def cmd_embed(args) -> int:
+    from perceptlab.models.checkpoint import CheckpointError
+    from perceptlab.models.embedding_metric import embed_library
+
+    lib = _open_library(args)
+    with lib:
+        try:
+            summary = embed_library(lib, args.checkpoint, name=args.name, pool=args.pool, hop=args.hop,
+                                    distance=args.distance, force=args.force, device=args.device,
+                                    progress=ProgressBar("embedding"))
+        except CheckpointError as exc:
+            raise UserError(str(exc)) from None
+    if args.json:
+        _print_json({"library": str(lib.path), **summary.to_json()})
+    else:
+        print(summary.text())
+    return 0
+
+
 def cmd_bench(args) -> int:
     if args.what == "import":
         from perceptlab.audio.bench import run_import_bench
 
         run_import_bench(n_clips=args.n or 12, out=print)
+        return 0
+    if args.what == "train":
+        from perceptlab.train.bench import run_train_bench
+
+        run_train_bench(steps=args.n or 8, out=print)
         return 0
     if args.what == "metrics":
         from perceptlab.metrics.bench import run_metrics_bench
@@ -374,10 +406,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_neighbours)
 
+    p = sub.add_parser("train", parents=[common], help="train an autoencoder (JSON lines on stdout when piped)")
+    p.add_argument("--config", metavar="FILE.toml", default=None, help="training config (see training/README.md)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set optim.lr=1e-3 --set data.library=PATH (repeatable)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                   help="continue from <out_dir>/last.pt (or the given checkpoint)")
+    p.add_argument("--progress", choices=["auto", "json", "bar"], default="auto",
+                   help="progress output (auto: a bar on a terminal, JSON lines otherwise)")
+    p.add_argument("--json", action="store_true", help="same as --progress json")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("embed", parents=[common], help="store clip embeddings of an encoder checkpoint")
+    p.add_argument("--checkpoint", required=True, metavar="FILE.pt", help="a trained checkpoint (best.pt)")
+    p.add_argument("--name", default=None, help="model name; the metric is embedding:<name> (default: run name)")
+    p.add_argument("--distance", choices=["cosine", "euclidean"], default="cosine",
+                   help="distance of the embedding metric (default cosine)")
+    p.add_argument("--pool", choices=["mean", "meanstd"], default="mean",
+                   help="clip embedding: mean of patch latents, or mean and std (default mean)")
+    p.add_argument("--hop", type=int, default=None, help="patch hop in frames (default: half a patch)")
+    p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when present)")
+    p.add_argument("--force", action="store_true", help="recompute embeddings already stored")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_embed)
+
     p = sub.add_parser("bench", parents=[common], help="benchmarks (ratios against a baseline in the same process)")
-    p.add_argument("what", choices=["import", "metrics", "gui"], help="what to measure")
+    p.add_argument("what", choices=["import", "metrics", "gui", "train"], help="what to measure")
     p.add_argument("--n", type=int, default=None, help="problem size (clips)")
     p.set_defaults(func=cmd_bench)
+
+    from perceptlab.analysis.evaluate_cli import add_evaluate_parser
+
+    add_evaluate_parser(sub, common)  # perceptlab evaluate: the classification protocol
     return parser
 
 

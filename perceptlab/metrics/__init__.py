@@ -61,10 +61,15 @@ Guards (the choices a user should know)
     - MS-SSIM, negative cs: pytorch-msssim applies ReLU to each mean before
       the fractional power, so an anti-correlated scale makes MS-SSIM 0 and
       every gradient 0. Here each mean is clamped from below at
-      ``cs_floor = 1e-4`` instead: values are identical to pytorch-msssim
-      whenever every mean is >= 1e-4 (all reference vectors), the distance
-      saturates at 1 - 1e-4^w... instead of dropping to 1, and gradients
-      stay finite and keep flowing through the other scales.
+      ``cs_floor = 1e-4`` instead (``msssim(..., cs_floor=...)``; must be
+      > 0). Values are identical to pytorch-msssim whenever every mean is
+      >= 1e-4 (true for all reference vectors); a scale whose mean falls
+      below contributes the constant factor 1e-4^w_j (0.66 for the finest
+      scale) instead of zeroing the product, so the distance of such a pair
+      stays below 1 and still ranks it by the other scales. The clamped
+      scale passes no gradient, the others do, and the power's derivative
+      stays finite. When every scale is anti-correlated (e.g. y = 1 - x on
+      a textured image) the gradient is 0, as with ReLU, but never NaN.
     - MS-SSIM, float32: local (co)variances are computed on mean-free images
       (subtracting each image's mean at each scale). This is exact in
       theory, and in float32 it avoids the cancellation of
@@ -88,9 +93,9 @@ the metrics for the GUI and CLI.
 from perceptlab.tasks import Cancelled
 
 from .embedding import embedding_metric
-from .mse import mse
-from .msssim import CS_FLOOR, msssim, n_scales, scale_weights
-from .nlpd import nlpd, nlpd_levels, nlpd_transform
+from .pixel import mse
+from .ssim import CS_FLOOR, msssim, n_scales, scale_weights
+from .pyramid import nlpd, nlpd_levels, nlpd_transform
 from .pairwise import (
     DistanceIndex,
     GenericIndex,

@@ -98,7 +98,9 @@ def pyr_up(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     return _up_axis(_up_axis(x, -1, size[1]), -2, size[0])
 
 
-def divisive_denominator(a: torch.Tensor, sigma: float, taps: Sequence[Tuple[int, int, float]]) -> torch.Tensor:
+def divisive_denominator(
+    a: torch.Tensor, sigma: float, taps: Sequence[Tuple[int, int, float]]
+) -> torch.Tensor:
     """``sigma + sum_w w * a[i + di, j + dj]`` with zeros outside the image.
 
     This is Matlab ``conv2(a, P, 'same')`` written in gather form: ``taps``

@@ -30,16 +30,16 @@ exact zero diagonal, whatever device did the work.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from perceptlab.tasks import CancelFn, Cancelled, ProgressFn, check_cancel, report
 
-from . import msssim as _ms
+from . import ssim as _ms
 from ._filters import gaussian_valid
-from .nlpd import N_LEVELS, nlpd_transform
+from .pyramid import N_LEVELS, nlpd_transform
 from .validation import check_image_batch
 
 __all__ = [
@@ -262,9 +262,8 @@ class _MSSSIMStats:
                         row += [mu, mu * mu + _ms.C1 / 2]
                     per_scale.append(row)
                 parts.append(per_scale)
-        cat = lambda ts: torch.cat(ts, 0) if len(ts) > 1 else ts[0]  # noqa: E731
         self.scales = [
-            [cat([p[j][q] for p in parts]) for q in range(len(parts[0][j]))] for j in range(self.m)
+            [_cat([p[j][q] for p in parts]) for q in range(len(parts[0][j]))] for j in range(self.m)
         ]
         # Doubling the row taps of the cross-term filter gives 2 G*(xy) for free.
         self.taps_rows2 = tuple(2.0 * t for t in _ms._TAPS)
@@ -291,6 +290,10 @@ class _MSSSIMStats:
             t = num.mean(dim=(-2, -1)).clamp_min_(cs_floor).pow_(self.weights[j])  # (b,)
             prod = t if prod is None else prod.mul_(t)
         return 1.0 - prod
+
+
+def _cat(parts: List[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(parts, 0) if len(parts) > 1 else parts[0]
 
 
 def _half_c2(img: torch.Tensor) -> torch.Tensor:
@@ -324,6 +327,8 @@ def msssim_matrix(
     Local means and variances of each clip are computed once per scale; the
     pair loop only filters the products x_a x_b, in blocks of pairs.
     """
+    if not cs_floor > 0:
+        raise ValueError(f"msssim: cs_floor must be > 0 (got {cs_floor})")
     x = _prepare_specs(specs, device, validate, "msssim", _ms.MIN_SIDE)
     _ms.check_msssim_size(x.shape[-2], x.shape[-1])
     n = x.shape[0]
@@ -494,6 +499,8 @@ class DistanceIndex:
             (k,) float64 distances.
         """
         d = self.distances(query)
+        if d.dim() == 2 and d.shape[0] == 1:
+            d = d[0]  # a (1, 1, F, T) batch of one
         if d.dim() != 1:
             raise ValueError("nearest() takes one query clip; use distances() for a batch")
         return _topk(d, k, exclude)
@@ -536,7 +543,9 @@ def _topk(d: torch.Tensor, k: int, exclude: Optional[Sequence[int]]) -> Tuple[to
 
 
 class _ImageIndexBase(DistanceIndex):
-    def __init__(self, specs: ArrayLike, metric_name: str, device: DeviceLike, validate: bool, min_side: int = 1):
+    def __init__(
+        self, specs: ArrayLike, metric_name: str, device: DeviceLike, validate: bool, min_side: int = 1
+    ):
         x = _prepare_specs(specs, device, validate, metric_name, min_side)
         self.metric_name = metric_name
         self.n = x.shape[0]
@@ -659,10 +668,12 @@ class MSSSIMIndex(_ImageIndexBase):
 
     def _distances(self, q: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            qs = _MSSSIMStats(q, q.shape[0])
+            qs = _MSSSIMStats(q, q.shape[0])  # (Q, 1, F, T) -> per-scale stats
             rows = []
             for i in range(q.shape[0]):
-                parts = [self._stats.row(qs, i, j0, j1, self.cs_floor) for j0, j1 in _chunks(self.n, self._block)]
+                parts = [
+                    self._stats.row(qs, i, j0, j1, self.cs_floor) for j0, j1 in _chunks(self.n, self._block)
+                ]
                 rows.append(torch.cat(parts))
             return torch.stack(rows)  # (Q, N)
 

@@ -149,9 +149,9 @@ def list_metrics() -> List[Metric]:
 def _register_builtins() -> None:
     from functools import partial
 
-    from . import msssim as _ms
-    from . import nlpd as _nl
-    from .mse import mse
+    from . import ssim as _ms
+    from . import pyramid as _nl
+    from .pixel import mse
     from .pairwise import (
         MSEIndex,
         MSSSIMIndex,

@@ -55,6 +55,7 @@ def check_image_batch(x: torch.Tensor, name: str = "x", *, check_values: bool = 
         raise ValueError(f"{name} must be a floating-point tensor; got {_describe(x)}")
     if not check_values:
         return
+    x = x.detach()  # reading values back must not warn about (or touch) autograd
     if not bool(torch.isfinite(x).all()):
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())

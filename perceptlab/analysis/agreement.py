@@ -1,0 +1,923 @@
+"""Do the metrics agree with what listeners hear?
+
+Triplet sessions (2AFC)
+    A metric *agrees* with an answer when its smaller distance to X is the
+    candidate the listener chose (a tie counts one half). Agreement is the
+    mean over answers, with a seeded percentile-bootstrap 95 % CI, per
+    listener and pooled. Catch trials are left out of agreement and used to
+    screen listeners (a listener under ``catch_min`` correct on catch trials
+    is excluded and listed). The ceiling is inter-listener agreement: over
+    every pair of listeners and every trial both answered, how often they
+    chose the same sound.
+
+MUSHRA sessions (ITU-R BS.1534-3)
+    Post-screening first: a listener who rates the hidden reference below 90
+    on MORE than 15 % of the items is excluded (and listed); the comparison
+    is on counts, so exactly 15 % is kept. Then per (item, condition) the
+    mean score of the remaining listeners; per metric Pearson and Spearman
+    correlation between the distance (reference to condition) and that mean,
+    and the ITU-T P.1401 mapping: a third-order polynomial fitted from
+    distance to score, constrained monotonic (:func:`fit_monotonic_cubic`),
+    with the RMSE after mapping. The hidden reference is left out of the
+    correlations by default (its distance is 0 by construction, which only
+    inflates them).
+
+External ratings
+    :func:`read_ratings_csv` reads ``reference,degraded,score[,listener]``
+    rows and :func:`ratings_report` gives the MUSHRA-style report, with
+    distances computed for files outside the library too.
+
+Everything returns plain dicts (stable keys, see :func:`agreement_report`)
+including the data for plots (``"plot"``), which the GUI draws itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from perceptlab.audio.features import DEFAULT_EXCERPT_FRAMES, FeatureConfig
+from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
+
+REPORT_VERSION = 1
+HIDDEN_REFERENCE = "hidden_reference"
+
+#: BS.1534-3 post-screening: hidden reference below this ...
+SCREEN_THRESHOLD = 90.0
+#: ... on more than this fraction of the items excludes the listener.
+SCREEN_MAX_FRACTION = 0.15
+#: Triplet listeners below this catch-trial accuracy are excluded.
+CATCH_MIN = 0.75
+
+
+# ---------------------------------------------------------------------------
+# Bootstrap
+# ---------------------------------------------------------------------------
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values`` (resampling with replacement, seeded)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return (math.nan, math.nan)
+    if v.size == 1 or n_boot < 1:
+        return (float(v.mean()), float(v.mean()))
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // v.size)
+    for i in range(0, n_boot, chunk):
+        j = min(n_boot, i + chunk)
+        means[i:j] = v[rng.integers(0, v.size, (j - i, v.size))].mean(1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def _summary(values: np.ndarray, n_boot: int, seed: int) -> dict:
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return {"agreement": None, "ci_low": None, "ci_high": None, "n": 0}
+    lo, hi = bootstrap_ci(v, n_boot, seed)
+    return {"agreement": float(v.mean()), "ci_low": lo, "ci_high": hi, "n": int(v.size)}
+
+
+# ---------------------------------------------------------------------------
+# Images and distances of sounds
+# ---------------------------------------------------------------------------
+
+
+def _sound_key(sound: dict) -> str:
+    return sound.get("content_hash") or str(Path(sound["path"]).resolve())
+
+
+def sound_excerpt(library, sound: dict, config: FeatureConfig = FeatureConfig(),
+                  n_frames: int = DEFAULT_EXCERPT_FRAMES) -> np.ndarray:
+    """The (F, n_frames) excerpt image of a sound dict (library clip, stimulus or any file).
+
+    Library clips go through the clip cache; other files through the
+    feature cache keyed by their content hash, checked against the file.
+    """
+    from perceptlab.audio.decode import AudioError
+    from perceptlab.audio.features import excerpt
+    from perceptlab.library.features import clip_image, file_image
+    from perceptlab.library.store import file_hash
+
+    if library is not None and sound.get("clip_id") is not None:
+        try:
+            clip = library.clip(int(sound["clip_id"]))
+        except KeyError:
+            clip = None
+        if clip is not None and clip.content_hash == sound.get("content_hash", clip.content_hash):
+            return excerpt(clip_image(library, clip, config), n_frames)
+    path = Path(sound["path"])
+    if not path.exists():
+        raise AudioError(path, "file has moved or been deleted")
+    content = sound.get("content_hash")
+    if library is not None and content:
+        cached = library.get_features(content, config.hash)
+        if cached is not None:
+            return excerpt(cached, n_frames)
+        if file_hash(path) != content:
+            raise AudioError(path, "file has changed since the listening test was made")
+        image = file_image(path, config)
+        library.put_features(content, config.hash, image)
+        return excerpt(image, n_frames)
+    return excerpt(file_image(path, config), n_frames)
+
+
+def pair_distance_table(library, pairs: Sequence[tuple[dict, dict]], metrics: Sequence[str],
+                        config: FeatureConfig = FeatureConfig(), n_frames: int = DEFAULT_EXCERPT_FRAMES,
+                        *, batch: int = 32, progress: ProgressFn | None = None,
+                        cancel: CancelFn | None = None) -> dict[str, np.ndarray]:
+    """Each metric's distance for each (sound, sound) pair.
+
+    Returns
+    -------
+    dict
+        {metric: (P,) float64}. Spectrogram metrics run batched on the
+        excerpts; vector (embedding) metrics go through
+        :func:`perceptlab.analysis.similarity.pair_distances`.
+    """
+    import torch
+
+    from perceptlab.analysis.similarity import pair_distances, resolve
+    from perceptlab.metrics.registry import get_metric
+
+    pairs = list(pairs)
+    uniq: dict[tuple[str, str], int] = {}
+    for a, b in pairs:
+        uniq.setdefault((_sound_key(a), _sound_key(b)), len(uniq))
+    first = {}
+    for a, b in pairs:
+        first.setdefault((_sound_key(a), _sound_key(b)), (a, b))
+    keys = list(uniq)
+    spectro = [m for m in metrics if get_metric(m).input_kind != "vector"]
+    vector = [m for m in metrics if get_metric(m).input_kind == "vector"]
+    total = len(keys) * (1 if spectro else 0) + len(keys) * len(vector)
+    done = 0
+    report(progress, 0, total)
+    values = {m: np.empty(len(keys)) for m in metrics}
+    if spectro:
+        images: dict[str, np.ndarray] = {}
+
+        def image(s):
+            k = _sound_key(s)
+            if k not in images:
+                images[k] = sound_excerpt(library, s, config, n_frames)
+            return images[k]
+
+        for i0 in range(0, len(keys), batch):
+            check_cancel(cancel)
+            chunk = keys[i0 : i0 + batch]
+            xa = torch.from_numpy(np.stack([image(first[k][0]) for k in chunk])[:, None])  # (b, 1, F, T)
+            xb = torch.from_numpy(np.stack([image(first[k][1]) for k in chunk])[:, None])
+            with torch.no_grad():
+                for m in spectro:
+                    values[m][i0 : i0 + len(chunk)] = get_metric(m).fn(xa, xb).double().numpy()
+            done += len(chunk)
+            report(progress, done, total)
+    for m in vector:
+        for i, k in enumerate(keys):
+            check_cancel(cancel)
+            a, b = first[k]
+            qa, qb = resolve(library, a["path"]), resolve(library, b["path"])
+            values[m][i] = pair_distances(library, qa, qb, [m], config, n_frames)[m]
+            done += 1
+            report(progress, done, total)
+    index = np.array([uniq[(_sound_key(a), _sound_key(b))] for a, b in pairs], dtype=int)
+    return {m: values[m][index] if len(index) else np.empty(0) for m in metrics}
+
+
+# ---------------------------------------------------------------------------
+# Triplets
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TripletAnswer:
+    """One answered triplet trial. ``choice`` is the presented side, "A" or "B"."""
+
+    listener: str
+    key: str
+    x: dict
+    a: dict
+    b: dict
+    choice: str
+    catch: bool = False
+    expected: str | None = None
+    session_id: int | None = None
+    position: int | None = None
+
+    @property
+    def chosen(self) -> dict:
+        return self.a if self.choice == "A" else self.b
+
+
+def _session_ids(library, session_ids, design):
+    from perceptlab.listening.session import list_sessions
+
+    if session_ids is None:
+        return [s.id for s in list_sessions(library, design)]
+    return list(session_ids)
+
+
+def triplet_answers(library, session_ids: Sequence[int] | None = None) -> list[TripletAnswer]:
+    """Every answered triplet trial of the given sessions (default: all triplet sessions)."""
+    from perceptlab.listening.session import Session
+
+    out = []
+    for sid in _session_ids(library, session_ids, "triplet"):
+        s = Session.open(library, sid)
+        if s.design != "triplet":
+            continue
+        for t in s.answered_trials():
+            sp = t.spec
+            out.append(TripletAnswer(s.listener, sp["key"], sp["x"], sp["a"], sp["b"], t.answer["choice"],
+                                     bool(sp.get("catch")), sp.get("expected"), s.id, t.position))
+    return out
+
+
+def triplet_distances(library, triplets: Sequence, metrics: Sequence[str],
+                      config: FeatureConfig = FeatureConfig(), n_frames: int = DEFAULT_EXCERPT_FRAMES,
+                      progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> dict[str, np.ndarray]:
+    """{metric: (N, 2) array of (d(X, A), d(X, B))} for objects with ``x``, ``a``, ``b`` sound dicts."""
+    pairs = [(t.x, t.a) for t in triplets] + [(t.x, t.b) for t in triplets]
+    d = pair_distance_table(library, pairs, metrics, config, n_frames, progress=progress, cancel=cancel)
+    n = len(triplets)
+    return {m: np.stack([v[:n], v[n:]], axis=1) for m, v in d.items()}
+
+
+def metric_agrees(d: np.ndarray, choices: Sequence[str]) -> np.ndarray:
+    """Per answer, 1 if the metric's closer candidate is the chosen one, 0 if not, 0.5 on a tie.
+
+    ``d`` is (N, 2): (d(X, A), d(X, B)); ``choices`` the N answers "A"/"B".
+    """
+    d = np.asarray(d, dtype=np.float64)
+    pick_a = np.asarray([c == "A" for c in choices])
+    closer_a = d[:, 0] < d[:, 1]
+    tie = d[:, 0] == d[:, 1]
+    return np.where(tie, 0.5, (closer_a == pick_a).astype(np.float64))
+
+
+def catch_screening(answers: Sequence[TripletAnswer], catch_min: float = CATCH_MIN) -> tuple[dict, list]:
+    """Catch-trial accuracy per listener, and the listeners to exclude.
+
+    Returns ({listener: {"n", "correct", "accuracy"}}, [{"listener", "catch_accuracy", "reason"}]).
+    """
+    stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for a in answers:
+        if a.catch and a.expected:
+            stats[a.listener][0] += 1
+            stats[a.listener][1] += int(a.choice == a.expected)
+    table = {k: {"n": n, "correct": c, "accuracy": c / n} for k, (n, c) in sorted(stats.items())}
+    excluded = [{"listener": k, "catch_accuracy": v["accuracy"],
+                 "reason": f"chose the copy of X on {v['correct']} of {v['n']} catch trials (< {catch_min:.0%})"}
+                for k, v in table.items() if v["accuracy"] < catch_min]
+    return table, excluded
+
+
+def inter_listener_agreement(answers: Sequence[TripletAnswer], n_boot: int = 1000, seed: int = 0) -> dict:
+    """How often two listeners chose the same sound on a trial both answered.
+
+    Returns {"agreement", "ci_low", "ci_high", "n" (listener-pair comparisons),
+    "pairs": [{"a", "b", "n_shared", "agreement"}]}; agreement is None when
+    no two listeners share a trial.
+    """
+    from perceptlab.listening.designs import sound_id
+
+    by_listener: dict[str, dict[str, str]] = defaultdict(dict)
+    for a in answers:
+        if a.catch:
+            continue
+        by_listener[a.listener].setdefault(a.key, sound_id(a.chosen))
+    pairs, all_same = [], []
+    for la, lb in combinations(sorted(by_listener), 2):
+        shared = sorted(set(by_listener[la]) & set(by_listener[lb]))
+        if not shared:
+            continue
+        same = [float(by_listener[la][k] == by_listener[lb][k]) for k in shared]
+        all_same.extend(same)
+        pairs.append({"a": la, "b": lb, "n_shared": len(shared), "agreement": float(np.mean(same))})
+    s = _summary(np.asarray(all_same), n_boot, seed)
+    return {**s, "pairs": pairs}
+
+
+def triplet_report(answers: Sequence[TripletAnswer], distances: dict[str, np.ndarray], *, n_boot: int = 1000,
+                   seed: int = 0, catch_min: float = CATCH_MIN) -> dict:
+    """Metric/listener agreement on triplets.
+
+    Parameters
+    ----------
+    answers : sequence of TripletAnswer
+    distances : dict
+        {metric: (N, 2)} aligned with ``answers`` (see :func:`triplet_distances`).
+    n_boot, seed : int
+        Bootstrap resamples and seed (the same seed for every metric, so
+        their CIs are comparable).
+    catch_min : float
+        Catch-trial accuracy below which a listener is excluded.
+
+    Returns
+    -------
+    dict
+        ``{"n_answers", "n_trials", "listeners", "excluded_listeners",
+        "catch", "metrics": {metric: {"pooled": {"agreement", "ci_low",
+        "ci_high", "n"}, "per_listener": {listener: {...}}}},
+        "inter_listener": {...}, "plot": {"bars": [{"metric", "agreement",
+        "ci_low", "ci_high"}], "ceiling": {...} | None}}``.
+    """
+    answers = list(answers)
+    catch, excluded = catch_screening(answers, catch_min)
+    out_names = {e["listener"] for e in excluded}
+    keep = np.array([not a.catch and a.listener not in out_names for a in answers], dtype=bool)
+    kept = [a for a, k in zip(answers, keep) if k]
+    listeners = sorted({a.listener for a in answers})
+    metrics = {}
+    for m, d in distances.items():
+        d = np.asarray(d)
+        if d.shape != (len(answers), 2):
+            raise ValueError(f"{m}: distances have shape {d.shape}, expected ({len(answers)}, 2)")
+        agree = metric_agrees(d[keep], [a.choice for a in kept])
+        per = {}
+        for lst in sorted({a.listener for a in kept}):
+            mask = np.array([a.listener == lst for a in kept], dtype=bool)
+            per[lst] = _summary(agree[mask], n_boot, seed)
+        metrics[m] = {"pooled": _summary(agree, n_boot, seed), "per_listener": per}
+    inter = inter_listener_agreement(kept, n_boot, seed)
+    bars = [{"metric": m, "agreement": v["pooled"]["agreement"], "ci_low": v["pooled"]["ci_low"],
+             "ci_high": v["pooled"]["ci_high"]} for m, v in metrics.items()]
+    ceiling = None if inter["agreement"] is None else {
+        "agreement": inter["agreement"], "ci_low": inter["ci_low"], "ci_high": inter["ci_high"]}
+    return {
+        "n_answers": len(answers),
+        "n_scored": int(keep.sum()),
+        "n_trials": len({a.key for a in kept}),
+        "listeners": listeners,
+        "excluded_listeners": excluded,
+        "catch": catch,
+        "metrics": metrics,
+        "inter_listener": inter,
+        "plot": {"bars": bars, "ceiling": ceiling},
+    }
+
+
+# ---------------------------------------------------------------------------
+# MUSHRA and external ratings
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rating:
+    """One score of one condition by one listener.
+
+    ``item`` identifies the reference (its content hash or path),
+    ``condition`` the condition within the item; ``role`` is
+    ``"hidden_reference"`` for the hidden reference.
+    """
+
+    listener: str
+    item: str
+    condition: str
+    score: float
+    reference: dict
+    sound: dict
+    role: str = "condition"
+    item_name: str = ""
+    session_id: int | None = None
+    line: int | None = None
+
+
+def mushra_ratings(library, session_ids: Sequence[int] | None = None) -> list[Rating]:
+    """Every score of the given MUSHRA sessions (default: all MUSHRA sessions)."""
+    from perceptlab.listening.session import Session
+
+    out = []
+    for sid in _session_ids(library, session_ids, "mushra"):
+        s = Session.open(library, sid)
+        if s.design != "mushra":
+            continue
+        for t in s.answered_trials():
+            sp = t.spec
+            for c in sp["conditions"]:
+                out.append(Rating(s.listener, sp["key"], c["condition"], float(t.answer["scores"][c["label"]]),
+                                  sp["reference"], c, c.get("role", "condition"), sp.get("name", ""), s.id))
+    return out
+
+
+def post_screen(ratings: Sequence[Rating], threshold: float = SCREEN_THRESHOLD,
+                max_fraction: float = SCREEN_MAX_FRACTION) -> list[dict]:
+    """BS.1534-3 post-screening: listeners to exclude.
+
+    A listener is excluded when they rated the hidden reference below
+    ``threshold`` on MORE than ``max_fraction`` of the items in which they
+    rated it (exactly ``max_fraction`` is kept).
+
+    Returns
+    -------
+    list of dict
+        ``[{"listener", "items", "below_threshold", "fraction"}]`` of the
+        excluded listeners, sorted by name.
+    """
+    per: dict[str, dict[str, bool]] = defaultdict(dict)
+    for r in ratings:
+        if r.role == HIDDEN_REFERENCE:
+            key = f"{r.session_id}:{r.item}"
+            per[r.listener][key] = per[r.listener].get(key, False) or r.score < threshold
+    out = []
+    # Compare in integers where the bound allows it, so 3 of 20 with a 15 %
+    # bound is exactly on the boundary (kept), not a rounding accident.
+    frac = _ratio(max_fraction)
+    for lst in sorted(per):
+        n = len(per[lst])
+        bad = sum(per[lst].values())
+        if bad * frac[1] > frac[0] * n:
+            out.append({"listener": lst, "items": n, "below_threshold": bad, "fraction": bad / n})
+    return out
+
+
+def _ratio(x: float) -> tuple[int, int]:
+    """``x`` as (numerator, denominator), exact for decimal bounds such as 0.15."""
+    from fractions import Fraction
+
+    f = Fraction(str(x)).limit_denominator(10**6)
+    return f.numerator, f.denominator
+
+
+@dataclass(frozen=True)
+class MonotonicCubic:
+    """``y = c0 + c1 x + c2 x^2 + c3 x^3``, monotonic over [x_min, x_max] (ITU-T P.1401 mapping)."""
+
+    coefficients: tuple[float, float, float, float]
+    x_min: float
+    x_max: float
+    increasing: bool
+    method: str  # "unconstrained" (the least-squares cubic is monotonic) or "constrained"
+
+    def __call__(self, x):
+        c0, c1, c2, c3 = self.coefficients
+        x = np.asarray(x, dtype=np.float64)
+        return c0 + x * (c1 + x * (c2 + x * c3))
+
+    def derivative(self, x):
+        _, c1, c2, c3 = self.coefficients
+        x = np.asarray(x, dtype=np.float64)
+        return c1 + x * (2 * c2 + 3 * c3 * x)
+
+    def to_json(self) -> dict:
+        return {"coefficients": list(self.coefficients), "x_range": [self.x_min, self.x_max],
+                "increasing": self.increasing, "method": self.method}
+
+
+def _is_monotonic(c: np.ndarray, increasing: bool) -> bool:
+    """Is the cubic with (t-domain) coefficients c monotonic on t in [0, 1]?"""
+    # derivative q(t) = c1 + 2 c2 t + 3 c3 t^2: check the ends and the vertex.
+    q = lambda t: c[1] + 2 * c[2] * t + 3 * c[3] * t * t  # noqa: E731
+    pts = [0.0, 1.0]
+    if c[3] != 0:
+        v = -c[2] / (3 * c[3])
+        if 0 < v < 1:
+            pts.append(v)
+    vals = np.array([q(t) for t in pts])
+    tol = 1e-12 * max(1.0, float(np.abs(c).max()))
+    return bool((vals >= -tol).all()) if increasing else bool((vals <= tol).all())
+
+
+def fit_monotonic_cubic(x, y, increasing: bool | None = None) -> MonotonicCubic:
+    """ITU-T P.1401 third-order mapping from objective ``x`` to subjective ``y``, kept monotonic.
+
+    The least-squares cubic is used when it is monotonic over the data range.
+    Otherwise the cubic is fitted in Bernstein form on the normalised range,
+    ``y = sum_k beta_k B_k(t)``, with ordered coefficients (``beta_0 <=
+    beta_1 <= beta_2 <= beta_3`` for increasing), which makes it monotonic;
+    that is a bounded linear least-squares problem (``scipy.optimize.lsq_linear``),
+    convex, so the result is the best such cubic, deterministically.
+
+    Parameters
+    ----------
+    x, y : array_like
+        At least 4 points (fewer give a straight line).
+    increasing : bool, optional
+        Direction; default from the sign of Pearson's r.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError("fit_monotonic_cubic needs two 1-D arrays of the same length")
+    if x.size < 2:
+        raise ValueError("fit_monotonic_cubic needs at least 2 points")
+    x0, x1 = float(x.min()), float(x.max())
+    if increasing is None:
+        r = _pearson(x, y)
+        increasing = not (r < 0)
+    if x1 == x0:
+        return MonotonicCubic((float(y.mean()), 0.0, 0.0, 0.0), x0, x1, increasing, "constant")
+    s = x1 - x0
+    t = (x - x0) / s
+    if x.size < 4:
+        c = np.polyfit(t, y, 1)[::-1]
+        c = np.array([c[0], c[1], 0.0, 0.0])
+        if (c[1] >= 0) != increasing:
+            c = np.array([y.mean(), 0.0, 0.0, 0.0])
+        return _to_raw(c, x0, s, increasing, "linear")
+    V = np.stack([np.ones_like(t), t, t * t, t ** 3], axis=1)
+    c, *_ = np.linalg.lstsq(V, y, rcond=None)
+    if _is_monotonic(c, increasing):
+        return _to_raw(c, x0, s, increasing, "unconstrained")
+    from scipy.optimize import lsq_linear
+
+    # Bernstein basis on [0, 1]; beta = L @ p with p = (beta0, d1, d2, d3), d >= 0 (or <= 0).
+    B = np.stack([(1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t * t * (1 - t), t ** 3], axis=1)
+    sign = 1.0 if increasing else -1.0
+    L = np.array([[1, 0, 0, 0], [1, sign, 0, 0], [1, sign, sign, 0], [1, sign, sign, sign]], dtype=np.float64)
+    res = lsq_linear(B @ L, y, bounds=([-np.inf, 0, 0, 0], [np.inf, np.inf, np.inf, np.inf]),
+                     method="bvls")
+    beta = L @ res.x
+    # Bernstein -> power basis in t.
+    b0, b1, b2, b3 = beta
+    c = np.array([b0, 3 * (b1 - b0), 3 * (b0 - 2 * b1 + b2), b3 - 3 * b2 + 3 * b1 - b0])
+    return _to_raw(c, x0, s, increasing, "constrained")
+
+
+def _to_raw(c: np.ndarray, x0: float, s: float, increasing: bool, method: str) -> MonotonicCubic:
+    """Coefficients in t = (x - x0) / s to coefficients in x."""
+    # p(t) = sum c_k ((x - x0)/s)^k; expand with the binomial theorem.
+    raw = np.zeros(4)
+    for k in range(4):
+        ck = c[k] / s ** k
+        for j in range(k + 1):
+            raw[j] += ck * math.comb(k, j) * (-x0) ** (k - j)
+    return MonotonicCubic(tuple(float(v) for v in raw), x0, x0 + s, bool(increasing), method)
+
+
+def _pearson(a, b) -> float:
+    a = np.asarray(a, dtype=np.float64) - np.mean(a)
+    b = np.asarray(b, dtype=np.float64) - np.mean(b)
+    den = math.sqrt(float((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else math.nan
+
+
+def _spearman(a, b) -> float:
+    from perceptlab.analysis.agreement_stats import spearman
+
+    return spearman(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+
+
+def _nan_to_none(v):
+    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+
+
+def condition_means(ratings: Sequence[Rating], exclude: Sequence[str] = ()) -> list[dict]:
+    """Mean score per (item, condition) over the listeners not excluded, with a t-based 95 % CI half-width."""
+    from scipy import stats
+
+    groups: dict[tuple[str, str], list[Rating]] = defaultdict(list)
+    skip = set(exclude)
+    for r in ratings:
+        if r.listener not in skip:
+            groups[(r.item, r.condition)].append(r)
+    out = []
+    for (item, cond), rs in groups.items():
+        s = np.array([r.score for r in rs])
+        half = None
+        if s.size > 1:
+            half = float(stats.t.ppf(0.975, s.size - 1) * s.std(ddof=1) / math.sqrt(s.size))
+        out.append({"item": item, "item_name": rs[0].item_name, "condition": cond, "role": rs[0].role,
+                    "mean_score": float(s.mean()), "ci95": half, "n": int(s.size),
+                    "reference": rs[0].reference, "sound": rs[0].sound})
+    return out
+
+
+def correlation_report(x: np.ndarray, y: np.ndarray) -> dict:
+    """Pearson, Spearman, the P.1401 monotonic cubic mapping and the RMSE after it.
+
+    ``rmse`` follows P.1401 (sum of squared errors over N - 4 degrees of
+    freedom for the 4-parameter mapping); ``rmse_raw`` divides by N.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n = int(x.size)
+    out = {"n": n, "pearson": None, "spearman": None, "mapping": None, "pearson_mapped": None,
+           "rmse": None, "rmse_raw": None}
+    if n < 2:
+        return out
+    out["pearson"] = _nan_to_none(_pearson(x, y))
+    out["spearman"] = _nan_to_none(_spearman(x, y))
+    # Metrics are distances: expect the score to fall as the distance grows.
+    fit = fit_monotonic_cubic(x, y, increasing=False)
+    pred = fit(x)
+    err = y - pred
+    out["mapping"] = fit.to_json()
+    out["pearson_mapped"] = _nan_to_none(_pearson(pred, y))
+    dof = n - 4 if fit.method in ("unconstrained", "constrained") else n - 2
+    out["rmse"] = float(math.sqrt((err ** 2).sum() / dof)) if dof > 0 else None
+    out["rmse_raw"] = float(math.sqrt((err ** 2).mean()))
+    return out
+
+
+def mushra_report(ratings: Sequence[Rating], distances: dict[str, dict[tuple[str, str], float]], *,
+                  screen: bool = True, exclude_hidden_reference: bool = True,
+                  threshold: float = SCREEN_THRESHOLD, max_fraction: float = SCREEN_MAX_FRACTION) -> dict:
+    """Metric/score agreement on MUSHRA-style ratings.
+
+    Parameters
+    ----------
+    ratings : sequence of Rating
+    distances : dict
+        {metric: {(item, condition): distance from the reference}}.
+    screen : bool
+        Apply the BS.1534-3 post-screening (:func:`post_screen`).
+    exclude_hidden_reference : bool
+        Leave hidden references out of the correlations.
+
+    Returns
+    -------
+    dict
+        ``{"n_ratings", "n_items", "n_conditions", "listeners",
+        "excluded_listeners", "screening", "conditions": [{"item",
+        "item_name", "condition", "role", "mean_score", "ci95", "n",
+        "distances": {metric: d}}], "metrics": {metric: {"n", "pearson",
+        "spearman", "mapping": {"coefficients", "x_range", "increasing",
+        "method"}, "pearson_mapped", "rmse", "rmse_raw"}}, "plot":
+        {"scatter": {metric: {"x", "y", "labels", "fit_x", "fit_y"}}}}``.
+    """
+    ratings = list(ratings)
+    excluded = post_screen(ratings, threshold, max_fraction) if screen else []
+    means = condition_means(ratings, [e["listener"] for e in excluded])
+    used = [c for c in means if not (exclude_hidden_reference and c["role"] == HIDDEN_REFERENCE)]
+    metrics, scatter = {}, {}
+    for m, table in distances.items():
+        rows = [c for c in used if (c["item"], c["condition"]) in table]
+        x = np.array([table[(c["item"], c["condition"])] for c in rows], dtype=np.float64)
+        y = np.array([c["mean_score"] for c in rows], dtype=np.float64)
+        rep = correlation_report(x, y)
+        metrics[m] = rep
+        fit_x, fit_y = [], []
+        if rep["mapping"] is not None:
+            fx = np.linspace(x.min(), x.max(), 50)
+            c = rep["mapping"]["coefficients"]
+            fit_x, fit_y = fx.tolist(), (c[0] + fx * (c[1] + fx * (c[2] + fx * c[3]))).tolist()
+        scatter[m] = {"x": x.tolist(), "y": y.tolist(),
+                      "labels": [f"{c['item_name'] or c['item']} / {c['condition']}" for c in rows],
+                      "fit_x": fit_x, "fit_y": fit_y}
+    conditions = []
+    for c in sorted(means, key=lambda c: (c["item_name"] or c["item"], c["condition"])):
+        d = {m: float(t[(c["item"], c["condition"])]) for m, t in distances.items()
+             if (c["item"], c["condition"]) in t}
+        conditions.append({k: c[k] for k in ("item", "item_name", "condition", "role", "mean_score", "ci95", "n")}
+                          | {"distances": d})
+    return {
+        "n_ratings": len(ratings),
+        "n_items": len({r.item for r in ratings}),
+        "n_conditions": len(means),
+        "listeners": sorted({r.listener for r in ratings}),
+        "excluded_listeners": excluded,
+        "screening": {"applied": bool(screen), "threshold": threshold, "max_fraction": max_fraction,
+                      "rule": "exclude a listener who rates the hidden reference below the threshold "
+                              "on more than max_fraction of the items (ITU-R BS.1534-3)"},
+        "hidden_reference_in_correlations": not exclude_hidden_reference,
+        "conditions": conditions,
+        "metrics": metrics,
+        "plot": {"scatter": scatter},
+    }
+
+
+def rating_distances(library, ratings: Sequence[Rating], metrics: Sequence[str],
+                     config: FeatureConfig = FeatureConfig(), n_frames: int = DEFAULT_EXCERPT_FRAMES,
+                     progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> dict[str, dict]:
+    """{metric: {(item, condition): d(reference, condition)}} for the rated conditions."""
+    pairs, keys = [], []
+    seen = set()
+    for r in ratings:
+        k = (r.item, r.condition)
+        if k not in seen:
+            seen.add(k)
+            keys.append(k)
+            pairs.append((r.reference, r.sound))
+    d = pair_distance_table(library, pairs, metrics, config, n_frames, progress=progress, cancel=cancel)
+    return {m: {k: float(v) for k, v in zip(keys, d[m])} for m in metrics}
+
+
+# ---------------------------------------------------------------------------
+# External ratings CSV
+# ---------------------------------------------------------------------------
+
+
+def read_ratings_csv(path: str | os.PathLike) -> list[Rating]:
+    """Read ``reference,degraded,score[,listener]`` rows.
+
+    A first row whose score column is not a number is a header (its column
+    names are then used, in any order; ``listener`` optional). Paths are
+    relative to the CSV's folder. A degraded file identical to its reference
+    (same path or same bytes) is a hidden reference.
+
+    Raises
+    ------
+    ValueError
+        ``<file>:<line>: <reason>`` for a missing file, a short row, a score
+        that is not a finite number, or an empty file.
+    """
+    from perceptlab.library.store import file_hash
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{path}: no such ratings file")
+    base = path.resolve().parent
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: ratings file is not UTF-8 text") from None
+    rows = list(csv.reader(text.splitlines()))
+    cols = {"reference": 0, "degraded": 1, "score": 2, "listener": 3}
+    start = 0
+    first = next(((i, r) for i, r in enumerate(rows) if any(c.strip() for c in r)), None)
+    if first is None:
+        raise ValueError(f"{path}: no ratings (the file is empty)")
+    i0, head = first
+    names = [c.strip().lower() for c in head]
+    looks_like_file = bool(head[0].strip()) and (base / Path(head[0].strip()).expanduser()).is_file()
+    if len(head) >= 3 and not _is_number(head[2]) and not looks_like_file:
+        # A header. Named columns may come in any order; otherwise positional.
+        if {"reference", "degraded", "score"} <= set(names):
+            cols = {k: names.index(k) for k in ("reference", "degraded", "score")}
+            cols["listener"] = names.index("listener") if "listener" in names else -1
+        start = i0 + 1
+    hashes: dict[Path, str] = {}
+
+    def resolve_file(cell: str, line: int, what: str) -> Path:
+        cell = cell.strip()
+        if not cell:
+            raise ValueError(f"{path}:{line}: empty {what} path")
+        p = Path(cell).expanduser()
+        p = p if p.is_absolute() else base / p
+        if not p.is_file():
+            raise ValueError(f"{path}:{line}: {what} file {cell!r} not found ({p})")
+        return p.resolve()
+
+    def chash(p: Path) -> str:
+        if p not in hashes:
+            hashes[p] = file_hash(p)
+        return hashes[p]
+
+    out = []
+    need = max(cols["reference"], cols["degraded"], cols["score"]) + 1
+    for idx in range(start, len(rows)):
+        row = rows[idx]
+        line = idx + 1
+        if not any(c.strip() for c in row) or row[0].lstrip().startswith("#"):
+            continue
+        if len(row) < need:
+            raise ValueError(f"{path}:{line}: expected reference,degraded,score[,listener], got {len(row)} column(s)")
+        ref = resolve_file(row[cols["reference"]], line, "reference")
+        deg = resolve_file(row[cols["degraded"]], line, "degraded")
+        cell = row[cols["score"]].strip()
+        if not _is_number(cell):
+            raise ValueError(f"{path}:{line}: score {cell!r} is not a number")
+        score = float(cell)
+        if not math.isfinite(score):
+            raise ValueError(f"{path}:{line}: score {cell!r} is not finite")
+        li = cols["listener"]
+        listener = row[li].strip() if 0 <= li < len(row) and row[li].strip() else "(unnamed)"
+        ref_sound = {"path": str(ref), "name": ref.name, "content_hash": chash(ref), "clip_id": None,
+                     "stimulus_id": None, "condition": "reference", "role": "reference"}
+        hidden = ref == deg or chash(ref) == chash(deg)
+        rel = row[cols["degraded"]].strip()
+        deg_sound = {"path": str(deg), "name": deg.name, "content_hash": chash(deg), "clip_id": None,
+                     "stimulus_id": None, "condition": rel, "role": HIDDEN_REFERENCE if hidden else "condition"}
+        out.append(Rating(listener, str(ref), rel, score, ref_sound, deg_sound,
+                          deg_sound["role"], ref.name, None, line))
+    if not out:
+        raise ValueError(f"{path}: no ratings (only a header or comments)")
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# One call for the CLI and the GUI
+# ---------------------------------------------------------------------------
+
+
+def agreement_report(library, session_ids: Sequence[int] | None = None, metrics: Sequence[str] | None = None, *,
+                     ratings_csv: str | os.PathLike | None = None, n_boot: int = 1000, seed: int = 0,
+                     screen: bool | None = None, catch_min: float = CATCH_MIN,
+                     exclude_hidden_reference: bool = True, config: FeatureConfig = FeatureConfig(),
+                     n_frames: int = DEFAULT_EXCERPT_FRAMES, progress: ProgressFn | None = None,
+                     cancel: CancelFn | None = None) -> dict:
+    """The full agreement report (what ``perceptlab agreement --json`` prints).
+
+    Parameters
+    ----------
+    library : Library or None
+        None only with ``ratings_csv``.
+    session_ids : sequence of int, optional
+        Listening sessions to analyse (default: all, unless ``ratings_csv``).
+    metrics : sequence of str, optional
+        Default: mse, nlpd, msssim.
+    ratings_csv : path, optional
+        External ratings (:func:`read_ratings_csv`).
+    screen : bool, optional
+        BS.1534 post-screening; default on for sessions, off for a CSV
+        (external scores need not be on a 0-100 scale).
+
+    Returns
+    -------
+    dict
+        ``{"version": 1, "library", "metrics": [names], "feature_config",
+        "excerpt_frames", "sessions": [ids], "ratings_csv", "bootstrap":
+        {"n", "seed", "level"}, "triplet": <triplet_report> | None,
+        "mushra": <mushra_report> | None, "ratings": <mushra_report> | None}``.
+    """
+    from perceptlab.analysis.similarity import metric_names
+
+    names = metric_names(list(metrics) if metrics is not None else None)
+    out = {"version": REPORT_VERSION, "library": None if library is None else str(library.path),
+           "metrics": names, "feature_config": config.hash, "excerpt_frames": n_frames,
+           "sessions": [], "ratings_csv": None,
+           "bootstrap": {"n": n_boot, "seed": seed, "level": 0.95},
+           "triplet": None, "mushra": None, "ratings": None}
+    if ratings_csv is not None:
+        ratings = read_ratings_csv(ratings_csv)
+        d = rating_distances(library, ratings, names, config, n_frames, progress=progress, cancel=cancel)
+        out["ratings_csv"] = str(Path(ratings_csv).resolve())
+        out["ratings"] = mushra_report(ratings, d, screen=bool(screen),
+                                       exclude_hidden_reference=exclude_hidden_reference)
+        if session_ids is None:
+            return out
+    if library is None:
+        raise ValueError("listening sessions need a library")
+    from perceptlab.listening.session import Session, list_sessions
+
+    ids = [s.id for s in list_sessions(library)] if session_ids is None else [int(i) for i in session_ids]
+    designs = {}
+    for sid in ids:
+        designs[sid] = Session.open(library, sid).design
+    out["sessions"] = ids
+    trip_ids = [i for i in ids if designs[i] == "triplet"]
+    mush_ids = [i for i in ids if designs[i] == "mushra"]
+    if trip_ids:
+        answers = triplet_answers(library, trip_ids)
+        if answers:
+            d = triplet_distances(library, answers, names, config, n_frames, progress=progress, cancel=cancel)
+            out["triplet"] = triplet_report(answers, d, n_boot=n_boot, seed=seed, catch_min=catch_min)
+            out["triplet"]["sessions"] = trip_ids
+    if mush_ids:
+        ratings = mushra_ratings(library, mush_ids)
+        if ratings:
+            d = rating_distances(library, ratings, names, config, n_frames, progress=progress, cancel=cancel)
+            out["mushra"] = mushra_report(ratings, d, screen=True if screen is None else screen,
+                                          exclude_hidden_reference=exclude_hidden_reference)
+            out["mushra"]["sessions"] = mush_ids
+    return out
+
+
+def report_text(rep: dict) -> str:
+    """A readable summary of :func:`agreement_report`'s dict."""
+    lines = []
+    t = rep.get("triplet")
+    if t:
+        lines.append(f"Triplets: {t['n_scored']} answers scored ({t['n_trials']} trials, "
+                     f"listeners: {', '.join(t['listeners'])})")
+        for e in t["excluded_listeners"]:
+            lines.append(f"  excluded {e['listener']}: {e['reason']}")
+        for m, v in t["metrics"].items():
+            p = v["pooled"]
+            if p["agreement"] is None:
+                lines.append(f"  {m:<20} no scored answers")
+                continue
+            lines.append(f"  {m:<20} agreement {100 * p['agreement']:5.1f} %  "
+                         f"[{100 * p['ci_low']:5.1f}, {100 * p['ci_high']:5.1f}]  n={p['n']}")
+        il = t["inter_listener"]
+        if il["agreement"] is not None:
+            lines.append(f"  {'listeners (ceiling)':<20} agreement {100 * il['agreement']:5.1f} %  "
+                         f"[{100 * il['ci_low']:5.1f}, {100 * il['ci_high']:5.1f}]  n={il['n']}")
+    for key, title in (("mushra", "MUSHRA"), ("ratings", "Ratings")):
+        m = rep.get(key)
+        if not m:
+            continue
+        lines.append(f"{title}: {m['n_ratings']} ratings, {m['n_items']} items, {m['n_conditions']} conditions, "
+                     f"listeners: {', '.join(m['listeners'])}")
+        for e in m["excluded_listeners"]:
+            lines.append(f"  excluded {e['listener']}: hidden reference below 90 on "
+                         f"{e['below_threshold']} of {e['items']} items")
+        for name, v in m["metrics"].items():
+            f = lambda x: "   -  " if x is None else f"{x:+.3f}"  # noqa: E731
+            rm = "-" if v["rmse"] is None else f"{v['rmse']:.2f}"
+            lines.append(f"  {name:<20} pearson {f(v['pearson'])}  spearman {f(v['spearman'])}  "
+                         f"mapped r {f(v['pearson_mapped'])}  rmse {rm}  n={v['n']}")
+    if not lines:
+        lines.append("no answered listening trials or ratings to analyse")
+    return "\n".join(lines)

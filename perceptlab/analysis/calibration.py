@@ -1,0 +1,594 @@
+"""Fit NLPD's divisive normalisation to listeners (after Namgyal et al. 2023).
+
+NLPD normalises each Laplacian band ``L_k`` by ``sigma_k + sum_t w_kt
+|L_k|(i + di_t, j + dj_t)`` (see :mod:`perceptlab.metrics.pyramid`). Here the
+6 sigmas and every P-filter tap ``w_kt`` (on the published filters' support)
+are free parameters, kept positive by an exponential parametrisation
+(``sigma = exp(s)``, ``w = exp(u)``), and fitted by gradient descent (Adam)
+to what listeners said:
+
+* triplet answers: ``P(choose A) = sigmoid(alpha (d(X, B) - d(X, A)))`` with
+  a learnt scale ``alpha``, binary cross-entropy (catch trials and screened
+  listeners left out);
+* MUSHRA or external ratings: minimise Pearson's r between the distance
+  (reference to condition) and the mean score (it should approach -1).
+
+A small L2 pull towards the published values (``reg``) keeps the fit
+identifiable (scaling every sigma and tap together only rescales
+distances). Data are split into training and held-out parts by trial (or by
+item for ratings) with a seed; the report gives agreement on both, before
+and after.
+
+The laplacian pyramid does not depend on the parameters, so each image's
+pyramid is computed once and only the normalisation runs per step.
+
+The fitted metric is a named variant ``nlpd:calibrated-<name>`` in the
+metric registry; it is saved as JSON in the library's ``meta`` table (key
+``calibrated_metric:<name>``) and re-registered by
+:func:`register_saved_variants`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from perceptlab.metrics.pyramid import N_LEVELS, P_GATHER, SIGMAS, laplacian_pyramid, safe_sqrt
+from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
+
+META_PREFIX = "calibrated_metric:"
+METRIC_PREFIX = "nlpd:calibrated-"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+Taps = tuple[tuple[tuple[int, int, float], ...], ...]
+
+
+# ---------------------------------------------------------------------------
+# Parameters and the parametrised metric
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NLPDParams:
+    """Divisive-normalisation parameters of NLPD.
+
+    ``sigmas``: 6 positive floats, one per level. ``taps``: per level a tuple
+    of (di, dj, w) in gather form: ``den(i, j) = sigma + sum w |L|(i + di, j + dj)``
+    (zero outside the image), the layout of
+    :data:`perceptlab.metrics.pyramid.P_GATHER`.
+    """
+
+    sigmas: tuple[float, ...] = tuple(SIGMAS)
+    taps: Taps = P_GATHER
+
+    def __post_init__(self):
+        if len(self.sigmas) != N_LEVELS or len(self.taps) != N_LEVELS:
+            raise ValueError(f"NLPD parameters need {N_LEVELS} sigmas and {N_LEVELS} tap sets")
+        for s in self.sigmas:
+            if not (math.isfinite(s) and s > 0):
+                raise ValueError(f"NLPD sigmas must be positive and finite, got {self.sigmas}")
+        for level in self.taps:
+            for di, dj, w in level:
+                if not (math.isfinite(w) and w >= 0) or max(abs(di), abs(dj)) > 4:
+                    raise ValueError(f"bad NLPD tap {(di, dj, w)}")
+
+    @classmethod
+    def default(cls) -> "NLPDParams":
+        """The published values (Laparra et al. 2016), as :mod:`perceptlab.metrics.pyramid` uses."""
+        return cls(tuple(SIGMAS), P_GATHER)
+
+    def to_json(self) -> dict:
+        return {"sigmas": list(self.sigmas), "taps": [[[di, dj, w] for di, dj, w in lv] for lv in self.taps]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "NLPDParams":
+        try:
+            sig = tuple(float(s) for s in data["sigmas"])
+            taps = tuple(tuple((int(di), int(dj), float(w)) for di, dj, w in lv) for lv in data["taps"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not NLPD parameters ({exc})") from None
+        return cls(sig, taps)
+
+
+def _pad_of(taps) -> int:
+    return max([max(abs(di), abs(dj)) for di, dj, _ in taps] or [0])
+
+
+def _normalise(band: torch.Tensor, abs_padded: torch.Tensor, sigma: torch.Tensor, offsets, weights: torch.Tensor,
+               pad: int) -> torch.Tensor:
+    """``band / (sigma + sum_t w_t |band|(i + di_t, j + dj_t))`` with tensors for sigma and w."""
+    h, w = band.shape[-2], band.shape[-1]
+    den = sigma.expand_as(band)
+    for t, (di, dj) in enumerate(offsets):
+        den = den + weights[t] * abs_padded[..., pad + di : pad + di + h, pad + dj : pad + dj + w]
+    return band / den
+
+
+def nlpd_transform_with(x: torch.Tensor, params: NLPDParams) -> list[torch.Tensor]:
+    """Normalised Laplacian pyramid of ``x`` (B, 1, F, T) under ``params``: 6 tensors (B, 1, F_k, T_k)."""
+    out = []
+    for k, band in enumerate(laplacian_pyramid(x)):
+        taps = params.taps[k]
+        pad = _pad_of(taps)
+        ap = torch.nn.functional.pad(band.abs(), (pad, pad, pad, pad))
+        sigma = torch.tensor(params.sigmas[k], dtype=x.dtype, device=x.device)
+        weights = torch.tensor([w for _, _, w in taps], dtype=x.dtype, device=x.device)
+        out.append(_normalise(band, ap, sigma, [(di, dj) for di, dj, _ in taps], weights, pad))
+    return out
+
+
+def nlpd_with(x: torch.Tensor, y: torch.Tensor, params: NLPDParams, *, validate: bool = True) -> torch.Tensor:
+    """NLPD with given normalisation parameters; equals :func:`perceptlab.metrics.nlpd` for the defaults.
+
+    ``x``, ``y``: (B, 1, F, T) images in [0, 1]. Returns (B,) distances.
+    """
+    if validate:
+        from perceptlab.metrics.validation import check_inputs
+
+        check_inputs(x, y, metric="nlpd")
+    b = x.shape[0]
+    coeffs = nlpd_transform_with(torch.cat([x, y], 0), params)
+    rms = [safe_sqrt((c[:b] - c[b:]).square().mean(dim=(1, 2, 3))) for c in coeffs]
+    return torch.stack(rms, 1).mean(1)
+
+
+# ---------------------------------------------------------------------------
+# Fitting
+# ---------------------------------------------------------------------------
+
+
+class _Pyramids:
+    """Pyramids of a fixed set of images, for fast repeated normalisation.
+
+    Per level k: the band flattened, (N, n_k), and the shifted |band| values
+    the taps read, (N, n_k, taps_k), so a normalisation step is one
+    matrix-vector product per level.
+    """
+
+    def __init__(self, images: np.ndarray | torch.Tensor, template: NLPDParams):
+        x = torch.as_tensor(np.asarray(images), dtype=torch.float32)
+        if x.dim() == 3:
+            x = x[:, None]
+        self.n = x.shape[0]
+        self.bands, self.shifts = [], []
+        with torch.no_grad():
+            for band, taps in zip(laplacian_pyramid(x), template.taps):
+                h, w = band.shape[-2], band.shape[-1]
+                pad = _pad_of(taps)
+                ap = torch.nn.functional.pad(band.abs(), (pad, pad, pad, pad))
+                cols = [ap[..., pad + di : pad + di + h, pad + dj : pad + dj + w].reshape(self.n, -1)
+                        for di, dj, _ in taps]
+                self.bands.append(band.reshape(self.n, -1))  # (N, n_k)
+                self.shifts.append(torch.stack(cols, -1) if cols else torch.zeros(self.n, h * w, 0))  # (N, n_k, t)
+
+    def coefficients(self, log_sigma: torch.Tensor, log_w: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per level (N, n_k) normalised coefficients."""
+        return [b / (log_sigma[k].exp() + s @ log_w[k].exp())
+                for k, (b, s) in enumerate(zip(self.bands, self.shifts))]
+
+    @staticmethod
+    def distances(coeffs: list[torch.Tensor], i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        rms = [safe_sqrt((c[i] - c[j]).square().mean(1)) for c in coeffs]
+        return torch.stack(rms, 1).mean(1)
+
+
+class _Model(torch.nn.Module):
+    def __init__(self, init: NLPDParams):
+        super().__init__()
+        self.init = init
+        self.log_sigma = torch.nn.Parameter(torch.tensor([math.log(s) for s in init.sigmas]))
+        # A published zero tap stays at zero: only the support's taps are fitted.
+        self.log_w = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.tensor([math.log(max(w, 1e-6)) for _, _, w in t])) for t in init.taps])
+        self.log_alpha = torch.nn.Parameter(torch.tensor(0.0))
+        self.a0 = [self.log_sigma.detach().clone(), [p.detach().clone() for p in self.log_w]]
+
+    def params(self) -> NLPDParams:
+        sig = tuple(float(v) for v in self.log_sigma.detach().exp())
+        taps = tuple(
+            tuple((di, dj, float(w)) for (di, dj, _), w in zip(t, lw.detach().exp()))
+            for t, lw in zip(self.init.taps, self.log_w))
+        return NLPDParams(sig, taps)
+
+    def penalty(self) -> torch.Tensor:
+        p = (self.log_sigma - self.a0[0]).square().sum()
+        for lw, l0 in zip(self.log_w, self.a0[1]):
+            p = p + (lw - l0).square().sum()
+        return p
+
+
+def _split(keys: Sequence[str], test_fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of held-out rows; all rows of one key fall on the same side."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    uniq = sorted(set(keys))
+    if len(uniq) < 2:
+        raise ValueError(f"a held-out split needs at least 2 distinct trials or items, got {len(uniq)}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(uniq))
+    n_test = min(len(uniq) - 1, max(1, int(round(test_fraction * len(uniq)))))
+    test = {uniq[i] for i in order[:n_test]}
+    return np.array([k in test for k in keys], dtype=bool)
+
+
+@dataclass
+class FitResult:
+    """The fitted parameters and how they did."""
+
+    params: NLPDParams
+    report: dict
+    history: list[float] = field(default_factory=list)
+
+
+def fit_triplets(images: np.ndarray, ix: Sequence[int], ia: Sequence[int], ib: Sequence[int],
+                 chose_a: Sequence[bool], *, keys: Sequence[str] | None = None, init: NLPDParams | None = None,
+                 steps: int = 300, lr: float = 0.05, reg: float = 1e-3, test_fraction: float = 0.3,
+                 seed: int = 0, n_boot: int = 1000, progress: ProgressFn | None = None,
+                 cancel: CancelFn | None = None) -> FitResult:
+    """Fit NLPD's normalisation to triplet answers.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (N, F, T) or (N, 1, F, T) unique images in [0, 1].
+    ix, ia, ib : sequences of int
+        Per answer, the image indices of X, A and B.
+    chose_a : sequence of bool
+        Per answer, True when the listener chose A.
+    keys : sequence of str, optional
+        Per answer, the trial identity (answers of one trial stay on one side
+        of the split). Default: the (X, A, B) indices.
+    init : NLPDParams, optional
+        Starting point (default: the published values).
+    steps, lr, reg : training settings (Adam on log-parameters, full batch).
+    test_fraction, seed : held-out split.
+
+    Returns
+    -------
+    FitResult
+        ``report``: ``{"design": "triplet", "n_train", "n_test", "before":
+        {"train", "test"}, "after": {"train", "test"}, "test_ci": {"before":
+        [lo, hi], "after": [lo, hi]}, "loss": {"first", "last"}, "steps",
+        "lr", "reg", "seed", "test_fraction"}`` (agreements are fractions).
+    """
+    from perceptlab.analysis.agreement import bootstrap_ci
+
+    init = init or NLPDParams.default()
+    ix, ia, ib = (torch.as_tensor(np.asarray(v, dtype=np.int64)) for v in (ix, ia, ib))
+    y = torch.as_tensor(np.asarray(chose_a, dtype=np.float32))
+    if not (len(ix) == len(ia) == len(ib) == len(y)) or len(y) == 0:
+        raise ValueError("fit_triplets needs the same positive number of X, A, B indices and answers")
+    keys = list(keys) if keys is not None else [f"{a}:{min(b, c)}:{max(b, c)}" for a, b, c in
+                                                 zip(ix.tolist(), ia.tolist(), ib.tolist())]
+    test = torch.as_tensor(_split(keys, test_fraction, seed))
+    train = ~test
+    pyr = _Pyramids(images, init)
+    model = _Model(init)
+
+    def margins():
+        c = pyr.coefficients(model.log_sigma, list(model.log_w))
+        return _Pyramids.distances(c, ix, ib) - _Pyramids.distances(c, ix, ia)  # > 0: A closer
+
+    def agreement(m: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+        m, t = m[mask], y[mask]
+        return torch.where(m == 0, torch.full_like(m, 0.5), ((m > 0).float() == t).float()).numpy()
+
+    with torch.no_grad():
+        m0 = margins()
+        scale = float(m0[train].std()) or 1.0
+        model.log_alpha.fill_(math.log(1.0 / scale))
+    before_tr, before_te = agreement(m0, train), agreement(m0, test)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    history = []
+    report(progress, 0, steps)
+    for step in range(steps):
+        check_cancel(cancel)
+        opt.zero_grad()
+        m = margins()
+        logits = model.log_alpha.exp() * m[train]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y[train]) + reg * model.penalty()
+        loss.backward()
+        opt.step()
+        history.append(float(loss.detach()))
+        report(progress, step + 1, steps)
+    with torch.no_grad():
+        m1 = margins()
+    after_tr, after_te = agreement(m1, train), agreement(m1, test)
+    rep = {
+        "design": "triplet", "n_train": int(train.sum()), "n_test": int(test.sum()),
+        "before": {"train": float(before_tr.mean()), "test": float(before_te.mean())},
+        "after": {"train": float(after_tr.mean()), "test": float(after_te.mean())},
+        "test_ci": {"before": list(bootstrap_ci(before_te, n_boot, seed)),
+                    "after": list(bootstrap_ci(after_te, n_boot, seed))},
+        "loss": {"first": history[0] if history else None, "last": history[-1] if history else None},
+        "steps": steps, "lr": lr, "reg": reg, "seed": seed, "test_fraction": test_fraction,
+    }
+    return FitResult(model.params(), rep, history)
+
+
+def _pearson_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a = a - a.mean()
+    b = b - b.mean()
+    return (a * b).sum() / (a.square().sum().sqrt() * b.square().sum().sqrt() + 1e-12)
+
+
+def fit_ratings(images: np.ndarray, iref: Sequence[int], icond: Sequence[int], scores: Sequence[float], *,
+                keys: Sequence[str] | None = None, init: NLPDParams | None = None, steps: int = 300,
+                lr: float = 0.05, reg: float = 1e-3, test_fraction: float = 0.3, seed: int = 0,
+                progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> FitResult:
+    """Fit NLPD's normalisation to (mean) ratings: minimise Pearson's r(distance, score).
+
+    ``iref``/``icond`` index ``images`` per rated condition; ``scores`` are
+    the mean scores; ``keys`` (default: the reference index) keep an item's
+    conditions on one side of the split. The report has Pearson and
+    Spearman before/after on both parts (``{"design": "ratings", "n_train",
+    "n_test", "before": {"train": {"pearson", "spearman"}, "test": {...}},
+    "after": {...}, ...}``).
+    """
+    from perceptlab.analysis.agreement import _spearman
+
+    init = init or NLPDParams.default()
+    ir = torch.as_tensor(np.asarray(iref, dtype=np.int64))
+    ic = torch.as_tensor(np.asarray(icond, dtype=np.int64))
+    s = torch.as_tensor(np.asarray(scores, dtype=np.float32))
+    if not (len(ir) == len(ic) == len(s)) or len(s) < 4:
+        raise ValueError("fit_ratings needs at least 4 rated conditions with matching indices")
+    keys = list(keys) if keys is not None else [str(v) for v in ir.tolist()]
+    test = torch.as_tensor(_split(keys, test_fraction, seed))
+    train = ~test
+    if int(train.sum()) < 3:
+        raise ValueError("too few rated conditions left for training after the held-out split")
+    pyr = _Pyramids(images, init)
+    model = _Model(init)
+
+    def dist():
+        return _Pyramids.distances(pyr.coefficients(model.log_sigma, list(model.log_w)), ir, ic)
+
+    def corr(d, mask):
+        dd, ss = d[mask].double().numpy(), s[mask].double().numpy()
+        if dd.size < 2:
+            return {"pearson": None, "spearman": None}
+        from perceptlab.analysis.agreement import _nan_to_none, _pearson
+
+        return {"pearson": _nan_to_none(_pearson(dd, ss)), "spearman": _nan_to_none(_spearman(dd, ss))}
+
+    with torch.no_grad():
+        d0 = dist()
+    opt = torch.optim.Adam([model.log_sigma, *model.log_w], lr=lr)
+    history = []
+    report(progress, 0, steps)
+    for step in range(steps):
+        check_cancel(cancel)
+        opt.zero_grad()
+        loss = _pearson_t(dist()[train], s[train]) + reg * model.penalty()
+        loss.backward()
+        opt.step()
+        history.append(float(loss.detach()))
+        report(progress, step + 1, steps)
+    with torch.no_grad():
+        d1 = dist()
+    rep = {
+        "design": "ratings", "n_train": int(train.sum()), "n_test": int(test.sum()),
+        "before": {"train": corr(d0, train), "test": corr(d0, test)},
+        "after": {"train": corr(d1, train), "test": corr(d1, test)},
+        "loss": {"first": history[0] if history else None, "last": history[-1] if history else None},
+        "steps": steps, "lr": lr, "reg": reg, "seed": seed, "test_fraction": test_fraction,
+    }
+    return FitResult(model.params(), rep, history)
+
+
+# ---------------------------------------------------------------------------
+# Variants: registry, persistence
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CalibratedVariant:
+    """A fitted NLPD: its name, parameters and how it was fitted."""
+
+    name: str
+    params: NLPDParams
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not _NAME_RE.match(self.name or ""):
+            raise ValueError(
+                f"calibrated metric name {self.name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit")
+
+    @property
+    def metric_name(self) -> str:
+        return METRIC_PREFIX + self.name
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "metric": self.metric_name, "base": "nlpd", "params": self.params.to_json(),
+                "info": self.info}
+
+    @classmethod
+    def from_json(cls, data: dict | str) -> "CalibratedVariant":
+        if isinstance(data, str):
+            data = json.loads(data)
+        return cls(data["name"], NLPDParams.from_json(data["params"]), dict(data.get("info") or {}))
+
+
+def _coefficient_matrix(params: NLPDParams, specs: torch.Tensor, chunk: int = 64) -> list[torch.Tensor]:
+    out: list[list[torch.Tensor]] = [[] for _ in range(N_LEVELS)]
+    with torch.no_grad():
+        for i0 in range(0, specs.shape[0], chunk):
+            for k, c in enumerate(nlpd_transform_with(specs[i0 : i0 + chunk], params)):
+                out[k].append(c.reshape(c.shape[0], -1))
+    return [torch.cat(v) for v in out]
+
+
+def calibrated_metric(variant: CalibratedVariant):
+    """The registry :class:`~perceptlab.metrics.registry.Metric` of a variant."""
+    from perceptlab.metrics.pairwise import _prepare_specs
+    from perceptlab.metrics.registry import Metric
+    from perceptlab.tasks import check_cancel as _cc
+
+    params = variant.params
+
+    def fn(x: torch.Tensor, y: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
+        return nlpd_with(x, y, params, validate=validate)
+
+    def pairwise(specs, *, memory_budget_mb=512, progress=None, cancel=None, device=None) -> torch.Tensor:
+        x = _prepare_specs(specs, device, True, variant.metric_name)
+        coeffs = _coefficient_matrix(params, x)
+        n = x.shape[0]
+        d = torch.zeros(n, n, dtype=torch.float64)
+        report(progress, 0, N_LEVELS)
+        for k, c in enumerate(coeffs):
+            _cc(cancel)
+            c = c.double().cpu()
+            sq = c.square().sum(1)
+            g = (sq[:, None] + sq[None, :] - 2.0 * (c @ c.T)).clamp_min_(0.0)
+            d += torch.sqrt(g / c.shape[1])
+            report(progress, k + 1, N_LEVELS)
+        d /= N_LEVELS
+        d.fill_diagonal_(0.0)
+        return (d + d.T) / 2
+
+    return Metric(
+        name=variant.metric_name,
+        display_name=f"NLPD calibrated ({variant.name})",
+        fn=fn,
+        params={"base": "nlpd", **params.to_json(), "fitted": variant.info.get("fitted_on")},
+        description=("NLPD with divisive-normalisation sigmas and P-filter taps fitted to listening-test "
+                     f"answers ({variant.info.get('design', 'listening data')})."),
+        pairwise=pairwise,
+    )
+
+
+def register_variant(variant: CalibratedVariant):
+    from perceptlab.metrics.registry import register_metric
+
+    return register_metric(calibrated_metric(variant), replace=True)
+
+
+def save_variant(library, variant: CalibratedVariant) -> None:
+    """Store the variant in the library's meta table (replacing one of the same name)."""
+    library.set_meta(META_PREFIX + variant.name, json.dumps(variant.to_json(), sort_keys=True))
+
+
+def load_variants(library) -> list[CalibratedVariant]:
+    """Every variant saved in the library (a damaged entry raises ValueError naming it)."""
+    out = []
+    for key, value in library.conn.execute(
+            "SELECT key, value FROM meta WHERE key LIKE ? ORDER BY key", (META_PREFIX + "%",)):
+        try:
+            out.append(CalibratedVariant.from_json(value))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{library.path}: saved calibrated metric {key!r} is damaged ({exc})") from None
+    return out
+
+
+def register_saved_variants(library) -> list:
+    """Register every saved variant as ``nlpd:calibrated-<name>``; returns the Metric objects."""
+    return [register_variant(v) for v in load_variants(library)]
+
+
+def delete_variant(library, name: str) -> None:
+    from perceptlab.metrics.registry import unregister_metric
+
+    with library.transaction():
+        library.conn.execute("DELETE FROM meta WHERE key = ?", (META_PREFIX + name,))
+    unregister_metric(METRIC_PREFIX + name)
+
+
+# ---------------------------------------------------------------------------
+# From listening sessions
+# ---------------------------------------------------------------------------
+
+
+def calibrate(library, session_ids: Sequence[int], name: str, *, steps: int = 300, lr: float = 0.05,
+              reg: float = 1e-3, test_fraction: float = 0.3, seed: int = 0, save: bool = True,
+              n_frames: int | None = None, progress: ProgressFn | None = None,
+              cancel: CancelFn | None = None) -> tuple[CalibratedVariant, dict]:
+    """Fit a calibrated NLPD to the answers of listening sessions, register (and save) it.
+
+    All sessions must be of one design: triplet sessions fit the logistic
+    triplet model (:func:`fit_triplets`), MUSHRA sessions the correlation
+    loss on mean scores (:func:`fit_ratings`). Screening is applied first
+    (catch trials / BS.1534 post-screening).
+
+    Returns
+    -------
+    (CalibratedVariant, dict)
+        The variant and the report: ``{"name", "metric", "design",
+        "sessions", "n_train", "n_test", "before", "after", ...,
+        "params": {"sigmas", "taps"}, "default_params": {...}}``.
+    """
+    from perceptlab.analysis.agreement import (
+        catch_screening,
+        condition_means,
+        mushra_ratings,
+        post_screen,
+        sound_excerpt,
+        triplet_answers,
+    )
+    from perceptlab.audio.features import DEFAULT_EXCERPT_FRAMES, FeatureConfig
+    from perceptlab.listening.session import Session
+
+    CalibratedVariant(name, NLPDParams.default())  # validate the name before any work
+    ids = [int(i) for i in session_ids]
+    if not ids:
+        raise ValueError("calibration needs at least one listening session")
+    designs = {Session.open(library, i).design for i in ids}
+    if len(designs) > 1:
+        raise ValueError("calibrate on sessions of one design (triplet or mushra), not both")
+    design = designs.pop()
+    cfg = FeatureConfig()
+    frames = n_frames or DEFAULT_EXCERPT_FRAMES
+    index: dict[str, int] = {}
+    images: list[np.ndarray] = []
+
+    def img(sound: dict) -> int:
+        k = sound.get("content_hash") or sound["path"]
+        if k not in index:
+            index[k] = len(images)
+            images.append(sound_excerpt(library, sound, cfg, frames))
+        return index[k]
+
+    if design == "triplet":
+        answers = triplet_answers(library, ids)
+        _, excluded = catch_screening(answers)
+        out = {e["listener"] for e in excluded}
+        answers = [a for a in answers if not a.catch and a.listener not in out]
+        if len(answers) < 4:
+            raise ValueError(f"calibration needs at least 4 scored triplet answers, found {len(answers)}")
+        ix = [img(a.x) for a in answers]
+        ia = [img(a.a) for a in answers]
+        ib = [img(a.b) for a in answers]
+        res = fit_triplets(np.stack(images), ix, ia, ib, [a.choice == "A" for a in answers],
+                           keys=[a.key for a in answers], steps=steps, lr=lr, reg=reg,
+                           test_fraction=test_fraction, seed=seed, progress=progress, cancel=cancel)
+    else:
+        ratings = mushra_ratings(library, ids)
+        excluded = post_screen(ratings)
+        means = [c for c in condition_means(ratings, [e["listener"] for e in excluded])
+                 if c["role"] != "hidden_reference"]
+        if len(means) < 4:
+            raise ValueError(f"calibration needs at least 4 rated conditions, found {len(means)}")
+        ir = [img(c["reference"]) for c in means]
+        ic = [img(c["sound"]) for c in means]
+        res = fit_ratings(np.stack(images), ir, ic, [c["mean_score"] for c in means],
+                          keys=[c["item"] for c in means], steps=steps, lr=lr, reg=reg,
+                          test_fraction=test_fraction, seed=seed, progress=progress, cancel=cancel)
+    info = {"design": design, "fitted_on": {"sessions": ids, "library": str(library.path)},
+            "feature_config_hash": cfg.hash, "excerpt_frames": frames, "created_at": time.time(),
+            "excluded_listeners": excluded, "report": res.report}
+    variant = CalibratedVariant(name, res.params, info)
+    register_variant(variant)
+    if save:
+        save_variant(library, variant)
+    rep = {"name": name, "metric": variant.metric_name, "design": design, "sessions": ids, **res.report,
+           "excluded_listeners": excluded, "params": res.params.to_json(),
+           "default_params": NLPDParams.default().to_json(), "saved": bool(save)}
+    return variant, rep

@@ -1,0 +1,737 @@
+"""Graded distortions of a reference signal: the stimuli of listening tests.
+
+A distortion is described by a :class:`Recipe` -- a kind, its parameters and
+a seed -- that serialises to JSON. :func:`apply` turns (recipe, signal, rate)
+into the distorted signal, bit for bit the same every time for the same
+recipe (noise and reverb draw from ``numpy.random.default_rng(seed)``; every
+other step is a fixed FFT or phase-vocoder computation). The output has the
+input's length, except ``time_stretch`` (``round(n / rate)`` samples).
+
+Kinds and their parameters (``kind:param=value`` is the text form, see
+:meth:`Recipe.parse`):
+
+``identity``
+    The reference itself (rendered through the same mono pipeline, so it can
+    serve as a MUSHRA reference and hidden reference).
+``white_noise: snr_db``, ``pink_noise: snr_db``
+    Gaussian noise (pink: 1/f power above 20 Hz) scaled so that
+    ``10 log10(sum x^2 / sum n^2)`` over the whole signal is exactly
+    ``snr_db``.
+``lowpass: cutoff_hz [, transition_hz]``
+    FFT low-pass over the whole (zero-padded) signal: gain 1 up to
+    ``cutoff_hz``, a raised-cosine roll-off to 0 at ``cutoff_hz +
+    transition_hz`` (default 5 % of the cutoff), 0 above. The BS.1534-3
+    anchors are ``lowpass:cutoff_hz=3500`` and ``lowpass:cutoff_hz=7000``.
+``mp3: bitrate_kbps``
+    Constant-bitrate MP3 through libsndfile/LAME and back; the bitrate must
+    be one MPEG allows at the rate (MPEG-1 at 32-48 kHz: 32..320 kbps,
+    MPEG-2 at 16-24 kHz: 8..160 kbps, MPEG-2.5 below: 8..64 kbps). Rates
+    LAME cannot encode are resampled to 48 kHz and back. The codec delay is
+    removed, so the output is time-aligned with the input.
+``clip: threshold``
+    Hard clipping at ``threshold`` times the signal's peak (0 < t <= 1).
+``reverb: rt60_s [, wet]``
+    Convolution with a synthetic impulse response: Gaussian noise (seeded)
+    under an exponential envelope reaching -60 dB at ``rt60_s``; the wet
+    signal is scaled to the dry RMS and mixed ``(1 - wet) dry + wet rev``.
+``eq_tilt: db_per_octave [, pivot_hz]``
+    Spectral tilt: gain ``db_per_octave * log2(f / pivot_hz)`` dB, the
+    frequency clamped to [20 Hz, Nyquist].
+``gain: db``
+    Multiply by ``10^(db / 20)``.
+``time_shift: seconds``
+    Delay (positive) or advance (negative) with zero fill, length kept.
+``pitch_shift: semitones``
+    Phase-vocoder time stretch then band-limited resampling by a rational
+    approximation of ``2^(semitones / 12)`` (denominator <= 200, so the
+    pitch error is below 1 cent and the resampling kernel stays small).
+``time_stretch: rate``
+    Phase vocoder; ``rate`` > 1 is faster (shorter), tempo only.
+
+Rendering a stimulus into a library (:func:`render_stimulus`) writes a FLAC
+file (24-bit; a WAV float file when the distortion pushes the peak above
+full scale, so nothing is silently clipped) and records it in the library's
+``stimuli`` table with the full recipe and the package versions.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+# Sentinel for a parameter without a default.
+_REQUIRED = object()
+
+#: Rates libsndfile/LAME encode, and the bitrates MPEG allows at each.
+_MP3_BITRATES = {
+    "mpeg1": (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    "mpeg2": (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    "mpeg25": (8, 16, 24, 32, 40, 48, 56, 64),
+}
+_MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+# Encoder (576) + decoder (529) delay of LAME/mpg123 when the stream carries
+# no gapless (Xing/LAME) header; libsndfile drops it by itself otherwise.
+_MP3_DELAY = 1105
+
+#: BS.1534-3 anchor cut-offs.
+LOW_ANCHOR_HZ = 3500.0
+MID_ANCHOR_HZ = 7000.0
+
+
+# ---------------------------------------------------------------------------
+# Parameter validation
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Param:
+    name: str
+    lo: float
+    hi: float
+    default: Any = _REQUIRED
+    integer: bool = False
+    lo_open: bool = False
+    doc: str = ""
+
+    def check(self, kind: str, value) -> float | int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating, str)):
+            raise ValueError(f"{kind}: {self.name} must be a number, got {value!r}")
+        try:
+            v = float(value)
+        except ValueError:
+            raise ValueError(f"{kind}: {self.name} must be a number, got {value!r}") from None
+        if not math.isfinite(v):
+            raise ValueError(f"{kind}: {self.name} must be finite, got {value!r}")
+        if self.integer:
+            if v != int(v):
+                raise ValueError(f"{kind}: {self.name} must be a whole number, got {value!r}")
+            v = int(v)
+        too_low = v <= self.lo if self.lo_open else v < self.lo
+        if too_low or v > self.hi:
+            left = "(" if self.lo_open else "["
+            raise ValueError(f"{kind}: {self.name} must be in {left}{self.lo:g}, {self.hi:g}], got {value!r}")
+        return v
+
+
+@dataclass(frozen=True)
+class _Kind:
+    name: str
+    fn: Callable[[np.ndarray, int, dict, int], np.ndarray]
+    params: tuple[_Param, ...]
+    description: str
+    seeded: bool = False
+
+
+_KINDS: dict[str, _Kind] = {}
+
+
+def _kind(name: str, description: str, *params: _Param, seeded: bool = False):
+    def deco(fn):
+        _KINDS[name] = _Kind(name, fn, params, description, seeded)
+        return fn
+
+    return deco
+
+
+def kinds() -> dict[str, dict]:
+    """The distortion kinds: {name: {"description", "seeded", "params": {name: {"min", "max", "default"}}}}."""
+    out = {}
+    for k in _KINDS.values():
+        out[k.name] = {
+            "description": k.description,
+            "seeded": k.seeded,
+            "params": {
+                p.name: {"min": p.lo, "max": p.hi, "default": None if p.default is _REQUIRED else p.default,
+                         "required": p.default is _REQUIRED, "doc": p.doc}
+                for p in k.params
+            },
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Recipe
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One distortion: kind, parameters (validated, defaults filled in), seed.
+
+    Parameters
+    ----------
+    kind : str
+        One of :func:`kinds`.
+    params : dict
+        Parameter values; unknown or missing required names, non-numbers and
+        out-of-range values raise ValueError naming the kind and parameter.
+    seed : int
+        Seed of the random parts (noise, reverb impulse response). Kept for
+        every kind so a recipe is always complete provenance.
+    """
+
+    kind: str
+    params: dict = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self):
+        spec = _KINDS.get(self.kind)
+        if spec is None:
+            raise ValueError(f"unknown distortion {self.kind!r}; known: {', '.join(sorted(_KINDS))}")
+        if not isinstance(self.params, dict):
+            raise ValueError(f"{self.kind}: params must be a dict, got {type(self.params).__name__}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"{self.kind}: seed must be a non-negative integer, got {self.seed!r}")
+        known = {p.name for p in spec.params}
+        unknown = set(self.params) - known
+        if unknown:
+            allowed = ", ".join(sorted(known)) or "none"
+            raise ValueError(f"{self.kind}: unknown parameter(s) {', '.join(sorted(unknown))} (allowed: {allowed})")
+        clean = {}
+        for p in spec.params:
+            if p.name in self.params and self.params[p.name] is not None:
+                clean[p.name] = p.check(self.kind, self.params[p.name])
+            elif p.default is _REQUIRED:
+                raise ValueError(f"{self.kind}: parameter {p.name} is required")
+            elif p.default is not None:
+                clean[p.name] = p.default
+        object.__setattr__(self, "params", clean)
+        object.__setattr__(self, "seed", int(self.seed))
+
+    # -- text and JSON forms ---------------------------------------------
+    def to_json(self) -> dict:
+        """``{"kind", "params", "seed"}``; :meth:`from_json` inverts it exactly."""
+        return {"kind": self.kind, "params": dict(self.params), "seed": self.seed}
+
+    @classmethod
+    def from_json(cls, data: dict | str) -> "Recipe":
+        if isinstance(data, str):
+            data = json.loads(data)
+        if not isinstance(data, dict) or "kind" not in data:
+            raise ValueError(f"a recipe is a JSON object with a 'kind', got {data!r}")
+        return cls(data["kind"], dict(data.get("params") or {}), int(data.get("seed", 0)))
+
+    @property
+    def key(self) -> str:
+        """Canonical JSON (sorted keys): equal recipes have equal keys."""
+        return json.dumps(self.to_json(), sort_keys=True)
+
+    @property
+    def label(self) -> str:
+        """The text form ``kind:p=v,...`` (``seed=`` only for seeded kinds)."""
+        parts = [f"{k}={_fmt(v)}" for k, v in self.params.items()]
+        if _KINDS[self.kind].seeded:
+            parts.append(f"seed={self.seed}")
+        return self.kind + (":" + ",".join(parts) if parts else "")
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe form of :attr:`label`."""
+        return re.sub(r"[^A-Za-z0-9.+-]+", "_", self.label.replace(":", "__").replace("=", "")).strip("_")
+
+    @classmethod
+    def parse(cls, text: str, seed: int | None = None) -> "Recipe":
+        """Parse ``kind:param=value,...`` (``seed=N`` may be one of the pairs).
+
+        Examples: ``lowpass:cutoff_hz=3500``, ``white_noise:snr_db=10,seed=3``,
+        ``identity``.
+        """
+        text = text.strip()
+        kind, _, rest = text.partition(":")
+        kind = kind.strip()
+        params: dict[str, Any] = {}
+        for item in filter(None, (s.strip() for s in rest.split(","))):
+            name, eq, value = item.partition("=")
+            if not eq or not name.strip() or not value.strip():
+                raise ValueError(f"{text!r}: expected kind:param=value,..., got {item!r}")
+            params[name.strip()] = value.strip()
+        if "seed" in params:
+            s = params.pop("seed")
+            try:
+                seed = int(s)
+            except ValueError:
+                raise ValueError(f"{text!r}: seed must be a whole number, got {s!r}") from None
+        return cls(kind, params, 0 if seed is None else seed)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float) and v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    return str(v)
+
+
+def anchor_recipes() -> tuple[Recipe, Recipe]:
+    """The BS.1534-3 low (3.5 kHz) and mid (7 kHz) anchors."""
+    return Recipe("lowpass", {"cutoff_hz": LOW_ANCHOR_HZ}), Recipe("lowpass", {"cutoff_hz": MID_ANCHOR_HZ})
+
+
+# ---------------------------------------------------------------------------
+# Applying
+# ---------------------------------------------------------------------------
+
+
+def apply(recipe: Recipe, wave: np.ndarray, rate: int) -> np.ndarray:
+    """Distort a mono signal.
+
+    Parameters
+    ----------
+    recipe : Recipe
+    wave : numpy.ndarray
+        (n,) mono samples (any float dtype; computed in float64).
+    rate : int
+        Sample rate in Hz.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) float32 (``time_stretch``: ``round(n / rate)`` samples),
+        identical bit for bit for the same recipe and input.
+
+    Raises
+    ------
+    ValueError
+        Bad input (not mono, empty, non-finite, silent where a level is
+        relative to the signal) or a parameter impossible at this rate.
+    """
+    if not isinstance(recipe, Recipe):
+        raise ValueError(f"apply expects a Recipe, got {type(recipe).__name__}")
+    x = np.asarray(wave)
+    if x.ndim != 1:
+        raise ValueError(f"distortions take a mono (n,) signal, got shape {x.shape}")
+    if x.size == 0:
+        raise ValueError("cannot distort an empty signal")
+    if not np.isfinite(x).all():
+        raise ValueError("the signal contains NaN or infinite samples")
+    if not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise ValueError(f"rate must be a positive integer, got {rate!r}")
+    y = _KINDS[recipe.kind].fn(x.astype(np.float64), int(rate), recipe.params, recipe.seed)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _energy(x: np.ndarray) -> float:
+    return float(np.dot(x, x))
+
+
+def _scale_noise(x: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    ps, pn = _energy(x), _energy(noise)
+    if ps == 0.0:
+        raise ValueError("the signal is silent, so a signal-to-noise ratio is undefined")
+    return x + noise * math.sqrt(ps / (pn * 10.0 ** (snr_db / 10.0)))
+
+
+_SNR = _Param("snr_db", -30.0, 120.0, doc="signal-to-noise ratio over the whole signal, dB")
+
+
+@_kind("identity", "The reference itself (mono, same rate).")
+def _identity(x, rate, p, seed):
+    return x
+
+
+@_kind("white_noise", "Additive white Gaussian noise at a signal-to-noise ratio.", _SNR, seeded=True)
+def _white_noise(x, rate, p, seed):
+    noise = np.random.default_rng(seed).standard_normal(x.size)
+    return _scale_noise(x, noise, p["snr_db"])
+
+
+@_kind("pink_noise", "Additive pink (1/f) Gaussian noise at a signal-to-noise ratio.", _SNR, seeded=True)
+def _pink_noise(x, rate, p, seed):
+    n = x.size
+    spec = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
+    f = np.fft.rfftfreq(n, 1.0 / rate)
+    # 1/f power = 1/sqrt(f) amplitude; flat below 20 Hz so DC does not blow up.
+    spec *= 1.0 / np.sqrt(np.maximum(f, 20.0))
+    spec[0] = 0.0
+    noise = np.fft.irfft(spec, n)
+    return _scale_noise(x, noise, p["snr_db"])
+
+
+def _fft_filter(x: np.ndarray, rate: int, gain_fn: Callable[[np.ndarray], np.ndarray], pad: int) -> np.ndarray:
+    """Zero-phase filtering by a real gain curve over the whole signal.
+
+    The signal is zero-padded by ``pad`` samples so the filter's (short)
+    impulse response does not wrap around the end onto the start.
+    """
+    n = x.size
+    m = _fast_len(n + pad)
+    spec = np.fft.rfft(x, m)
+    spec *= gain_fn(np.fft.rfftfreq(m, 1.0 / rate))
+    return np.fft.irfft(spec, m)[:n]
+
+
+def _fast_len(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n (fast FFT sizes)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            q = p35
+            while q < n:
+                q *= 2
+            best = min(best, q)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+@_kind(
+    "lowpass",
+    "FFT low-pass: flat to cutoff_hz, raised-cosine roll-off over transition_hz, silent above.",
+    _Param("cutoff_hz", 0.0, 1e6, lo_open=True, doc="pass-band edge, Hz"),
+    _Param("transition_hz", 0.0, 1e6, default=None, lo_open=True, doc="roll-off width (default 5% of cutoff)"),
+)
+def _lowpass(x, rate, p, seed):
+    fc = p["cutoff_hz"]
+    tw = p.get("transition_hz") or 0.05 * fc
+    nyq = rate / 2.0
+    if fc >= nyq:
+        raise ValueError(f"lowpass: cutoff_hz={fc:g} must be below the Nyquist frequency ({nyq:g} Hz at {rate} Hz)")
+
+    def gain(f):
+        t = np.clip((f - fc) / tw, 0.0, 1.0)
+        return 0.5 * (1.0 + np.cos(np.pi * t))
+
+    # The impulse response decays over ~ a few / tw seconds.
+    return _fft_filter(x, rate, gain, pad=int(8 * rate / tw) + 1)
+
+
+def _mp3_table(rate: int) -> tuple[str, tuple[int, ...], float, float]:
+    if rate >= 32000:
+        return "MPEG-1", _MP3_BITRATES["mpeg1"], 32.0, 320.0
+    if rate >= 16000:
+        return "MPEG-2", _MP3_BITRATES["mpeg2"], 8.0, 160.0
+    return "MPEG-2.5", _MP3_BITRATES["mpeg25"], 8.0, 64.0
+
+
+@_kind("mp3", "Constant-bitrate MP3 (LAME via libsndfile) encode and decode.",
+       _Param("bitrate_kbps", 8, 320, integer=True, doc="constant bitrate, kbit/s"))
+def _mp3(x, rate, p, seed):
+    import soundfile as sf
+
+    from perceptlab.audio.decode import resample
+
+    br = p["bitrate_kbps"]
+    enc_rate = rate if rate in _MP3_RATES else 48000
+    version, allowed, lo, hi = _mp3_table(enc_rate)
+    if br not in allowed:
+        raise ValueError(
+            f"mp3: bitrate_kbps={br} is not an {version} bitrate at {enc_rate} Hz; "
+            f"choose one of {', '.join(map(str, allowed))}"
+        )
+    src = x.astype(np.float32)
+    if enc_rate != rate:
+        src = resample(src, rate, enc_rate)
+    # libsndfile maps compression c to int(hi - c (hi - lo)) kbps; aim half a
+    # kbps above the target so the truncation lands on it.
+    level = min(1.0, max(0.0, (hi - (br + 0.5)) / (hi - lo)))
+    buf = io.BytesIO()
+    sf.write(buf, src, enc_rate, format="MP3", subtype="MPEG_LAYER_III",
+             compression_level=level, bitrate_mode="CONSTANT")
+    buf.seek(0)
+    y, got_rate = sf.read(buf, dtype="float32")
+    if y.ndim > 1:
+        y = y.mean(axis=1)
+    n = src.size
+    if y.size != n:
+        # No gapless header: the stream starts with the codec delay. Check
+        # the known delay against no delay by correlation, to be safe.
+        def corr(lag):
+            seg = y[lag : lag + n]
+            m = min(seg.size, n)
+            return float(np.dot(seg[:m], src[:m]))
+
+        lag = _MP3_DELAY if y.size >= n + _MP3_DELAY and corr(_MP3_DELAY) >= corr(0) else 0
+        y = y[lag : lag + n]
+        if y.size < n:
+            y = np.concatenate([y, np.zeros(n - y.size, np.float32)])
+    if got_rate != rate:
+        y = resample(np.ascontiguousarray(y, dtype=np.float32), got_rate, rate)
+        y = y[: x.size] if y.size >= x.size else np.concatenate([y, np.zeros(x.size - y.size, np.float32)])
+    return y.astype(np.float64)
+
+
+@_kind("clip", "Hard clipping at a fraction of the signal's peak.",
+       _Param("threshold", 0.0, 1.0, lo_open=True, doc="clip level as a fraction of the peak"))
+def _clip(x, rate, p, seed):
+    peak = float(np.abs(x).max())
+    if peak == 0.0:
+        return x.copy()
+    t = p["threshold"] * peak
+    return np.clip(x, -t, t)
+
+
+@_kind(
+    "reverb",
+    "Synthetic reverb: seeded exponentially decaying noise impulse response, wet/dry mix.",
+    _Param("rt60_s", 0.0, 10.0, lo_open=True, doc="time to decay by 60 dB, s"),
+    _Param("wet", 0.0, 1.0, default=0.3, doc="wet fraction of the mix"),
+    seeded=True,
+)
+def _reverb(x, rate, p, seed):
+    rt60, wet = p["rt60_s"], p["wet"]
+    n_ir = max(1, int(round(rt60 * rate)))
+    t = np.arange(n_ir) / rate
+    ir = np.random.default_rng(seed).standard_normal(n_ir) * np.exp(-math.log(1000.0) * t / rt60)
+    ir /= math.sqrt(_energy(ir))
+    m = _fast_len(x.size + n_ir - 1)
+    rev = np.fft.irfft(np.fft.rfft(x, m) * np.fft.rfft(ir, m), m)[: x.size]
+    e_dry, e_rev = _energy(x), _energy(rev)
+    if e_rev > 0:
+        rev *= math.sqrt(e_dry / e_rev)
+    return (1.0 - wet) * x + wet * rev
+
+
+@_kind(
+    "eq_tilt",
+    "Spectral tilt in dB per octave about a pivot frequency.",
+    _Param("db_per_octave", -24.0, 24.0, doc="gain slope, dB/octave"),
+    _Param("pivot_hz", 20.0, 1e6, default=1000.0, doc="frequency left unchanged, Hz"),
+)
+def _eq_tilt(x, rate, p, seed):
+    slope, pivot = p["db_per_octave"], p["pivot_hz"]
+    if pivot >= rate / 2:
+        raise ValueError(f"eq_tilt: pivot_hz={pivot:g} must be below the Nyquist frequency ({rate / 2:g} Hz)")
+
+    def gain(f):
+        return 10.0 ** (slope * np.log2(np.clip(f, 20.0, rate / 2.0) / pivot) / 20.0)
+
+    # Smooth gain curve: a short response, modest padding suffices.
+    return _fft_filter(x, rate, gain, pad=min(x.size, rate // 10))
+
+
+@_kind("gain", "Level change in dB.", _Param("db", -120.0, 60.0, doc="gain, dB"))
+def _gain(x, rate, p, seed):
+    return x * 10.0 ** (p["db"] / 20.0)
+
+
+@_kind("time_shift", "Delay (positive) or advance (negative) with zero fill; length kept.",
+       _Param("seconds", -3600.0, 3600.0, doc="shift, s"))
+def _time_shift(x, rate, p, seed):
+    k = int(round(p["seconds"] * rate))
+    if abs(k) >= x.size:
+        raise ValueError(
+            f"time_shift: |seconds|={abs(p['seconds']):g} must be shorter than the signal ({x.size / rate:.3f} s)"
+        )
+    y = np.zeros_like(x)
+    if k >= 0:
+        y[k:] = x[: x.size - k]
+    else:
+        y[: x.size + k] = x[-k:]
+    return y
+
+
+def _stft_params(rate: int) -> tuple[int, int]:
+    n_fft = 1024 if rate <= 24000 else 2048
+    return n_fft, n_fft // 4
+
+
+def _stretch(x: np.ndarray, rate: int, factor: float, n_out: int) -> np.ndarray:
+    """Phase-vocoder time stretch: ``factor`` > 1 is faster; output ``n_out`` samples."""
+    import torch
+    import torchaudio.functional as AF
+
+    n_fft, hop = _stft_params(rate)
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    xt = torch.from_numpy(np.ascontiguousarray(x))
+    if xt.numel() < n_fft // 2 + 1:  # reflect padding needs a little signal
+        xt = torch.nn.functional.pad(xt, (0, n_fft // 2 + 1 - xt.numel()))
+    with torch.no_grad():
+        spec = torch.stft(xt, n_fft, hop, window=window, return_complex=True)  # (F, frames)
+        advance = torch.linspace(0, math.pi * hop, spec.shape[0], dtype=torch.float64)[..., None]
+        stretched = AF.phase_vocoder(spec, factor, advance)
+        y = torch.istft(stretched, n_fft, hop, window=window, length=n_out)
+    return y.numpy()
+
+
+@_kind("time_stretch", "Phase-vocoder tempo change (pitch kept); rate > 1 is faster and shorter.",
+       _Param("rate", 0.25, 4.0, doc="speed factor"))
+def _time_stretch(x, rate, p, seed):
+    n_out = max(1, int(round(x.size / p["rate"])))
+    return _stretch(x, rate, p["rate"], n_out)
+
+
+@_kind("pitch_shift", "Pitch shift in semitones (phase vocoder + resampling); length kept.",
+       _Param("semitones", -24.0, 24.0, doc="shift, semitones"))
+def _pitch_shift(x, rate, p, seed):
+    import torch
+    import torchaudio.functional as AF
+
+    if p["semitones"] == 0:
+        return x.copy()
+    ratio = Fraction(2.0 ** (p["semitones"] / 12.0)).limit_denominator(200)
+    up, down = ratio.numerator, ratio.denominator
+    # Stretch to ratio * n samples at the same pitch, then resample back to n:
+    # played at `rate`, the result is `ratio` times higher.
+    long_n = int(round(x.size * up / down))
+    stretched = _stretch(x, rate, down / up, long_n)
+    with torch.no_grad():
+        y = AF.resample(torch.from_numpy(stretched), up, down).numpy()
+    if y.size >= x.size:
+        return y[: x.size]
+    return np.concatenate([y, np.zeros(x.size - y.size)])
+
+
+# ---------------------------------------------------------------------------
+# Rendering into a library
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stimulus:
+    """One row of the library's ``stimuli`` table.
+
+    ``info`` is the stored JSON: the recipe (``kind``, ``params``, ``seed``)
+    plus ``rate``, ``format``, ``reference`` ({path, name, content_hash,
+    clip_id}) and ``versions`` of the packages that rendered it.
+    """
+
+    id: int
+    reference_hash: str | None
+    recipe: Recipe
+    path: str
+    content_hash: str
+    created_at: float
+    info: dict
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "reference_hash": self.reference_hash, "path": self.path,
+                "content_hash": self.content_hash, "recipe": self.recipe.to_json(),
+                "label": self.recipe.label, "info": self.info, "created_at": self.created_at}
+
+
+def package_versions() -> dict:
+    """Versions of what shapes a rendered stimulus (for provenance)."""
+    import soundfile
+    import torch
+    import torchaudio
+
+    from perceptlab import __version__
+
+    return {"perceptlab": __version__, "numpy": np.__version__, "torch": torch.__version__,
+            "torchaudio": torchaudio.__version__, "soundfile": soundfile.__version__,
+            "libsndfile": soundfile.__libsndfile_version__}
+
+
+def _row_to_stimulus(row) -> Stimulus:
+    sid, ref_hash, info, path, content_hash, created = row
+    data = json.loads(info)
+    return Stimulus(sid, ref_hash, Recipe.from_json(data), path, content_hash, created, data)
+
+
+_STIM_COLS = "id, reference_hash, recipe, path, content_hash, created_at"
+
+
+def get_stimulus(library, stimulus_id: int) -> Stimulus:
+    """The stimulus with this id (KeyError if none)."""
+    row = library.conn.execute(f"SELECT {_STIM_COLS} FROM stimuli WHERE id = ?", (stimulus_id,)).fetchone()
+    if row is None:
+        raise KeyError(f"no stimulus with id {stimulus_id} in {library.path}")
+    return _row_to_stimulus(row)
+
+
+def list_stimuli(library, reference_hash: str | None = None) -> list[Stimulus]:
+    """All stimuli (or those of one reference), oldest first."""
+    if reference_hash is None:
+        rows = library.conn.execute(f"SELECT {_STIM_COLS} FROM stimuli ORDER BY id")
+    else:
+        rows = library.conn.execute(
+            f"SELECT {_STIM_COLS} FROM stimuli WHERE reference_hash = ? ORDER BY id", (reference_hash,))
+    return [_row_to_stimulus(r) for r in rows]
+
+
+def find_stimulus(library, reference_hash: str | None, recipe: Recipe) -> Stimulus | None:
+    """An already rendered stimulus of this reference and recipe whose file is intact, or None."""
+    from perceptlab.library.store import file_hash
+
+    for s in reversed(list_stimuli(library, reference_hash)):
+        if s.recipe.key == recipe.key and s.reference_hash == reference_hash:
+            p = Path(s.path)
+            if p.exists() and file_hash(p) == s.content_hash:
+                return s
+    return None
+
+
+def render_stimulus(library, reference, recipe: Recipe, out_dir: str | os.PathLike, *,
+                    reuse: bool = True) -> Stimulus:
+    """Render ``recipe`` applied to ``reference`` into ``out_dir`` and record it.
+
+    Parameters
+    ----------
+    library : perceptlab.library.store.Library
+    reference : Clip or path
+        A library clip, or any audio file. It is decoded to mono at its own
+        sample rate.
+    recipe : Recipe
+    out_dir : path
+        Folder for the rendered file (created if missing). The file name is
+        ``<stem>-<hash8>__<recipe slug>.flac`` (``.wav`` when the peak
+        exceeds full scale), written atomically.
+    reuse : bool
+        Return the existing row when this reference and recipe were rendered
+        before and the file is intact (rendering is deterministic anyway).
+
+    Returns
+    -------
+    Stimulus
+    """
+    import soundfile as sf
+
+    from perceptlab.audio.decode import load
+    from perceptlab.library.store import file_hash
+
+    if hasattr(reference, "content_hash") and hasattr(reference, "path"):
+        if getattr(reference, "ok", True) is False:
+            raise ValueError(f"{reference.path}: was not imported: {reference.error}")
+        ref_path, ref_hash, clip_id = Path(reference.path), reference.content_hash, getattr(reference, "id", None)
+    else:
+        ref_path = Path(reference).expanduser().resolve()
+        if not ref_path.is_file():
+            raise ValueError(f"{ref_path}: no such file")
+        ref_hash, clip_id = file_hash(ref_path), None
+        clip = library.clip_by_path(ref_path)
+        if clip is not None and clip.ok and clip.content_hash == ref_hash:
+            clip_id = clip.id
+    if reuse:
+        old = find_stimulus(library, ref_hash, recipe)
+        if old is not None:
+            return old
+    wave = load(ref_path, sample_rate=None)
+    import soundfile  # noqa: F401  (fail early if missing)
+
+    rate = sf.info(str(ref_path)).samplerate
+    y = apply(recipe, wave, rate)
+    peak = float(np.abs(y).max()) if y.size else 0.0
+    fmt, subtype, ext = ("FLAC", "PCM_24", ".flac") if peak <= 1.0 else ("WAV", "FLOAT", ".wav")
+    out_dir = Path(out_dir).expanduser().resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{ref_path.stem}-{ref_hash[:8]}__{recipe.slug}{ext}"
+    tmp = out.with_name(out.name + ".tmp")
+    sf.write(str(tmp), y, rate, format=fmt, subtype=subtype)
+    os.replace(tmp, out)
+    content = file_hash(out)
+    info = {**recipe.to_json(), "label": recipe.label, "rate": rate, "format": f"{fmt}/{subtype}",
+            "frames": int(y.size), "peak": peak,
+            "reference": {"path": str(ref_path), "name": ref_path.name, "content_hash": ref_hash,
+                          "clip_id": clip_id},
+            "versions": package_versions()}
+    with library.transaction():
+        cur = library.conn.execute(
+            "INSERT INTO stimuli (reference_hash, recipe, path, content_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+            (ref_hash, json.dumps(info, sort_keys=True), str(out), content, time.time()),
+        )
+        sid = cur.lastrowid
+    return get_stimulus(library, sid)

@@ -1,0 +1,169 @@
+"""A small convolutional autoencoder over log-mel patches.
+
+The encoder halves both image sides once per stage (stride-2 3x3 convs) and
+ends in a 1x1 conv to ``latent_dim`` channels: a small latent MAP, by default
+(B, 128, 4, 4) for a 128 x 128 patch. Its global mean over mel and time is the
+patch EMBEDDING, (B, latent_dim). The decoder mirrors the encoder with
+stride-2 transposed convs (cheaper than upsample + conv at full resolution,
+which matters for CPU training) and ends in a sigmoid, so reconstructions lie
+in [0, 1] like the log-mel images the perceptual losses expect.
+
+No normalisation layers: the embedding of a patch must not depend on the rest
+of its batch or on train/eval mode, and DistributedDataParallel needs no
+SyncBatchNorm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the autoencoder.
+
+    Attributes
+    ----------
+    n_mels : int
+        Patch height (mel bands); must equal the feature config's ``n_mels``.
+    patch_frames : int
+        Patch width in frames.
+    channels : tuple of int
+        Channels of each encoder stage; each stage halves both sides, so
+        ``n_mels`` and ``patch_frames`` must be divisible by
+        ``2 ** len(channels)``.
+    latent_dim : int
+        Channels of the latent map = length of the patch embedding.
+    convs_per_stage : int
+        3x3 convs per stage (the first one strides); 1 keeps CPU training fast.
+    """
+
+    n_mels: int = 128
+    patch_frames: int = 128
+    channels: tuple[int, ...] = (16, 32, 64, 96, 128)
+    latent_dim: int = 128
+    convs_per_stage: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        problems = self.problems()
+        if problems:
+            raise ValueError("invalid ModelConfig: " + "; ".join(f"{k}: {v}" for k, v in problems))
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(field, reason) for every invalid field; empty when valid."""
+        out = []
+        if not self.channels or any(c < 1 for c in self.channels):
+            out.append(("channels", f"need one or more positive channel counts, got {list(self.channels)}"))
+        if self.latent_dim < 1:
+            out.append(("latent_dim", f"must be positive, got {self.latent_dim}"))
+        if self.convs_per_stage < 1:
+            out.append(("convs_per_stage", f"must be at least 1, got {self.convs_per_stage}"))
+        factor = 2 ** len(self.channels)
+        for name in ("n_mels", "patch_frames"):
+            v = getattr(self, name)
+            if v < factor or v % factor:
+                out.append((name, f"{v} is not a multiple of 2**len(channels) = {factor} "
+                                  f"({len(self.channels)} stride-2 stages)"))
+        return out
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(latent_dim, F', T') of the latent map of one patch."""
+        f = 2 ** len(self.channels)
+        return (self.latent_dim, self.n_mels // f, self.patch_frames // f)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+def _stage(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GELU()]
+    for _ in range(n_convs - 1):
+        layers += [nn.Conv2d(c_out, c_out, 3, padding=1), nn.GELU()]
+    return nn.Sequential(*layers)
+
+
+def _up_stage(c_in: int, c_out: int, n_convs: int, last: bool) -> nn.Sequential:
+    # kernel 4, stride 2, padding 1 doubles each side exactly.
+    layers: list[nn.Module] = []
+    for _ in range(n_convs - 1):
+        layers += [nn.Conv2d(c_in, c_in, 3, padding=1), nn.GELU()]
+    layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
+    if not last:
+        layers.append(nn.GELU())
+    return nn.Sequential(*layers)
+
+
+class AutoEncoder(nn.Module):
+    """Convolutional autoencoder; see the module docstring.
+
+    Parameters
+    ----------
+    config : ModelConfig
+    """
+
+    def __init__(self, config: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.config = config
+        ch = config.channels
+        k = config.convs_per_stage
+        enc = []
+        c_prev = 1
+        for c in ch:
+            enc.append(_stage(c_prev, c, k))
+            c_prev = c
+        self.encoder = nn.Sequential(*enc)
+        self.to_latent = nn.Conv2d(ch[-1], config.latent_dim, 1)
+        self.from_latent = nn.Sequential(nn.Conv2d(config.latent_dim, ch[-1], 1), nn.GELU())
+        dec = []
+        outs = list(reversed(ch[:-1])) + [1]
+        c_prev = ch[-1]
+        for i, c in enumerate(outs):
+            dec.append(_up_stage(c_prev, c, k, last=i == len(outs) - 1))
+            c_prev = c
+        self.decoder = nn.Sequential(*dec)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent map of a batch of patches.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (B, 1, F, T) in [0, 1]; F and T multiples of 2**len(channels).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, latent_dim, F / 2**S, T / 2**S)
+        """
+        return self.to_latent(self.encoder(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings: the latent map's mean over mel and time, (B, latent_dim)."""
+        return self.encode(x).mean(dim=(2, 3))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, latent_dim, F', T') -> (B, 1, F, T) in [0, 1]."""
+        return torch.sigmoid(self.decoder(self.from_latent(z)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of ``x``: (B, 1, F, T) -> (B, 1, F, T) in [0, 1]."""
+        return self.decode(self.encode(x))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

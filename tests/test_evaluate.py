@@ -1,0 +1,353 @@
+"""The classification protocol (``perceptlab evaluate``), for real but small.
+
+Generated tone / noise clips in the GTZAN layout (``genres/<genre>/<genre>.000NN.wav``,
+plus one unreadable file) are imported into a real library; tiny autoencoders
+(5 stages of 8 channels on 128 x 32 patches) are trained with the real
+training engine. Segments are 32 frames with a hop of 16.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from perceptlab.analysis import evaluate_stats as st
+from perceptlab.analysis.evaluate import (
+    EvaluateConfig,
+    EvaluationReport,
+    aggregate_proba,
+    aggregate_votes,
+    knn_sorted,
+    knn_vote,
+    make_folds,
+    run_evaluation,
+    segment_distances,
+    write_report,
+)
+from perceptlab.analysis.report_png import bar_chart, encode_png
+from perceptlab.library.importer import import_files
+from perceptlab.library.store import Library
+from perceptlab.tasks import Cancelled
+
+RATE = 22050
+GENRES = ("blues", "metal", "noise")
+SMALL = dict(folds=3, segment_frames=32, segment_hop=16, c_grid=(1.0,), k_grid=(1, 3), k=3, bootstrap=200)
+TINY_MODEL = {
+    "epochs": 1, "batch_size": 16, "log_every": 50, "seed": 3, "device": "cpu",
+    "data": {"patch_frames": 32, "patch_hop": 16, "val_fraction": 0.25},
+    "model": {"channels": [8, 8, 8, 8, 8], "latent_dim": 8},
+    "optim": {"lr": 3e-3, "schedule": "constant"},
+}
+
+
+def write_genres(root: Path, per_genre: int = 5, seconds: float = 1.2, offset: int = 0) -> Path:
+    """Distinct classes: a low tone, a high tone with harmonics, noise (GTZAN-style names)."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(offset)
+    for gi, genre in enumerate(GENRES):
+        for j in range(per_genre):
+            n = int(RATE * (seconds + 0.05 * j))
+            t = np.arange(n) / RATE
+            f = (150.0, 1200.0)[gi] * (1 + 0.02 * (j + offset)) if gi < 2 else 0.0
+            if gi == 2:
+                x = 0.25 * rng.standard_normal(n)
+            else:
+                x = 0.4 * np.sin(2 * np.pi * f * t) + (0.2 * np.sin(4 * np.pi * f * t) if gi == 1 else 0)
+                x = x + 0.01 * rng.standard_normal(n)
+            p = root / "genres" / genre / f"{genre}.{j + offset:05d}.wav"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(p), x.astype(np.float32), RATE)
+    return root / "genres"
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("evallib")
+    genres = write_genres(tmp / "clips")
+    (genres / "blues" / "blues.00099.wav").write_bytes(b"RIFF\x00\x00 this is not audio")
+    path = tmp / "lib.sqlite"
+    with Library(path) as lib:
+        summary = import_files(lib, [genres])
+    assert len(summary.failed) == 1 and len(summary.imported) == 15
+    return path
+
+
+def train_tiny(library: Path, out: Path, loss: str = "nlpd") -> Path:
+    from perceptlab.train import train
+    from perceptlab.train.config import config_from_dict
+
+    raw = json.loads(json.dumps(TINY_MODEL))
+    raw.update(name=f"tiny-{loss}", loss=loss, out_dir=str(out))
+    raw["data"]["library"] = str(library)
+    result = train(config_from_dict(raw), handle_signals=False)
+    assert result.status == "completed"
+    return Path(result.best)
+
+
+def write_tiny_toml(path: Path) -> Path:
+    lines = [f"{k} = {json.dumps(v)}" for k, v in TINY_MODEL.items() if not isinstance(v, dict)]
+    lines += ['name = "tiny"', 'loss = "mse"']
+    for section in ("data", "model", "optim"):
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in TINY_MODEL[section].items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def assert_no_group_split(data: dict) -> None:
+    clip_ids = {c["id"] for c in data["clips"]}
+    seen_test = []
+    for f in data["folds"]:
+        train, test = set(f["train_clips"]), set(f["test_clips"])
+        assert not train & test, f"fold {f['fold']}: clips on both sides: {train & test}"
+        assert train | test == clip_ids
+        seen_test += f["test_clips"]
+        # every segment of a clip is on the side of its clip
+        n_seg = {c["id"]: c["n_segments"] for c in data["clips"]}
+        assert f["n_test_segments"] == sum(n_seg[i] for i in test)
+        assert f["n_train_segments"] == sum(n_seg[i] for i in train)
+    assert sorted(seen_test) == sorted(clip_ids)  # each clip is tested exactly once
+    for c in data["clips"]:
+        assert c["id"] in next(f["test_clips"] for f in data["folds"] if f["fold"] == c["fold"])
+
+
+def read_png(blob: bytes) -> np.ndarray:
+    assert blob[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, []
+    while pos < len(blob):
+        (n,) = struct.unpack(">I", blob[pos : pos + 4])
+        kind, data = blob[pos + 4 : pos + 8], blob[pos + 8 : pos + 8 + n]
+        (crc,) = struct.unpack(">I", blob[pos + 8 + n : pos + 12 + n])
+        assert crc == zlib.crc32(kind + data) & 0xFFFFFFFF, kind
+        chunks.append((kind, data))
+        pos += 12 + n
+    assert chunks[0][0] == b"IHDR" and chunks[-1][0] == b"IEND"
+    w, h, depth, ctype = struct.unpack(">IIBB", chunks[0][1][:10])
+    assert (depth, ctype) == (8, 2)
+    raw = zlib.decompress(b"".join(d for k, d in chunks if k == b"IDAT"))
+    rows = np.frombuffer(raw, dtype=np.uint8).reshape(h, 1 + 3 * w)
+    assert (rows[:, 0] == 0).all()
+    return rows[:, 1:].reshape(h, w, 3)
+
+
+# --------------------------------------------------------------------------
+# the pieces
+# --------------------------------------------------------------------------
+
+
+def test_scores_match_scikit_learn():
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(0)
+    for n_classes in (2, 4, 7):
+        y = rng.integers(0, n_classes, 60)
+        p = np.where(rng.random(60) < 0.6, y, rng.integers(0, n_classes - 1, 60))  # some classes never predicted
+        s = st.scores(y, p, n_classes)
+        labels = list(range(n_classes))
+        assert s["accuracy"] == pytest.approx(accuracy_score(y, p))
+        assert s["f1_weighted"] == pytest.approx(f1_score(y, p, labels=labels, average="weighted", zero_division=0))
+        assert s["f1_macro"] == pytest.approx(f1_score(y, p, labels=labels, average="macro", zero_division=0))
+    # the vectorised bootstrap equals scoring each resample directly
+    y, p = rng.integers(0, 3, 40), rng.integers(0, 3, 40)
+    w = st.bootstrap_weights(40, 5, seed=1)
+    b = st.bootstrap_scores(y, p, 3, w)["f1_weighted"]
+    for i in range(5):
+        idx = np.repeat(np.arange(40), w[i].astype(int))
+        assert b[i] == pytest.approx(f1_score(y[idx], p[idx], labels=[0, 1, 2], average="weighted", zero_division=0))
+
+
+def test_paired_tests():
+    p, exact = st.sign_flip_p([0.1, 0.2, 0.1, 0.3, 0.2])
+    assert exact and p == pytest.approx(2 / 32)  # the smallest possible with 5 folds
+    assert st.sign_flip_p([0.0, 0.0, 0.0])[0] == 1.0
+    t, tp = st.paired_t([0.1, 0.2, 0.15, 0.12])
+    from scipy import stats
+
+    ref = stats.ttest_rel([0.6, 0.7, 0.65, 0.62], [0.5, 0.5, 0.5, 0.5])
+    assert t == pytest.approx(ref.statistic) and tp == pytest.approx(ref.pvalue)
+    assert st.paired_t([0.0, 0.0]) == (0.0, 1.0)
+    assert st.status_of([0.01, 0.2]) == "supported" and st.status_of([-0.2, -0.01]) == "contradicted"
+    assert st.status_of([-0.1, 0.0]) == "not significant"
+
+
+def test_folds_never_split_a_group_and_are_stratified():
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(40), rng.integers(1, 6, 40))  # clips with 1-5 segments
+    y = (groups % 4)[:]  # 4 classes, 10 clips each
+    folds = make_folds(y, groups, 5, seed=7)
+    assert len(folds) == 5
+    tested = np.concatenate([te for _, te in folds])
+    assert sorted(tested) == list(range(len(y)))
+    for tr, te in folds:
+        assert not set(groups[tr]) & set(groups[te])
+        assert set(y[te]) == {0, 1, 2, 3}  # every class in every test fold
+    assert [te.tolist() for _, te in folds] == [te.tolist() for _, te in make_folds(y, groups, 5, seed=7)]
+
+
+def test_knn_and_aggregation_tie_rules():
+    # two training segments per class; the query is equidistant in count, closer in sum to class 1
+    d = np.array([[1.0, 3.0, 1.5, 1.6]])
+    y_train = np.array([0, 0, 1, 1])
+    order, dist = knn_sorted(d, 4)
+    assert order.tolist() == [[0, 2, 3, 1]]
+    pred, ds = knn_vote(order, dist, y_train, 4, 2)  # 2 vs 2 votes: sums 4.0 vs 3.1
+    assert pred.tolist() == [1] and ds[0] == pytest.approx(3.1)
+    pred, _ = knn_vote(order, dist, y_train, 1, 2)
+    assert pred.tolist() == [0]
+    # clip vote: 2 segments say 0, 2 say 1 -> the smaller summed distance wins
+    ids, cp = aggregate_votes(np.array([0, 0, 1, 1, 2]), np.array([1.0, 1.0, 0.5, 0.6, 0.1]),
+                              np.array([5, 5, 5, 5, 9]), 3)
+    assert ids.tolist() == [5, 9] and cp.tolist() == [1, 2]
+    ids, cp = aggregate_proba(np.array([[0.9, 0.1], [0.45, 0.55], [0.45, 0.55], [0.6, 0.4]]), np.array([0, 0, 0, 1]))
+    assert cp.tolist() == [0, 0]  # clip 0: mean (0.6, 0.4) wins over the 2-to-1 majority of argmaxes
+
+
+def test_segment_distances_blocked_path_matches_the_dense_one():
+    rng = np.random.default_rng(2)
+    segs = rng.random((9, 1, 16, 16), dtype=np.float32)
+    dense = segment_distances(segs, "mse")
+    blocked = segment_distances(segs, "mse", dense_limit=0)
+    assert np.allclose(dense, blocked, rtol=1e-5, atol=1e-7)
+    assert (np.diag(blocked) == 0).all() and (blocked == blocked.T).all()
+
+
+def test_png_encoder_round_trips_and_the_chart_draws():
+    img = np.zeros((3, 4, 3), dtype=np.uint8)
+    img[1, 2] = (255, 10, 20)
+    assert (read_png(encode_png(img)) == img).all()
+    chart = bar_chart([{"label": "knn:nlpd", "value": 0.5, "err": 0.1, "kind": "knn"},
+                       {"label": "logreg:ae-nlpd", "value": 0.9, "err": 0.05, "kind": "logreg-ae"}], "title")
+    back = read_png(encode_png(chart))
+    assert back.shape == chart.shape and (back == chart).all()
+    assert ((back == (225, 125, 40)).all(-1)).sum() > 1000  # the logreg-ae bar is there
+    assert (back == 0).all(-1).sum() > 500  # text and axes
+
+
+def test_config_rejects_bad_options():
+    with pytest.raises(ValueError, match="not both"):
+        EvaluateConfig(checkpoints=("a.pt",), train_config="x.toml")
+    with pytest.raises(ValueError, match="--folds"):
+        EvaluateConfig(folds=1)
+    with pytest.raises(ValueError, match="--losses"):
+        EvaluateConfig(train_config="x.toml", losses=("l1",))
+    with pytest.raises(ValueError, match="--set needs"):
+        EvaluateConfig(train_overrides=("epochs=1",))
+
+
+# --------------------------------------------------------------------------
+# end to end
+# --------------------------------------------------------------------------
+
+
+def test_evaluate_command_with_checkpoints_end_to_end(library, tmp_path, capsys):
+    """The real command on a real library with a checkpoint trained on it: every file, sane numbers,
+    folds grouped by clip, the failed file listed, and the overlap warning."""
+    from perceptlab.cli import main
+
+    ckpt = train_tiny(library, tmp_path / "run")
+    out = tmp_path / "report"
+    rc = main(["evaluate", "--library", str(library), "--metrics", "mse,nlpd", "--checkpoints", str(ckpt),
+               "--folds", "3", "--segment-frames", "32", "--segment-hop", "16", "--k", "3", "--k-grid", "1,3",
+               "--c-grid", "1", "--bootstrap", "200", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "logreg:ae-nlpd" in printed and "claim:" in printed
+    for name in ("report.json", "report.md", "chart.png"):
+        assert (out / name).stat().st_size > 0
+    data = json.loads((out / "report.json").read_text())
+    report = EvaluationReport.from_json(data)
+    names = [m["name"] for m in report.methods]
+    assert set(names) == {"knn:mse", "knn:nlpd", "knn-cv:mse", "knn-cv:nlpd", "logreg:ae-nlpd",
+                          "logreg:logmel", "majority"}
+    n_clips = data["library"]["n_evaluated"]
+    assert n_clips == 15 and data["library"]["classes"] == sorted(GENRES)
+    assert [f["path"].endswith("blues.00099.wav") for f in data["library"]["failed"]] == [True]
+    assert data["segments"]["n"] == sum(c["n_segments"] for c in data["clips"]) >= 2 * n_clips
+    for m in data["methods"]:
+        for level in ("clip", "segment"):
+            for s in ("accuracy", "f1_weighted", "f1_macro"):
+                v = m[level][s]
+                assert len(v["folds"]) == 3 and all(0.0 <= x <= 1.0 for x in v["folds"])
+                assert 0.0 <= v["mean"] <= 1.0 and v["std"] >= 0.0
+        lo, hi = m["clip"]["f1_weighted"]["ci"]
+        assert 0.0 <= lo <= hi <= 1.0
+        assert np.array(m["confusion"]["clip"]).sum() == n_clips
+        assert np.array(m["confusion"]["segment"]).sum() == data["segments"]["n"]
+        csv_rows = (out / "confusion" / f"{m['name'].replace(':', '_')}.csv").read_text().splitlines()
+        assert len(csv_rows) == 1 + len(GENRES)
+    assert report.methods[0]["clip"]["f1_weighted"]["mean"] >= report.methods[-1]["clip"]["f1_weighted"]["mean"]
+    knn = next(m for m in data["methods"] if m["name"] == "knn:nlpd")
+    assert knn["clip"]["f1_weighted"]["mean"] > 0.8  # the classes are easy
+    maj = next(m for m in data["methods"] if m["name"] == "majority")
+    # at most chance: the training majority is the class with fewest clips in the test fold
+    assert maj["clip"]["accuracy"]["pooled"] <= 1 / 3 + 1e-9
+    assert_no_group_split(data)
+    # the checkpoint saw these very clips: the report says so, loudly
+    assert data["mode"] == "checkpoints"
+    enc = data["encoders"]["checkpoints"][0]
+    assert enc["trained_on_this_library"] and enc["overlap"]["train"] + enc["overlap"]["val"] == 15
+    assert any("has seen the test folds" in w for w in data["warnings"])
+    assert "optimistic" in data["claim"]["caveat"]
+    md = (out / "report.md").read_text()
+    assert "## Warnings" in md and "has seen the test folds" in md and "| 1 | `" in md
+    assert data["claim"]["verdict"] in ("supported", "partly supported", "inconclusive", "contradicted")
+    assert {p["b"] for p in data["claim"]["parts"]} == {"knn-cv:nlpd"}
+    n_methods = len(data["methods"])
+    assert len(data["comparisons"]) == n_methods * (n_methods - 1) // 2
+    png = read_png((out / "chart.png").read_bytes())
+    assert png.shape[0] > 100 and png.shape[1] > 400
+
+
+def test_train_config_mode_trains_per_fold_without_test_clips(library, tmp_path):
+    toml = write_tiny_toml(tmp_path / "tiny.toml")
+    seen = []
+    cfg = EvaluateConfig(metrics=("nlpd",), train_config=str(toml), losses=("mse", "nlpd"),
+                         train_overrides=("epochs=1",), max_segments_per_clip=2, **dict(SMALL, folds=2))
+    report = run_evaluation(library, cfg, progress=lambda d, t: seen.append((d, t)))
+    data = report.to_json()
+    assert data["mode"] == "train-config"
+    assert seen[-1] == (1000, 1000) and all(b[0] >= a[0] for a, b in zip(seen, seen[1:]))
+    runs = data["encoders"]["runs"]
+    assert sorted((r["fold"], r["loss"]) for r in runs) == [(f, l) for f in (1, 2) for l in ("mse", "nlpd")]
+    by_fold = {f["fold"]: f for f in data["folds"]}
+    for r in runs:
+        assert r["test_clips_seen"] == 0
+        assert r["n_train_clips"] + r["n_val_clips"] == r["fold_training_clips"] == len(by_fold[r["fold"]]["train_clips"])
+    assert all(c["n_segments"] <= 2 for c in data["clips"])
+    assert_no_group_split(data)
+    parts = {(p["a"], p["b"]) for p in data["claim"]["parts"]}
+    assert parts == {("logreg:ae-nlpd", "knn-cv:nlpd"), ("logreg:ae-nlpd", "logreg:ae-mse")}
+    assert not any("seen the test folds" in w for w in data["warnings"])
+    paths = write_report(report, tmp_path / "out")
+    assert EvaluationReport.load(tmp_path / "out").to_json() == data
+    assert "Encoders" in paths["markdown"].read_text()
+
+
+def test_disjoint_checkpoint_gives_no_overlap_warning_and_cancel_stops(library, tmp_path):
+    other = tmp_path / "other.sqlite"
+    with Library(other) as lib:
+        import_files(lib, [write_genres(tmp_path / "other", per_genre=2, offset=50)])
+    ckpt = train_tiny(other, tmp_path / "run", loss="mse")
+    cfg = EvaluateConfig(metrics=("mse",), checkpoints=(str(ckpt),), **dict(SMALL, segment_frames=48))
+    data = run_evaluation(library, cfg).to_json()
+    enc = data["encoders"]["checkpoints"][0]
+    assert enc["overlap"] == {"train": 0, "val": 0, "evaluated": 15} and not enc["trained_on_this_library"]
+    assert not any("seen the test folds" in w for w in data["warnings"])
+    assert data["claim"]["verdict"] == "untestable"  # an MSE encoder alone cannot test the claim
+    ae = next(m for m in data["methods"] if m["name"] == "logreg:ae-mse")
+    assert 0.0 <= ae["clip"]["f1_weighted"]["mean"] <= 1.0  # 48-frame segments through 32-frame patches
+    calls = []
+    with pytest.raises(Cancelled):
+        run_evaluation(library, EvaluateConfig(metrics=("mse",), **SMALL), progress=lambda d, t: calls.append(d),
+                       cancel=lambda: len(calls) > 2)
+
+
+def test_too_few_clips_per_class_is_a_clear_error(library):
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        run_evaluation(library, EvaluateConfig(metrics=("mse",), **dict(SMALL, folds=6)))

@@ -1,0 +1,435 @@
+"""The training engine, for real: tiny libraries, tiny models, a few steps.
+
+Every run here trains an actual autoencoder on generated clips imported into
+a real library, in-process (fast) or through the real command (signals,
+torchrun). Patches are 128 mel x 32 frames with a 5-stage model of 8
+channels, so a step takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from perceptlab.audio.features import windows
+from perceptlab.library.importer import import_files
+from perceptlab.library.store import Library
+from perceptlab.models.checkpoint import load_checkpoint
+from perceptlab.train import ConfigError, DataError, train
+from perceptlab.train.config import apply_overrides, config_from_dict, load_config, parse_override
+from perceptlab.train.data import PatchSet, split_clips, window_starts
+from perceptlab.train.progress import EVENTS, CallbackReporter
+from perceptlab.train.run import run_train_command
+
+from conftest import write_clip
+
+TINY = {
+    "name": "tiny",
+    "epochs": 2,
+    "batch_size": 8,
+    "log_every": 1,
+    "seed": 3,
+    "data": {"patch_frames": 32, "patch_hop": 16, "val_fraction": 0.25},
+    "model": {"channels": [8, 8, 8, 8, 8], "latent_dim": 8},
+    "optim": {"lr": 3e-3, "warmup_steps": 0, "schedule": "constant"},
+    "loss": "mse",
+}
+
+
+def make_clips(root: Path, per_label: int = 4, seconds: float = 1.6) -> Path:
+    for li, label in enumerate(["low", "mid", "high"]):
+        for j in range(per_label):
+            write_clip(root / label / f"{label}_{j}.wav", seconds=seconds + 0.1 * j,
+                       freq=110.0 * 2 ** (li + 0.2 * j), amp=0.3 + 0.1 * j)
+    return root
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> Path:
+    """A real library of 12 generated clips (3 labels), features cached on import."""
+    tmp = tmp_path_factory.mktemp("trainlib")
+    path = tmp / "lib.sqlite"
+    with Library(path) as lib:
+        import_files(lib, [make_clips(tmp / "clips")])
+    return path
+
+
+def tiny_config(library: Path, out: Path, **overrides):
+    raw = json.loads(json.dumps(TINY))
+    raw["data"]["library"] = str(library)
+    raw["out_dir"] = str(out)
+    raw.update(overrides)
+    return config_from_dict(raw)
+
+
+def write_toml(path: Path, library: Path, out: Path, extra: str = "") -> Path:
+    path.write_text(
+        f"""name = "tiny"
+epochs = 3
+batch_size = 8
+log_every = 1
+seed = 3
+out_dir = {json.dumps(str(out))}
+loss = "mse"
+{extra}
+[data]
+library = {json.dumps(str(library))}
+patch_frames = 32
+patch_hop = 16
+val_fraction = 0.25
+
+[model]
+channels = [8, 8, 8, 8, 8]
+latent_dim = 8
+
+[optim]
+lr = 3e-3
+schedule = "cosine"
+warmup_steps = 2
+"""
+    )
+    return path
+
+
+def events_of(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def cli(*args, env=None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "perceptlab.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=120, env=env, **kw)
+
+
+# --------------------------------------------------------------------------
+# real training, each loss
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", ["mse", "nlpd", "msssim", {"nlpd": 1.0, "mse": 0.1}])
+def test_each_loss_trains_and_the_loss_goes_down(library, tmp_path, loss):
+    cfg = tiny_config(library, tmp_path / "run", loss=loss, epochs=6, optim={"lr": 1e-2, "schedule": "constant"})
+    events = []
+    result = train(cfg, reporter=CallbackReporter(events.append))
+    assert result.status == "completed"
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "loading" and "start" in kinds and kinds[-1] == "done"
+    for e in events:  # every documented field is there
+        assert set(EVENTS[e["event"]]) <= set(e), e["event"]
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert len(epochs) == 6
+    assert epochs[-1]["train_loss"] < 0.9 * epochs[0]["train_loss"]
+    assert epochs[-1]["val_loss"] < 0.9 * epochs[0]["val_loss"]
+    assert set(epochs[-1]["val_metrics"]) == {"mse", "nlpd", "msssim"}
+    start = next(e for e in events if e["event"] == "start")
+    assert start["n_train_clips"] == 9 and start["n_val_clips"] == 3  # split by clip, per label
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["kind"] == "best" and "optimizer" not in best
+    assert best["metrics"]["best_val_loss"] == pytest.approx(min(e["val_loss"] for e in epochs))
+    with Library(library) as lib:
+        run = next(r for r in lib.runs() if r["best_checkpoint"] == str((tmp_path / "run" / "best.pt").resolve()))
+    assert run["status"] == "completed" and run["config"]["loss"] == cfg.loss
+
+
+def test_checkpoint_is_self_describing_and_weights_only(library, tmp_path):
+    cfg = tiny_config(library, tmp_path / "run", epochs=1)
+    train(cfg)
+    for name in ("last.pt", "best.pt"):
+        ck = torch.load(tmp_path / "run" / name, weights_only=True)  # no custom classes anywhere
+        assert ck["format"] == "perceptlab-autoencoder"
+        assert ck["model"]["args"]["channels"] == [8, 8, 8, 8, 8]
+        assert ck["feature_config"]["n_mels"] == 128
+        assert ck["train_config"]["data"]["patch_frames"] == 32
+        with Library(library) as lib:
+            assert ck["data"]["fingerprint"] == lib.fingerprint()
+        assert set(ck["data"]["train_hashes"]).isdisjoint(ck["data"]["val_hashes"])
+        assert ck["versions"]["torch"] == str(torch.__version__)
+        assert ck["progress"]["epoch"] == 1
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert {"optimizer", "scheduler", "rng"} <= set(last)
+    assert isinstance(last["rng"]["torch"], torch.Tensor)
+    assert not list((tmp_path / "run").glob("*.tmp"))  # atomic writes leave no temp files
+
+
+# --------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------
+
+
+def test_patches_follow_windows_and_split_is_by_clip(library):
+    rng = np.random.default_rng(0)
+    for t in (5, 32, 33, 47, 100, 129):
+        img = rng.random((4, t), dtype=np.float32)
+        ps = PatchSet([img], 32, 8)
+        np.testing.assert_array_equal(ps.batch(range(len(ps)))[:, 0].numpy(), windows(img, 32, 8))
+        assert window_starts(t, 32, 8)[-1] == max(0, t - 32)
+    with Library(library) as lib:
+        clips = lib.clips()
+    train_a, val_a = split_clips(clips, 0.25, 0)
+    train_b, val_b = split_clips(list(reversed(clips)), 0.25, 0)
+    assert [c.content_hash for c in val_a] == [c.content_hash for c in val_b]  # order-independent
+    assert {c.content_hash for c in train_a}.isdisjoint({c.content_hash for c in val_a})
+    assert sorted(c.label for c in val_a) == ["high", "low", "mid"]  # one per label
+    assert split_clips(clips, 0.25, 1)[1] != val_a  # the seed matters
+
+
+# --------------------------------------------------------------------------
+# interrupt and resume (real process, real SIGINT)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sigint_then_resume_matches_an_uninterrupted_run(library, tmp_path):
+    cfg_file = write_toml(tmp_path / "run.toml", library, tmp_path / "a")
+    env = dict(os.environ, PERCEPTLAB_STEP_DELAY_S="0.05")
+    proc = subprocess.Popen([sys.executable, "-m", "perceptlab.cli", "train", "--config", str(cfg_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    for line in proc.stdout:  # wait until training is really under way
+        lines.append(line)
+        if '"event":"step"' in line and json.loads(line)["step"] >= 3:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    events = events_of("".join(lines) + out)
+    assert proc.returncode == 0, err
+    stop = events[-1]
+    assert stop["event"] == "interrupted" and stop["signal"] == "SIGINT"
+    assert stop["checkpoint"] == str(tmp_path / "a" / "last.pt")
+    ck = load_checkpoint(tmp_path / "a" / "last.pt")
+    assert 3 <= ck["progress"]["global_step"] < 3 * events[[e["event"] for e in events].index("start")][
+        "steps_per_epoch"]
+
+    # a second start without --resume refuses to overwrite the run
+    rc, again = _run_cmd(cfg_file)
+    assert rc == 2 and "--resume" in again[-1]["message"]
+
+    res = cli("train", "--config", cfg_file, "--resume")
+    assert res.returncode == 0, res.stderr
+    rev = events_of(res.stdout)
+    start = next(e for e in rev if e["event"] == "start")
+    assert start["step"] == ck["progress"]["global_step"] and start["resumed_from"].endswith("last.pt")
+    assert rev[-1]["event"] == "done"
+
+    # the same run without interruption, in this process
+    ref = load_config(cfg_file, [f"out_dir={json.dumps(str(tmp_path / 'b'))}"])
+    result = train(ref)
+    a = load_checkpoint(tmp_path / "a" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert a["progress"]["global_step"] == b["progress"]["global_step"] == result.step
+    for k, v in b["model"]["state_dict"].items():
+        torch.testing.assert_close(a["model"]["state_dict"][k], v, rtol=1e-4, atol=1e-6)
+    ha, hb = a["metrics"]["history"], b["metrics"]["history"]
+    assert [h["epoch"] for h in ha] == [h["epoch"] for h in hb] == [1, 2, 3]
+    for x, y in zip(ha, hb):
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-4)
+        assert x["val_loss"] == pytest.approx(y["val_loss"], rel=1e-4)
+
+
+def test_an_error_mid_run_leaves_the_last_good_checkpoint(library, tmp_path, monkeypatch):
+    from perceptlab.models.autoencoder import AutoEncoder
+    from perceptlab.train import TrainError
+
+    armed = {"on": False}
+    real_forward = AutoEncoder.forward
+
+    def flaky(self, x):
+        if armed["on"]:  # a step of the second epoch, after last.pt was written once
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(self, x)
+
+    def arm(event):
+        if event["event"] == "epoch":
+            armed["on"] = True
+
+    monkeypatch.setattr(AutoEncoder, "forward", flaky)
+    cfg = tiny_config(library, tmp_path / "run", epochs=3)
+    with pytest.raises(TrainError, match="out of memory.*batch_size") as info:
+        train(cfg, reporter=CallbackReporter(arm))
+    assert info.value.kind == "oom"
+    last = tmp_path / "run" / "last.pt"
+    ck = load_checkpoint(last)
+    assert ck["progress"]["epoch"] == 1 and ck["progress"]["epoch_step"] == 0
+
+    # the command reports it as one error event, exit 1, and leaves last.pt alone
+    class Stream(io.StringIO):
+        def write(self, text):
+            if '"event":"epoch"' in text:
+                armed["on"] = True
+            return super().write(text)
+
+    armed["on"] = False
+    before = last.read_bytes()
+    out = Stream()
+    rc = run_train_command(None, [f"{k}={json.dumps(v)}" for k, v in {
+        "name": "tiny", "epochs": 3, "batch_size": 8, "seed": 3, "loss": "mse",
+        "out_dir": str(tmp_path / "run"), "data.library": str(library), "data.patch_frames": 32,
+        "data.patch_hop": 16, "data.val_fraction": 0.25, "model.channels": [8, 8, 8, 8, 8],
+        "model.latent_dim": 8, "optim.lr": 3e-3, "optim.schedule": "constant", "log_every": 1}.items()],
+        resume=True, progress="json", stream=out)
+    events = events_of(out.getvalue())
+    assert rc == 1 and events[-1]["event"] == "error" and events[-1]["kind"] == "oom", events[-1]
+    assert "batch_size" in events[-1]["message"]
+    assert [e["event"] for e in events].count("epoch") == 1  # epoch 2 finished, epoch 3 failed
+    after = load_checkpoint(last)
+    assert after["progress"]["epoch"] == 2 and last.read_bytes() != before
+
+
+# --------------------------------------------------------------------------
+# DDP: two processes on the CPU with gloo
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_process_ddp_with_gloo(library, tmp_path):
+    cfg_file = write_toml(tmp_path / "run.toml", library, tmp_path / "ddp")
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "perceptlab.cli", "train", "--config", str(cfg_file), "--set", "epochs=2"],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    events = events_of(out.stdout)
+    kinds = [e["event"] for e in events]
+    assert kinds.count("start") == 1 and kinds.count("done") == 1  # only rank 0 reports
+    start = events[kinds.index("start")]
+    assert start["world_size"] == 2 and start["device"] == "cpu"
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert len(epochs) == 2 and all(np.isfinite(e["val_loss"]) for e in epochs)
+    ck = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert ck["hardware"]["world_size"] == 2 and ck["progress"]["epoch"] == 2
+    assert not any(k.startswith("module.") for k in ck["model"]["state_dict"])  # the bare model's weights
+
+
+# --------------------------------------------------------------------------
+# bad input: one clear error, nothing written
+# --------------------------------------------------------------------------
+
+
+def _run_cmd(config, sets=()):
+    out = io.StringIO()
+    rc = run_train_command(str(config) if config else None, list(sets), progress="json", stream=out)
+    events = events_of(out.getvalue())
+    return rc, events
+
+
+def test_unknown_key_is_named_through_the_real_command(library, tmp_path):
+    cfg = write_toml(tmp_path / "bad.toml", library, tmp_path / "out", extra="learning_rate = 0.1\n")
+    out = cli("train", "--config", cfg)
+    assert out.returncode == 2
+    (event,) = events_of(out.stdout)
+    assert event["event"] == "error" and event["kind"] == "config"
+    assert "learning_rate: unknown key" in event["message"] and str(cfg) in event["message"]
+    assert "perceptlab: error:" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("sets, needle", [
+    (["optim.lrr=1"], "optim.lrr: unknown key in [optim]"),
+    (["loss=ssim"], "loss.ssim: unknown loss 'ssim'"),
+    (["loss.nlpd=-1"], "loss.nlpd: weight must be >= 0"),
+    (["epochs=0"], "epochs: must be at least 1"),
+    (["batch_size=\"big\""], "batch_size: must be an integer"),
+    (["optim.schedule=linear"], "optim.schedule: must be one of cosine, constant"),
+    (["data.val_fraction=1.5"], "data.val_fraction: must be in [0, 1)"),
+    (["data.patch_frames=48"], "data.patch_frames: 48 is not a multiple of 2**len(channels) = 32"),
+    (["device=tpu"], "device: must be one of auto, cpu, cuda"),
+    (["features.n_mel=64"], "features.n_mel: unknown key in [features]"),
+    (["nonsense"], "expected KEY=VALUE"),
+])
+def test_bad_config_values_name_the_key(library, tmp_path, sets, needle):
+    cfg = write_toml(tmp_path / "c.toml", library, tmp_path / "out")
+    rc, events = _run_cmd(cfg, sets)
+    assert rc == 2 and len(events) == 1 and events[0]["event"] == "error", events
+    assert needle in events[0]["message"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_library_missing_library_and_labels(tmp_path):
+    empty = tmp_path / "empty.sqlite"
+    Library(empty).close()
+    rc, events = _run_cmd(None, [f"data.library={json.dumps(str(empty))}", f"out_dir={json.dumps(str(tmp_path / 'o'))}"])
+    assert rc == 2 and events[-1]["kind"] == "data"
+    assert "no usable clips" in events[-1]["message"] and "perceptlab import" in events[-1]["message"]
+    missing = tmp_path / "missing.sqlite"
+    rc, events = _run_cmd(None, [f"data.library={json.dumps(str(missing))}"])
+    assert rc == 2 and "no library here" in events[-1]["message"] and not missing.exists()
+
+
+def test_label_filter_without_matches(library, tmp_path):
+    rc, events = _run_cmd(None, [f"data.library={json.dumps(str(library))}", 'data.labels=["jazz"]',
+                                 f"out_dir={json.dumps(str(tmp_path / 'o'))}"])
+    assert rc == 2 and "data.labels: no clips with labels ['jazz']" in events[-1]["message"]
+    assert "high, low, mid" in events[-1]["message"]
+
+
+def test_clips_too_short(tmp_path):
+    lib_path = tmp_path / "short.sqlite"
+    for i in range(4):
+        write_clip(tmp_path / "c" / "x" / f"s{i}.wav", seconds=0.1, freq=300 + 50 * i)
+    with Library(lib_path) as lib:
+        import_files(lib, [tmp_path / "c"])
+    cfg = tiny_config(lib_path, tmp_path / "o")
+    with pytest.raises(DataError, match=r"all 4 clips are too short.*data.min_clip_frames = 16 frames"):
+        train(cfg)
+    rc, events = _run_cmd(None, [f"data.library={json.dumps(str(lib_path))}", f"out_dir={json.dumps(str(tmp_path / 'o'))}"])
+    assert rc == 2 and "too short" in events[-1]["message"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_resume_needs_a_checkpoint_and_the_same_config(library, tmp_path):
+    cfg = tiny_config(library, tmp_path / "run", epochs=1)
+    with pytest.raises(Exception, match="nothing to resume"):
+        train(cfg, resume=True)
+    train(cfg)
+    changed = tiny_config(library, tmp_path / "run", epochs=2, loss="nlpd")
+    with pytest.raises(ConfigError, match=r"cannot resume.*differs.*\bloss\b"):
+        train(changed, resume=True)
+    more = tiny_config(library, tmp_path / "run", epochs=2)  # more epochs is allowed
+    assert train(more, resume=True).epochs == 2
+
+
+def test_override_parsing():
+    assert parse_override("optim.lr=1e-3") == ("optim.lr", 1e-3)
+    assert parse_override("data.library=/tmp/x.sqlite") == ("data.library", "/tmp/x.sqlite")
+    assert parse_override('data.labels=["a", "b"]') == ("data.labels", ["a", "b"])
+    assert parse_override("amp=true") == ("amp", True)
+    raw = apply_overrides({"loss": "nlpd"}, ["loss.mse=0.1"])
+    assert raw["loss"] == {"nlpd": 1.0, "mse": 0.1}
+    cfg = config_from_dict(apply_overrides({}, ["loss=msssim", "optim.lr=0.01"]))
+    assert cfg.loss == {"msssim": 1.0} and cfg.optim.lr == 0.01
+    with pytest.raises(ConfigError, match="optim.lr: must be > 0"):
+        config_from_dict({"optim": {"lr": 0}})
+
+
+def test_bench_train_prints_ratios_to_mse(capsys, monkeypatch):
+    from perceptlab.train import bench
+
+    monkeypatch.setattr(bench, "_patches", lambda n, f=128, t=128, seed=0: torch.rand(n, 1, f, t))
+    res = bench.run_train_bench(steps=1, batch=2)
+    text = capsys.readouterr().out
+    assert set(res["cpu"]) == {"mse", "nlpd", "msssim"}
+    assert "step cost x 1.00 of MSE" in text and "nlpd" in text
+
+
+def test_terminal_progress_bar_is_readable(library, tmp_path):
+    from perceptlab.train.progress import BarReporter
+
+    out = io.StringIO()
+    cfg = tiny_config(library, tmp_path / "run", epochs=2)
+    train(cfg, reporter=BarReporter(out))
+    text = out.getvalue()
+    assert "training tiny on cpu" in text and "9 / 3 clips" in text
+    assert "epoch 1/2 [" in text and "epoch 2/2: train" in text and "*best*" in text
+    assert f"-> {tmp_path / 'run' / 'best.pt'}" in text
+    assert '{"event"' not in text and "params, loss mse\n" in text  # no JSON on a terminal
