@@ -9,11 +9,12 @@ Real-time rules (the audio callback runs on PortAudio's thread):
   and :attr:`PlaybackEngine.level` with a timer;
 * streams are started and stopped from the caller's (GUI) thread.
 
-A/B comparison: two clips are loaded into slots "A" and "B"; :meth:`select`
-switches the slot the callback reads from at the next block and keeps the
-playback position, so a listener hears the same moment of the other clip.
-With loudness matching on, each slot gets a gain that brings its RMS level to
-the quieter of the two (never a boost, so nothing clips).
+A/B comparison: clips are loaded into named slots ("A" and "B" for the main
+player; a listening test uses "X", "A", "B" or "reference", "1" .. "12");
+:meth:`select` switches the slot the callback reads from at the next block
+and keeps the playback position, so a listener hears the same moment of the
+other clip. With loudness matching on, each slot gets a gain that brings its
+RMS level to the quietest slot's (never a boost, so nothing clips).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class PlaybackEngine:
         self.blocksize = blocksize
         self.device = device
         self._buffers: dict[str, np.ndarray] = {s: np.zeros(0, np.float32) for s in SLOTS}
-        self._gains = {s: 1.0 for s in SLOTS}
+        self._gains: dict[str, float] = {s: 1.0 for s in SLOTS}
         self._active = "A"
         self._pos = 0  # frames into the active buffer
         self._loop: tuple[int, int] | None = None
@@ -108,13 +109,27 @@ class PlaybackEngine:
         return self._buffers[slot or self._active].size / self.sample_rate
 
     def has(self, slot: str) -> bool:
-        return self._buffers[slot].size > 0
+        return slot in self._buffers and self._buffers[slot].size > 0
+
+    @property
+    def slots(self) -> list[str]:
+        """Names of the slots holding audio."""
+        return [s for s, b in self._buffers.items() if b.size]
+
+    def clear(self) -> None:
+        """Empty every slot (a new listening trial)."""
+        self.stop()
+        with self._lock:
+            self._buffers = {s: np.zeros(0, np.float32) for s in SLOTS}
+            self._active = "A"
+            self._pos = 0
+        self._update_gains()
 
     # -- loading ------------------------------------------------------------
     def load(self, slot: str, wave: np.ndarray) -> None:
-        """Put a mono signal in slot "A" or "B" (copied once, here, not in the callback)."""
-        if slot not in SLOTS:
-            raise ValueError(f"slot must be one of {SLOTS}, got {slot!r}")
+        """Put a mono signal in a named slot (copied once, here, not in the callback)."""
+        if not isinstance(slot, str) or not slot:
+            raise ValueError(f"a slot is named by a non-empty string, got {slot!r}")
         buf = np.ascontiguousarray(wave, dtype=np.float32).ravel().copy()
         with self._lock:
             self._buffers[slot] = buf
@@ -127,22 +142,24 @@ class PlaybackEngine:
         self._update_gains()
 
     def _update_gains(self) -> None:
-        gains = {s: 1.0 for s in SLOTS}
-        if self.loudness_match and all(self.has(s) for s in SLOTS):
-            levels = {s: rms_db(self._buffers[s]) for s in SLOTS}
-            if all(np.isfinite(v) for v in levels.values()):
-                target = min(levels.values())  # attenuate the louder one; never boost
-                gains = {s: float(10 ** ((target - levels[s]) / 20)) for s in SLOTS}
+        gains = {s: 1.0 for s in self._buffers}
+        loaded = self.slots
+        if self.loudness_match and len(loaded) >= 2:
+            levels = {s: rms_db(self._buffers[s]) for s in loaded}
+            finite = [v for v in levels.values() if np.isfinite(v)]
+            if finite:
+                target = min(finite)  # attenuate the louder ones; never boost
+                gains.update({s: float(10 ** ((target - v) / 20)) for s, v in levels.items() if np.isfinite(v)})
         self._gains = gains
 
     def gain(self, slot: str) -> float:
-        return self._gains[slot]
+        return self._gains.get(slot, 1.0)
 
     # -- transport ------------------------------------------------------------
     def select(self, slot: str) -> None:
-        """Switch A/B, keeping the position (clamped to the other clip's length)."""
-        if slot not in SLOTS:
-            raise ValueError(f"slot must be one of {SLOTS}, got {slot!r}")
+        """Switch slots, keeping the position (clamped to the other clip's length)."""
+        if slot not in self._buffers:
+            raise ValueError(f"no slot named {slot!r} (slots: {', '.join(self._buffers)})")
         with self._lock:
             self._active = slot
             self._pos = min(self._pos, self._buffers[slot].size)
@@ -240,7 +257,7 @@ class PlaybackEngine:
             return
         with self._lock:
             buf = self._buffers[self._active]
-            gain = self._gains[self._active] * self.volume
+            gain = self._gains.get(self._active, 1.0) * self.volume
             pos = self._pos
             loop = self._loop if self.loop_enabled else None
             written = 0
