@@ -328,7 +328,7 @@ def cmd_bench(args) -> int:
     if args.what == "train":
         from perceptlab.train.bench import run_train_bench
 
-        run_train_bench(steps=args.n or 8, out=print)
+        run_train_bench(steps=args.n or 4, out=print)
         return 0
     if args.what == "metrics":
         from perceptlab.metrics.bench import run_metrics_bench
@@ -438,6 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     from perceptlab.analysis.evaluate_cli import add_evaluate_parser
 
     add_evaluate_parser(sub, common)  # perceptlab evaluate: the classification protocol
+
+    from perceptlab.listening.commands import add_parsers as add_listening_parsers
+
+    add_listening_parsers(sub, common, frames)  # agreement, listen, stimuli, calibrate
     return parser
 
 

@@ -26,7 +26,14 @@ from perceptlab.models.embedding_metric import (
     register_library_embeddings,
 )
 
-from conftest import write_clip
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: small models, and a shared 2-core machine (see test_train.py)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -28,6 +28,15 @@ from perceptlab.models.checkpoint import (
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "models"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: small models, and a shared 2-core machine (see test_train.py)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @torch.no_grad()
 def test_shapes_range_and_size():
     model = AutoEncoder()

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,18 @@ from perceptlab.train.progress import EVENTS, CallbackReporter
 from perceptlab.train.run import run_train_command
 
 from conftest import write_clip
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: these models are tiny, and on a shared 2-core machine
+    OpenMP threads spinning against other jobs make a run several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+ONE_THREAD_ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 TINY = {
     "name": "tiny",
@@ -107,7 +118,7 @@ def events_of(text: str) -> list[dict]:
 
 def cli(*args, env=None, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "perceptlab.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=120, env=env, **kw)
+                          text=True, timeout=120, env=env or ONE_THREAD_ENV, **kw)
 
 
 # --------------------------------------------------------------------------
@@ -190,7 +201,7 @@ def test_patches_follow_windows_and_split_is_by_clip(library):
 @pytest.mark.slow
 def test_sigint_then_resume_matches_an_uninterrupted_run(library, tmp_path):
     cfg_file = write_toml(tmp_path / "run.toml", library, tmp_path / "a")
-    env = dict(os.environ, PERCEPTLAB_STEP_DELAY_S="0.05")
+    env = dict(ONE_THREAD_ENV, PERCEPTLAB_STEP_DELAY_S="0.05")
     proc = subprocess.Popen([sys.executable, "-m", "perceptlab.cli", "train", "--config", str(cfg_file)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines = []
@@ -213,7 +224,7 @@ def test_sigint_then_resume_matches_an_uninterrupted_run(library, tmp_path):
     rc, again = _run_cmd(cfg_file)
     assert rc == 2 and "--resume" in again[-1]["message"]
 
-    res = cli("train", "--config", cfg_file, "--resume")
+    res = cli("train", "--config", cfg_file, "--resume")  # one thread, like this process
     assert res.returncode == 0, res.stderr
     rev = events_of(res.stdout)
     start = next(e for e in rev if e["event"] == "start")
@@ -416,7 +427,7 @@ def test_bench_train_prints_ratios_to_mse(capsys, monkeypatch):
     from perceptlab.train import bench
 
     monkeypatch.setattr(bench, "_patches", lambda n, f=128, t=128, seed=0: torch.rand(n, 1, f, t))
-    res = bench.run_train_bench(steps=1, batch=2)
+    res = bench.run_train_bench(steps=1, batch=2, rounds=1)
     text = capsys.readouterr().out
     assert set(res["cpu"]) == {"mse", "nlpd", "msssim"}
     assert "step cost x 1.00 of MSE" in text and "nlpd" in text
