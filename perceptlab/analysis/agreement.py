@@ -640,7 +640,8 @@ def mushra_report(ratings: Sequence[Rating], distances: dict[str, dict[tuple[str
     Returns
     -------
     dict
-        ``{"n_ratings", "n_items", "n_conditions", "listeners",
+        ``{"n_ratings", "n_items", "n_conditions" (distinct condition names),
+        "n_item_conditions" (rated (item, condition) pairs), "listeners",
         "excluded_listeners", "screening", "conditions": [{"item",
         "item_name", "condition", "role", "mean_score", "ci95", "n",
         "distances": {metric: d}}], "metrics": {metric: {"n", "pearson",
@@ -676,7 +677,8 @@ def mushra_report(ratings: Sequence[Rating], distances: dict[str, dict[tuple[str
     return {
         "n_ratings": len(ratings),
         "n_items": len({r.item for r in ratings}),
-        "n_conditions": len(means),
+        "n_conditions": len({c["condition"] for c in means}),
+        "n_item_conditions": len(means),
         "listeners": sorted({r.listener for r in ratings}),
         "excluded_listeners": excluded,
         "screening": {"applied": bool(screen), "threshold": threshold, "max_fraction": max_fraction,
@@ -908,7 +910,7 @@ def report_text(rep: dict) -> str:
         m = rep.get(key)
         if not m:
             continue
-        lines.append(f"{title}: {m['n_ratings']} ratings, {m['n_items']} items, {m['n_conditions']} conditions, "
+        lines.append(f"{title}: {m['n_ratings']} ratings of {m['n_items']} items x {m['n_conditions']} conditions, "
                      f"listeners: {', '.join(m['listeners'])}")
         for e in m["excluded_listeners"]:
             lines.append(f"  excluded {e['listener']}: hidden reference below 90 on "

@@ -67,7 +67,7 @@ class TripletPlan:
         Clips to draw from (clips) or references (stimuli); None: the library.
     n_references : int or None
         Stimuli: how many random references when ``clip_ids`` is None
-        (None: all clips).
+        (None: ``max(2, ceil(n_trials / 5))``).
     stimuli_dir : str or None
         Where stimuli are rendered (default ``stimuli/`` beside the library).
     seed : int
@@ -154,7 +154,10 @@ def triplet_items(library, plan: TripletPlan = TripletPlan(), *, config: Feature
         else:
             pool = triplets_from_clips(library, plan.n_trials, plan.seed, clips)
     else:
-        refs = clips or references_from_library(library, plan.n_references, plan.seed)
+        # Default: enough references for the trials (each gives C(len(recipes), 2) pairs) without
+        # rendering the whole library.
+        n_refs = plan.n_references or max(2, -(-plan.n_trials // 5))
+        refs = clips or references_from_library(library, n_refs, plan.seed)
         sets = render_sets(library, refs, plan.recipes, _stimuli_dir(library, plan), progress=progress, cancel=cancel)
         pool = triplets_from_stimuli(sets, None if plan.active else plan.n_trials, plan.seed)
         if len(pool) < plan.n_trials:

@@ -25,6 +25,7 @@ from perceptlab.library.store import Clip, Library, LibraryError
 from perceptlab.qt.analysis_state import QtLibraryAnalysis
 from perceptlab.qt.compare_panel import QtComparePanel
 from perceptlab.qt.library_panel import QtLibraryPanel
+from perceptlab.qt.listening_view import QtListeningView
 from perceptlab.qt.map_view import QtMapView
 from perceptlab.qt.matrix_view import QtMatrixView
 from perceptlab.qt.reconstruction_view import QtReconstructionView
@@ -93,6 +94,9 @@ class QtMainWindow(QMainWindow):
         self.map_view = QtMapView(self.tasks, self)
         self.recon_view = QtReconstructionView(self.tasks, self)
         self.central_tabs.addTab(self.training_panel, "Training")
+        self.listening_view = QtListeningView(self)
+        self.central_tabs.addTab(self.listening_view, "Listening test")
+        self.central_tabs.currentChanged.connect(self._on_central_tab_changed)
         self.map_dock = self._add_dock("Map", self.map_view, Qt.RightDockWidgetArea)
         self.recon_dock = self._add_dock("Reconstructions", self.recon_view, Qt.RightDockWidgetArea)
         self.tabifyDockWidget(self.compare_dock, self.matrix_dock)
@@ -219,7 +223,7 @@ class QtMainWindow(QMainWindow):
         self._register_embeddings()
         self.slots = {"A": None, "B": None}
         for panel in (self.analysis, self.compare_panel, self.neighbours_panel, self.training_panel,
-                      self.map_view):
+                      self.map_view, self.listening_view):
             panel.set_library(str(lib.path))
         self.matrix_view.refresh_metrics()
         self.map_view.refresh_sources()
@@ -457,6 +461,18 @@ class QtMainWindow(QMainWindow):
         if self._import_task is None and not self.analysis.busy():
             self._show_library_status()
 
+    def _on_central_tab_changed(self, _index: int) -> None:
+        # The listening screen has its own keys (0-9, a/b, Space, Enter): the
+        # player's window-wide shortcuts step aside while it is shown.
+        listening = self.central_tabs.currentWidget() is self.listening_view
+        for sc in self._shortcuts:
+            sc.setEnabled(not listening)
+        if listening:
+            self.player.pause()
+            self.listening_view.setFocus()
+        else:
+            self.listening_view.engine.pause()
+
     # -- encoders, map, reconstructions ------------------------------------------------------
     def use_encoder(self, checkpoint: str, name: str) -> QtTask | None:
         """Embed the library with a trained encoder and register its metric, in the background."""
@@ -593,6 +609,7 @@ class QtMainWindow(QMainWindow):
         s.setValue("player/match_loudness", self.player.match_box.isChecked())
         self.player.close_engine()
         self.recon_view.close_engine()
+        self.listening_view.close_engine()
         if self._preview is not None:
             self._preview.close()
         for runner in (self.tasks, self.matrix_tasks):

@@ -1,0 +1,415 @@
+"""The listening screen: triplet (2AFC) and MUSHRA tests, driven by keyboard.
+
+Keys (the whole flow works without a mouse):
+
+* ``0`` or ``r`` play the reference (X); ``1``-``9`` play a candidate
+  (triplet: A, B; MUSHRA: conditions 1..9). Switching keeps the playback
+  position, so listeners compare the same moment.
+* Space play/pause, ``a`` / ``b`` set the loop start / end at the playhead,
+  Shift+Space toggles the loop.
+* Triplet: the candidate played last is the tentative answer; Enter answers
+  "this one is closer to X" and moves on.
+* MUSHRA: ``j`` / ``k`` lower / raise the current condition's score by 5
+  (Shift: by 1); Enter submits the item once every condition is rated (and,
+  with the must-play rule, played).
+
+Every answer is committed to the library before the next trial shows, so a
+crash loses nothing and reopening the session resumes at the first
+unanswered trial.
+"""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QComboBox,
+    QGridLayout,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from perceptlab.audio.decode import load as load_audio
+from perceptlab.audio.playback import PlaybackEngine, PlaybackUnavailable
+from perceptlab.library.store import Library
+
+
+class QtListeningView(QWidget):
+    """Runs one listening session at a time.
+
+    Signals
+    -------
+    answered(int)
+        The position just answered (and committed).
+    finished(int)
+        The session id, when its last trial was answered.
+    """
+
+    answered = Signal(int)
+    finished = Signal(int)
+
+    def __init__(self, parent=None, engine: PlaybackEngine | None = None):
+        super().__init__(parent)
+        self.library_path: str | None = None
+        self.library: Library | None = None
+        self.session = None
+        self.trial = None
+        self.engine = engine or PlaybackEngine()
+        self.current: str | None = None  # label of the sound being heard / chosen
+        self.played: set[str] = set()
+        self._shown_at = 0.0
+        self.sliders: dict[str, QSlider] = {}
+
+        self.session_box = QComboBox()
+        self.open_button = QPushButton("Open")
+        self.new_button = QPushButton("New session…")
+        self.title = QLabel("Open or create a listening session")
+        self.title.setWordWrap(True)
+        self.prompt = QLabel("")
+        self.prompt.setStyleSheet("font-size: 15px; font-weight: bold")
+        self.progress = QProgressBar()
+        self.sound_row = QHBoxLayout()
+        self.rating_grid = QGridLayout()
+        self.choice_label = QLabel("")
+        self.next_button = QPushButton("Next (Enter)")
+        self.message = QLabel("")
+        self.message.setStyleSheet("color: #c0392b")
+        self.playhead = QLabel("")
+        self.timer = QTimer(self)
+        self.timer.setInterval(50)
+        self.timer.timeout.connect(self._on_tick)
+        # The test's keys are shortcuts of this widget and its children: it
+        # must be able to hold the keyboard focus itself.
+        self.setFocusPolicy(Qt.StrongFocus)
+
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Session"))
+        top.addWidget(self.session_box, 1)
+        top.addWidget(self.open_button)
+        top.addWidget(self.new_button)
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(self.title)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.prompt)
+        lay.addLayout(self.sound_row)
+        lay.addLayout(self.rating_grid, 1)
+        lay.addWidget(self.choice_label)
+        lay.addWidget(self.playhead)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.message, 1)
+        bottom.addWidget(self.next_button)
+        lay.addLayout(bottom)
+        keys = QLabel("Keys: 0/r reference · 1-9 candidates · Space play/pause · a/b loop points · "
+                      "Shift+Space loop · j/k rating −/+ · Enter answer and next")
+        keys.setStyleSheet("color: gray")
+        lay.addWidget(keys)
+
+        self.open_button.clicked.connect(self._on_open_clicked)
+        self.new_button.clicked.connect(self._on_new_clicked)
+        self.next_button.clicked.connect(self.submit)
+        self._install_keys()
+
+    # -- keys -----------------------------------------------------------------------
+    def _install_keys(self) -> None:
+        def add(seq, fn):
+            sc = QShortcut(QKeySequence(seq), self)
+            sc.setContext(Qt.WidgetWithChildrenShortcut)
+            sc.activated.connect(fn)
+
+        add("0", lambda: self.play_sound(0))
+        add("R", lambda: self.play_sound(0))
+        for i in range(1, 10):
+            add(str(i), lambda i=i: self.play_sound(i))
+        add("Space", self.toggle_play)
+        add("Shift+Space", self._toggle_loop)
+        add("A", lambda: self._loop_point(0))
+        add("B", lambda: self._loop_point(1))
+        add("J", lambda: self.nudge(-5))
+        add("K", lambda: self.nudge(5))
+        add("Shift+J", lambda: self.nudge(-1))
+        add("Shift+K", lambda: self.nudge(1))
+        add("Return", self.submit)
+        add("Enter", self.submit)
+
+    # -- sessions -------------------------------------------------------------------------
+    def set_library(self, path: str | None) -> None:
+        if self.library is not None:
+            self.library.close()
+        self.library_path = path
+        self.library = Library(path) if path else None
+        self.session = None
+        self.refresh_sessions()
+
+    def refresh_sessions(self) -> None:
+        from perceptlab.listening.session import list_sessions
+
+        self.session_box.clear()
+        if self.library is None:
+            return
+        for info in list_sessions(self.library):
+            self.session_box.addItem(f"#{info.id} {info.design} · {info.listener} · {info.status} · "
+                                     f"{info.n_answered}/{info.n_trials}", info.id)
+
+    def open_session(self, session_id: int) -> bool:
+        """Open a session at its first unanswered trial (resume)."""
+        from perceptlab.listening.session import Session
+
+        self.session = Session.open(self.library, session_id)
+        pos = self.session.next_position()
+        if pos is None:
+            self.title.setText(f"Session #{session_id} is complete: every trial is answered")
+            self._clear_trial()
+            return False
+        self.show_trial(pos)
+        return True
+
+    def create_session(self, design: str, listener: str, **plan) -> int:
+        """Create a session from the library (see :mod:`perceptlab.listening.create`) and open it."""
+        from perceptlab.listening.create import MushraPlan, TripletPlan, create_session
+
+        plan_obj = (TripletPlan if design == "triplet" else MushraPlan)(**plan)
+        session = create_session(self.library, design, listener, plan_obj)
+        self.refresh_sessions()
+        self.open_session(session.id)
+        return session.id
+
+    # -- a trial -----------------------------------------------------------------------------
+    def show_trial(self, position: int) -> None:
+        self.trial = self.session.trial(position)
+        t = self.trial
+        self.engine.clear()
+        self.played = set()
+        self.current = None
+        self.message.setText("")
+        self.choice_label.setText("")
+        prog = self.session.progress()
+        self.progress.setRange(0, prog.total)
+        self.progress.setValue(prog.answered)
+        self.progress.setFormat(f"trial {position + 1} of {t.n_trials} · %v answered")
+        self.title.setText(f"Session #{t.session_id} ({t.design}) · listener {self.session.info().listener}")
+        self.prompt.setText(t.prompt)
+        for sound in t.sounds:
+            try:
+                self.engine.load(sound.label, load_audio(sound.path, self.engine.sample_rate))
+            except Exception as exc:  # a missing stimulus file: say so, keep the session
+                self.message.setText(f"Cannot load {sound.label}: {exc}")
+        self._build_sound_buttons()
+        self._build_rating()
+        self._shown_at = time.monotonic()
+        self.setFocus()
+
+    def _clear_layout(self, layout) -> None:
+        while layout.count():
+            item = layout.takeAt(0)
+            if item.widget() is not None:
+                item.widget().deleteLater()
+
+    def _clear_trial(self) -> None:
+        self.trial = None
+        self._clear_layout(self.sound_row)
+        self._clear_layout(self.rating_grid)
+        self.sliders = {}
+        self.prompt.setText("")
+
+    def _build_sound_buttons(self) -> None:
+        self._clear_layout(self.sound_row)
+        self.sound_buttons = {}
+        for i, sound in enumerate(self.trial.sounds):
+            key = "0" if i == 0 else str(i)
+            b = QPushButton(f"{sound.label}  [{key}]")
+            b.setCheckable(True)
+            b.setMinimumHeight(40)
+            b.clicked.connect(lambda _=False, i=i: self.play_sound(i))
+            self.sound_row.addWidget(b)
+            self.sound_buttons[sound.label] = b
+
+    def _build_rating(self) -> None:
+        self._clear_layout(self.rating_grid)
+        self.sliders = {}
+        t = self.trial
+        if t.design == "triplet":
+            for col, label in enumerate(t.choices):
+                b = QPushButton(f"{label} is closer to {t.reference.label}")
+                b.setMinimumHeight(36)
+                b.clicked.connect(lambda _=False, lab=label: self.choose(lab, submit=True))
+                self.rating_grid.addWidget(b, 0, col)
+            return
+        scale = t.scale
+        for row, (name, lo, hi) in enumerate(scale.bands):
+            self.rating_grid.addWidget(QLabel(f"{name} ({lo}-{hi})"), row, 0)
+        for col, sound in enumerate(t.candidates, start=1):
+            s = QSlider(Qt.Vertical)
+            s.setRange(scale.minimum, scale.maximum)
+            s.setValue(scale.minimum)
+            s.setProperty("rated", False)
+            s.valueChanged.connect(lambda _v, s=s: s.setProperty("rated", True))
+            s.setToolTip(f"score of {sound.label}")
+            self.rating_grid.addWidget(s, 0, col, len(scale.bands), 1)
+            self.rating_grid.addWidget(QLabel(sound.label, alignment=Qt.AlignHCenter), len(scale.bands), col)
+            self.sliders[sound.label] = s
+        stored = (t.answer or {}).get("scores") if t.answer else None
+        if stored:
+            for lab, v in stored.items():
+                if lab in self.sliders:
+                    self.sliders[lab].setValue(int(round(v)))
+
+    # -- playing ------------------------------------------------------------------------------
+    def play_sound(self, index: int) -> None:
+        """Hear sound ``index`` (0 = reference), keeping the playback position."""
+        if self.trial is None or index >= len(self.trial.sounds):
+            return
+        label = self.trial.sounds[index].label
+        if not self.engine.has(label):
+            return
+        was_playing = self.engine.is_playing
+        self.engine.select(label)
+        self.played.add(label)
+        for lab, b in self.sound_buttons.items():
+            b.setChecked(lab == label)
+        if index > 0:
+            self.current = label
+            if self.trial.design == "triplet":
+                self.choose(label, submit=False)
+        if not was_playing:
+            try:
+                self.engine.play()
+            except PlaybackUnavailable as exc:
+                self.message.setText(f"Playback off: {exc}")
+        self.timer.start()
+
+    def toggle_play(self) -> None:
+        if self.engine.is_playing:
+            self.engine.pause()
+        elif self.trial is not None:
+            try:
+                self.engine.play()
+            except PlaybackUnavailable as exc:
+                self.message.setText(f"Playback off: {exc}")
+            self.timer.start()
+
+    def _toggle_loop(self) -> None:
+        self.engine.loop_enabled = not self.engine.loop_enabled
+        self.playhead.setText(self._playhead_text())
+
+    def _loop_point(self, which: int) -> None:
+        pos = self.engine.position
+        cur = self.engine.loop or (0.0, self.engine.duration())
+        region = (pos, max(cur[1], pos + 0.05)) if which == 0 else (min(cur[0], pos - 0.05), pos)
+        self.engine.set_loop(max(region[0], 0.0), region[1])
+        self.playhead.setText(self._playhead_text())
+
+    def _playhead_text(self) -> str:
+        loop = self.engine.loop
+        text = f"{self.engine.active_slot}: {self.engine.position:5.2f} s"
+        if loop:
+            text += f" · loop {loop[0]:.2f}-{loop[1]:.2f} s" + (" (on)" if self.engine.loop_enabled else " (off)")
+        return text
+
+    def _on_tick(self) -> None:
+        self.playhead.setText(self._playhead_text())
+        if not self.engine.is_playing:
+            self.timer.stop()
+
+    # -- answering -----------------------------------------------------------------------------
+    def choose(self, label: str, submit: bool = False) -> None:
+        """Triplet: mark ``label`` as the closer candidate (and answer when ``submit``)."""
+        self.current = label
+        self.choice_label.setText(f"Your choice: {label} is closer to {self.trial.reference.label} "
+                                  "(Enter to confirm)")
+        if submit:
+            self.submit()
+
+    def nudge(self, step: int) -> None:
+        """MUSHRA: move the current condition's score."""
+        if self.trial is None or self.trial.design != "mushra":
+            return
+        label = self.current or (self.trial.candidates[0].label if self.trial.candidates else None)
+        if label in self.sliders:
+            s = self.sliders[label]
+            s.setValue(s.value() + step)
+            s.setProperty("rated", True)
+            self.current = label
+
+    def current_answer(self) -> dict | None:
+        t = self.trial
+        if t is None:
+            return None
+        answer = {"played": sorted(self.played), "rt_ms": 1000.0 * (time.monotonic() - self._shown_at)}
+        if t.design == "triplet":
+            if self.current not in t.choices:
+                return None
+            answer["choice"] = self.current
+        else:
+            unrated = [lab for lab, s in self.sliders.items() if not s.property("rated")]
+            if unrated:
+                self.message.setText(f"Rate every condition first (not yet: {', '.join(unrated)})")
+                return None
+            answer["scores"] = {lab: float(s.value()) for lab, s in self.sliders.items()}
+        return answer
+
+    def submit(self) -> bool:
+        """Commit the answer to the library and show the next trial."""
+        from perceptlab.listening.session import SessionError
+
+        if self.trial is None or self.session is None:
+            return False
+        answer = self.current_answer()
+        if answer is None:
+            if self.trial.design == "triplet":
+                self.message.setText("Play A or B (1 / 2) and choose the one closer to X first")
+            return False
+        try:
+            self.session.answer(self.trial.position, answer)
+        except SessionError as exc:
+            self.message.setText(str(exc))
+            return False
+        pos = self.trial.position
+        self.answered.emit(pos)
+        nxt = self.session.next_position()
+        self.engine.stop()
+        if nxt is None:
+            self.session.complete()
+            self.progress.setValue(self.progress.maximum())
+            self.title.setText(f"Session #{self.session.id} complete: thank you!")
+            self._clear_trial()
+            self.refresh_sessions()
+            self.finished.emit(self.session.id)
+        else:
+            self.show_trial(nxt)
+        return True
+
+    # -- buttons ---------------------------------------------------------------------------------
+    def _on_open_clicked(self) -> None:
+        sid = self.session_box.currentData()
+        if sid is not None:
+            self.open_session(int(sid))
+
+    def _on_new_clicked(self) -> None:
+        if self.library is None:
+            return
+        design, ok = QInputDialog.getItem(self, "New listening session", "Design", ["triplet", "mushra"], 0, False)
+        if not ok:
+            return
+        listener, ok = QInputDialog.getText(self, "New listening session", "Listener name")
+        if not ok or not listener.strip():
+            return
+        try:
+            self.create_session(design, listener.strip())
+        except Exception as exc:  # a library too small, a stimulus that cannot be rendered
+            QMessageBox.warning(self, "Cannot create the session", str(exc))
+
+    def close_engine(self) -> None:
+        self.engine.close()
+        if self.library is not None:
+            self.library.close()
+            self.library = None
