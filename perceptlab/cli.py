@@ -158,13 +158,10 @@ def cmd_clips(args) -> int:
     return 0
 
 
-def _register_embeddings(lib) -> None:
-    """Make the library's encoders available as ``embedding:<name>`` metrics."""
-    try:
-        from perceptlab.models.embedding_metric import register_library_embeddings
-    except ImportError:
-        return
-    register_library_embeddings(lib)
+def _register(lib) -> None:
+    from perceptlab.analysis.similarity import register_library_metrics
+
+    register_library_metrics(lib)
 
 
 def cmd_distance(args) -> int:
@@ -175,7 +172,7 @@ def cmd_distance(args) -> int:
     lib = Library(lib_path) if lib_path.exists() else None
     try:
         if lib is not None:
-            _register_embeddings(lib)
+            _register(lib)
         metrics = metric_names(args.metric)
         a, b = resolve(lib, args.a), resolve(lib, args.b)
         d = pair_distances(lib, a, b, metrics, n_frames=args.frames)
@@ -199,7 +196,7 @@ def cmd_matrix(args) -> int:
 
     lib = _open_library(args)
     with lib:
-        _register_embeddings(lib)
+        _register(lib)
         (metric,) = metric_names(args.metric) if "," not in args.metric else (None,)
         if metric is None:
             raise UserError("matrix takes one --metric at a time")
@@ -233,7 +230,7 @@ def cmd_neighbours(args) -> int:
         raise UserError(f"-k must be at least 1, got {args.k}")
     lib = _open_library(args)
     with lib:
-        _register_embeddings(lib)
+        _register(lib)
         metrics = metric_names(args.metric)
         query = resolve(lib, args.clip)
         results = {m: neighbours(lib, query, m, args.k, n_frames=args.frames) for m in metrics}
@@ -258,7 +255,7 @@ def cmd_metrics(args) -> int:
         from perceptlab.library.store import Library
 
         with Library(lib_path) as lib:
-            _register_embeddings(lib)
+            _register(lib)
     ms = list_metrics()
     if args.json:
         _print_json({"metrics": [{"name": m.name, "display_name": m.display_name, "direction": m.direction,

@@ -73,6 +73,16 @@ def resolve(library: Library | None, ref: str | int | os.PathLike) -> Query:
     return Query(str(path.resolve()), path.name, clip)
 
 
+def register_library_metrics(library: Library) -> None:
+    """Register the metrics a library brings: its encoders (``embedding:<name>``)
+    and its calibrated NLPD variants (``nlpd:calibrated-<name>``)."""
+    from perceptlab.analysis.calibration import register_saved_variants
+    from perceptlab.models.embedding_metric import register_library_embeddings
+
+    register_library_embeddings(library)
+    register_saved_variants(library)
+
+
 def metric_names(names: str | Sequence[str] | None) -> list[str]:
     """Parse ``"mse,nlpd"`` (or a list); validate each against the registry."""
     from perceptlab.metrics.registry import get_metric

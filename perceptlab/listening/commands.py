@@ -54,10 +54,9 @@ def _ids(text: str | None, what: str = "--session") -> list[int] | None:
 
 def _register_metrics(lib) -> None:
     """Encoders and saved calibrated NLPD variants of the library, in the registry."""
-    from perceptlab.analysis.calibration import register_saved_variants
+    from perceptlab.analysis.similarity import register_library_metrics
 
-    _cli()._register_embeddings(lib)
-    register_saved_variants(lib)
+    register_library_metrics(lib)
 
 
 # ---------------------------------------------------------------------------

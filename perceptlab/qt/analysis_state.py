@@ -20,9 +20,9 @@ def _compute_matrix(library_path: str, metric: str, clip_ids: list[int] | None, 
                     inputs_cache: dict | None = None):
     """(clips, matrix) for one metric, in a worker thread with its own connection."""
     with Library(library_path) as lib:
-        from perceptlab.cli import _register_embeddings
+        from perceptlab.analysis.similarity import register_library_metrics
 
-        _register_embeddings(lib)
+        register_library_metrics(lib)
         clips = None if clip_ids is None else [lib.clip(i) for i in clip_ids]
         return library_matrix(lib, metric, clips, progress=progress, cancel=cancel, inputs_cache=inputs_cache)
 

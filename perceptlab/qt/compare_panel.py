@@ -40,9 +40,9 @@ def compare_pair(library_path: str, a: Clip, b: Clip, metrics: list[str], config
                  progress=None, cancel=None) -> dict:
     """Distances and local maps for one pair (runs in a worker thread)."""
     with Library(library_path) as lib:
-        from perceptlab.cli import _register_embeddings
+        from perceptlab.analysis.similarity import register_library_metrics
 
-        _register_embeddings(lib)
+        register_library_metrics(lib)
         qa, qb = Query(a.path, a.name, a), Query(b.path, b.name, b)
         distances = pair_distances(lib, qa, qb, metrics, config)
         ia = query_image(lib, qa, config)[0, 0]

@@ -220,7 +220,7 @@ class QtMainWindow(QMainWindow):
         if self.library is not None:
             self.library.close()
         self.library = lib
-        self._register_embeddings()
+        self.register_library_metrics()
         self.slots = {"A": None, "B": None}
         for panel in (self.analysis, self.compare_panel, self.neighbours_panel, self.training_panel,
                       self.map_view, self.listening_view):
@@ -232,11 +232,11 @@ class QtMainWindow(QMainWindow):
         self.reload_clips()
         return True
 
-    def _register_embeddings(self) -> None:
-        from perceptlab.cli import _register_embeddings
+    def register_library_metrics(self) -> None:
+        from perceptlab.analysis.similarity import register_library_metrics
 
         try:
-            _register_embeddings(self.library)
+            register_library_metrics(self.library)
         except Exception as exc:  # a damaged model row must not stop the app
             self.status_label.setText(f"Encoder metrics unavailable: {exc}")
 
@@ -497,7 +497,7 @@ class QtMainWindow(QMainWindow):
 
     def _on_encoder_ready(self, summary) -> None:
         self._hide_progress()
-        self._register_embeddings()
+        self.register_library_metrics()
         self.matrix_view.refresh_metrics()
         self.map_view.refresh_sources()
         self.neighbours_panel.refresh()

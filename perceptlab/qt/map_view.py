@@ -34,9 +34,9 @@ def compute_map(library_path: str, metric: str, method: str, fitted: Projection 
     from perceptlab.metrics.pairwise import build_index
 
     with Library(library_path) as lib:
-        from perceptlab.cli import _register_embeddings
+        from perceptlab.analysis.similarity import register_library_metrics
 
-        _register_embeddings(lib)
+        register_library_metrics(lib)
         clips = lib.clips()
         if fitted is not None and fitted_ids:
             by_id = {c.id: c for c in clips}

@@ -36,9 +36,9 @@ def rank_all(library_path: str, query: Clip, metrics: list[str], config: Feature
              progress=None, cancel=None) -> dict:
     """Full rankings of the library for one query under each metric (worker thread)."""
     with Library(library_path) as lib:
-        from perceptlab.cli import _register_embeddings
+        from perceptlab.analysis.similarity import register_library_metrics
 
-        _register_embeddings(lib)
+        register_library_metrics(lib)
         q = Query(query.path, query.name, query)
         out = {}
         for i, m in enumerate(metrics):
