@@ -160,3 +160,24 @@ def test_a_killed_app_resumes_with_every_answer(lib_path, qtbot, tmp_path):
     answers = _answers(lib_path, sid)
     assert [a["choice"] for a in answers] == ["B", "B", "B", "A", "A", "A"]
     w.close()
+
+
+def test_agreement_report_view(window, qtbot, lib_path):
+    view = window.listening_view
+    view.create_session("triplet", "dee", n_trials=4, n_catch=1, seed=2)
+    while view.trial is not None:
+        # A careful listener: the copy of X on catch trials, otherwise always A.
+        expected = view.session.spec(view.trial.position).get("expected")
+        qtbot.keyClick(view, Qt.Key_2 if expected == "B" else Qt.Key_1)
+        qtbot.keyClick(view, Qt.Key_Return)
+    report = window.agreement_view
+    window.central_tabs.setCurrentWidget(report)
+    assert report.source_box.count() == 2  # all sessions + this one
+    report.source_box.setCurrentIndex(1)
+    report.analyse()
+    qtbot.waitUntil(lambda: report.report is not None, timeout=60000)
+    bars = report.report["triplet"]["plot"]["bars"]
+    assert [b["metric"] for b in bars] == ["mse", "nlpd", "msssim"]
+    assert all(0 <= b["agreement"] <= 1 for b in bars)
+    assert len(report.bars.getPlotItem().items) >= 2  # bars and error bars drawn
+    assert "mse" in report.text.toPlainText()

@@ -22,6 +22,7 @@ from perceptlab.audio.features import FeatureConfig
 from perceptlab.library.features import clip_image
 from perceptlab.library.importer import import_files
 from perceptlab.library.store import Clip, Library, LibraryError
+from perceptlab.qt.agreement_view import QtAgreementView
 from perceptlab.qt.analysis_state import QtLibraryAnalysis
 from perceptlab.qt.compare_panel import QtComparePanel
 from perceptlab.qt.library_panel import QtLibraryPanel
@@ -96,6 +97,9 @@ class QtMainWindow(QMainWindow):
         self.central_tabs.addTab(self.training_panel, "Training")
         self.listening_view = QtListeningView(self)
         self.central_tabs.addTab(self.listening_view, "Listening test")
+        self.agreement_view = QtAgreementView(self.tasks, self)
+        self.central_tabs.addTab(self.agreement_view, "Agreement")
+        self.listening_view.finished.connect(lambda _sid: self.agreement_view.refresh_sessions())
         self.central_tabs.currentChanged.connect(self._on_central_tab_changed)
         self.map_dock = self._add_dock("Map", self.map_view, Qt.RightDockWidgetArea)
         self.recon_dock = self._add_dock("Reconstructions", self.recon_view, Qt.RightDockWidgetArea)
@@ -223,7 +227,7 @@ class QtMainWindow(QMainWindow):
         self.register_library_metrics()
         self.slots = {"A": None, "B": None}
         for panel in (self.analysis, self.compare_panel, self.neighbours_panel, self.training_panel,
-                      self.map_view, self.listening_view):
+                      self.map_view, self.listening_view, self.agreement_view):
             panel.set_library(str(lib.path))
         self.matrix_view.refresh_metrics()
         self.map_view.refresh_sources()
