@@ -53,7 +53,10 @@ class QtAgreementView(QWidget):
         self.csv_button = QPushButton("Ratings CSV…")
         self.status = QLabel("Analyse listening sessions, or load external ratings (reference,degraded,score[,listener])")
         self.status.setWordWrap(True)
-        self.bars = pg.PlotWidget(title="Triplet agreement with listeners (95% CI); dashed: listeners with each other")
+        self.bars = pg.PlotWidget(title="Triplets: agreement with listeners (95% CI)")
+        self.bars.setToolTip("Bars: share of trials where the metric picks what the listener picked, with "
+                             "bootstrap 95% intervals. Dashed: listeners' agreement with each other (the "
+                             "ceiling). Grey: chance (50%).")
         self.bars.setLabel("left", "agreement", units="%")
         self.scatter = pg.PlotWidget(title="MUSHRA: metric distance vs mean score")
         self.scatter.setLabel("left", "mean score")
@@ -155,6 +158,7 @@ class QtAgreementView(QWidget):
         self.bars.addItem(pg.InfiniteLine(pos=50, angle=0, pen=pg.mkPen((160, 160, 160), width=1)))
         self.bars.getAxis("bottom").setTicks([[(i, b["metric"]) for i, b in enumerate(bars)]])
         self.bars.setYRange(0, 100)
+        self.bars.setXRange(-0.6, len(bars) - 0.4)
 
     def _draw_scatter(self) -> None:
         self.scatter.clear()

@@ -257,6 +257,7 @@ class QtListeningView(QWidget):
             self.rating_grid.addWidget(s, 0, col, len(scale.bands), 1)
             self.rating_grid.addWidget(QLabel(sound.label, alignment=Qt.AlignHCenter), len(scale.bands), col)
             self.sliders[sound.label] = s
+        self.rating_grid.setColumnStretch(len(t.candidates) + 1, 1)  # keep the sliders together on the left
         stored = (t.answer or {}).get("scores") if t.answer else None
         if stored:
             for lab, v in stored.items():
