@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -84,9 +85,10 @@ class _RunCurves:
         self.hi = pg.PlotDataItem([], [], pen=None)
         self.band = pg.FillBetweenItem(self.lo, self.hi, brush=pg.mkBrush(*colour, 40))
         plot.addItem(self.band)
-        self.smooth = plot.plot([], [], pen=pg.mkPen(c, width=2), name=f"{name} train")
+        self.colour = c
+        self.smooth = plot.plot([], [], pen=pg.mkPen(c, width=2))
         self.val = plot.plot([], [], pen=pg.mkPen(c, width=2, style=Qt.DashLine), symbol="o", symbolSize=6,
-                             symbolBrush=c, name=f"{name} validation")
+                             symbolBrush=c)
         self.items = [self.raw, self.band, self.smooth, self.val, self.lo, self.hi]
         self.steps: list[int] = []
         self.losses: list[float] = []
@@ -141,7 +143,6 @@ class QtTrainingPanel(QWidget):
             self.config_box.addItem(p.stem, str(p))
         self.name_edit = QLineEdit()
         self.loss_boxes = {}
-        loss_row = QHBoxLayout()
         for key, label in (("mse", "MSE"), ("nlpd", "NLPD"), ("msssim", "MS-SSIM")):
             box = QDoubleSpinBox()
             box.setRange(0.0, 100.0)
@@ -149,8 +150,6 @@ class QtTrainingPanel(QWidget):
             box.setDecimals(2)
             box.setToolTip(f"weight of the {label} term (0 = off); several non-zero weights make a mix")
             self.loss_boxes[key] = box
-            loss_row.addWidget(QLabel(label))
-            loss_row.addWidget(box)
         self.epochs_box = QSpinBox()
         self.epochs_box.setRange(1, 10000)
         self.batch_box = QSpinBox()
@@ -164,7 +163,9 @@ class QtTrainingPanel(QWidget):
         form = QFormLayout()
         form.addRow("Recipe", self.config_box)
         form.addRow("Run name", self.name_edit)
-        form.addRow("Loss", loss_row)
+        form.addRow("Loss weight: MSE", self.loss_boxes["mse"])
+        form.addRow("NLPD", self.loss_boxes["nlpd"])
+        form.addRow("1 - MS-SSIM", self.loss_boxes["msssim"])
         form.addRow("Epochs", self.epochs_box)
         form.addRow("Batch size", self.batch_box)
         form.addRow("Latent size", self.latent_box)
@@ -180,9 +181,9 @@ class QtTrainingPanel(QWidget):
         self.resume_button = QPushButton("Resume")
         self.use_button = QPushButton("Use this encoder")
         self.recon_button = QPushButton("Reconstructions")
-        buttons = QHBoxLayout()
-        for b in (self.cancel_button, self.resume_button, self.use_button, self.recon_button):
-            buttons.addWidget(b)
+        buttons = QGridLayout()
+        for i, b in enumerate((self.cancel_button, self.resume_button, self.use_button, self.recon_button)):
+            buttons.addWidget(b, i // 2, i % 2)
         runs_box = QGroupBox("Runs")
         rl = QVBoxLayout(runs_box)
         rl.addWidget(self.run_list)
@@ -200,7 +201,6 @@ class QtTrainingPanel(QWidget):
         self.plot = self.plot_widget.getPlotItem()
         self.plot.setLabel("bottom", "step")
         self.plot.setLabel("left", "loss")
-        self.plot.addLegend(offset=(-10, 10))
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.log_box = QCheckBox("Log scale")
         self.stats = QLabel("No run selected")
@@ -315,6 +315,8 @@ class QtTrainingPanel(QWidget):
         curves.set_visible(visible)
         item = QListWidgetItem()
         item.setData(Qt.UserRole, key)
+        item.setForeground(curves.colour)  # the run's colour on the plot
+        item.setToolTip("solid: training loss (smoothed; band: recent min/max), dashed: validation")
         item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
         item.setCheckState(Qt.Checked if visible else Qt.Unchecked)
         self.run_list.insertItem(0, item)
