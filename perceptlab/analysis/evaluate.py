@@ -284,7 +284,7 @@ class EvaluationReport:
             rows.append({
                 "rank": m["rank"], "method": m["name"], "kind": m["kind"], "description": m["description"],
                 "f1_weighted": c["f1_weighted"]["mean"], "f1_weighted_std": c["f1_weighted"]["std"],
-                "f1_weighted_ci": c["f1_weighted"]["ci"],
+                "f1_weighted_pooled": c["f1_weighted"]["pooled"], "f1_weighted_ci": c["f1_weighted"]["ci"],
                 "accuracy": c["accuracy"]["mean"], "accuracy_std": c["accuracy"]["std"],
                 "f1_macro": c["f1_macro"]["mean"], "f1_macro_std": c["f1_macro"]["std"],
                 "segment_f1_weighted": s["f1_weighted"]["mean"], "segment_f1_weighted_std": s["f1_weighted"]["std"],
@@ -615,8 +615,8 @@ class _Method:
 class _Runner:
     """One outer cross-validation over all methods."""
 
-    def __init__(self, data: SegmentData, config: EvaluateConfig, folds):
-        self.d, self.cfg, self.folds = data, config, folds
+    def __init__(self, data: SegmentData, config: EvaluateConfig, folds, cancel: CancelFn | None = None):
+        self.d, self.cfg, self.folds, self.cancel = data, config, folds, cancel
         self.C = len(data.classes)
         self.y_seg = data.y_seg
         self.inner = []
@@ -660,6 +660,7 @@ class _Runner:
             # inner CV for k: training segments only
             scores: dict[int, list[float]] = {}
             for itr, ite in self.inner[i]:
+                check_cancel(self.cancel)
                 a, b = tr[itr], tr[ite]
                 io, idist = knn_sorted(dmat[np.ix_(b, a)], k_max)
                 for k in cfg.k_grid:
@@ -688,6 +689,7 @@ class _Runner:
             for itr, ite in self.inner[i]:
                 a, b = tr[itr], tr[ite]
                 for c in cfg.c_grid:
+                    check_cancel(self.cancel)
                     with _captured_warnings(m.warnings, f"{m.name} fold {i + 1} inner C={c:g}"):
                         model = _logreg(c, cfg.seed, cfg.logreg_max_iter).fit(x[a], self.y_seg[a])
                     c_ids, c_pred = aggregate_proba(_proba(model, x[b], self.C), d.seg_clip[b])
@@ -708,7 +710,9 @@ class _Runner:
     def majority(self) -> _Method:
         d = self.d
         m = self._new(_Method("majority", "majority", "none",
-                              "the most frequent class of the training clips (chance baseline)"))
+                              "the most frequent class of the training clips (a floor: with balanced "
+                              "classes and stratified folds it falls below chance, as the training majority "
+                              "is the class with fewest clips in the test fold)"))
         for i, (tr, te) in enumerate(self.folds):
             tr_clips = np.unique(d.seg_clip[tr])
             cls = int(np.argmax(np.bincount(d.y_clip[tr_clips], minlength=self.C)))
@@ -899,7 +903,7 @@ def _train_fold_encoders(library: Library, data: SegmentData, config: EvaluateCo
         lib_path = subset_library(library, tr_clips, workdir / f"fold{i + 1}.sqlite", [base.features])
         for loss in losses:
             check_cancel(cancel)
-            name = f"{base.name}-fold{i + 1}-{loss}"
+            name = f"evaluate-fold{i + 1}-{loss}"
             out_dir = workdir / f"fold{i + 1}-{loss}"
             sets = list(config.train_overrides) + [
                 f"name={json.dumps(name)}", f"out_dir={json.dumps(str(out_dir))}",
@@ -1018,6 +1022,12 @@ def run_evaluation(
 
     t_start = time.perf_counter()
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    try:  # the library's own metrics (calibrated NLPD variants) may be named in --metrics
+        from perceptlab.analysis.similarity import register_library_metrics
+    except ImportError:
+        pass
+    else:
+        register_library_metrics(library)
     for m in config.metrics:
         if get_metric(m).input_kind != "spectrogram":
             raise ValueError(f"--metrics: {m} compares vectors, not spectrogram segments; k-NN here takes "
@@ -1064,7 +1074,7 @@ def run_evaluation(
         warns.append(f"{len(data.failed)} files of the library failed to import and are not evaluated "
                      f"(listed under library.failed)")
     folds = make_folds(data.y_seg, data.seg_clip, config.folds, config.seed)
-    runner = _Runner(data, config, folds)
+    runner = _Runner(data, config, folds, cancel)
     device = _device(config)
     methods: list[_Method] = []
 
@@ -1133,7 +1143,8 @@ def run_evaluation(
         for j, loss in enumerate(losses):
             m = _Method(f"logreg:ae-{loss}", "logreg-ae", f"ae-{loss}",
                         f"logistic regression on embeddings of an autoencoder trained per fold with the "
-                        f"{loss} loss ({base.name}), C by inner CV; clip = mean probability", loss=loss)
+                        f"{loss} loss ({Path(config.train_config).name}, loss overridden), C by inner CV; "
+                        f"clip = mean probability", loss=loss)
             prog.start(f"logreg:{j}", f"{m.name}: logistic regression")
             runner.logreg(m, lambda i, xs=feats[loss]: xs[i])
             prog.end(f"logreg:{j}")

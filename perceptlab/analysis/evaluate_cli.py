@@ -89,7 +89,7 @@ def cmd_evaluate(args) -> int:
     from perceptlab.train import TrainError
 
     try:
-        report = run_evaluation(path, cfg, progress=bar, log=log, command=["perceptlab", *sys.argv[1:]])
+        report = run_evaluation(path, cfg, progress=bar, log=log, command=[Path(sys.argv[0]).name, *sys.argv[1:]])
     except TrainError as exc:
         print(f"perceptlab: error: training failed: {exc}", file=sys.stderr)
         return 1

@@ -65,13 +65,15 @@ def render_markdown(data: dict) -> str:
 
     out += ["## Results", "",
             f"Clip level, sorted by weighted F1 (mean ± sample std over the {cfg['folds']} folds; the CI is the "
-            f"{level} bootstrap interval over clips of the pooled out-of-fold score). Segment-level weighted F1 "
+            f"{level} bootstrap interval over clips around the pooled score, i.e. all out-of-fold predictions "
+            f"scored at once). Segment-level weighted F1 "
             f"in the last score column; `chosen` is k or C per fold.", "",
-            "| # | method | weighted F1 | CI (pooled) | accuracy | macro F1 | segment wF1 | chosen |",
+            f"| # | method | weighted F1 | pooled [{level} CI] | accuracy | macro F1 | segment wF1 | chosen |",
             "|---|---|---|---|---|---|---|---|"]
     for m in _methods(data):
         c, s = m["clip"], m["segment"]
-        out.append(f"| {m['rank']} | `{m['name']}` | {_pm(c['f1_weighted'])} | {_ci_plain(c['f1_weighted'].get('ci'))} "
+        out.append(f"| {m['rank']} | `{m['name']}` | {_pm(c['f1_weighted'])} | {_f(c['f1_weighted']['pooled'])} "
+                   f"{_ci_plain(c['f1_weighted'].get('ci'))} "
                    f"| {_pm(c['accuracy'])} | {_pm(c['f1_macro'])} | {_pm(s['f1_weighted'])} | {m['params_summary']} |")
     out += ["", "![weighted F1 per method](chart.png)", "",
             "Chart: bars are the mean clip-level weighted F1, whiskers ± one std over folds; colours: "
@@ -113,7 +115,8 @@ def render_markdown(data: dict) -> str:
         for e in enc["checkpoints"]:
             ov = e.get("overlap")
             ovs = "not recorded" if ov is None else f"{ov['train']} / {ov['val']} of {ov['evaluated']}"
-            out.append(f"| `{e['path']}` | {e['loss']} | `{e['model_hash']}` | "
+            loss = ", ".join(f"{k} {v:g}" for k, v in e["loss"].items()) if isinstance(e["loss"], dict) else e["loss"]
+            out.append(f"| `{e['path']}` | {loss} | `{e['model_hash']}` | "
                        f"{'yes' if e['trained_on_this_library'] else 'no'} | {ovs} |")
     elif enc.get("runs"):
         out += [f"Config `{enc['train_config']}`"

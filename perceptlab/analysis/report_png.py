@@ -223,7 +223,7 @@ def bar_chart(rows: list[dict], title: str = "", scale: int = 2) -> np.ndarray:
             fill_rect(img, hi - 1, ym - 6, hi + 1, ym + 6, black)
             end = v + err
         s = f"{v:.3f}"
-        draw_text(img, xpos(end) + 6, ym - ch_h // 2, s, black, scale)
+        draw_text(img, xpos(end) + 10, ym - ch_h // 2, s, black, scale)
     # axes last, over the grid
     fill_rect(img, left, top, left + 2, top + plot_h + 1, black)
     fill_rect(img, left, top + plot_h, left + plot_w + 1, top + plot_h + 2, black)
