@@ -131,3 +131,19 @@ def test_map_has_a_point_per_clip_and_click_selects(window, qtbot):
            QPointF(max(xs) + pad, max(ys) + pad), QPointF(min(xs) - pad, max(ys) + pad)]
     view._on_lasso(box)
     assert len(window.matrix_view.selection) == 9
+
+
+def test_evaluation_runs_in_the_background_and_shows_its_report(window, qtbot):
+    view = window.evaluation_view
+    window.central_tabs.setCurrentWidget(view)
+    assert view.mode() == "checkpoints"
+    view.folds_box.setValue(3)
+    assert view.run(["--segment-frames", "32", "--segment-hop", "32", "--bootstrap", "200"])
+    assert view.busy()
+    qtbot.waitUntil(lambda: not view.busy(), timeout=240000)
+    assert view.report is not None, view.status.text() + view.log.toPlainText()[-2000:]
+    rows = view.report.table()
+    assert view.table.rowCount() == len(rows) > 3
+    assert view.table.item(0, 1).text() == rows[0]["method"]
+    assert "Verdict" in view.status.text()
+    assert not view.chart.pixmap().isNull()

@@ -25,6 +25,7 @@ from perceptlab.library.store import Clip, Library, LibraryError
 from perceptlab.qt.agreement_view import QtAgreementView
 from perceptlab.qt.analysis_state import QtLibraryAnalysis
 from perceptlab.qt.compare_panel import QtComparePanel
+from perceptlab.qt.evaluation_view import QtEvaluationView
 from perceptlab.qt.library_panel import QtLibraryPanel
 from perceptlab.qt.listening_view import QtListeningView
 from perceptlab.qt.map_view import QtMapView
@@ -99,6 +100,8 @@ class QtMainWindow(QMainWindow):
         self.central_tabs.addTab(self.listening_view, "Listening test")
         self.agreement_view = QtAgreementView(self.tasks, self)
         self.central_tabs.addTab(self.agreement_view, "Agreement")
+        self.evaluation_view = QtEvaluationView(self)
+        self.central_tabs.addTab(self.evaluation_view, "Evaluation")
         self.listening_view.finished.connect(lambda _sid: self.agreement_view.refresh_sessions())
         self.central_tabs.currentChanged.connect(self._on_central_tab_changed)
         self.map_dock = self._add_dock("Map", self.map_view, Qt.RightDockWidgetArea)
@@ -227,7 +230,7 @@ class QtMainWindow(QMainWindow):
         self.register_library_metrics()
         self.slots = {"A": None, "B": None}
         for panel in (self.analysis, self.compare_panel, self.neighbours_panel, self.training_panel,
-                      self.map_view, self.listening_view, self.agreement_view):
+                      self.map_view, self.listening_view, self.agreement_view, self.evaluation_view):
             panel.set_library(str(lib.path))
         self.matrix_view.refresh_metrics()
         self.map_view.refresh_sources()
@@ -616,6 +619,7 @@ class QtMainWindow(QMainWindow):
         self.listening_view.close_engine()
         if self._preview is not None:
             self._preview.close()
+        self.evaluation_view.cancel()
         for runner in (self.tasks, self.matrix_tasks):
             runner.cancel_all()
         for runner in (self.tasks, self.matrix_tasks):
