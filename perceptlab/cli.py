@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from perceptlab import __version__
+from perceptlab.jsonable import jsonable
 
 
 class UserError(Exception):
@@ -260,21 +261,11 @@ def cmd_metrics(args) -> int:
     if args.json:
         _print_json({"metrics": [{"name": m.name, "display_name": m.display_name, "direction": m.direction,
                                   "input": m.input_kind, "description": m.description,
-                                  "params": _jsonable(dict(m.params))} for m in ms]})
+                                  "params": jsonable(dict(m.params))} for m in ms]})
     else:
         for m in ms:
             print(f"{m.name:<24} {m.display_name:<18} {m.description}")
     return 0
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
 
 
 def _display(name: str) -> str:

@@ -70,3 +70,56 @@ def clip_tree(tmp_path) -> Path:
                        freq=110.0 * (2 ** li) * (1 + 0.05 * j))
     (root / "README.txt").write_text("not audio, ignored by the scanner")
     return root
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Pin torch to one thread: small-tensor work on a shared 2-core machine runs faster so."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def clip_library(tmp_path, clip_tree) -> Path:
+    """A real library file holding the ``clip_tree`` clips."""
+    from perceptlab.library.importer import import_files
+    from perceptlab.library.store import Library
+
+    path = tmp_path / "lib.sqlite"
+    with Library(path) as lib:
+        import_files(lib, [clip_tree])
+    return path
+
+
+@pytest.fixture
+def main_window(qtbot, clip_library):
+    """The real main window on ``clip_library``, shown and active."""
+    from perceptlab.qt.main_window import QtMainWindow
+
+    w = QtMainWindow(library_path=clip_library)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    w.activateWindow()
+    qtbot.waitActive(w)
+    yield w
+    for job in w.training_panel.running_jobs():
+        job.kill()
+    w._close_decided = True  # no "training is running" question in tests
+    w.close()
+
+
+def run_cli(*args, check: bool = True):
+    """Run ``perceptlab ARGS`` in a subprocess, as a user would; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "perceptlab.cli", *map(str, args)],
+                         capture_output=True, text=True, timeout=300)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out

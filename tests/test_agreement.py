@@ -29,14 +29,7 @@ from perceptlab.library.store import Library
 from perceptlab.listening.create import MushraPlan, TripletPlan, create_mushra_session, create_triplet_session
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def snd(name):

@@ -25,12 +25,7 @@ from perceptlab.metrics import nlpd
 from perceptlab.metrics.registry import get_metric, unregister_metric
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def smooth(rng, size, width):

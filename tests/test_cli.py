@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from perceptlab.cli import main
+from conftest import run_cli
 
 
-def run(*args, check=True):
-    out = subprocess.run([sys.executable, "-m", "perceptlab.cli", *map(str, args)],
-                         capture_output=True, text=True, timeout=300)
-    if check:
-        assert out.returncode == 0, out.stderr
-    return out
+run = run_cli
 
 
 def test_import_then_clips_json(tmp_path, clip_tree):

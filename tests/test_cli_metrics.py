@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,26 +10,17 @@ import torch
 
 from perceptlab.audio.features import excerpt
 from perceptlab.library.features import file_image
-from perceptlab.library.importer import import_files
 from perceptlab.library.store import Library
 from perceptlab.metrics.registry import get_metric
-from conftest import write_clip
+from conftest import run_cli, write_clip
 
 
-def run(*args, check=True):
-    out = subprocess.run([sys.executable, "-m", "perceptlab.cli", *map(str, args)],
-                         capture_output=True, text=True, timeout=300)
-    if check:
-        assert out.returncode == 0, out.stderr
-    return out
+run = run_cli
 
 
 @pytest.fixture
-def lib_path(tmp_path, clip_tree):
-    p = tmp_path / "lib.sqlite"
-    with Library(p) as lib:
-        import_files(lib, [clip_tree])
-    return p
+def lib_path(clip_library):
+    return clip_library
 
 
 def _direct(a, b, name):

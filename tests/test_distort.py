@@ -16,15 +16,7 @@ from conftest import write_clip
 RATE = 44100
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two shared cores: torch's thread pool only adds contention for these sizes.
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def music(seconds=1.0, rate=RATE, seed=0):

@@ -28,16 +28,10 @@ from perceptlab.listening.designs import (
 )
 from perceptlab.listening.export import export_session
 from perceptlab.listening.session import Session, SessionError, Trial, list_sessions
+from conftest import run_cli
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
@@ -249,14 +243,6 @@ def test_export_csv_and_json_with_provenance(lib, tmp_path):
     assert json.loads(side.read_text())["provenance"]["stimuli"]
     with pytest.raises(ValueError, match=".json or .csv"):
         export_session(lib, s.id, tmp_path / "s.txt")
-
-
-def run_cli(*args, check=True):
-    out = subprocess.run([sys.executable, "-m", "perceptlab.cli", *map(str, args)],
-                         capture_output=True, text=True, timeout=300)
-    if check:
-        assert out.returncode == 0, out.stderr
-    return out
 
 
 def test_listen_cli_create_list_show_export(lib, tmp_path):

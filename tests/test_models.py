@@ -28,13 +28,7 @@ from perceptlab.models.checkpoint import (
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "models"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: small models, and a shared 2-core machine (see test_train.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @torch.no_grad()

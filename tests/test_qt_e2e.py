@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -15,16 +13,14 @@ pytest.importorskip("PySide6.QtWidgets")
 from PySide6.QtCore import QTimer, Qt  # noqa: E402
 
 from perceptlab.audio.decode import load  # noqa: E402
+from conftest import run_cli  # noqa: E402
 from audio_sink import locate, played_samples, sink_path  # noqa: E402
 
 pytestmark = [pytest.mark.qt, pytest.mark.audio, pytest.mark.slow]
 
 
 def _cli(*args):
-    out = subprocess.run([sys.executable, "-m", "perceptlab.cli", *map(str, args)], capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    return json.loads(run_cli(*args).stdout)
 
 
 def test_app_end_to_end(qtbot, tmp_path):

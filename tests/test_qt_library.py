@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 pytest.importorskip("PySide6.QtWidgets")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-from perceptlab.library.importer import import_files  # noqa: E402
-from perceptlab.library.store import Library  # noqa: E402
 
 pytestmark = pytest.mark.qt
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, clip_tree):
-    from perceptlab.qt.main_window import QtMainWindow
-
-    lib_path = tmp_path / "lib.sqlite"
-    with Library(lib_path) as lib:
-        import_files(lib, [clip_tree])
-    w = QtMainWindow(library_path=lib_path)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.close()
+def window(main_window):
+    return main_window
 
 
 def test_table_lists_clips_and_filters(window, qtbot):

@@ -14,35 +14,20 @@ pytest.importorskip("PySide6.QtWidgets")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-from perceptlab.library.importer import import_files  # noqa: E402
 from perceptlab.library.store import Library  # noqa: E402
 
 pytestmark = [pytest.mark.qt, pytest.mark.slow]
 
 
 @pytest.fixture
-def lib_path(tmp_path, clip_tree):
-    p = tmp_path / "lib.sqlite"
-    with Library(p) as lib:
-        import_files(lib, [clip_tree])
-    return p
+def lib_path(clip_library):
+    return clip_library
 
 
 @pytest.fixture
-def window(qtbot, lib_path):
-    from PySide6.QtWidgets import QApplication
-
-    from perceptlab.qt.main_window import QtMainWindow
-
-    w = QtMainWindow(library_path=lib_path)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    w.activateWindow()
-    qtbot.waitActive(w)
-    w.central_tabs.setCurrentWidget(w.listening_view)
-    yield w
-    w.close()
+def window(main_window):
+    main_window.central_tabs.setCurrentWidget(main_window.listening_view)
+    return main_window
 
 
 def _answers(lib_path, session_id):

@@ -3,35 +3,23 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from conftest import run_cli
+
 pytest.importorskip("PySide6.QtWidgets")
 
-from PySide6.QtCore import QPoint, Qt  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
 
-from perceptlab.library.importer import import_files  # noqa: E402
-from perceptlab.library.store import Library  # noqa: E402
 
 pytestmark = pytest.mark.qt
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, clip_tree):
-    from perceptlab.qt.main_window import QtMainWindow
-
-    lib_path = tmp_path / "lib.sqlite"
-    with Library(lib_path) as lib:
-        import_files(lib, [clip_tree])
-    w = QtMainWindow(library_path=lib_path)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.close()
+def window(main_window):
+    return main_window
 
 
 def _clip(window, name):
@@ -39,10 +27,7 @@ def _clip(window, name):
 
 
 def _cli(*args):
-    out = subprocess.run([sys.executable, "-m", "perceptlab.cli", *map(str, args)], capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    return json.loads(run_cli(*args).stdout)
 
 
 def test_compare_panel_shows_each_metric_with_percentiles_and_maps(window, qtbot):

@@ -8,7 +8,6 @@ pytest.importorskip("PySide6.QtWidgets")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-from perceptlab.library.importer import import_files  # noqa: E402
 from perceptlab.library.store import Library  # noqa: E402
 
 pytestmark = [pytest.mark.qt, pytest.mark.slow]
@@ -19,22 +18,9 @@ TINY = ["model.channels=[4, 8, 8]", "model.latent_dim=8", "data.patch_frames=32"
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, clip_tree):
-    from perceptlab.qt.main_window import QtMainWindow
-
-    lib_path = tmp_path / "lib.sqlite"
-    with Library(lib_path) as lib:
-        import_files(lib, [clip_tree])
-    w = QtMainWindow(library_path=lib_path)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    w.central_tabs.setCurrentWidget(w.training_panel)
-    yield w
-    for job in w.training_panel.running_jobs():
-        job.kill()
-    w._close_decided = True
-    w.close()
+def window(main_window):
+    main_window.central_tabs.setCurrentWidget(main_window.training_panel)
+    return main_window
 
 
 def test_launch_watch_cancel_resume_and_use_the_encoder(window, qtbot):

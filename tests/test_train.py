@@ -32,14 +32,7 @@ from perceptlab.train.run import run_train_command
 
 from conftest import write_clip
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these models are tiny, and on a shared 2-core machine
-    OpenMP threads spinning against other jobs make a run several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 ONE_THREAD_ENV = dict(os.environ, OMP_NUM_THREADS="1")

@@ -68,7 +68,6 @@ import math
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -1066,7 +1065,6 @@ def run_evaluation(
     data = load_segments(library, config, sub, cancel)
     prog.end("load")
     fingerprint = library.fingerprint()
-    C = len(data.classes)
     if data.dropped_classes:
         warns.append("classes with fewer clips than folds were left out: "
                      + ", ".join(f"{k} ({v})" for k, v in data.dropped_classes.items()))

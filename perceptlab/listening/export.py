@@ -31,6 +31,8 @@ band, played, answered_at.
 
 from __future__ import annotations
 
+from perceptlab.jsonable import jsonable
+
 import csv
 import json
 import os
@@ -55,16 +57,6 @@ MUSHRA_COLUMNS = [
     "session_id", "listener", "design", "position", "item", "item_name", "reference_path", "label",
     "condition", "role", "path", "stimulus_id", "recipe", "score", "band", "played", "answered_at",
 ]
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
 
 
 def _sounds(spec: dict) -> list[dict]:
@@ -117,7 +109,7 @@ def provenance(library, session: Session) -> dict:
         "feature_config_hash": cfg_hash,
         "stimuli": stimuli,
         "metrics": {m.name: {"display_name": m.display_name, "input": m.input_kind,
-                             "params": _jsonable(dict(m.params))} for m in list_metrics()},
+                             "params": jsonable(dict(m.params))} for m in list_metrics()},
         "embedding_checkpoints": checkpoints,
     }
 
