@@ -133,3 +133,19 @@ def test_evaluation_runs_in_the_background_and_shows_its_report(window, qtbot):
     assert view.table.item(0, 1).text() == rows[0]["method"]
     assert "Verdict" in view.status.text()
     assert not view.chart.pixmap().isNull()
+
+
+def test_reconstructions_view_shows_and_plays_what_the_encoder_keeps(window, qtbot):
+    from pathlib import Path
+
+    ckpt = Path(__file__).resolve().parents[1] / "assets" / "models" / "demo-nlpd.pt"
+    view = window.recon_view
+    view.show_checkpoint(str(window.library.path), str(ckpt))
+    qtbot.waitUntil(lambda: view.result is not None, timeout=60000)
+    res = view.result
+    assert res["inputs"].shape == res["recons"].shape and res["inputs"].shape[1:] == (128, 128)
+    assert len(res["clips"]) == 3  # one per label of the test library
+    assert 0.0 <= res["recons"].min() and res["recons"].max() <= 1.0
+    view.play(0, "recons")
+    qtbot.waitUntil(lambda: getattr(view, "last_audio", None) is not None, timeout=60000)
+    assert view.last_audio.ndim == 1 and len(view.last_audio) > 22050  # about 3 s of audio
