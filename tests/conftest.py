@@ -106,6 +106,7 @@ def main_window(qtbot, clip_library):
     qtbot.waitExposed(w)
     w.activateWindow()
     qtbot.waitActive(w)
+    qtbot.waitUntil(lambda: w.metrics_loaded, timeout=30000)  # the registry loads in the background
     yield w
     for job in w.training_panel.running_jobs():
         job.kill()

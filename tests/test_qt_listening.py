@@ -43,6 +43,8 @@ def test_triplet_session_by_keyboard(window, qtbot, lib_path):
     sid = view.create_session("triplet", "ann", n_trials=4, n_catch=1, seed=1)
     n = view.trial.n_trials
     assert n == 5
+    qtbot.waitUntil(view.sounds_ready, timeout=10000)  # decoded off the GUI thread
+    assert set(view.engine.slots) >= {"X", "A", "B"}
     for i in range(n):
         assert view.trial.position == i
         qtbot.keyClick(view, Qt.Key_0)           # hear X

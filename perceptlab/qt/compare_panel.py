@@ -36,14 +36,17 @@ MAP_TITLES = {
 }
 
 
-def compare_pair(library_path: str, a: Clip, b: Clip, metrics: list[str], config: FeatureConfig,
+def compare_pair(library_path: str, a: Clip, b: Clip, metrics: list[str] | None, config: FeatureConfig,
                  progress=None, cancel=None) -> dict:
-    """Distances and local maps for one pair (runs in a worker thread)."""
+    """Distances (default: every registered metric) and local maps for one pair (worker thread)."""
+    from perceptlab.metrics.registry import list_metrics
+
     with Library(library_path) as lib:
         from perceptlab.analysis.similarity import register_library_metrics
 
         register_library_metrics(lib)
         qa, qb = Query(a.path, a.name, a), Query(b.path, b.name, b)
+        metrics = metrics or [m.name for m in list_metrics()]
         distances = pair_distances(lib, qa, qb, metrics, config)
         ia = query_image(lib, qa, config)[0, 0]
         ib = query_image(lib, qb, config)[0, 0]
@@ -111,17 +114,12 @@ class QtComparePanel(QWidget):
             self._task = None
         if a is None or b is None or self.library_path is None:
             return
-        from perceptlab.metrics.registry import list_metrics
-
-        metrics = [m.name for m in list_metrics()]
         self.title.setText(f"A: {a.name}   vs   B: {b.name}   (computing…)")
-        task = QtTask(compare_pair, self.library_path, a, b, metrics, self.config)
+        task = QtTask(compare_pair, self.library_path, a, b, None, self.config)
         task.signals.finished.connect(lambda res, t=task: self._on_result(t, res))
         task.signals.failed.connect(lambda msg, _tb: self.title.setText(f"Cannot compare: {msg}"))
         self._task = task
         self.runner.start(task)
-        for m in metrics:
-            self.analysis.request(m)
 
     def values(self) -> dict[str, float]:
         """The distances on display, by metric name."""
@@ -138,6 +136,8 @@ class QtComparePanel(QWidget):
             return
         self._task = None
         self.result = result
+        for m in result["distances"]:  # the library distributions behind the percentiles
+            self.analysis.request(m)
         a, b = result["a"], result["b"]
         self.title.setText(f"A: {a.name} ({a.label or '-'})   vs   B: {b.name} ({b.label or '-'})")
         self._fill_table()

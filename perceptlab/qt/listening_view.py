@@ -41,6 +41,18 @@ from PySide6.QtWidgets import (
 from perceptlab.audio.decode import load as load_audio
 from perceptlab.audio.playback import PlaybackEngine, PlaybackUnavailable
 from perceptlab.library.store import Library
+from perceptlab.qt.workers import QtTask, QtTaskRunner
+
+
+def _decode_sounds(sounds, rate: int) -> dict:
+    """{label: wave or the error message} for a trial's sounds (worker thread)."""
+    out = {}
+    for sound in sounds:
+        try:
+            out[sound.label] = load_audio(sound.path, rate)
+        except Exception as exc:  # a missing stimulus file: reported, the session goes on
+            out[sound.label] = str(exc)
+    return out
 
 
 class QtListeningView(QWidget):
@@ -68,6 +80,11 @@ class QtListeningView(QWidget):
         self.played: set[str] = set()
         self._shown_at = 0.0
         self.sliders: dict[str, QSlider] = {}
+        # Decoding a trial's sounds (up to 13 files) stays off the GUI thread;
+        # a key pressed before they are ready plays as soon as they are.
+        self.runner = QtTaskRunner(self, max_threads=1)
+        self._audio_task: QtTask | None = None
+        self._pending_play: int | None = None
 
         self.session_box = QComboBox()
         self.open_button = QPushButton("Open")
@@ -198,15 +215,37 @@ class QtListeningView(QWidget):
         self.progress.setFormat(f"trial {position + 1} of {t.n_trials} · %v answered")
         self.title.setText(f"Session #{t.session_id} ({t.design}) · listener {self.session.info().listener}")
         self.prompt.setText(t.prompt)
-        for sound in t.sounds:
-            try:
-                self.engine.load(sound.label, load_audio(sound.path, self.engine.sample_rate))
-            except Exception as exc:  # a missing stimulus file: say so, keep the session
-                self.message.setText(f"Cannot load {sound.label}: {exc}")
+        self._pending_play = None
+        if self._audio_task is not None:
+            self._audio_task.cancel()
+        task = QtTask(_decode_sounds, t.sounds, self.engine.sample_rate, with_progress=False)
+        task.signals.finished.connect(lambda waves, tk=task: self._on_sounds_ready(tk, waves))
+        self._audio_task = task
+        self.runner.start(task)
         self._build_sound_buttons()
         self._build_rating()
         self._shown_at = time.monotonic()
         self.setFocus()
+
+    def sounds_ready(self) -> bool:
+        """True once the current trial's sounds are decoded."""
+        return self.trial is not None and self._audio_task is None
+
+    def _on_sounds_ready(self, task: QtTask, waves: dict) -> None:
+        if task is not self._audio_task:
+            return  # a trial the listener already left
+        self._audio_task = None
+        failed = []
+        for label, wave in waves.items():
+            if isinstance(wave, str):
+                failed.append(f"{label}: {wave}")
+            else:
+                self.engine.load(label, wave)
+        if failed:
+            self.message.setText("Cannot load " + "; ".join(failed))
+        if self._pending_play is not None:
+            index, self._pending_play = self._pending_play, None
+            self.play_sound(index)
 
     def _clear_layout(self, layout) -> None:
         while layout.count():
@@ -270,10 +309,6 @@ class QtListeningView(QWidget):
         if self.trial is None or index >= len(self.trial.sounds):
             return
         label = self.trial.sounds[index].label
-        if not self.engine.has(label):
-            return
-        was_playing = self.engine.is_playing
-        self.engine.select(label)
         self.played.add(label)
         for lab, b in self.sound_buttons.items():
             b.setChecked(lab == label)
@@ -281,6 +316,12 @@ class QtListeningView(QWidget):
             self.current = label
             if self.trial.design == "triplet":
                 self.choose(label, submit=False)
+        if not self.engine.has(label):
+            if self._audio_task is not None:  # still decoding: play it when ready
+                self._pending_play = index
+            return
+        was_playing = self.engine.is_playing
+        self.engine.select(label)
         if not was_playing:
             try:
                 self.engine.play()
@@ -410,6 +451,9 @@ class QtListeningView(QWidget):
             QMessageBox.warning(self, "Cannot create the session", str(exc))
 
     def close_engine(self) -> None:
+        if self._audio_task is not None:
+            self._audio_task.cancel()
+        self.runner.wait(5000)
         self.engine.close()
         if self.library is not None:
             self.library.close()

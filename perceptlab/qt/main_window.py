@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, Slot
+from PySide6.QtCore import QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -227,17 +227,49 @@ class QtMainWindow(QMainWindow):
         if self.library is not None:
             self.library.close()
         self.library = lib
-        self.register_library_metrics()
         self.slots = {"A": None, "B": None}
         for panel in (self.analysis, self.compare_panel, self.neighbours_panel, self.training_panel,
                       self.map_view, self.listening_view, self.agreement_view, self.evaluation_view):
             panel.set_library(str(lib.path))
-        self.matrix_view.refresh_metrics()
-        self.map_view.refresh_sources()
+        # After the first paint: the import competes with it for the GIL.
+        self.metrics_loaded = False
+        self._metrics_library = str(lib.path)
+        QTimer.singleShot(300, self, self._load_metrics)  # bound to self: dropped if the window goes
         self.setWindowTitle(f"perceptlab — {lib.path.name}")
         self._remember_recent(str(lib.path))
         self.reload_clips()
         return True
+
+    def _load_metrics(self) -> QtTask:
+        """Load the metric registry (torch) and the library's own metrics in the background.
+
+        Importing torch takes over a second; done on the GUI thread it would
+        delay the first window. The metric lists fill in when it is done.
+        """
+        library_path = self._metrics_library
+
+        def work():
+            from perceptlab.analysis.similarity import register_library_metrics
+
+            with Library(library_path) as lib:
+                register_library_metrics(lib)
+
+        task = QtTask(work, with_progress=False)
+        # Bound methods, not lambdas: Qt drops the call if the window is gone.
+        task.signals.finished.connect(self._on_metrics_loaded)
+        task.signals.failed.connect(self._on_metrics_failed)
+        return self.tasks.start(task)
+
+    @Slot(str, str)
+    def _on_metrics_failed(self, message: str, _tb: str) -> None:
+        self._on_metrics_loaded(None)
+        self.status_label.setText(f"Library metrics unavailable: {message}")
+
+    @Slot(object)
+    def _on_metrics_loaded(self, _result=None) -> None:
+        self.metrics_loaded = True
+        self.matrix_view.refresh_metrics()
+        self.map_view.refresh_sources()
 
     def register_library_metrics(self) -> None:
         from perceptlab.analysis.similarity import register_library_metrics

@@ -142,7 +142,7 @@ class QtMapView(QWidget):
         self.refit_button.clicked.connect(self.refit)
         self.scatter.sigClicked.connect(self._on_points_clicked)
         self.plot_widget.scene().sigMouseMoved.connect(self._on_mouse_moved)
-        self.refresh_sources()
+        # Sources are listed by refresh_sources() once the registry is loaded.
 
     def set_library(self, path: str | None) -> None:
         self.library_path = path

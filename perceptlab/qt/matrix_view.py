@@ -89,7 +89,8 @@ class QtMatrixView(QWidget):
         lay.addWidget(QLabel("Rank agreement between metrics (Spearman ρ over all pairs)"))
         lay.addWidget(self.corr_table)
 
-        self.refresh_metrics()
+        # The metric list is filled by refresh_metrics() once the registry is
+        # loaded (off the GUI thread, see QtMainWindow), not here.
         self.compute_button.clicked.connect(self.compute)
         self.metric_box.currentIndexChanged.connect(lambda _: self.show_metric())
         self.scope_box.currentIndexChanged.connect(lambda _: self.show_metric())
@@ -125,6 +126,8 @@ class QtMatrixView(QWidget):
         """Compute every metric's matrix for the current scope, in the background."""
         from perceptlab.metrics.registry import list_metrics
 
+        if self.metric_box.count() == 0:
+            self.refresh_metrics()
         if self.scope_box.currentText() == SCOPE_SELECTION:
             self._compute_selection([m.name for m in list_metrics()])
         else:

@@ -32,14 +32,17 @@ from perceptlab.qt.workers import QtTask, QtTaskRunner
 DISAGREE = QColor(255, 170, 60, 110)
 
 
-def rank_all(library_path: str, query: Clip, metrics: list[str], config: FeatureConfig,
+def rank_all(library_path: str, query: Clip, metrics: list[str] | None, config: FeatureConfig,
              progress=None, cancel=None) -> dict:
-    """Full rankings of the library for one query under each metric (worker thread)."""
+    """Full rankings of the library for one query under each metric (default: all registered)."""
+    from perceptlab.metrics.registry import list_metrics
+
     with Library(library_path) as lib:
         from perceptlab.analysis.similarity import register_library_metrics
 
         register_library_metrics(lib)
         q = Query(query.path, query.name, query)
+        metrics = metrics or [m.name for m in list_metrics()]
         out = {}
         for i, m in enumerate(metrics):
             out[m] = ranking(lib, q, m, config, cancel=cancel)
@@ -127,11 +130,8 @@ class QtNeighboursPanel(QWidget):
         self._query = clip
         if clip is None or not clip.ok or self.library_path is None:
             return
-        from perceptlab.metrics.registry import list_metrics
-
-        metrics = [m.name for m in list_metrics()]
         self.title.setText(f"Neighbours of {clip.name} (computing…)")
-        task = QtTask(rank_all, self.library_path, clip, metrics, self.config)
+        task = QtTask(rank_all, self.library_path, clip, None, self.config)
         task.signals.finished.connect(lambda res, t=task: self._on_result(t, res))
         task.signals.failed.connect(lambda msg, _tb: self.title.setText(f"Cannot rank: {msg}"))
         self._task = task
@@ -164,7 +164,7 @@ class QtNeighboursPanel(QWidget):
         k = self.k_box.value()
         rankings = self.result["rankings"]
         metrics = list(rankings)
-        ranks = {m: {n.clip.id: n.rank for n in r} for m, r in rankings.items()}
+        ranks = _rank_tables(rankings)
         self.title.setText(f"Neighbours of {self.result['query'].name}")
         self.table.clear()
         self.table.setColumnCount(len(metrics))
@@ -176,9 +176,8 @@ class QtNeighboursPanel(QWidget):
                 item = QTableWidgetItem(f"{n.clip.name}  ({n.clip.label or '-'})\n{n.distance:.5f}")
                 item.setData(Qt.UserRole, n.clip)
                 others = {o: ranks[o].get(n.clip.id) for o in metrics if o != m}
-                far = {o: r for o, r in others.items() if r is not None and r > 3 * k}
                 item.setToolTip("ranks: " + ", ".join(f"{get_metric(o).display_name} #{r}" for o, r in others.items()))
-                if far:
+                if _ranked_far(others, k):
                     item.setBackground(QBrush(DISAGREE))
                     item.setData(Qt.UserRole + 1, True)
                 self.table.setItem(row, col, item)
@@ -203,13 +202,19 @@ class QtNeighboursPanel(QWidget):
             self.neighbour_activated.emit(clip)
 
 
+def _rank_tables(rankings: dict[str, list]) -> dict[str, dict[int, int]]:
+    """{metric: {clip id: rank}}."""
+    return {m: {n.clip.id: n.rank for n in r} for m, r in rankings.items()}
+
+
+def _ranked_far(other_ranks: dict[str, int | None], k: int) -> bool:
+    """Does another metric rank this top-k neighbour beyond 3k?"""
+    return any(r is not None and r > 3 * k for r in other_ranks.values())
+
+
 def disagreement_ids(result: dict, k: int) -> set[int]:
     """Clip ids in some metric's top k that another metric ranks beyond 3k."""
     rankings = result["rankings"]
-    ranks = {m: {n.clip.id: n.rank for n in r} for m, r in rankings.items()}
-    out = set()
-    for m, r in rankings.items():
-        for n in r[:k]:
-            if any(ranks[o].get(n.clip.id, 0) > 3 * k for o in rankings if o != m):
-                out.add(n.clip.id)
-    return out
+    ranks = _rank_tables(rankings)
+    return {n.clip.id for m, r in rankings.items() for n in r[:k]
+            if _ranked_far({o: ranks[o].get(n.clip.id) for o in rankings if o != m}, k)}
