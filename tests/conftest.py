@@ -95,23 +95,58 @@ def clip_library(tmp_path, clip_tree) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _no_modal_dialogs(request, monkeypatch):
+    """A modal dialog in a test would wait forever for a click: fail instead, with its text."""
+    if "qtbot" not in request.fixturenames:
+        return
+    from PySide6.QtWidgets import QDialog, QFileDialog, QInputDialog, QMessageBox
+
+    def refuse(kind):
+        def fail(*args, **_kwargs):
+            text = " | ".join(str(a) for a in args if isinstance(a, str))
+            raise AssertionError(f"a modal {kind} opened in a test: {text}")
+        return fail
+
+    for name in ("warning", "critical", "question", "information", "about"):
+        monkeypatch.setattr(QMessageBox, name, staticmethod(refuse(f"QMessageBox.{name}")))
+    for name in ("getOpenFileName", "getOpenFileNames", "getSaveFileName", "getExistingDirectory"):
+        monkeypatch.setattr(QFileDialog, name, staticmethod(refuse(f"QFileDialog.{name}")))
+    for name in ("getItem", "getText", "getInt", "getDouble"):
+        monkeypatch.setattr(QInputDialog, name, staticmethod(refuse(f"QInputDialog.{name}")))
+    for cls in (QDialog, QMessageBox):
+        monkeypatch.setattr(cls, "exec", lambda self: refuse(type(self).__name__)(self.windowTitle(), getattr(self, "text", lambda: "")()))
+
+
+def _wind_down(w) -> None:
+    """Stop what the window started, as a user's "stop runs and quit" would, before it closes.
+
+    pytest-qt closes registered widgets before fixture teardown code runs, so
+    this is its ``before_close_func``: the close never asks about running
+    training, and no background task outlives the test that started it.
+    """
+    for job in w.training_panel.running_jobs():
+        job.kill()
+    w._close_decided = True  # no "training is running" question in tests
+    for runner in (w.tasks, w.matrix_tasks, w.listening_view.runner):
+        runner.cancel_all()
+    for runner in (w.tasks, w.matrix_tasks, w.listening_view.runner):
+        assert runner.wait(60000), "a background task was still running a minute after cancel"
+
+
 @pytest.fixture
 def main_window(qtbot, clip_library):
     """The real main window on ``clip_library``, shown and active."""
     from perceptlab.qt.main_window import QtMainWindow
 
     w = QtMainWindow(library_path=clip_library)
-    qtbot.addWidget(w)
+    qtbot.addWidget(w, before_close_func=_wind_down)
     w.show()
     qtbot.waitExposed(w)
     w.activateWindow()
     qtbot.waitActive(w)
     qtbot.waitUntil(lambda: w.metrics_loaded, timeout=30000)  # the registry loads in the background
     yield w
-    for job in w.training_panel.running_jobs():
-        job.kill()
-    w._close_decided = True  # no "training is running" question in tests
-    w.close()
 
 
 def run_cli(*args, check: bool = True):

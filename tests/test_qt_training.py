@@ -149,3 +149,5 @@ def test_reconstructions_view_shows_and_plays_what_the_encoder_keeps(window, qtb
     view.play(0, "recons")
     qtbot.waitUntil(lambda: getattr(view, "last_audio", None) is not None, timeout=60000)
     assert view.last_audio.ndim == 1 and len(view.last_audio) > 22050  # about 3 s of audio
+    assert view.engine.active_slot == "A" and view.engine.duration() == len(view.last_audio) / res["config"].sample_rate
+    qtbot.waitUntil(lambda: not view.engine.is_playing, timeout=30000)  # played to the end

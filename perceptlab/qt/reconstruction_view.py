@@ -61,6 +61,7 @@ class QtReconstructionView(QWidget):
         lay.addWidget(self.title)
         lay.addLayout(self.grid, 1)
         self._task: QtTask | None = None
+        self._closed = False
 
     def show_checkpoint(self, library_path: str, checkpoint: str) -> QtTask:
         self.title.setText(f"Reconstructing with {checkpoint}…")
@@ -114,7 +115,12 @@ class QtReconstructionView(QWidget):
         def done(wave):
             if button is not None:
                 button.setEnabled(True)
+            if self._closed:  # the window closed while the inversion ran: play nothing
+                return
             self.last_audio = wave
+            if self.engine.sample_rate != cfg.sample_rate:  # an encoder trained at another rate
+                self.engine.close()
+                self.engine = PlaybackEngine(sample_rate=cfg.sample_rate)
             self.engine.load("A", wave)
             self.engine.select("A")
             self.engine.seek(0.0)
@@ -129,4 +135,5 @@ class QtReconstructionView(QWidget):
         return task
 
     def close_engine(self) -> None:
+        self._closed = True
         self.engine.close()

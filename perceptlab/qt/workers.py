@@ -19,6 +19,7 @@ from perceptlab.tasks import Cancelled
 
 
 _threads_limited = False
+_threads_lock = threading.Lock()
 
 
 def _leave_a_core_for_the_gui() -> None:
@@ -28,12 +29,13 @@ def _leave_a_core_for_the_gui() -> None:
     scheduler and the event loop stutters; one free core keeps it smooth.
     """
     global _threads_limited
-    if _threads_limited:
-        return
-    _threads_limited = True
-    import torch
+    with _threads_lock:  # two workers starting at once set it once, not concurrently
+        if _threads_limited:
+            return
+        import torch
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+        _threads_limited = True
 
 
 class _Signals(QObject):
