@@ -129,9 +129,7 @@ def _wind_down(w) -> None:
         job.kill()
     w._close_decided = True  # no "training is running" question in tests
     for runner in (w.tasks, w.matrix_tasks, w.listening_view.runner):
-        runner.cancel_all()
-    for runner in (w.tasks, w.matrix_tasks, w.listening_view.runner):
-        assert runner.wait(60000), "a background task was still running a minute after cancel"
+        assert runner.shutdown(60000), "a background task was still running a minute after cancel"
 
 
 @pytest.fixture
@@ -147,6 +145,13 @@ def main_window(qtbot, clip_library):
     qtbot.waitActive(w)
     qtbot.waitUntil(lambda: w.metrics_loaded, timeout=30000)  # the registry loads in the background
     yield w
+    # pytest-qt has closed the window and asked for its deletion: delete it now,
+    # so no part of it is torn down while a later test runs.
+    import shiboken6
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    assert not shiboken6.isValid(w), "the main window outlived its test"
 
 
 def run_cli(*args, check: bool = True):

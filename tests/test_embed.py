@@ -127,3 +127,17 @@ def test_embed_command(library, checkpoint, capsys):
     assert out["metric"] == "embedding:unit-ae" and out["computed"] == 9 and out["dim"] == 8
     assert main(["metrics", "--library", str(library)]) == 0
     assert "embedding:unit-ae" in capsys.readouterr().out
+
+
+def test_each_library_lists_only_its_own_encoder_metrics(library, checkpoint, tmp_path, clip_tree):
+    """The registry is process-wide: a metric one library brought must not be offered for another."""
+    from perceptlab.analysis.similarity import register_library_metrics
+
+    with Library(library) as lib:
+        embed_library(lib, checkpoint, device="cpu")
+        assert register_library_metrics(lib) == ["mse", "nlpd", "msssim", "embedding:unit-ae"]
+    other = tmp_path / "other.sqlite"
+    with Library(other) as lib:
+        import_files(lib, [clip_tree / "low"])
+        assert get_metric("embedding:unit-ae")  # still registered, from the first library
+        assert register_library_metrics(lib) == ["mse", "nlpd", "msssim"]

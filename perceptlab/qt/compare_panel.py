@@ -38,15 +38,13 @@ MAP_TITLES = {
 
 def compare_pair(library_path: str, a: Clip, b: Clip, metrics: list[str] | None, config: FeatureConfig,
                  progress=None, cancel=None) -> dict:
-    """Distances (default: every registered metric) and local maps for one pair (worker thread)."""
-    from perceptlab.metrics.registry import list_metrics
-
+    """Distances (default: every metric of the library) and local maps for one pair (worker thread)."""
     with Library(library_path) as lib:
         from perceptlab.analysis.similarity import register_library_metrics
 
-        register_library_metrics(lib)
+        available = register_library_metrics(lib)
         qa, qb = Query(a.path, a.name, a), Query(b.path, b.name, b)
-        metrics = metrics or [m.name for m in list_metrics()]
+        metrics = metrics or available
         distances = pair_distances(lib, qa, qb, metrics, config)
         ia = query_image(lib, qa, config)[0, 0]
         ib = query_image(lib, qb, config)[0, 0]

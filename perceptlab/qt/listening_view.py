@@ -453,7 +453,7 @@ class QtListeningView(QWidget):
     def close_engine(self) -> None:
         if self._audio_task is not None:
             self._audio_task.cancel()
-        self.runner.wait(5000)
+        self.runner.shutdown(5000)
         self.engine.close()
         if self.library is not None:
             self.library.close()

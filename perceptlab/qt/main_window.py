@@ -233,6 +233,7 @@ class QtMainWindow(QMainWindow):
             panel.set_library(str(lib.path))
         # After the first paint: the import competes with it for the GIL.
         self.metrics_loaded = False
+        self.metric_names: list[str] = []
         self._metrics_library = str(lib.path)
         QTimer.singleShot(300, self, self._load_metrics)  # bound to self: dropped if the window goes
         self.setWindowTitle(f"perceptlab — {lib.path.name}")
@@ -252,7 +253,7 @@ class QtMainWindow(QMainWindow):
             from perceptlab.analysis.similarity import register_library_metrics
 
             with Library(library_path) as lib:
-                register_library_metrics(lib)
+                return register_library_metrics(lib)
 
         task = QtTask(work, with_progress=False)
         # Bound methods, not lambdas: Qt drops the call if the window is gone.
@@ -262,22 +263,28 @@ class QtMainWindow(QMainWindow):
 
     @Slot(str, str)
     def _on_metrics_failed(self, message: str, _tb: str) -> None:
-        self._on_metrics_loaded(None)
+        from perceptlab.analysis.similarity import DEFAULT_METRICS
+
+        self._on_metrics_loaded(list(DEFAULT_METRICS))
         self.status_label.setText(f"Library metrics unavailable: {message}")
 
     @Slot(object)
-    def _on_metrics_loaded(self, _result=None) -> None:
+    def _on_metrics_loaded(self, names: list[str]) -> None:
+        self.metric_names = list(names)
         self.metrics_loaded = True
-        self.matrix_view.refresh_metrics()
-        self.map_view.refresh_sources()
+        self.matrix_view.refresh_metrics(self.metric_names)
+        self.map_view.refresh_sources(self.metric_names)
 
     def register_library_metrics(self) -> None:
+        """Register the open library's own metrics and list them in the views."""
         from perceptlab.analysis.similarity import register_library_metrics
 
         try:
-            register_library_metrics(self.library)
+            self.metric_names = register_library_metrics(self.library)
         except Exception as exc:  # a damaged model row must not stop the app
             self.status_label.setText(f"Encoder metrics unavailable: {exc}")
+        self.matrix_view.refresh_metrics(self.metric_names)
+        self.map_view.refresh_sources(self.metric_names)
 
     def reload_clips(self) -> None:
         if self.library is None:
@@ -537,8 +544,6 @@ class QtMainWindow(QMainWindow):
     def _on_encoder_ready(self, summary) -> None:
         self._hide_progress()
         self.register_library_metrics()
-        self.matrix_view.refresh_metrics()
-        self.map_view.refresh_sources()
         self.neighbours_panel.refresh()
         self.compare_panel.set_pair(self.slots["A"], self.slots["B"])
         self.status_label.setText(f"{summary.metric} is ready: {summary.computed} clips embedded")
@@ -655,7 +660,7 @@ class QtMainWindow(QMainWindow):
         for runner in (self.tasks, self.matrix_tasks):
             runner.cancel_all()
         for runner in (self.tasks, self.matrix_tasks):
-            runner.wait(5000)
+            runner.shutdown(5000)
         if self.library is not None:
             self.library.close()
         super().closeEvent(event)

@@ -149,14 +149,14 @@ class QtMapView(QWidget):
         self.result = None
         self.scatter.clear()
 
-    def refresh_sources(self) -> None:
-        """List embedding metrics first (PCA / t-SNE), then every metric (MDS)."""
-        from perceptlab.metrics.registry import list_metrics
+    def refresh_sources(self, names: list[str]) -> None:
+        """List the library's embedding metrics first (PCA / t-SNE), then every metric (MDS)."""
+        from perceptlab.metrics.registry import get_metric
 
         current = self.source_box.currentData()
         self.source_box.blockSignals(True)
         self.source_box.clear()
-        for m in sorted(list_metrics(), key=lambda m: m.input_kind != "vector"):
+        for m in sorted(map(get_metric, names), key=lambda m: m.input_kind != "vector"):
             self.source_box.addItem(m.display_name, m.name)
         idx = self.source_box.findData(current)
         self.source_box.setCurrentIndex(max(idx, 0))

@@ -53,6 +53,7 @@ class QtMatrixView(QWidget):
         self.clips: list[Clip] = []
         self.matrix: np.ndarray | None = None
 
+        self.metric_names: list[str] = []  # the open library's, from refresh_metrics()
         self.metric_box = QComboBox()
         self.scope_box = QComboBox()
         self.scope_box.addItems([SCOPE_LIBRARY, SCOPE_SELECTION])
@@ -100,14 +101,16 @@ class QtMatrixView(QWidget):
         self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self.graphics.scene().sigMouseClicked.connect(self._on_mouse_clicked)
 
-    def refresh_metrics(self) -> None:
-        from perceptlab.metrics.registry import list_metrics
+    def refresh_metrics(self, names: list[str]) -> None:
+        """List the open library's metrics (``names``, from the metric registry)."""
+        from perceptlab.metrics.registry import get_metric
 
+        self.metric_names = list(names)
         current = self.metric_box.currentData()
         self.metric_box.blockSignals(True)
         self.metric_box.clear()
-        for m in list_metrics():
-            self.metric_box.addItem(m.display_name, m.name)
+        for name in self.metric_names:
+            self.metric_box.addItem(get_metric(name).display_name, name)
         idx = self.metric_box.findData(current)
         self.metric_box.setCurrentIndex(max(idx, 0))
         self.metric_box.blockSignals(False)
@@ -124,15 +127,11 @@ class QtMatrixView(QWidget):
 
     def compute(self) -> None:
         """Compute every metric's matrix for the current scope, in the background."""
-        from perceptlab.metrics.registry import list_metrics
-
-        if self.metric_box.count() == 0:
-            self.refresh_metrics()
         if self.scope_box.currentText() == SCOPE_SELECTION:
-            self._compute_selection([m.name for m in list_metrics()])
+            self._compute_selection(list(self.metric_names))
         else:
-            for m in list_metrics():
-                self.analysis.request(m.name)
+            for name in self.metric_names:
+                self.analysis.request(name)
         self.show_metric()
 
     def _compute_selection(self, metrics: list[str]) -> None:
@@ -163,9 +162,7 @@ class QtMatrixView(QWidget):
     def _source(self) -> dict[str, tuple[list[Clip], np.ndarray]]:
         if self.scope_box.currentText() == SCOPE_SELECTION:
             return self._selection_matrices
-        from perceptlab.metrics.registry import list_metrics
-
-        return {m.name: self.analysis.matrix(m.name) for m in list_metrics() if self.analysis.matrix(m.name)}
+        return {m: self.analysis.matrix(m) for m in self.metric_names if self.analysis.matrix(m)}
 
     def show_metric(self) -> None:
         src = self._source()

@@ -34,15 +34,13 @@ DISAGREE = QColor(255, 170, 60, 110)
 
 def rank_all(library_path: str, query: Clip, metrics: list[str] | None, config: FeatureConfig,
              progress=None, cancel=None) -> dict:
-    """Full rankings of the library for one query under each metric (default: all registered)."""
-    from perceptlab.metrics.registry import list_metrics
-
+    """Full rankings of the library for one query under each metric (default: all of the library's)."""
     with Library(library_path) as lib:
         from perceptlab.analysis.similarity import register_library_metrics
 
-        register_library_metrics(lib)
+        available = register_library_metrics(lib)
         q = Query(query.path, query.name, query)
-        metrics = metrics or [m.name for m in list_metrics()]
+        metrics = metrics or available
         out = {}
         for i, m in enumerate(metrics):
             out[m] = ranking(lib, q, m, config, cancel=cancel)

@@ -86,6 +86,8 @@ class QtTask(QRunnable):
                 self.signals.cancelled.emit()
             else:
                 self.signals.finished.emit(result)
+        finally:
+            self.fn, self.args, self.kwargs = None, (), {}  # its inputs need not outlive it
 
 
 class QtTaskRunner(QObject):
@@ -96,8 +98,13 @@ class QtTaskRunner(QObject):
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(max_threads)
         self._live: set[QtTask] = set()
+        self._shut = False
 
     def start(self, task: QtTask) -> QtTask:
+        """Queue ``task``; after :meth:`shutdown` it is cancelled instead of run."""
+        if self._shut:
+            task.cancel()
+            return task
         self._live.add(task)
         for sig in (task.signals.finished, task.signals.failed, task.signals.cancelled):
             sig.connect(lambda *_, t=task: self._live.discard(t))
@@ -110,6 +117,16 @@ class QtTaskRunner(QObject):
 
     def wait(self, msecs: int = -1) -> bool:
         return self.pool.waitForDone(msecs)
+
+    def shutdown(self, msecs: int = 5000) -> bool:
+        """Cancel every task, refuse new ones, and wait up to ``msecs`` for the running ones.
+
+        Called when the window closes, so no work starts on a closing window and
+        none is left running when its thread pool is destroyed.
+        """
+        self._shut = True
+        self.cancel_all()
+        return self.wait(msecs)
 
     @property
     def busy(self) -> bool:
