@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import traceback
+import warnings
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
@@ -65,6 +66,17 @@ class QtTask(QRunnable):
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    def disconnect_all(self) -> None:
+        """Detach every receiver; the task still runs to its end, reporting to no one."""
+        s = self.signals
+        for sig in (s.progress, s.finished, s.failed, s.cancelled):
+            with warnings.catch_warnings():  # PySide warns when a signal had no receiver
+                warnings.simplefilter("ignore")
+                try:
+                    sig.disconnect()
+                except (RuntimeError, SystemError, TypeError):
+                    pass
 
     @property
     def is_cancelled(self) -> bool:
@@ -125,7 +137,9 @@ class QtTaskRunner(QObject):
         none is left running when its thread pool is destroyed.
         """
         self._shut = True
-        self.cancel_all()
+        for task in list(self._live):
+            task.cancel()
+            task.disconnect_all()  # its results would reach a window that is going away
         return self.wait(msecs)
 
     @property
