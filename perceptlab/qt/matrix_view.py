@@ -127,6 +127,9 @@ class QtMatrixView(QWidget):
 
     def compute(self) -> None:
         """Compute every metric's matrix for the current scope, in the background."""
+        if not self.metric_names:
+            self.status.setText("The metrics are still loading; press Compute again in a moment")
+            return
         if self.scope_box.currentText() == SCOPE_SELECTION:
             self._compute_selection(list(self.metric_names))
         else:
