@@ -96,9 +96,12 @@ def clip_library(tmp_path, clip_tree) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_modal_dialogs(request, monkeypatch):
-    """A modal dialog in a test would wait forever for a click: fail instead, with its text."""
+def _qt_test_hygiene(request, monkeypatch):
+    """For Qt tests: a modal dialog would wait forever for a click, so it fails
+    instead, with its text; and the widgets a test closed are deleted before
+    the next test starts, so nothing of one test is torn down during another."""
     if "qtbot" not in request.fixturenames:
+        yield
         return
     from PySide6.QtWidgets import QDialog, QFileDialog, QInputDialog, QMessageBox
 
@@ -116,6 +119,10 @@ def _no_modal_dialogs(request, monkeypatch):
         monkeypatch.setattr(QInputDialog, name, staticmethod(refuse(f"QInputDialog.{name}")))
     for cls in (QDialog, QMessageBox):
         monkeypatch.setattr(cls, "exec", lambda self: refuse(type(self).__name__)(self.windowTitle(), getattr(self, "text", lambda: "")()))
+    yield
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)  # pytest-qt's deleteLater, now
 
 
 def _wind_down(w) -> None:
