@@ -18,7 +18,10 @@ TINY = ["model.channels=[4, 8, 8]", "model.latent_dim=8", "data.patch_frames=32"
 
 
 @pytest.fixture
-def window(main_window):
+def window(main_window, monkeypatch):
+    # The jobs the panel starts inherit this: a tiny model trains fastest on one
+    # thread, and two OpenMP threads per job stall badly on a busy 2-core machine.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     main_window.central_tabs.setCurrentWidget(main_window.training_panel)
     return main_window
 
