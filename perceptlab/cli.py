@@ -104,9 +104,12 @@ def ensure_demo_library(path: Path, out=sys.stderr):
 
 def cmd_gui(args) -> int:
     try:
-        from perceptlab.qt.app import run_app
+        from perceptlab.qt.app import display_problem, run_app
     except ImportError as exc:
         raise UserError(f"the desktop app needs PySide6 and pyqtgraph ({exc})") from None
+    problem = display_problem()
+    if problem:
+        raise UserError(f"cannot open the window: {problem}")
     path = _library_path(args)
     if args.library is None and not os.environ.get("PERCEPTLAB_LIBRARY"):
         ensure_demo_library(path).close()

@@ -53,3 +53,17 @@ def test_bench_import_runs(capsys):
     assert main(["bench", "import", "--n", "1"]) == 0
     text = capsys.readouterr().out
     assert "22.05 kHz mono WAV" in text and "x real time" in text
+
+
+def test_the_app_without_a_display_says_so_instead_of_aborting(monkeypatch, clip_library):
+    import sys
+
+    import pytest
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the display check is for Linux (X11 or Wayland)")
+    for var in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(var, raising=False)
+    out = run("gui", "--library", clip_library, check=False)
+    assert out.returncode == 2, out.stderr  # not Qt's SIGABRT
+    assert "cannot open the window: no display" in out.stderr and "QT_QPA_PLATFORM=offscreen" in out.stderr
