@@ -38,7 +38,7 @@ def test_selecting_a_clip_shows_its_spectrogram(window, qtbot):
     clip = next(c for c in panel.model.clips() if c.name == "low_1.wav")
     panel.table.setFocus()
     assert panel.select_clip(clip.id)
-    assert window.spectrogram.has_image()
+    assert window.spectrogram.has_image() and not window.spectrogram.placeholder.isVisible()
     assert "low_1.wav" in window.spectrogram.caption.text()
     img = window.spectrogram.image.image
     assert img.shape == (128, 1 + int(1.25 * 22050) // 512)
@@ -111,3 +111,19 @@ def test_demo_library_is_imported_on_first_run(tmp_path, monkeypatch):
     lib = ensure_demo_library(tmp_path / "first.sqlite")  # second run: nothing re-imported
     assert lib.count() == n
     lib.close()
+
+
+def test_an_empty_spectrogram_view_says_what_to_do(qtbot):
+    import numpy as np
+
+    from perceptlab.qt.spectrogram_view import QtSpectrogramView
+
+    view = QtSpectrogramView()
+    qtbot.addWidget(view)
+    assert view.placeholder.isVisible() and not view.has_image()
+    (x0, x1), (y0, y1) = view.plot.getViewBox().viewRange()
+    assert (x0, x1, y0, y1) == (0.0, 5.0, 0.0, 128.0)  # seconds and mel bands, not a unit square
+    view.set_image(np.full((128, 40), 0.5, np.float32))
+    assert view.has_image() and not view.placeholder.isVisible()
+    view.set_image(None)
+    assert view.placeholder.isVisible()

@@ -98,12 +98,18 @@ class QtComparePanel(QWidget):
 
         self.map_box.currentIndexChanged.connect(self._on_map_changed)
         self.analysis.matrix_ready.connect(self._on_matrix_ready)
+        self._clear_map()
+
+    def _clear_map(self) -> None:
+        """No pair yet: an empty map over a 5 s, all-bands frame (not pyqtgraph's unit square)."""
+        self.image.clear()
+        self.plot.getViewBox().setRange(xRange=(0.0, 5.0), yRange=(0.0, float(self.config.n_mels)), padding=0)
 
     def set_library(self, path: str | None) -> None:
         self.library_path = path
         self.result = None
         self.table.setRowCount(0)
-        self.image.clear()
+        self._clear_map()
 
     def set_pair(self, a: Clip | None, b: Clip | None) -> None:
         """Compare ``a`` and ``b`` in the background (None clears)."""
@@ -180,4 +186,5 @@ class QtComparePanel(QWidget):
         self.image.setImage(m, autoLevels=False, levels=levels)
         self.colorbar.setLevels(levels)
         self.image.setRect(QRectF(0, 0, m.shape[1] * self.config.seconds_per_frame(), m.shape[0]))
+        self.plot.getViewBox().autoRange(padding=0)
         self.plot.setTitle(MAP_TITLES[key])

@@ -88,6 +88,9 @@ class QtSpectrogramView(QWidget):
         self.loop_region.setVisible(False)
         self.plot.addItem(self.loop_region)
         self.loop_region.sigRegionChangeFinished.connect(self._on_region_moved)
+        self.placeholder = pg.TextItem("Select a clip in the library to see its log-mel spectrogram",
+                                       color=(190, 190, 190), anchor=(0.5, 0.5))
+        self.plot.addItem(self.placeholder)
 
         self.cmap_box = QComboBox()
         self.cmap_box.addItems(COLORMAPS)
@@ -109,6 +112,14 @@ class QtSpectrogramView(QWidget):
         self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self.graphics.scene().sigMouseClicked.connect(self._on_mouse_clicked)
         self._set_hz_ticks()
+        self._show_empty()
+
+    def _show_empty(self) -> None:
+        """No clip yet: a hint, and axes over a 5 s mel-scale frame instead of an arbitrary unit square."""
+        n_mels = float(self.config.n_mels)
+        self.placeholder.setPos(2.5, n_mels / 2)
+        self.placeholder.setVisible(True)
+        self.plot.getViewBox().setRange(xRange=(0.0, 5.0), yRange=(0.0, n_mels), padding=0)
 
     # -- public API ---------------------------------------------------------
     def set_image(self, image: np.ndarray | None, config: FeatureConfig | None = None, caption: str = "") -> None:
@@ -121,7 +132,9 @@ class QtSpectrogramView(QWidget):
         if image is None:
             self._db = None
             self.image.clear()
+            self._show_empty()
             return
+        self.placeholder.setVisible(False)
         self._db = unit_to_db(np.asarray(image, dtype=np.float32), self.config)
         levels = self.colorbar.levels()
         self.image.setImage(self._db, autoLevels=False, levels=levels)
