@@ -120,9 +120,14 @@ def _qt_test_hygiene(request, monkeypatch):
     for cls in (QDialog, QMessageBox):
         monkeypatch.setattr(cls, "exec", lambda self: refuse(type(self).__name__)(self.windowTitle(), getattr(self, "text", lambda: "")()))
     yield
+    _delete_closed_widgets()
+
+
+def _delete_closed_widgets() -> None:
+    """Carry out pytest-qt's deleteLater calls now, inside the test that closed the widgets."""
     from PySide6.QtCore import QCoreApplication, QEvent
 
-    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)  # pytest-qt's deleteLater, now
+    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
 
 
 def _wind_down(w) -> None:
@@ -152,12 +157,11 @@ def main_window(qtbot, clip_library):
     qtbot.waitActive(w)
     qtbot.waitUntil(lambda: w.metrics_loaded, timeout=30000)  # the registry loads in the background
     yield w
-    # pytest-qt has closed the window and asked for its deletion: delete it now,
-    # so no part of it is torn down while a later test runs.
+    # pytest-qt has closed the window and asked for its deletion: no part of
+    # it may be torn down while a later test runs.
     import shiboken6
-    from PySide6.QtCore import QCoreApplication, QEvent
 
-    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    _delete_closed_widgets()
     assert not shiboken6.isValid(w), "the main window outlived its test"
 
 
