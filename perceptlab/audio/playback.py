@@ -24,6 +24,8 @@ import time
 
 import numpy as np
 
+from perceptlab.audio.backend import backend_status
+
 SLOTS = ("A", "B")
 
 
@@ -32,13 +34,24 @@ class PlaybackUnavailable(RuntimeError):
 
 
 def audio_output_status() -> tuple[bool, str]:
-    """(True, device name) if an output device is usable, else (False, why not)."""
+    """(True, device name) if an output device is usable, else (False, why not).
+
+    PortAudio is first started in a child process (:mod:`perceptlab.audio.backend`,
+    asked once per process and waited for here): a broken ALSA configuration
+    makes it abort the process it runs in, so sounddevice is imported in this
+    one only after the child came through.
+    """
+    status = backend_status()
+    if not status.available:
+        return False, status.reason
     try:
         import sounddevice as sd
     except OSError as exc:  # PortAudio library missing
         return False, f"PortAudio is not installed ({exc}); on Debian/Ubuntu: apt-get install libportaudio2"
     except ImportError as exc:
         return False, f"the sounddevice package is missing ({exc})"
+    except Exception as exc:  # PortAudioError from Pa_Initialize
+        return False, f"PortAudio could not initialise ({exc})"
     try:
         dev = sd.query_devices(kind="output")
     except Exception as exc:  # no default output device
@@ -46,6 +59,18 @@ def audio_output_status() -> tuple[bool, str]:
     if not dev or dev.get("max_output_channels", 0) < 1:
         return False, "no audio output device with an output channel"
     return True, str(dev.get("name", "default"))
+
+
+def require_audio_output() -> str:
+    """The output device's name; raises :class:`PlaybackUnavailable` (saying why) if there is none.
+
+    For a command that is about to play: it reports the reason instead of
+    PortAudio aborting or a traceback.
+    """
+    ok, why = audio_output_status()
+    if not ok:
+        raise PlaybackUnavailable(why)
+    return why
 
 
 def rms_db(wave: np.ndarray) -> float:

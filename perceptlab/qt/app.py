@@ -1,4 +1,9 @@
-"""Starting the desktop app."""
+"""Starting the desktop app.
+
+``PERCEPTLAB_QUIT_AFTER_MS``: if set to a number, the window closes itself
+that many milliseconds after it is shown and the app exits normally; for
+start-up tests and scripted smoke checks.
+"""
 
 from __future__ import annotations
 
@@ -39,11 +44,39 @@ def create_app(argv: list[str] | None = None):
     return app
 
 
+QUIT_AFTER_ENV = "PERCEPTLAB_QUIT_AFTER_MS"
+
+
+def _report_audio(ok: bool, why: str) -> None:
+    # The window shows it too; this line is for whoever started the app from a terminal.
+    if not ok:
+        print(f"perceptlab: warning: audio output unavailable: {why}; playback is off", file=sys.stderr, flush=True)
+
+
 def run_app(library_path: str | Path | None = None) -> int:
     """Open the main window on ``library_path`` and run the event loop."""
+    from perceptlab.audio.backend import start_probe
+
+    quit_after = os.environ.get(QUIT_AFTER_ENV, "").strip()
+    try:
+        quit_after_ms = int(quit_after) if quit_after else None
+    except ValueError:
+        raise ValueError(f"{QUIT_AFTER_ENV} must be a whole number of milliseconds, got {quit_after!r}") from None
+
+    # The audio check (a child process) runs while Qt and the views import,
+    # so its answer is usually there before the player bar asks for it.
+    start_probe()
     from perceptlab.qt.main_window import QtMainWindow
 
     app = create_app()
     window = QtMainWindow(library_path=library_path)
+    if window.player.audio_checked:
+        _report_audio(window.player.available, window.player.unavailable_reason)
+    else:
+        window.player.availability_changed.connect(_report_audio)
     window.show()
+    if quit_after_ms is not None:
+        from PySide6.QtCore import QTimer
+
+        QTimer.singleShot(quit_after_ms, window, window.close)
     return app.exec()

@@ -138,6 +138,11 @@ class QtMainWindow(QMainWindow):
         self.statusBar().addWidget(self.status_label, 1)
         self.statusBar().addPermanentWidget(self.progress)
         self.statusBar().addPermanentWidget(self.cancel_button)
+        # Playback off (no device, PortAudio failed to start): said where it stays in view.
+        self.audio_status_label = QLabel("")
+        self.statusBar().addPermanentWidget(self.audio_status_label)
+        self.player.availability_changed.connect(self._on_audio_availability)
+        self._on_audio_availability(self.player.available, self.player.unavailable_reason)
         self.cancel_button.clicked.connect(self._on_cancel_clicked)
 
         self.library_panel.clip_selected.connect(self._on_clip_selected)
@@ -291,6 +296,12 @@ class QtMainWindow(QMainWindow):
             return
         self.library_panel.set_clips(self.library.clips(include_failed=True))
         self._show_library_status()
+
+    @Slot(bool, str)
+    def _on_audio_availability(self, ok: bool, why: str) -> None:
+        checking = not ok and not self.player.audio_checked
+        self.audio_status_label.setText("" if ok else "Checking audio…" if checking else "Playback off")
+        self.audio_status_label.setToolTip("" if ok else f"Playback is off: {why}")
 
     def _show_library_status(self) -> None:
         clips = self.library_panel.model.clips()

@@ -2,9 +2,17 @@
 
 The bar drives a :class:`perceptlab.audio.playback.PlaybackEngine` and polls
 its position and level with a timer (the audio callback never calls Qt).
+
+Whether there is an audio output at all is asked off the GUI thread (the
+check starts PortAudio in a child process, see :mod:`perceptlab.audio.backend`):
+the bar waits for the answer a moment, so a quick one is in place before the
+window is first painted, and otherwise says it is checking and fills the
+answer in when it comes.
 """
 
 from __future__ import annotations
+
+import threading
 
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (
@@ -22,6 +30,15 @@ from PySide6.QtCore import Qt
 from perceptlab.audio.playback import PlaybackEngine, PlaybackUnavailable, audio_output_status
 
 
+def _ask_audio_output(answer: list, answered: threading.Event) -> None:
+    """Worker thread: no Qt here; the GUI thread picks the answer up."""
+    try:
+        answer.append(audio_output_status())
+    except Exception as exc:  # whatever went wrong, the bar must not stay "checking"
+        answer.append((False, f"the audio check failed ({exc})"))
+    answered.set()
+
+
 class QtPlayerBar(QWidget):
     """Transport for slots A and B.
 
@@ -31,17 +48,26 @@ class QtPlayerBar(QWidget):
         Seconds, while playing (about 30 times a second).
     slot_changed(str)
         "A" or "B" after a switch.
+    availability_changed(bool, str)
+        Once the audio check answers after the bar was built: whether
+        playback works, and why not ("" if it does).
     """
 
     position_changed = Signal(float)
     slot_changed = Signal(str)
+    availability_changed = Signal(bool, str)
+
+    # How long the constructor waits for the audio check before showing
+    # "checking" instead: short enough that a window never waits noticeably.
+    AUDIO_CHECK_WAIT_S = 0.5
+    CHECKING = "checking the audio output…"
 
     def __init__(self, engine: PlaybackEngine | None = None, parent=None):
         super().__init__(parent)
         self.engine = engine or PlaybackEngine()
-        ok, why = audio_output_status()
-        self.available = ok
-        self.unavailable_reason = "" if ok else why
+        self.available = False
+        self.audio_checked = False
+        self.unavailable_reason = self.CHECKING
 
         self.play_button = QPushButton("Play")
         self.play_button.setToolTip("Play / pause (Space)")
@@ -95,12 +121,55 @@ class QtPlayerBar(QWidget):
         self.match_box.toggled.connect(self.engine.set_loudness_match)
         self.volume.valueChanged.connect(self._on_volume_changed)
         self._on_volume_changed(self.volume.value())
+        self._tooltips = {w: w.toolTip() for w in self._audio_widgets()}
 
-        if not ok:
-            for w in (self.play_button, self.stop_button, self.loop_box, self.autoplay_box, self.volume):
-                w.setEnabled(False)
-                w.setToolTip(f"Playback is off: {why}")
+        # The worker writes into these plain objects, never into the widget,
+        # which may be gone by the time a slow check answers.
+        self._audio_answer: list[tuple[bool, str]] = []
+        self._audio_answered = threading.Event()
+        threading.Thread(target=_ask_audio_output, args=(self._audio_answer, self._audio_answered),
+                         name="perceptlab-audio-check", daemon=True).start()
+        if self._audio_answered.wait(self.AUDIO_CHECK_WAIT_S):
+            self._apply_audio_answer(emit=False)
+        else:
+            self._show_audio_state(False, self.CHECKING)
+            self._audio_poll = QTimer(self)
+            self._audio_poll.setInterval(50)
+            self._audio_poll.timeout.connect(self._on_audio_poll)
+            self._audio_poll.start()
+
+    # -- the audio check ---------------------------------------------------------
+    def _on_audio_poll(self) -> None:
+        if self._audio_answered.is_set():
+            self._audio_poll.stop()
+            self._apply_audio_answer(emit=True)
+
+    def _apply_audio_answer(self, emit: bool) -> None:
+        ok, why = self._audio_answer[0]
+        self.audio_checked = True
+        self.set_audio_available(ok, "" if ok else why, emit=emit)
+
+    def _audio_widgets(self):
+        return (self.play_button, self.stop_button, self.loop_box, self.autoplay_box, self.volume)
+
+    def _show_audio_state(self, ok: bool, why: str) -> None:
+        for w in self._audio_widgets():
+            w.setEnabled(ok)
+            w.setToolTip(self._tooltips[w] if ok else f"Playback is off: {why}")
+        if ok:
+            if self.message.text().startswith("Playback off:"):
+                self.message.setText("")
+        else:
             self.message.setText(f"Playback off: {why}")
+            self.message.setToolTip(why)
+
+    def set_audio_available(self, ok: bool, why: str = "", emit: bool = True) -> None:
+        """Enable or disable the transport, showing ``why`` on the bar and in its tooltips."""
+        self.available = ok
+        self.unavailable_reason = "" if ok else why
+        self._show_audio_state(ok, why)
+        if emit:
+            self.availability_changed.emit(ok, self.unavailable_reason)
 
     # -- actions -------------------------------------------------------------
     def toggle(self) -> None:
@@ -116,9 +185,7 @@ class QtPlayerBar(QWidget):
         try:
             self.engine.play()
         except PlaybackUnavailable as exc:
-            self.available = False
-            self.unavailable_reason = str(exc)
-            self.message.setText(f"Playback off: {exc}")
+            self.set_audio_available(False, str(exc))
             return False
         self.play_button.setText("Pause")
         self.timer.start()
