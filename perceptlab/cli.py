@@ -316,6 +316,11 @@ def cmd_bench(args) -> int:
 
         run_import_bench(n_clips=args.n or 12, out=print)
         return 0
+    if args.what == "memory":
+        from perceptlab.audio.bench import run_memory_bench
+
+        run_memory_bench(minutes=args.n or 60, out=print)
+        return 0
     if args.what == "train":
         from perceptlab.train.bench import run_train_bench
 
@@ -422,8 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("bench", parents=[common], help="benchmarks (ratios against a baseline in the same process)")
-    p.add_argument("what", choices=["import", "metrics", "gui", "train"], help="what to measure")
-    p.add_argument("--n", type=int, default=None, help="problem size (clips)")
+    p.add_argument("what", choices=["import", "memory", "metrics", "gui", "train"], help="what to measure")
+    p.add_argument("--n", type=int, default=None, help="problem size (clips; minutes for memory)")
     p.set_defaults(func=cmd_bench)
 
     from perceptlab.analysis.evaluate_cli import add_evaluate_parser

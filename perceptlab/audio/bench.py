@@ -17,8 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from perceptlab.audio.decode import load
-from perceptlab.audio.features import FeatureConfig, log_mel
+from perceptlab.audio.decode import iter_blocks
+from perceptlab.audio.features import FeatureConfig, log_mel_blocks
 
 
 def _music_like(seconds: float, rate: int, seed: int) -> np.ndarray:
@@ -62,12 +62,68 @@ def run_import_bench(n_clips: int = 12, seconds: float = 30.0, out: Callable[[st
                 sf.write(p, data, rate, format=fmt, subtype="PCM_16")
                 files.append(p)
             # Warm-up: first calls build the resampling and mel kernels.
-            log_mel(load(files[0], cfg.sample_rate), cfg)
+            log_mel_blocks(iter_blocks(files[0], cfg.sample_rate), cfg)
             t0 = time.perf_counter()
             for p in files:
-                log_mel(load(p, cfg.sample_rate), cfg)
+                log_mel_blocks(iter_blocks(p, cfg.sample_rate), cfg)
             wall = time.perf_counter() - t0
             rtf = n_clips * seconds / wall
             results[name] = {"clips": n_clips, "audio_s": n_clips * seconds, "wall_s": wall, "realtime_factor": rtf}
             out(f"  {name:<22} {wall:7.2f} s wall  {rtf:8.0f}x real time")
     return results
+
+
+_IMPORT_ONE = """
+import resource, sys
+from perceptlab.library.importer import import_files
+from perceptlab.library.store import Library
+with Library(sys.argv[1]) as lib:
+    summary = import_files(lib, [sys.argv[2]])
+assert not summary.failed, summary.failed
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _write_long_wav(path: Path, minutes: float, rate: int = 44100) -> None:
+    """A ``minutes``-long 44.1 kHz stereo 16-bit WAV, written a block at a time."""
+    import soundfile as sf
+
+    block = _music_like(30.0, rate, seed=0)
+    stereo = np.stack([block, block[::-1]], axis=1)  # (n, 2)
+    with sf.SoundFile(path, "w", rate, 2, subtype="PCM_16") as fh:
+        for _ in range(int(round(minutes * 2))):
+            fh.write(stereo)
+
+
+def import_peak_rss_mb(minutes: float, tmp: str | Path) -> float:
+    """Peak RSS in MB of a fresh process that imports one long file."""
+    import subprocess
+    import sys
+
+    tmp = Path(tmp)
+    wav = tmp / f"long_{minutes:g}min.wav"
+    _write_long_wav(wav, minutes)
+    lib = tmp / f"long_{minutes:g}min.sqlite"
+    done = subprocess.run([sys.executable, "-c", _IMPORT_ONE, str(lib), str(wav)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"import of {wav} failed: {done.stderr.strip().splitlines()[-1:]}")
+    wav.unlink()
+    return int(done.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+
+
+def run_memory_bench(minutes: float = 60.0, out: Callable[[str], None] = print) -> dict:
+    """Peak RSS of importing one long 44.1 kHz stereo WAV, against a 1-minute file.
+
+    Each import runs in its own process so the figure is that import's peak
+    alone; the 1-minute file is the baseline (interpreter, torch, kernels),
+    so the ratio shows how much memory grows with duration.
+    """
+    with tempfile.TemporaryDirectory(prefix="perceptlab-bench-") as tmp:
+        base = import_peak_rss_mb(1.0, tmp)
+        long = import_peak_rss_mb(minutes, tmp)
+    out(f"perceptlab bench memory: peak RSS importing one 44.1 kHz stereo WAV (a process each)")
+    out(f"  1 min    {base:8.0f} MB")
+    out(f"  {minutes:g} min {long:8.0f} MB   ratio {long / base:.2f}x the 1-minute import")
+    return {"baseline_minutes": 1.0, "baseline_peak_rss_mb": base, "minutes": minutes,
+            "peak_rss_mb": long, "ratio": long / base}

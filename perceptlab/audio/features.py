@@ -196,34 +196,104 @@ def log_mel(wave: np.ndarray, cfg: FeatureConfig = FeatureConfig(), chunk_frames
     numpy.ndarray
         (n_mels, T) float32 in [0, 1], T = 1 + n // hop_length.
     """
-    import torch
-
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim != 1:
         raise ValueError(f"log_mel expects a mono (n,) signal, got shape {wave.shape}")
-    if wave.size == 0:
-        raise ValueError("log_mel got an empty signal")
-    window, scale, fbank = _analysis_kernels(cfg)
-    n_frames = cfg.frames_for(wave.size)
-    half = cfg.n_fft // 2
-    x = torch.from_numpy(wave)
-    # Centred frames: pad like torch.stft(center=True), reflecting where the
-    # signal is long enough and falling back to zeros for very short input.
-    mode = "reflect" if wave.size > half else "constant"
-    padded = torch.nn.functional.pad(x[None, None], (half, half), mode=mode)[0, 0]
-    out = np.empty((cfg.n_mels, n_frames), dtype=np.float32)  # (F, T)
-    with torch.no_grad():
-        for t0 in range(0, n_frames, chunk_frames):
-            t1 = min(n_frames, t0 + chunk_frames)
-            seg = padded[t0 * cfg.hop_length : (t1 - 1) * cfg.hop_length + cfg.n_fft]
-            spec = torch.stft(
-                seg, cfg.n_fft, cfg.hop_length, window=window, center=False, return_complex=True
-            )  # (n_freqs, t1 - t0)
-            power = (spec.real.square() + spec.imag.square()) * (scale * scale)
-            mel = fbank @ power  # (F, t1 - t0)
-            db = 10.0 * torch.log10(mel.clamp_min(1e-12))
-            out[:, t0:t1] = db_to_unit(db, cfg).numpy()
-    return out
+    return log_mel_blocks([wave], cfg, chunk_frames=chunk_frames)
+
+
+def log_mel_blocks(blocks, cfg: FeatureConfig = FeatureConfig(), chunk_frames: int = 4096) -> np.ndarray:
+    """Log-mel image of a signal that arrives in blocks (see :func:`log_mel`).
+
+    The signal is never held whole: frames are computed as soon as their
+    samples have arrived, and only the last ``n_fft`` samples are kept, so
+    memory is the output image plus a few blocks however long the input.
+    The result equals :func:`log_mel` of the joined blocks (up to float32
+    rounding of the STFT's summation order).
+
+    Parameters
+    ----------
+    blocks : iterable of numpy.ndarray
+        (n_i,) float32 blocks at ``cfg.sample_rate``, e.g.
+        :func:`perceptlab.audio.decode.iter_blocks`.
+    """
+    stream = _LogMelStream(cfg, chunk_frames)
+    for block in blocks:
+        stream.push(np.asarray(block, dtype=np.float32).ravel())
+    return stream.finish()
+
+
+class _LogMelStream:
+    """Centred STFT frames (as ``torch.stft(center=True)`` with reflect padding)
+    computed incrementally. Frame t covers padded[t*hop : t*hop + n_fft] where
+    padded is the signal with n_fft/2 reflected samples added at each end."""
+
+    def __init__(self, cfg: FeatureConfig, chunk_frames: int):
+        self.cfg, self.chunk_frames = cfg, chunk_frames
+        self.half = cfg.n_fft // 2
+        self.head: list[np.ndarray] = []  # samples before the start padding is known
+        self.head_len = 0
+        self.buf = None  # padded samples not yet consumed by a frame
+        self.n = 0  # signal samples seen
+        self.frames: list[np.ndarray] = []  # (F, t) pieces of the image
+
+    def push(self, x: np.ndarray) -> None:
+        if x.size == 0:
+            return
+        self.n += x.size
+        if self.buf is None:
+            # The start padding reflects samples 1..half: wait for them.
+            self.head.append(x)
+            self.head_len += x.size
+            if self.head_len <= self.half:
+                return
+            x = np.concatenate(self.head)
+            self.head = []
+            self.buf = np.concatenate([x[1 : self.half + 1][::-1], x])
+        else:
+            self.buf = np.concatenate([self.buf, x])
+        self._emit(final=False)
+
+    def finish(self) -> np.ndarray:
+        cfg = self.cfg
+        if self.n == 0:
+            raise ValueError("log_mel got an empty signal")
+        if self.buf is None:
+            # Too short to reflect: zero padding, as torch.stft falls back to.
+            x = np.concatenate(self.head)
+            self.buf = np.concatenate([np.zeros(self.half, np.float32), x, np.zeros(self.half, np.float32)])
+        else:
+            # The end padding reflects the last samples but one.
+            tail = self.buf[-(self.half + 1) : -1][::-1]
+            self.buf = np.concatenate([self.buf, tail])
+        self._emit(final=True)
+        image = self.frames[0] if len(self.frames) == 1 else np.concatenate(self.frames, axis=1)
+        expected = cfg.frames_for(self.n)
+        assert image.shape[1] == expected, (image.shape, expected)
+        return np.ascontiguousarray(image)
+
+    def _emit(self, final: bool) -> None:
+        import torch
+
+        cfg = self.cfg
+        window, scale, fbank = _analysis_kernels(cfg)
+        # Compute only in whole chunks until the end, so that the frames each
+        # STFT call sees do not depend on how the input was blocked.
+        while True:
+            available = 0 if self.buf.size < cfg.n_fft else 1 + (self.buf.size - cfg.n_fft) // cfg.hop_length
+            if available == 0 or (not final and available < self.chunk_frames):
+                return
+            t = min(available, self.chunk_frames)
+            seg = torch.from_numpy(np.ascontiguousarray(self.buf[: (t - 1) * cfg.hop_length + cfg.n_fft]))
+            with torch.no_grad():
+                spec = torch.stft(
+                    seg, cfg.n_fft, cfg.hop_length, window=window, center=False, return_complex=True
+                )  # (n_freqs, t)
+                power = (spec.real.square() + spec.imag.square()) * (scale * scale)
+                mel = fbank @ power  # (F, t)
+                db = 10.0 * torch.log10(mel.clamp_min(1e-12))
+                self.frames.append(db_to_unit(db, cfg).numpy())
+            self.buf = self.buf[t * cfg.hop_length :]
 
 
 def excerpt(spec: np.ndarray, n_frames: int = DEFAULT_EXCERPT_FRAMES) -> np.ndarray:

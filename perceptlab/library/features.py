@@ -13,15 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
-from perceptlab.audio.decode import AudioError, load
-from perceptlab.audio.features import DEFAULT_EXCERPT_FRAMES, FeatureConfig, excerpt, log_mel
+from perceptlab.audio.decode import AudioError, iter_blocks
+from perceptlab.audio.features import DEFAULT_EXCERPT_FRAMES, FeatureConfig, excerpt, log_mel_blocks
 from perceptlab.library.store import Clip, Library, file_hash
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
 
 
 def file_image(path: str | os.PathLike, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
-    """The (n_mels, T) image of any audio file, bypassing the cache."""
-    return log_mel(load(path, config.sample_rate), config)
+    """The (n_mels, T) image of any audio file, bypassing the cache.
+
+    Decoding, resampling and the STFT all stream block by block, so memory is
+    the image plus a few blocks however long the file is.
+    """
+    return log_mel_blocks(iter_blocks(path, config.sample_rate), config)
 
 
 def clip_image(library: Library, clip: Clip, config: FeatureConfig = FeatureConfig()) -> np.ndarray:

@@ -10,13 +10,15 @@ with the reason and never stops the import.
 from __future__ import annotations
 
 import csv
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from perceptlab.audio.decode import AUDIO_EXTENSIONS, AudioError, load, probe
-from perceptlab.audio.features import FeatureConfig, log_mel
+from perceptlab.audio.decode import AUDIO_EXTENSIONS, AudioError, probe
+from perceptlab.audio.features import FeatureConfig
+from perceptlab.library.features import file_image
 from perceptlab.library.store import Library, file_hash
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
 
@@ -47,27 +49,53 @@ class ImportSummary:
         return "\n".join(lines)
 
 
-def scan(paths: Iterable[str | os.PathLike]) -> list[Path]:
+def scan(paths: Iterable[str | os.PathLike], problems: list[tuple[str, str]] | None = None) -> list[Path]:
     """Audio files under the given files and folders, recursively, sorted.
 
-    Files are recognised by extension; other files are ignored. A path that
-    does not exist raises FileNotFoundError naming it.
+    Files are recognised by extension; other files are ignored. A path given
+    on its own that does not exist raises FileNotFoundError naming it. An
+    entry that cannot be followed (a symlink loop, a link whose target is
+    gone, a folder that cannot be listed) never stops the scan: it is left
+    out and, if ``problems`` is a list, recorded there as (the entry's own
+    path, reason).
     """
     found: list[Path] = []
+    problems = [] if problems is None else problems
     for p in paths:
         p = Path(p).expanduser()
-        if not p.exists():
+        if not p.exists() and not p.is_symlink():
             raise FileNotFoundError(f"{p}: no such file or folder")
         if p.is_dir():
-            for root, dirs, files in os.walk(p):
+            for root, dirs, files in os.walk(p, onerror=lambda e: problems.append(_walk_problem(e))):
                 dirs.sort()
                 for name in sorted(files):
                     if Path(name).suffix.lower() in AUDIO_EXTENSIONS and not name.startswith("."):
-                        found.append(Path(root, name).resolve())
+                        _add_resolved(Path(root, name), found, problems)
         else:
-            found.append(p.resolve())
+            _add_resolved(p, found, problems)
     # A file reachable twice (overlapping folders) is imported once.
     return list(dict.fromkeys(found))
+
+
+def _add_resolved(path: Path, found: list[Path], problems: list[tuple[str, str]]) -> None:
+    """Append ``path`` resolved, or record why it cannot be followed."""
+    try:
+        found.append(path.resolve(strict=True))
+    except RuntimeError:  # Python < 3.13 reports a symlink loop this way
+        problems.append((str(path.absolute()), "symlink loop: the link leads back to itself"))
+    except FileNotFoundError:
+        target = os.readlink(path) if path.is_symlink() else None
+        reason = f"broken symlink: its target {target} does not exist" if target else "no such file"
+        problems.append((str(path.absolute()), reason))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            problems.append((str(path.absolute()), "symlink loop: the link leads back to itself"))
+        else:
+            problems.append((str(path.absolute()), f"cannot be followed ({exc.strerror or exc})"))
+
+
+def _walk_problem(exc: OSError) -> tuple[str, str]:
+    return (str(exc.filename), f"folder cannot be read ({exc.strerror or exc})")
 
 
 def read_labels_csv(path: str | os.PathLike) -> dict[str, str]:
@@ -125,8 +153,8 @@ def import_files(
     Cancelled
         If ``cancel()`` turned true; files done so far are kept.
     """
-    files = scan(paths)
     summary = ImportSummary()
+    files = scan(paths, problems=summary.failed)
     total = len(files)
     report(progress, 0, total)
     for i, f in enumerate(files):
@@ -166,7 +194,7 @@ def _import_one(library: Library, path: Path, labels, config: FeatureConfig, sum
         cached = library.get_features(row["content_hash"], config.hash)
         if cached is None:
             # Decoding the whole file is also the check that it is intact.
-            image = log_mel(load(path, config.sample_rate), config)
+            image = file_image(path, config)
     except AudioError as exc:
         row["error"] = exc.reason
     except (OSError, MemoryError, ValueError) as exc:

@@ -50,10 +50,13 @@ class EmbedSummary:
     computed: int = 0
     reused: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    #: The name this model was stored under before, when ``name`` renamed it.
+    renamed_from: str | None = None
 
     def to_json(self) -> dict:
         return {
             "name": self.name,
+            "renamed_from": self.renamed_from,
             "metric": self.metric,
             "model_hash": self.model_hash,
             "checkpoint": self.checkpoint,
@@ -68,8 +71,44 @@ class EmbedSummary:
             f"{self.metric}: {self.computed} clips embedded, {self.reused} already stored, "
             f"{len(self.failed)} failed (dim {self.dim}, model {self.model_hash})"
         ]
+        if self.renamed_from:
+            lines.append(
+                f"  note: this model was stored as {PREFIX}{self.renamed_from}; that metric is now "
+                f"{self.metric} (one name per model: embed it under the old name to rename it back)"
+            )
         lines += [f"  failed: {p}: {r}" for p, r in self.failed]
         return "\n".join(lines)
+
+
+def load_checked(checkpoint: "str | os.PathLike", expected_key: str, pool: str, hop: int | None,
+                 metric: str, device=None) -> Encoder:
+    """Load a registered model's checkpoint, refusing one whose weights changed.
+
+    The embeddings stored for ``metric`` were computed by the weights whose
+    hash is ``expected_key``. A checkpoint file replaced since (retrained,
+    overwritten by another run, damaged) would silently give other
+    distances, so it is refused.
+
+    Raises
+    ------
+    ValueError
+        Naming the metric and the checkpoint, and saying how to fix it.
+    """
+    from .checkpoint import CheckpointError
+
+    ckpt = Path(checkpoint)
+    try:
+        enc = Encoder.load(ckpt, device)
+    except CheckpointError as exc:
+        raise ValueError(f"{metric}: its checkpoint cannot be used ({exc}); restore the file or run "
+                         f"`perceptlab embed --checkpoint NEW.pt` under a new name") from None
+    if embedding_key(enc, pool, hop) != expected_key:
+        raise ValueError(
+            f"{metric}: the checkpoint {ckpt} now holds different weights than the model stored in the "
+            f"library (model hash {expected_key.split(':')[0]}, file {enc.model_hash}); restore the file, "
+            f"or run `perceptlab embed --checkpoint {ckpt}` to store the new model"
+        )
+    return enc
 
 
 def _metric_for(model: dict):
@@ -208,8 +247,10 @@ def embed_library(
     key = embedding_key(enc, pool, hop)
     info = dict(enc.info(pool, hop), distance=distance, embedding_key=key)
     ckpt_path = str(enc.path) if enc.path else ""
+    previous = next((m["name"] for m in library.models() if m["model_hash"] == key), None)
     library.register_model(key, name, ckpt_path, info)
-    summary = EmbedSummary(name, PREFIX + name, key, ckpt_path, enc.dim(pool))
+    summary = EmbedSummary(name, PREFIX + name, key, ckpt_path, enc.dim(pool),
+                           renamed_from=previous if previous not in (None, name) else None)
 
     clips = list(library.clips() if clips is None else clips)
     have = {} if force else library.get_embeddings(key)
@@ -288,12 +329,8 @@ def clip_vectors(
                 f"(e.g. {missing[0].name}) and {why}; run `perceptlab embed --checkpoint CKPT "
                 f"--name {row['name']}`"
             )
-        enc = Encoder.load(ckpt, device)
-        if embedding_key(enc, row["info"].get("pool", "mean"), row["info"].get("hop")) != row["model_hash"]:
-            raise ValueError(
-                f"{PREFIX}{row['name']}: the checkpoint {ckpt} now holds different weights than the "
-                "stored embeddings; run `perceptlab embed` again"
-            )
+        enc = load_checked(ckpt, row["model_hash"], row["info"].get("pool", "mean"), row["info"].get("hop"),
+                           PREFIX + row["name"], device)
         embed_library(
             library, enc, name=row["name"], clips=missing, pool=row["info"].get("pool", "mean"),
             hop=row["info"].get("hop"), distance=row["info"].get("distance", "cosine"),
@@ -345,12 +382,14 @@ def query_vector(library: Library | None, metric_name: str, query, config=None) 
         if clip is not None:
             return clip_vectors(library, row, [clip])[0]
         ckpt, pool, hop = row["path"], row["info"].get("pool", "mean"), row["info"].get("hop")
+        key = row["model_hash"]
     else:
         params = get_metric(metric_name if metric_name.startswith(PREFIX) else PREFIX + metric_name).params
         ckpt, pool, hop = params.get("checkpoint"), params.get("pool") or "mean", params.get("hop")
+        key = params.get("model_hash")
     if not ckpt or not Path(ckpt).is_file():
         raise ValueError(f"{metric_name}: its checkpoint {ckpt!r} is gone; cannot embed {query.path}")
-    enc = Encoder.load(ckpt)
+    enc = load_checked(ckpt, key, pool, hop, metric_name)
     if clip is not None and library is not None:
         image = clip_image(library, clip, enc.feature_config)
     else:
