@@ -212,7 +212,9 @@ def test_external_ratings_end_to_end_through_the_cli(tmp_path):
     assert not r["excluded_listeners"] and r["screening"]["applied"] is False
     for name in ("mse", "nlpd", "msssim"):
         m = r["metrics"][name]
-        assert m["n"] == 5 and m["rmse"] is not None and m["mapping"]["method"] in ("unconstrained", "constrained")
+        assert m["n"] == 5 and m["mapping"]["method"] in ("unconstrained", "constrained")
+        # P.1401: squared errors over N - 4 degrees of freedom for the 4-parameter mapping
+        assert m["rmse_raw"] > 0 and m["rmse"] == pytest.approx(m["rmse_raw"] * np.sqrt(5 / (5 - 4)))
         assert m["spearman"] < 0  # more distortion, lower scores
     noise = [c for c in r["conditions"] if c["condition"].startswith("deg/n")]
     d = {c["condition"]: c["distances"]["nlpd"] for c in noise}
@@ -226,11 +228,15 @@ def test_external_ratings_end_to_end_through_the_cli(tmp_path):
 def test_agreement_report_on_library_sessions(tmp_path, clip_tree):
     with Library(tmp_path / "lib.sqlite") as lib:
         import_files(lib, [clip_tree])
+        chosen = {}  # (listener, trial key) -> the sound picked; A and B are shuffled per session
         for name in ("ann", "bob"):
             s = create_triplet_session(lib, name, TripletPlan(n_trials=6, n_catch=1, seed=1))
             for p in range(s.n_trials):
                 sp = s.spec(p)
-                s.answer(p, sp["expected"] or ("A" if p % 2 else "B"))
+                choice = sp["expected"] or ("A" if p % 2 else "B")
+                s.answer(p, choice)
+                if not sp.get("catch"):
+                    chosen[name, sp["key"]] = sp["a" if choice == "A" else "b"]["content_hash"]
         m = create_mushra_session(lib, "cat", MushraPlan(n_items=2, recipes=("white_noise:snr_db=10",),
                                                           stimuli_dir=str(tmp_path / "stim")))
         for p in range(m.n_trials):
@@ -241,7 +247,14 @@ def test_agreement_report_on_library_sessions(tmp_path, clip_tree):
         rep = agreement_report(lib, metrics=["mse", "nlpd"], n_boot=100)
     t = rep["triplet"]
     assert t["listeners"] == ["ann", "bob"] and t["n_scored"] == 12 and not t["excluded_listeners"]
-    assert set(t["metrics"]) == {"mse", "nlpd"} and t["inter_listener"]["agreement"] is not None
+    assert set(t["metrics"]) == {"mse", "nlpd"}
+    # Both listeners judged the same 6 trials: agreement is the share where they picked the same sound.
+    keys = sorted({k for _, k in chosen})
+    same = [chosen["ann", k] == chosen["bob", k] for k in keys]
+    assert len(keys) == 6 and 0 < sum(same) < 6  # neither trivially 0 nor 1
+    assert t["inter_listener"]["pairs"] == [{"a": "ann", "b": "bob", "n_shared": 6,
+                                             "agreement": pytest.approx(np.mean(same))}]
+    assert t["inter_listener"]["agreement"] == pytest.approx(np.mean(same))
     mu = rep["mushra"]
     assert mu["n_items"] == 2 and mu["n_conditions"] == 4 and mu["n_item_conditions"] == 8
     assert mu["metrics"]["nlpd"]["n"] == 6

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from perceptlab.analysis.agreement import sound_excerpt
 from perceptlab.analysis.calibration import (
     CalibratedVariant,
     NLPDParams,
@@ -145,13 +146,40 @@ def test_calibrate_from_a_library_session_and_the_cli(tmp_path, clip_tree, capsy
     with Library(lib_path) as lib:
         import_files(lib, [clip_tree])
         s = create_triplet_session(lib, "ann", TripletPlan(n_trials=12, n_catch=1, seed=2))
+
+        def image(sound):
+            return torch.from_numpy(sound_excerpt(lib, sound))[None, None]  # (1, 1, F, T)
+
+        def agreement(params, sp, choice):
+            x, a, b = image(sp["x"]), image(sp["a"]), image(sp["b"])
+            margin = float(nlpd_with(x, b, params)[0] - nlpd_with(x, a, params)[0])  # > 0: A closer
+            return 0.5 if margin == 0 else float((margin > 0) == (choice == "A"))
+
+        # A listener who contradicts the published NLPD on every scored trial
+        # (catch trials answered right, so screening keeps them): agreement
+        # starts at 0 and the fit can only move the metric towards them.
+        answers = []
         for p in range(s.n_trials):
             sp = s.spec(p)
-            s.answer(p, sp["expected"] or ("A" if p % 3 else "B"))
-        variant, rep = calibrate(lib, [s.id], "ann1", steps=5, seed=0)
+            if sp["expected"]:
+                s.answer(p, sp["expected"])
+                continue
+            choice = "B" if agreement(NLPDParams.default(), sp, "A") == 1.0 else "A"
+            s.answer(p, choice)
+            answers.append((sp, choice))
+        assert len(answers) == 12
+        variant, rep = calibrate(lib, [s.id], "ann1", steps=60, lr=0.1, seed=0)
         assert rep["metric"] == "nlpd:calibrated-ann1" and rep["n_train"] + rep["n_test"] == 12
         assert rep["saved"] and [v.name for v in load_variants(lib)] == ["ann1"]
-        assert 0 <= rep["after"]["test"] <= 1
+        assert rep["before"] == {"train": 0.0, "test": 0.0}
+        assert rep["loss"]["last"] < rep["loss"]["first"]
+        assert rep["after"]["train"] >= 0.25, rep["after"]  # measured 0.5: 4 of the 8 training trials
+        # The reported agreement is that of the saved variant on these answers.
+        (saved,) = load_variants(lib)
+        assert saved.params == variant.params != NLPDParams.default()
+        total = sum(agreement(saved.params, sp, choice) for sp, choice in answers)
+        reported = rep["after"]["train"] * rep["n_train"] + rep["after"]["test"] * rep["n_test"]
+        assert total == pytest.approx(reported, abs=1e-9)
     try:
         assert main(["calibrate", "--library", str(lib_path), "--session", str(s.id), "--name", "cli1",
                      "--steps", "3", "--json"]) == 0

