@@ -216,3 +216,10 @@ def _register_builtins() -> None:
         ),
         replace=True,
     )
+
+    from .baselines import baseline_metrics
+
+    # Trivial baselines (vector metrics on log-mel / MFCC statistics), after
+    # the perceptual metrics so that those stay first in every list.
+    for metric in baseline_metrics():
+        register_metric(metric, replace=True)
