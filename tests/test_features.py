@@ -38,8 +38,12 @@ def test_shape_dtype_and_range():
     assert s.min() >= 0.0 and s.max() <= 1.0
 
 
+# The fixed dB mapping, seen with loudness alignment off (levels as recorded).
+RAW = FeatureConfig(loudness_target=None)
+
+
 def test_full_scale_sine_peaks_near_one_and_silence_is_zero():
-    cfg = FeatureConfig()
+    cfg = RAW
     for f in (100.0, 1000.0, 8000.0):
         s = log_mel(tone(1.0, 22050, f, amp=1.0), cfg)
         assert 0.94 < s[:, 5:-5].max() <= 1.0, f
@@ -47,7 +51,7 @@ def test_full_scale_sine_peaks_near_one_and_silence_is_zero():
 
 
 def test_quieter_copy_is_darker_not_rescaled():
-    cfg = FeatureConfig()
+    cfg = RAW
     x = _music(2.0)
     loud, quiet = log_mel(x, cfg), log_mel(x * 10 ** (-6 / 20), cfg)
     step = 6.0 / (cfg.db_ceiling - cfg.db_floor)
@@ -59,7 +63,7 @@ def test_quieter_copy_is_darker_not_rescaled():
 
 
 def test_chunked_stft_equals_one_shot_reference():
-    cfg = FeatureConfig()
+    cfg = RAW
     x = _music(4.0)
     s_small_chunks = log_mel(x, cfg, chunk_frames=7)  # 173 frames in 25 chunks
     s = log_mel(x, cfg)
@@ -100,8 +104,10 @@ def test_config_hash_is_stable_and_sensitive():
     a, b = FeatureConfig(), FeatureConfig()
     assert a.hash == b.hash
     # Pinned: changing it silently would orphan every cached feature.
-    assert a.hash == "40684e2713dbab17"
+    assert a.hash == "933388f9703b69eb"
     assert FeatureConfig(n_mels=64).hash != a.hash
+    assert FeatureConfig(loudness_target=None).hash != a.hash
+    assert FeatureConfig(loudness_target=-16.0).hash != a.hash
     assert FeatureConfig(db_floor=-90.0).hash != a.hash
     assert FeatureConfig(f_min=0).hash == a.hash  # int vs float does not matter
     out = subprocess.run([sys.executable, "-c",
@@ -109,6 +115,10 @@ def test_config_hash_is_stable_and_sensitive():
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == a.hash
     assert FeatureConfig.from_dict(a.to_dict()) == a
+    # A config written before loudness alignment existed keeps levels as recorded.
+    old = {k: v for k, v in a.to_dict().items() if k not in ("loudness_target", "resampler")}
+    assert FeatureConfig.from_dict(old).loudness_target is None
+    assert FeatureConfig.from_dict(dict(old, loudness_target="off")).loudness_target is None
 
 
 @pytest.mark.parametrize("bad", [dict(n_mels=0), dict(hop_length=0), dict(f_max=20000.0),

@@ -42,7 +42,10 @@ import numpy as np
 
 # Bump when the computation changes in a way the config fields don't show, so
 # cached features keyed by the config hash are recomputed.
-_ALGORITHM_VERSION = 1
+_ALGORITHM_VERSION = 2
+
+#: The resamplers a feature config may name.
+RESAMPLERS = ("soxr-vhq",)
 
 #: Default length, in frames, of the excerpt the metrics compare (about 2.97 s
 #: at 22,050 Hz with a 512-sample hop; also the autoencoder's patch width).
@@ -69,6 +72,16 @@ class FeatureConfig:
         Level mapped to 0; anything quieter is clipped to 0.
     db_ceiling : float
         Level mapped to 1 (a little above a full-scale sine's 0 dB).
+    resampler : str
+        How audio at another rate reaches ``sample_rate``: ``"soxr-vhq"``,
+        libsoxr's alias-free very-high-quality filter (see
+        :class:`perceptlab.audio.decode.StreamResampler`).
+    loudness_target : float or None
+        Loudness alignment: each clip is brought to this integrated loudness
+        (LUFS, ITU-R BS.1770-4; see :mod:`perceptlab.audio.loudness`) before
+        its log-mel image, so a quieter copy of a sound gives the same image.
+        None (spelled ``off`` in configs and on the command line) keeps the
+        level as recorded. Digital silence is never boosted.
     """
 
     sample_rate: int = 22050
@@ -79,9 +92,15 @@ class FeatureConfig:
     f_max: float = 11025.0
     db_floor: float = -80.0
     db_ceiling: float = 3.0
+    resampler: str = "soxr-vhq"
+    loudness_target: float | None = -23.0
 
     def __post_init__(self):
         problems = []
+        if self.resampler not in RESAMPLERS:
+            problems.append(f"resampler must be one of {RESAMPLERS}, got {self.resampler!r}")
+        if self.loudness_target is not None and not -70.0 < float(self.loudness_target) <= 0.0:
+            problems.append(f"loudness_target must be in (-70, 0] LUFS or off, got {self.loudness_target}")
         if self.sample_rate <= 0:
             problems.append(f"sample_rate must be positive, got {self.sample_rate}")
         if self.n_fft < 16:
@@ -109,16 +128,23 @@ class FeatureConfig:
         # Floats are written as floats so 0 and 0.0 hash alike.
         out = asdict(self)
         for f in fields(self):
-            if f.type in ("float", float):
+            if f.type in ("float", float) or (f.type == "float | None" and out[f.name] is not None):
                 out[f.name] = float(out[f.name])
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "FeatureConfig":
+        """Rebuild a config; one written before loudness alignment existed
+        (no ``loudness_target`` key, e.g. in an older checkpoint) keeps the
+        level as recorded, as it was computed then."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown feature config keys: {sorted(unknown)}")
+        data = dict(data)
+        data.setdefault("loudness_target", None)
+        if data["loudness_target"] in ("off", "none"):
+            data["loudness_target"] = None
         return cls(**data)
 
     def frames_for(self, n_samples: int) -> int:
@@ -235,12 +261,21 @@ class _LogMelStream:
         self.head_len = 0
         self.buf = None  # padded samples not yet consumed by a frame
         self.n = 0  # signal samples seen
-        self.frames: list[np.ndarray] = []  # (F, t) pieces of the image
+        self.frames: list[np.ndarray] = []  # (F, t) pieces of the image, in dB
+        self.meter = None
+        if cfg.loudness_target is not None:
+            from perceptlab.audio.loudness import LoudnessMeter
+
+            self.meter = LoudnessMeter(cfg.sample_rate)
+        #: Integrated loudness of the input (LUFS), once finished with alignment on.
+        self.lufs: float | None = None
 
     def push(self, x: np.ndarray) -> None:
         if x.size == 0:
             return
         self.n += x.size
+        if self.meter is not None:
+            self.meter.push(x)
         if self.buf is None:
             # The start padding reflects samples 1..half: wait for them.
             self.head.append(x)
@@ -267,10 +302,18 @@ class _LogMelStream:
             tail = self.buf[-(self.half + 1) : -1][::-1]
             self.buf = np.concatenate([self.buf, tail])
         self._emit(final=True)
-        image = self.frames[0] if len(self.frames) == 1 else np.concatenate(self.frames, axis=1)
+        db = self.frames[0] if len(self.frames) == 1 else np.concatenate(self.frames, axis=1)  # (F, T)
+        self.frames = []
         expected = cfg.frames_for(self.n)
-        assert image.shape[1] == expected, (image.shape, expected)
-        return np.ascontiguousarray(image)
+        assert db.shape[1] == expected, (db.shape, expected)
+        if self.meter is not None:
+            from perceptlab.audio.loudness import alignment_gain_db
+
+            # A gain on the signal is a shift of every power in dB: aligning
+            # the image is exact, with no second pass over the audio.
+            self.lufs = self.meter.lufs()
+            db += alignment_gain_db(self.lufs, cfg.loudness_target)
+        return np.ascontiguousarray(db_to_unit(db, cfg))
 
     def _emit(self, final: bool) -> None:
         import torch
@@ -292,7 +335,7 @@ class _LogMelStream:
                 power = (spec.real.square() + spec.imag.square()) * (scale * scale)
                 mel = fbank @ power  # (F, t)
                 db = 10.0 * torch.log10(mel.clamp_min(1e-12))
-                self.frames.append(db_to_unit(db, cfg).numpy())
+                self.frames.append(db.numpy())
             self.buf = self.buf[t * cfg.hop_length :]
 
 
