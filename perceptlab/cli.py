@@ -4,7 +4,14 @@ With no subcommand it starts the desktop app. Every GUI action has a
 subcommand here; both call the same library functions. Subcommands print a
 readable summary, or stable JSON with ``--json``. Errors print one line
 ``perceptlab: error: <what and why>`` and exit with status 2 (bad input) or 1
-(anything else), never a traceback for a user mistake.
+(anything else), never a traceback for a user mistake. Output piped into a
+command that stops reading early (``| head``) ends quietly with status 141,
+as a command killed by SIGPIPE does.
+
+Commands that only read (clips, metrics, distance, matrix, neighbours,
+agreement, listen list/show/export) open the library read-only: they never
+create, upgrade or write it, and features missing from its cache are
+computed without being stored.
 """
 
 from __future__ import annotations
@@ -35,16 +42,55 @@ def _library_path(args) -> Path:
     return Path(args.library).expanduser() if getattr(args, "library", None) else default_library_path()
 
 
-def _open_library(args, must_exist: bool = True):
+def _open_library(args, must_exist: bool = True, read_only: bool = False):
+    """The library of ``args``; read-only for commands that only read."""
     from perceptlab.library.store import Library, LibraryError
 
     path = _library_path(args)
-    if must_exist and not path.exists():
+    if (must_exist or read_only) and not path.exists():
         raise UserError(f"{path}: no library here yet; create one with `perceptlab import DIR --library {path}`")
     try:
-        return Library(path)
+        return Library(path, read_only=read_only)
     except LibraryError as exc:
         raise UserError(str(exc)) from None
+
+
+def _optional_library(args):
+    """The library read-only if there is one, else None (commands that also work on plain files)."""
+    return _open_library(args, read_only=True) if _library_path(args).exists() else None
+
+
+def output_folder(path: str | os.PathLike, what: str) -> Path:
+    """Check that ``path`` can be (or is) a folder we can write; returns it.
+
+    Checked before the work starts, so a typo costs no computation.
+    """
+    path = Path(path).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{what} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: folder {existing} is read-only")
+    return path
+
+
+def output_file(path: str | os.PathLike, what: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """Check that the file ``path`` can be written (its folder exists and is writable); returns it."""
+    path = Path(path).expanduser()
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise UserError(f"{what} {path}: must name a {' or '.join(suffixes)} file")
+    if path.is_dir():
+        raise UserError(f"{what} {path}: is a folder; give a file name")
+    folder = path.parent
+    if not folder.exists():
+        raise UserError(f"{what} {path}: folder {folder} does not exist")
+    if not folder.is_dir():
+        raise UserError(f"{what} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: folder {folder} is read-only")
+    return path
 
 
 class ProgressBar:
@@ -113,6 +159,8 @@ def cmd_gui(args) -> int:
     path = _library_path(args)
     if args.library is None and not os.environ.get("PERCEPTLAB_LIBRARY"):
         ensure_demo_library(path).close()
+    else:
+        _open_library(args, must_exist=False).close()  # an unusable one is one line here, not a window
     return run_app(library_path=path)
 
 
@@ -141,7 +189,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_clips(args) -> int:
-    lib = _open_library(args)
+    lib = _open_library(args, read_only=True)
     with lib:
         clips = lib.clips(include_failed=args.all)
         if args.json:
@@ -170,10 +218,8 @@ def _register(lib) -> None:
 
 def cmd_distance(args) -> int:
     from perceptlab.analysis.similarity import metric_names, pair_distances, resolve
-    from perceptlab.library.store import Library
 
-    lib_path = _library_path(args)
-    lib = Library(lib_path) if lib_path.exists() else None
+    lib = _optional_library(args)
     try:
         if lib is not None:
             _register(lib)
@@ -198,24 +244,25 @@ def cmd_matrix(args) -> int:
 
     from perceptlab.analysis.similarity import library_matrix, metric_names
 
-    lib = _open_library(args)
+    out = output_file(args.out, "--out", (".npy",)) if args.out else None
+    lib = _open_library(args, read_only=True)
     with lib:
         _register(lib)
         (metric,) = metric_names(args.metric) if "," not in args.metric else (None,)
         if metric is None:
             raise UserError("matrix takes one --metric at a time")
         clips, d = library_matrix(lib, metric, n_frames=args.frames, progress=ProgressBar(f"{metric} matrix"))
-    if args.out:
-        out = Path(args.out)
-        if out.suffix != ".npy":
-            raise UserError(f"{out}: --out must name a .npy file")
-        np.save(out, d)
+    if out is not None:
+        try:
+            np.save(out, d)
+        except OSError as exc:
+            raise UserError(f"--out {out}: cannot write it ({exc.strerror or exc})") from None
     if args.json:
         obj = {"library": str(lib.path), "metric": metric, "excerpt_frames": args.frames,
                "feature_config": _feature_hash(), "n": len(clips),
                "clips": [{"id": c.id, "name": c.name, "label": c.label} for c in clips]}
-        if args.out:
-            obj["out"] = str(Path(args.out).resolve())
+        if out is not None:
+            obj["out"] = str(out.resolve())
         else:
             obj["matrix"] = d.tolist()
         _print_json(obj)
@@ -232,7 +279,7 @@ def cmd_neighbours(args) -> int:
 
     if args.k < 1:
         raise UserError(f"-k must be at least 1, got {args.k}")
-    lib = _open_library(args)
+    lib = _open_library(args, read_only=True)
     with lib:
         _register(lib)
         metrics = metric_names(args.metric)
@@ -254,11 +301,9 @@ def cmd_neighbours(args) -> int:
 def cmd_metrics(args) -> int:
     from perceptlab.metrics.registry import list_metrics
 
-    lib_path = _library_path(args)
-    if lib_path.exists():
-        from perceptlab.library.store import Library
-
-        with Library(lib_path) as lib:
+    lib = _optional_library(args)
+    if lib is not None:
+        with lib:
             _register(lib)
     ms = list_metrics()
     if args.json:
@@ -441,27 +486,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_broken_pipe() -> int:
+    """The reader of our output went away (``| head``): stop without a word.
+
+    Python's recipe: point stdout at devnull so the flush at exit does not
+    fail again, and exit as SIGPIPE would have.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 141
+
+
+def _error(message: str, status: int = 2) -> int:
+    try:
+        print(f"perceptlab: error: {message}", file=sys.stderr)
+    except (BrokenPipeError, OSError, ValueError):
+        pass
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         args.func = cmd_gui
+    status = _run(args)
+    try:
+        sys.stdout.flush()  # a closed pipe shows here, not in the flush at exit
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except (OSError, ValueError):
+        pass
+    return status
+
+
+def _run(args) -> int:
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except UserError as exc:
-        print(f"perceptlab: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     except KeyboardInterrupt:
-        print("perceptlab: interrupted", file=sys.stderr)
+        try:
+            print("perceptlab: interrupted", file=sys.stderr)
+        except (BrokenPipeError, OSError, ValueError):
+            pass
         return 130
     except Exception as exc:  # the last line of defence: one readable line
+        import sqlite3
+
         from perceptlab.audio.decode import AudioError
-        from perceptlab.library.store import LibraryError
+        from perceptlab.library.store import LibraryError, damage_message
         from perceptlab.tasks import Cancelled
 
         if isinstance(exc, (AudioError, LibraryError, ValueError, Cancelled)):
-            print(f"perceptlab: error: {exc}", file=sys.stderr)
-            return 2
+            return _error(str(exc))
+        if isinstance(exc, sqlite3.DatabaseError):
+            path = _library_path(args).expanduser().resolve()
+            code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+            if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                return _error(damage_message(path, str(exc), written=True))
+            return _error(f"{path}: {exc}")
+        if isinstance(exc, OSError) and exc.strerror:
+            where = f"{exc.filename}: " if exc.filename else ""
+            return _error(f"{where}{exc.strerror}")
         raise
 
 

@@ -3,10 +3,25 @@
 Design notes
 ------------
 * WAL journal, so the GUI can read while a worker thread imports.
-* ``PRAGMA user_version`` is the schema version; :data:`MIGRATIONS` upgrades
-  an older file in one transaction each, so an interrupted upgrade leaves the
-  previous version intact. Later layers (embeddings, runs, listening tests)
-  add their tables by appending a migration.
+* ``PRAGMA user_version`` is the schema version and ``meta.format`` says the
+  file is a perceptlab library (older libraries lack the key: they are known
+  by a version >= 1 and their ``meta`` and ``clips`` tables). Nothing is
+  written to a file that is neither a perceptlab library nor new (missing or
+  0 bytes): another program's database is refused before the first write,
+  the switch to WAL included.
+* :data:`MIGRATIONS` upgrade an older file in one ``BEGIN IMMEDIATE``
+  transaction that re-reads the version under the lock, so an interrupted
+  upgrade leaves the previous version intact and two processes creating the
+  same new library at once both succeed. Later layers (embeddings, runs,
+  listening tests) add their tables by appending a migration.
+* ``Library(path, read_only=True)`` opens the file ``mode=ro`` (in a folder
+  that cannot hold the WAL's ``-shm`` file: ``immutable=1``): it never
+  creates, migrates or writes, and cache writes (features, repairs of
+  damaged cache rows) are skipped, so what it computes is simply not kept.
+* A damaged file (``PRAGMA quick_check``) is refused for writing, and a
+  corruption error met later while reading becomes a :class:`LibraryDamaged`
+  that says how to recover; every further statement on that connection is
+  refused, so nothing more is written into a damaged file.
 * Every write is a transaction: a process killed at any point leaves a
   consistent library, and the next import finishes the job.
 * Cached features are keyed by (content hash, feature-config hash) and carry
@@ -21,7 +36,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import sqlite3
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -36,6 +53,14 @@ LIBRARY_ENV = "PERCEPTLAB_LIBRARY"
 
 class LibraryError(Exception):
     """The library file cannot be used (not SQLite, newer schema, locked ...)."""
+
+
+class LibraryDamaged(LibraryError):
+    """The library file is damaged; the message says how to recover it."""
+
+
+#: ``meta.format`` of a perceptlab library (written on creation).
+FORMAT = "perceptlab-library"
 
 
 def default_library_path() -> Path:
@@ -162,25 +187,214 @@ MIGRATIONS: list[str] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+def _inspect(conn: sqlite3.Connection, path: Path, allow_empty: bool = True) -> tuple[int, bool]:
+    """``(schema version, has the format key)`` of a perceptlab library.
+
+    Version 0 means an empty database (no tables at all): the file this
+    process is creating, or, with ``allow_empty``, one another process is.
+    Raises LibraryError for another program's database (an empty one of a
+    file that was not new included) or a newer schema. Reads only.
+    """
     version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if version == 0 and not tables and allow_empty:
+        return 0, False
+    fmt = None
+    if "meta" in tables:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        fmt = row[0] if row else None
+    ours = fmt == FORMAT or (fmt is None and version >= 1 and {"meta", "clips"} <= tables)
+    if not ours:
+        listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        what = f"tables {listed}" if tables else "no tables, not created by perceptlab"
+        raise LibraryError(
+            f"{path}: not a usable perceptlab library (an SQLite database of another program: {what}); "
+            "nothing was written to it. Choose another file, or a new name to create a library"
+        )
     if version > SCHEMA_VERSION:
         raise LibraryError(
             f"{path}: library schema version {version} is newer than this perceptlab "
             f"understands ({SCHEMA_VERSION}); upgrade perceptlab to open it"
         )
-    for v in range(version, SCHEMA_VERSION):
-        # executescript() would commit on its own; run statement by statement
-        # inside one explicit transaction so a failed upgrade rolls back whole.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+    return version, fmt is not None
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Create or upgrade the schema, safely against another process doing the same."""
+    version, has_format = _inspect(conn, path)
+    if version == SCHEMA_VERSION and has_format:
+        return  # the usual case: no write lock taken
+    # executescript() would commit on its own; run statement by statement
+    # inside one explicit transaction so a failed upgrade rolls back whole.
+    # BEGIN IMMEDIATE takes the write lock first and the version is read
+    # again under it: a concurrent creator that got there first has already
+    # done the work (CREATE TABLE IF NOT EXISTS would not be enough: it
+    # would still run a half-done upgrade twice).
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version, has_format = _inspect(conn, path)
+        for v in range(version, SCHEMA_VERSION):
             for stmt in _split_sql(MIGRATIONS[v]):
                 conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version = {v + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
+        if version < SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if not has_format:
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('format', ?)", (FORMAT,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
             conn.execute("ROLLBACK")
-            raise
+        raise
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch to WAL (a no-op once it is), waiting out a concurrent creator.
+
+    The switch needs the file to itself for a moment; another process opening
+    or creating the same library at that moment makes it fail with "database
+    is locked" without waiting on the busy timeout, so it is retried.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if _code(exc) != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _code(exc: sqlite3.Error) -> int:
+    """The primary SQLite result code of an error (-1 if unknown)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return -1 if code is None else code & 0xFF
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+# PRAGMA quick_check reads every page of the b-trees, blob overflow pages
+# included: on a 56 MB library (the 48 demo clips plus 500 fake feature rows)
+# it took 18 ms with the file in the page cache on an idle machine (50 ms with
+# both cores busy) and 140 ms cold, growing linearly (about 2.5 s cold per
+# GB, extrapolated). So it runs when a library is opened for writing, and again only once
+# the file has changed (the GUI's workers open their own connections all the
+# time); read-only opens skip it, and a corruption error met while reading is
+# reported instead (see _Connection).
+_checked: dict[str, tuple] = {}  # path -> the file's state when it last passed
+_checked_lock = threading.Lock()
+
+
+def _file_state(path: Path) -> tuple:
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _damage_detail(conn: sqlite3.Connection) -> str | None:
+    """The first problem ``PRAGMA quick_check`` reports, or None if the file is sound."""
+    try:
+        # One problem is enough, and more rows would be lost anyway: the
+        # sqlite3 module raises on the step after a row instead of returning it.
+        rows = sqlite3.Connection.execute(conn, "PRAGMA quick_check(1)").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    lines = [ln for r in rows for ln in str(r[0]).splitlines() if ln and not ln.startswith("*** in database")]
+    return None if lines in ([], ["ok"]) else lines[0]
+
+
+def damage_message(path: Path, detail: str, written: bool = False) -> str:
+    """The one line that says a library is damaged and how to recover it."""
+    recovered = path.with_name(f"{path.stem}.recovered{path.suffix or '.sqlite'}")
+    done = ("the command stopped and nothing more is written to it" if written
+            else "nothing was written")
+    return (
+        f"{path}: the library file is damaged ({detail}); {done}. Recover with: "
+        f"sqlite3 {shlex.quote(str(path))} .recover | sqlite3 {shlex.quote(str(recovered))} "
+        "and open the recovered file, or restore a backup"
+    )
+
+
+_DAMAGE_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose errors name the library and say what to do.
+
+    Corruption met by any statement, here or in a later layer that uses
+    ``library.conn`` directly, becomes :class:`LibraryDamaged`; after it the
+    connection refuses every statement but ROLLBACK. A write to a read-only
+    file or a full disk becomes a :class:`LibraryError`.
+    """
+
+    library_path: Path = Path("library.sqlite")
+    damage: str | None = None
+    opened = False  # set once the library is open: damage met earlier means nothing was written
+
+    def cursor(self, factory=None):
+        return super().cursor(factory or _Cursor)
+
+    def execute(self, sql, parameters=(), /):
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql, seq_of_parameters, /):
+        return self.cursor().executemany(sql, seq_of_parameters)
+
+    def explain(self, exc: sqlite3.DatabaseError) -> Exception:
+        code = _code(exc)
+        if code in _DAMAGE_CODES:
+            if self.damage is None:
+                detail = _damage_detail(self) or str(exc)
+                self.damage = damage_message(self.library_path, detail, written=self.opened)
+            return LibraryDamaged(self.damage)
+        if code == sqlite3.SQLITE_READONLY:
+            return LibraryError(f"{self.library_path}: cannot write the library: {exc}")
+        if code == sqlite3.SQLITE_FULL:
+            return LibraryError(f"{self.library_path}: the disk is full; the last change was not written")
+        return exc
+
+    def refuse_if_damaged(self, sql: str) -> None:
+        if self.damage is not None and not sql.lstrip().upper().startswith("ROLLBACK"):
+            raise LibraryDamaged(self.damage)
+
+
+class _Cursor(sqlite3.Cursor):
+    def execute(self, sql, parameters=(), /):
+        self.connection.refuse_if_damaged(sql)
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.DatabaseError as exc:
+            raise self.connection.explain(exc) from None
+
+    def executemany(self, sql, seq_of_parameters, /):
+        self.connection.refuse_if_damaged(sql)
+        try:
+            return super().executemany(sql, seq_of_parameters)
+        except sqlite3.DatabaseError as exc:
+            raise self.connection.explain(exc) from None
+
+    def __next__(self):
+        try:
+            return super().__next__()
+        except sqlite3.DatabaseError as exc:
+            raise self.connection.explain(exc) from None
+
+    def fetchone(self):
+        try:
+            return super().fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self.connection.explain(exc) from None
+
+    def fetchmany(self, size=None):
+        try:
+            return super().fetchmany(self.arraysize if size is None else size)
+        except sqlite3.DatabaseError as exc:
+            raise self.connection.explain(exc) from None
+
+    def fetchall(self):
+        try:
+            return super().fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self.connection.explain(exc) from None
 
 
 def _split_sql(script: str) -> Iterator[str]:
@@ -268,28 +482,181 @@ class Library:
     Parameters
     ----------
     path : str or Path
-        The SQLite file; created (with its folder) if missing.
+        The SQLite file; created (with its folder) if missing, unless
+        ``read_only``.
+    read_only : bool
+        Open for reading only: nothing is created, migrated or written
+        (cache writes are skipped). A library with an older schema is refused
+        with a message saying how to upgrade it.
+
+    Raises
+    ------
+    LibraryError
+        The file cannot be used: not a perceptlab library, damaged
+        (:class:`LibraryDamaged`), newer or (read-only) older schema, a folder
+        that cannot be written, ... The message says which and what to do.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, read_only: bool = False, timeout: float = 30.0):
         self.path = Path(path).expanduser().resolve()
+        self.read_only = read_only
         if self.path.is_dir():
             raise LibraryError(f"{self.path}: is a folder; a library is a single .sqlite file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-            self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute("PRAGMA foreign_keys=ON")
-            _migrate(self.conn, self.path)
+            if read_only:
+                self.conn = self._connect_read_only(timeout)
+            else:
+                self.conn = self._connect_for_writing(timeout)
+        except LibraryError:
+            raise
         except sqlite3.DatabaseError as exc:
+            if _code(exc) in _DAMAGE_CODES:
+                raise LibraryDamaged(damage_message(self.path, str(exc))) from None
             raise LibraryError(f"{self.path}: not a usable perceptlab library ({exc})") from None
+        except OSError as exc:
+            raise LibraryError(f"{self.path}: cannot open the library ({exc.strerror or exc})") from None
+
+    # -- opening ------------------------------------------------------------
+    def _size(self) -> int | None:
+        """The file's size, None if it does not exist."""
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def _check_magic(self) -> None:
+        with open(self.path, "rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+        if head != _SQLITE_MAGIC:
+            raise LibraryError(
+                f"{self.path}: not a usable perceptlab library (not an SQLite database file); "
+                "nothing was written to it"
+            )
+
+    def _connection(self, target: str, timeout: float, *, uri: bool = False) -> _Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+        conn = sqlite3.connect(target, timeout=timeout, isolation_level=None, uri=uri, factory=_Connection)
+        conn.library_path = self.path
+        return conn
+
+    def _uri(self, **params: str) -> str:
+        from urllib.parse import quote
+
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        return f"file:{quote(str(self.path))}?{query}"
+
+    def _writable_folder(self) -> None:
+        """Create the folder if missing; refuse one that cannot hold the library."""
+        folder = self.path.parent
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise LibraryError(f"{existing}: is a file, not a folder; cannot create the library {self.path} in it")
+        if existing != folder:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LibraryError(f"{folder}: cannot create the folder ({exc.strerror or exc})") from None
+        # The WAL keeps two files beside the library: a folder that cannot take
+        # them cannot take writes, even where the file itself could.
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise LibraryError(
+                f"{folder}: folder is read-only; cannot write the library {self.path.name} "
+                "(commands that only read it still work)"
+            )
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            raise LibraryError(f"{self.path}: file is read-only; cannot write the library")
+
+    def _connect_for_writing(self, timeout: float) -> _Connection:
+        self._writable_folder()
+        size = self._size()
+        if size:
+            # Decide through a read-only connection first: another program's
+            # file, or a damaged one, then sees no write at all (a read-write
+            # connection would checkpoint a WAL left beside it on close).
+            self._check_magic()
+            probe = self._connection(self._uri(mode="ro"), timeout, uri=True)
+            try:
+                # A creator gives the file its tables before anything else
+                # (rollback journal, one transaction), so another process never
+                # sees a non-empty file without them: such a file is not ours.
+                _inspect(probe, self.path, allow_empty=False)
+                state = _file_state(self.path)
+                with _checked_lock:
+                    checked = _checked.get(str(self.path)) == state
+                if not checked:
+                    detail = _damage_detail(probe)
+                    if detail is not None:
+                        raise LibraryDamaged(damage_message(self.path, detail))
+                    with _checked_lock:
+                        _checked[str(self.path)] = state
+            finally:
+                probe.close()
+        conn = self._connection(str(self.path), timeout)
+        try:
+            conn.execute("PRAGMA foreign_keys=ON")
+            # The schema first, then WAL: a concurrent opener sees either an
+            # empty file or a whole library, never a header without tables.
+            _migrate(conn, self.path)
+            _enable_wal(conn, timeout)
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        if not size:
+            with _checked_lock:
+                _checked[str(self.path)] = _file_state(self.path)  # just created: nothing to check
+        conn.opened = True
+        return conn
+
+    def _connect_read_only(self, timeout: float) -> _Connection:
+        size = self._size()
+        if size is None:
+            raise LibraryError(f"{self.path}: no library here yet")
+        if size == 0:
+            raise LibraryError(f"{self.path}: an empty file, no library yet")
+        self._check_magic()
+        conn = None
+        try:
+            conn = self._connection(self._uri(mode="ro"), timeout, uri=True)
+            conn.execute("PRAGMA user_version").fetchone()
+        except sqlite3.OperationalError as exc:
+            if conn is not None:
+                conn.close()
+            # A WAL library in a folder we cannot write: SQLite cannot create
+            # the -shm file it reads through. Nobody can be writing there, so
+            # the file can be read as immutable, unless a WAL holds changes
+            # not yet in the file itself (a writer that did not close).
+            if _code(exc) != sqlite3.SQLITE_CANTOPEN or os.access(self.path.parent, os.W_OK):
+                raise
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise LibraryError(
+                    f"{self.path}: the folder is read-only and {wal.name} holds changes not yet in the library; "
+                    "open it once where the folder can be written"
+                ) from None
+            conn = self._connection(self._uri(mode="ro", immutable="1"), timeout, uri=True)
+        try:
+            version, _ = _inspect(conn, self.path)
+            if version == 0:
+                raise LibraryError(f"{self.path}: an empty SQLite database, no library yet")
+            if version < SCHEMA_VERSION:
+                raise LibraryError(
+                    f"{self.path}: library schema {version} is older than {SCHEMA_VERSION}; run any writing "
+                    f"command (e.g. `perceptlab import DIR --library {self.path}`) to upgrade it"
+                )
+            conn.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            conn.close()
+            raise
+        conn.opened = True
+        return conn
 
     @classmethod
-    def open(cls, path: str | os.PathLike | None = None) -> "Library":
+    def open(cls, path: str | os.PathLike | None = None, *, read_only: bool = False) -> "Library":
         """Open ``path`` or the default library."""
-        return cls(default_library_path() if path is None else path)
+        return cls(default_library_path() if path is None else path, read_only=read_only)
 
     def close(self) -> None:
         self.conn.close()
@@ -420,9 +787,12 @@ class Library:
         return arr.copy()
 
     def put_features(self, content_hash: str, config_hash: str, image: np.ndarray) -> None:
+        """Cache an image; skipped (the image is just not kept) when opened read-only."""
         image = np.ascontiguousarray(image, dtype="<f4")
         if image.ndim != 2:
             raise ValueError(f"feature images are 2-D (n_mels, T), got shape {image.shape}")
+        if self.read_only:
+            return
         data = image.tobytes()
         with self.transaction():
             self.conn.execute(
@@ -431,6 +801,9 @@ class Library:
             )
 
     def drop_features(self, content_hash: str, config_hash: str | None = None) -> None:
+        """Remove cached images (skipped when opened read-only: a bad row is then just not used)."""
+        if self.read_only:
+            return
         with self.transaction():
             if config_hash is None:
                 self.conn.execute("DELETE FROM features WHERE content_hash = ?", (content_hash,))
@@ -479,7 +852,7 @@ class Library:
                 bad.append(content_hash)
                 continue
             out[content_hash] = np.frombuffer(data, dtype="<f4").copy()
-        if bad:
+        if bad and not self.read_only:
             with self.transaction():
                 self.conn.executemany(
                     "DELETE FROM embeddings WHERE content_hash = ? AND model_hash = ?",

@@ -66,16 +66,14 @@ def _register_metrics(lib) -> None:
 
 def cmd_agreement(args) -> int:
     from perceptlab.analysis.agreement import agreement_report, report_text
-    from perceptlab.library.store import Library
 
     cli = _cli()
     sessions = _ids(args.session)
-    lib_path = cli._library_path(args)
     if args.ratings is None or sessions is not None:
-        lib = cli._open_library(args)
+        lib = cli._open_library(args, read_only=True)
     else:
-        # External ratings alone need no library; one that exists caches features.
-        lib = Library(lib_path) if lib_path.exists() else None
+        # External ratings alone need no library; one that exists lends its cached features.
+        lib = cli._optional_library(args)
     try:
         if lib is not None:
             _register_metrics(lib)
@@ -99,18 +97,45 @@ def cmd_agreement(args) -> int:
 # ---------------------------------------------------------------------------
 
 
+def _at_least_one(value: int | None, option: str) -> None:
+    if value is not None and value < 1:
+        raise _cli().UserError(f"{option} must be at least 1, got {value}")
+
+
+def _check_clip_ids(lib, clip_ids: list[int] | None) -> None:
+    if not clip_ids:
+        return
+    known = {c.id for c in lib.clips(include_failed=True)}
+    missing = [i for i in clip_ids if i not in known]
+    if missing:
+        raise _cli().UserError(f"--clips: no clip with id {', '.join(map(str, missing))} in {lib.path} "
+                               "(`perceptlab clips` lists them)")
+    failed = [c.id for c in lib.clips(include_failed=True) if c.id in clip_ids and not c.ok]
+    if failed:
+        raise _cli().UserError(f"--clips: clip {', '.join(map(str, failed))} failed to import and cannot be played")
+
+
 def cmd_listen_create(args) -> int:
     from perceptlab.listening.create import MushraPlan, TripletPlan, create_session
     from perceptlab.listening.designs import DEFAULT_MUSHRA_RECIPES, DEFAULT_TRIPLET_RECIPES
 
     cli = _cli()
     clip_ids = _ids(args.clips, "--clips")
+    _at_least_one(args.n_trials, "--n-trials")
+    if args.catch is not None and args.catch < 0:
+        raise cli.UserError(f"--catch must be 0 (no catch trials) or more, got {args.catch}")
+    _at_least_one(args.n_references, "--n-references")
+    if args.design != "triplet" and args.catch is not None:
+        raise cli.UserError("--catch applies to triplet tests only")
+    if args.stimuli_dir is not None:
+        cli.output_folder(args.stimuli_dir, "--stimuli-dir")
     lib = cli._open_library(args)
     with lib:
+        _check_clip_ids(lib, clip_ids)
         _register_metrics(lib)
         if args.design == "triplet":
             plan = TripletPlan(
-                n_trials=args.n_trials or 20, source=args.source, active=args.active,
+                n_trials=20 if args.n_trials is None else args.n_trials, source=args.source, active=args.active,
                 metrics=tuple(m.strip() for m in (args.metric or "mse,nlpd,msssim").split(",") if m.strip()),
                 n_catch=args.catch, recipes=tuple(args.recipe or DEFAULT_TRIPLET_RECIPES),
                 clip_ids=tuple(clip_ids) if clip_ids else None, n_references=args.n_references,
@@ -121,7 +146,7 @@ def cmd_listen_create(args) -> int:
             if args.active:
                 raise cli.UserError("--active applies to triplet tests only")
             plan = MushraPlan(
-                n_items=args.n_trials or 4, clip_ids=tuple(clip_ids) if clip_ids else None,
+                n_items=4 if args.n_trials is None else args.n_trials, clip_ids=tuple(clip_ids) if clip_ids else None,
                 recipes=tuple(args.recipe or DEFAULT_MUSHRA_RECIPES), anchors=not args.no_anchors,
                 must_play=True if args.must_play is None else bool(args.must_play),
                 stimuli_dir=args.stimuli_dir, seed=args.seed, shuffle=not args.no_shuffle)
@@ -140,7 +165,7 @@ def cmd_listen_list(args) -> int:
     from perceptlab.listening.session import list_sessions
 
     cli = _cli()
-    lib = cli._open_library(args)
+    lib = cli._open_library(args, read_only=True)
     with lib:
         sessions = list_sessions(lib)
         if args.json:
@@ -159,7 +184,7 @@ def cmd_listen_show(args) -> int:
     from perceptlab.listening.session import Session, SessionError
 
     cli = _cli()
-    lib = cli._open_library(args)
+    lib = cli._open_library(args, read_only=True)
     with lib:
         try:
             s = Session.open(lib, args.id)
@@ -181,7 +206,8 @@ def cmd_listen_export(args) -> int:
     from perceptlab.listening.session import SessionError
 
     cli = _cli()
-    lib = cli._open_library(args)
+    cli.output_file(args.out, "--out", (".csv", ".json"))
+    lib = cli._open_library(args, read_only=True)
     with lib:
         try:
             files = export_session(lib, args.id, args.out)
@@ -208,6 +234,7 @@ def cmd_stimuli(args) -> int:
     if not args.recipe:
         raise cli.UserError("give at least one --recipe kind:param=value,...")
     recipes = [Recipe.parse(r, seed=args.seed) for r in args.recipe]  # a seed= in the text wins
+    cli.output_folder(args.out, "--out")
     lib = cli._open_library(args, must_exist=False)
     with lib:
         query = resolve(lib, args.ref)
@@ -299,7 +326,7 @@ def add_parsers(sub, common: argparse.ArgumentParser, frames: argparse.ArgumentP
                    help="--source stimuli: random reference clips (default max(2, n-trials/5))")
     c.add_argument("--recipe", action="append", metavar="KIND:P=V,...",
                    help="distortion (repeatable), e.g. mp3:bitrate_kbps=32 (see README for the kinds)")
-    c.add_argument("--catch", type=int, default=None, metavar="N", help="triplet catch trials (default 10%%, >= 1)")
+    c.add_argument("--catch", type=int, default=None, metavar="N", help="triplet catch trials (default 10%% of the trials, at least 1; 0 for none)")
     c.add_argument("--stimuli-dir", default=None, metavar="DIR", help="where to render stimuli")
     c.add_argument("--seed", type=int, default=0, help="item seed, the same for every listener (default 0)")
     c.add_argument("--must-play", dest="must_play", action="store_true", default=None,

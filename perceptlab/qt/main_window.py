@@ -227,7 +227,7 @@ class QtMainWindow(QMainWindow):
         try:
             lib = Library(path)
         except LibraryError as exc:
-            QMessageBox.critical(self, "Cannot open library", str(exc))
+            self.show_library_problem(str(exc), "Cannot open library")
             return False
         if self.library is not None:
             self.library.close()
@@ -294,8 +294,25 @@ class QtMainWindow(QMainWindow):
     def reload_clips(self) -> None:
         if self.library is None:
             return
-        self.library_panel.set_clips(self.library.clips(include_failed=True))
+        try:
+            clips = self.library.clips(include_failed=True)
+        except LibraryError as exc:  # damaged since it was opened
+            self.show_library_problem(str(exc))
+            return
+        self.library_panel.set_clips(clips)
         self._show_library_status()
+
+    def show_library_problem(self, message: str, title: str = "Library problem") -> None:
+        """Tell the user why the library cannot be used: the status bar, and a box that does not block."""
+        self.status_label.setText(f"{title}: {message}")
+        self.status_label.setToolTip(message)
+        box = getattr(self, "library_problem_box", None)
+        if box is None:
+            box = self.library_problem_box = QMessageBox(QMessageBox.Warning, title, "", QMessageBox.Ok, self)
+            box.setModal(False)
+        box.setWindowTitle(title)
+        box.setText(message)
+        box.show()
 
     @Slot(bool, str)
     def _on_audio_availability(self, ok: bool, why: str) -> None:
@@ -411,7 +428,11 @@ class QtMainWindow(QMainWindow):
                 self.spectrogram.set_image(None, caption=caption)
             return
         self._load_audio(slot, clip)
-        cached = self.library.get_features(clip.content_hash, self.config.hash)
+        try:
+            cached = self.library.get_features(clip.content_hash, self.config.hash)
+        except LibraryError as exc:
+            self.show_library_problem(str(exc))
+            return
         if cached is not None:
             self._on_slot_image(slot, clip, cached)
             return
