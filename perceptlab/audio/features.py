@@ -19,16 +19,31 @@ Image orientation, used by every metric: rows are mel bins with the lowest
 frequency first, columns are time frames. Tensors are (n_mels, T) for one clip
 and (B, 1, n_mels, T) for a batch.
 
-Comparing clips of different lengths (the excerpt rule)
---------------------------------------------------------
-The metrics compare images of one shape. A clip is reduced to ``n`` frames by
-:func:`excerpt`: a clip at least ``n`` frames long gives its CENTRE ``n``
-frames (the start and end of a recording are often fades or silence); a
-shorter clip is LOOPED (tiled) up to ``n`` frames, because padding with the
-floor (silence) would make every short clip look alike. Long recordings can
-instead be cut into windows of ``n`` frames every ``hop`` frames by
-:func:`windows` (the training data and the genre-classification protocol do
-this).
+Comparing whole clips (the comparison rule)
+-------------------------------------------
+By default the metrics compare WHOLE clips: no frame of either clip is left
+out. Two images are brought to one width by padding them at the end with
+the floor (0, i.e. silence: a listener hears the shorter clip end), to
+:func:`compared_width` of the longer one. That width is the longer clip's
+length rounded up on a fixed ladder (at least 32 frames, then steps of
+2^(1/8), about 9%, each a multiple of 8 frames), so
+
+* the rule depends on the pair alone: a distance is the same in
+  ``distance``, a matrix, or a neighbour list;
+* it is symmetric, and 0 for identical clips;
+* a change anywhere in either clip changes the distance;
+* clips whose lengths fall on one rung share a width, so a library's matrix
+  is a few batched blocks rather than N^2 separate shapes.
+
+The padding on both images compares silence with silence, which costs
+nothing (a distance of 0 there) and dilutes a distance by at most the
+rung's 9% for clips of equal length.
+
+The centre excerpt (``excerpt="centre"``, :func:`excerpt`) is kept as the
+fast option: a clip at least ``n`` frames long gives its CENTRE ``n`` frames;
+a shorter clip is LOOPED up to ``n`` frames. Long recordings can instead be
+cut into windows of ``n`` frames every ``hop`` frames by :func:`windows` (the
+training data and the genre-classification protocol do this).
 """
 
 from __future__ import annotations
@@ -337,6 +352,46 @@ class _LogMelStream:
                 db = 10.0 * torch.log10(mel.clamp_min(1e-12))
                 self.frames.append(db.numpy())
             self.buf = self.buf[t * cfg.hop_length :]
+
+
+#: The shortest width two clips are compared at, in frames (0.74 s).
+MIN_COMPARED_FRAMES = 32
+
+
+@lru_cache(maxsize=1)
+def _width_ladder() -> tuple[int, ...]:
+    # MIN * 2^(k/8), each rounded up to a multiple of 8 frames, up to ~30 h.
+    rungs = {-(-int(np.ceil(MIN_COMPARED_FRAMES * 2 ** (k / 8) - 1e-9)) // 8) * 8 for k in range(0, 200)}
+    return tuple(sorted(rungs))
+
+
+def compared_width(n_frames: int) -> int:
+    """Width, in frames, at which a clip of ``n_frames`` (the longer of a pair) is compared.
+
+    The smallest rung of the ladder at or above ``n_frames``; see the
+    module notes (the comparison rule).
+    """
+    import bisect
+
+    if n_frames <= 0:
+        raise ValueError(f"a clip has at least one frame, got {n_frames}")
+    ladder = _width_ladder()
+    i = bisect.bisect_left(ladder, n_frames)
+    if i == len(ladder):
+        raise ValueError(f"a clip of {n_frames} frames is longer than perceptlab compares")
+    return ladder[i]
+
+
+def pad_frames(spec: np.ndarray, width: int) -> np.ndarray:
+    """A (F, T) image padded at the end with the floor (silence) to ``width`` frames."""
+    f, t = spec.shape
+    if t > width:
+        raise ValueError(f"cannot pad a {t}-frame image to {width} frames")
+    if t == width:
+        return np.ascontiguousarray(spec)
+    out = np.zeros((f, width), dtype=np.float32)
+    out[:, :t] = spec
+    return out
 
 
 def excerpt(spec: np.ndarray, n_frames: int = DEFAULT_EXCERPT_FRAMES) -> np.ndarray:
