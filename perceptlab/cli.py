@@ -76,14 +76,22 @@ def output_folder(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def output_file(path: str | os.PathLike, what: str, suffixes: tuple[str, ...] = ()) -> Path:
-    """Check that the file ``path`` can be written (its folder exists and is writable); returns it."""
+def output_file(path: str | os.PathLike, what: str, suffixes: tuple[str, ...] = (),
+                creates_folder: bool = False) -> Path:
+    """Check that the file ``path`` can be written; returns it.
+
+    Its folder must exist and be writable, or, where the command creates it
+    (``creates_folder``), be creatable.
+    """
     path = Path(path).expanduser()
     if suffixes and path.suffix.lower() not in suffixes:
         raise UserError(f"{what} {path}: must name a {' or '.join(suffixes)} file")
     if path.is_dir():
         raise UserError(f"{what} {path}: is a folder; give a file name")
     folder = path.parent
+    if creates_folder:
+        output_folder(folder, what)
+        return path
     if not folder.exists():
         raise UserError(f"{what} {path}: folder {folder} does not exist")
     if not folder.is_dir():

@@ -307,10 +307,13 @@ def damage_message(path: Path, detail: str, written: bool = False) -> str:
     recovered = path.with_name(f"{path.stem}.recovered{path.suffix or '.sqlite'}")
     done = ("the command stopped and nothing more is written to it" if written
             else "nothing was written")
+    # Debian's and Ubuntu's sqlite3 are built without the page reader .recover
+    # needs: there it prints part of the database and stops with an error.
     return (
         f"{path}: the library file is damaged ({detail}); {done}. Recover with: "
         f"sqlite3 {shlex.quote(str(path))} .recover | sqlite3 {shlex.quote(str(recovered))} "
-        "and open the recovered file, or restore a backup"
+        "(an sqlite3 from sqlite.org; some Linux builds lack .recover) and open the recovered file, "
+        "or restore a backup"
     )
 
 

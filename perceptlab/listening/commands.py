@@ -206,7 +206,7 @@ def cmd_listen_export(args) -> int:
     from perceptlab.listening.session import SessionError
 
     cli = _cli()
-    cli.output_file(args.out, "--out", (".csv", ".json"))
+    cli.output_file(args.out, "--out", (".csv", ".json"), creates_folder=True)
     lib = cli._open_library(args, read_only=True)
     with lib:
         try:
