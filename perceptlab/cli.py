@@ -225,26 +225,37 @@ def _register(lib) -> None:
 
 
 def cmd_distance(args) -> int:
-    from perceptlab.analysis.similarity import metric_names, pair_distances, resolve
+    from perceptlab.analysis.similarity import metric_names, pair_comparison, resolve
 
     lib = _optional_library(args)
     try:
         if lib is not None:
             _register(lib)
-        metrics = metric_names(args.metric)
+        metrics = metric_names(args.metric, with_baselines=lib is not None)
         a, b = resolve(lib, args.a), resolve(lib, args.b)
-        d = pair_distances(lib, a, b, metrics, n_frames=args.frames)
+        cmp = pair_comparison(lib, a, b, metrics, _feature_config(args), n_frames=args.frames,
+                              excerpt=args.excerpt, align=not args.no_align)
     finally:
         if lib is not None:
             lib.close()
     if args.json:
-        _print_json({"a": a.to_json(), "b": b.to_json(), "excerpt_frames": args.frames,
-                     "feature_config": _feature_hash(), "distances": d})
+        _print_json({"a": a.to_json(), "b": b.to_json(), **_comparison_json(args),
+                     "comparison": cmp.to_json(), "distances": cmp.distances})
     else:
         print(f"A: {a.path}\nB: {b.path}")
-        for name, value in d.items():
+        print(f"compared: {_describe_comparison(cmp)}")
+        for name, value in cmp.distances.items():
             print(f"  {_display(name):<24} {value:.6f}")
     return 0
+
+
+def _describe_comparison(cmp) -> str:
+    what = "whole clips" if cmp.excerpt == "whole" else "centre excerpts"
+    (a0, a1), (b0, b1) = cmp.region_a, cmp.region_b
+    text = f"{what}, A {a0:.2f}-{a1:.2f} s, B {b0:.2f}-{b1:.2f} s"
+    if cmp.lag_s:
+        text += f" (aligned: B lags A by {cmp.lag_s * 1000:+.1f} ms)"
+    return text
 
 
 def cmd_matrix(args) -> int:
@@ -259,15 +270,15 @@ def cmd_matrix(args) -> int:
         (metric,) = metric_names(args.metric) if "," not in args.metric else (None,)
         if metric is None:
             raise UserError("matrix takes one --metric at a time")
-        clips, d = library_matrix(lib, metric, n_frames=args.frames, progress=ProgressBar(f"{metric} matrix"))
+        clips, d = library_matrix(lib, metric, config=_feature_config(args), n_frames=args.frames,
+                                  excerpt=args.excerpt, progress=ProgressBar(f"{metric} matrix"))
     if out is not None:
         try:
             np.save(out, d)
         except OSError as exc:
             raise UserError(f"--out {out}: cannot write it ({exc.strerror or exc})") from None
     if args.json:
-        obj = {"library": str(lib.path), "metric": metric, "excerpt_frames": args.frames,
-               "feature_config": _feature_hash(), "n": len(clips),
+        obj = {"library": str(lib.path), "metric": metric, **_comparison_json(args), "n": len(clips),
                "clips": [{"id": c.id, "name": c.name, "label": c.label} for c in clips]}
         if out is not None:
             obj["out"] = str(out.resolve())
@@ -292,10 +303,11 @@ def cmd_neighbours(args) -> int:
         _register(lib)
         metrics = metric_names(args.metric)
         query = resolve(lib, args.clip)
-        results = {m: neighbours(lib, query, m, args.k, n_frames=args.frames) for m in metrics}
+        results = {m: neighbours(lib, query, m, args.k, _feature_config(args), n_frames=args.frames,
+                                 excerpt=args.excerpt) for m in metrics}
     if args.json:
         _print_json({"library": str(lib.path), "query": query.to_json(), "k": args.k,
-                     "excerpt_frames": args.frames, "feature_config": _feature_hash(),
+                     **_comparison_json(args),
                      "neighbours": {m: [n.to_json() for n in ns] for m, ns in results.items()}})
     else:
         print(f"query: {query.path}")
@@ -328,6 +340,25 @@ def _display(name: str) -> str:
     from perceptlab.metrics.registry import get_metric
 
     return get_metric(name).display_name
+
+
+def _feature_config(args):
+    """The feature config a comparison command asked for (``--loudness``)."""
+    from perceptlab.audio.features import FeatureConfig
+
+    target = getattr(args, "loudness", "-23")
+    if str(target).lower() == "off":
+        return FeatureConfig(loudness_target=None)
+    try:
+        return FeatureConfig(loudness_target=float(target))
+    except ValueError as exc:
+        raise UserError(f"--loudness {target}: {exc}") from None
+
+
+def _comparison_json(args) -> dict:
+    cfg = _feature_config(args)
+    return {"excerpt": args.excerpt, "excerpt_frames": args.frames if args.excerpt == "centre" else None,
+            "loudness_target": cfg.loudness_target, "feature_config": cfg.hash}
 
 
 def _feature_hash() -> str:
@@ -427,8 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_clips)
 
     frames = argparse.ArgumentParser(add_help=False)
+    frames.add_argument("--excerpt", choices=["whole", "centre"], default="whole",
+                        help="compare whole clips (default) or their centre excerpts (faster; see README, "
+                             "the comparison rule)")
     frames.add_argument("--frames", type=int, default=128, metavar="N",
-                        help="excerpt length in frames (default 128 = 2.97 s; see README, the excerpt rule)")
+                        help="centre excerpt length in frames (default 128 = 2.97 s)")
+    frames.add_argument("--loudness", default="-23", metavar="LUFS|off",
+                        help="bring each clip to this integrated loudness before comparing (default -23; "
+                             "off: levels as recorded)")
 
     p = sub.add_parser("metrics", parents=[common], help="list the available metrics")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -437,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("distance", parents=[common, frames], help="distances between two audio files or clips")
     p.add_argument("a", metavar="A", help="audio file or clip id")
     p.add_argument("b", metavar="B", help="audio file or clip id")
+    p.add_argument("--no-align", action="store_true",
+                   help="compare as recorded, without first aligning B to A in time (within 100 ms)")
     p.add_argument("--metric", default=None, help="comma-separated metrics (default: mse,nlpd,msssim)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_distance)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from perceptlab.audio.features import excerpt
+from perceptlab.audio.features import compared_width, excerpt, pad_frames
 from perceptlab.library.features import file_image
 from perceptlab.library.store import Library
 from perceptlab.metrics.registry import get_metric
@@ -23,19 +23,30 @@ def lib_path(clip_library):
     return clip_library
 
 
-def _direct(a, b, name):
-    x = torch.from_numpy(excerpt(file_image(a), 128)[None, None])
-    y = torch.from_numpy(excerpt(file_image(b), 128)[None, None])
-    return float(get_metric(name).fn(x, y)[0])
+def _direct(a, b, name, whole=True):
+    """The metric function on the two whole images padded to the pair's width (or centre excerpts)."""
+    ia, ib = file_image(a), file_image(b)
+    if whole:
+        w = compared_width(max(ia.shape[1], ib.shape[1]))
+        ia, ib = pad_frames(ia, w), pad_frames(ib, w)
+    else:
+        ia, ib = excerpt(ia, 128), excerpt(ib, 128)
+    return float(get_metric(name).fn(torch.from_numpy(ia[None, None]), torch.from_numpy(ib[None, None]))[0])
 
 
 def test_distance_json_matches_the_metric_functions(tmp_path, clip_tree):
     a, b = clip_tree / "low" / "low_0.wav", clip_tree / "high" / "high_2.wav"
-    out = json.loads(run("distance", a, b, "--json", "--library", tmp_path / "none.sqlite").stdout)
+    out = json.loads(run("distance", a, b, "--json", "--no-align", "--library", tmp_path / "none.sqlite").stdout)
+    # No library: the baselines (z-scored over a library) are left out of the default.
     assert set(out["distances"]) == {"mse", "nlpd", "msssim"}
     for name, value in out["distances"].items():
         assert value == pytest.approx(_direct(a, b, name), abs=1e-6)
-    assert out["a"]["path"] == str(a) and out["excerpt_frames"] == 128
+    assert out["a"]["path"] == str(a) and out["excerpt"] == "whole" and out["comparison"]["lag_s"] == 0.0
+    centre = json.loads(run("distance", a, b, "--json", "--excerpt", "centre", "--library",
+                            tmp_path / "none.sqlite").stdout)
+    assert centre["excerpt_frames"] == 128
+    for name, value in centre["distances"].items():
+        assert value == pytest.approx(_direct(a, b, name, whole=False), abs=1e-6)
     same = json.loads(run("distance", a, a, "--json", "--metric", "nlpd", "--library", tmp_path / "n.sqlite").stdout)
     assert same["distances"] == {"nlpd": 0.0}
 
@@ -43,8 +54,9 @@ def test_distance_json_matches_the_metric_functions(tmp_path, clip_tree):
 def test_distance_by_clip_id(lib_path):
     with Library(lib_path) as lib:
         c1, c2 = lib.clips()[:2]
-    out = json.loads(run("distance", c1.id, c2.id, "--json", "--library", lib_path).stdout)
+    out = json.loads(run("distance", c1.id, c2.id, "--json", "--no-align", "--library", lib_path).stdout)
     assert out["a"]["id"] == c1.id and out["b"]["label"] == c2.label
+    assert set(out["distances"]) == {"mse", "nlpd", "msssim", "logmel-stats", "mfcc-stats"}
     assert out["distances"]["mse"] == pytest.approx(_direct(c1.path, c2.path, "mse"), abs=1e-6)
 
 

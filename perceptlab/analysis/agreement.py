@@ -100,13 +100,19 @@ def _sound_key(sound: dict) -> str:
 
 def sound_excerpt(library, sound: dict, config: FeatureConfig = FeatureConfig(),
                   n_frames: int = DEFAULT_EXCERPT_FRAMES) -> np.ndarray:
-    """The (F, n_frames) excerpt image of a sound dict (library clip, stimulus or any file).
+    """The (F, n_frames) centre excerpt image of a sound dict (see :func:`sound_image`)."""
+    from perceptlab.audio.features import excerpt
+
+    return excerpt(sound_image(library, sound, config), n_frames)
+
+
+def sound_image(library, sound: dict, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+    """The whole (F, T) image of a sound dict (library clip, stimulus or any file).
 
     Library clips go through the clip cache; other files through the
     feature cache keyed by their content hash, checked against the file.
     """
     from perceptlab.audio.decode import AudioError
-    from perceptlab.audio.features import excerpt
     from perceptlab.library.features import clip_image, file_image
     from perceptlab.library.store import file_hash
 
@@ -116,7 +122,7 @@ def sound_excerpt(library, sound: dict, config: FeatureConfig = FeatureConfig(),
         except KeyError:
             clip = None
         if clip is not None and clip.content_hash == sound.get("content_hash", clip.content_hash):
-            return excerpt(clip_image(library, clip, config), n_frames)
+            return clip_image(library, clip, config)
     path = Path(sound["path"])
     if not path.exists():
         raise AudioError(path, "file has moved or been deleted")
@@ -124,31 +130,36 @@ def sound_excerpt(library, sound: dict, config: FeatureConfig = FeatureConfig(),
     if library is not None and content:
         cached = library.get_features(content, config.hash)
         if cached is not None:
-            return excerpt(cached, n_frames)
+            return cached
         if file_hash(path) != content:
             raise AudioError(path, "file has changed since the listening test was made")
         image = file_image(path, config)
         library.put_features(content, config.hash, image)
-        return excerpt(image, n_frames)
-    return excerpt(file_image(path, config), n_frames)
+        return image
+    return file_image(path, config)
 
 
 def pair_distance_table(library, pairs: Sequence[tuple[dict, dict]], metrics: Sequence[str],
                         config: FeatureConfig = FeatureConfig(), n_frames: int = DEFAULT_EXCERPT_FRAMES,
                         *, batch: int = 32, progress: ProgressFn | None = None,
-                        cancel: CancelFn | None = None) -> dict[str, np.ndarray]:
+                        cancel: CancelFn | None = None, excerpt: str = "whole",
+                        align: bool = True) -> dict[str, np.ndarray]:
     """Each metric's distance for each (sound, sound) pair.
 
     Returns
     -------
     dict
-        {metric: (P,) float64}. Spectrogram metrics run batched on the
-        excerpts; vector (embedding) metrics go through
+        {metric: (P,) float64}. By default spectrogram metrics compare the
+        whole sounds by the pair rule of
+        :func:`perceptlab.analysis.similarity.pair_comparison`, each pair
+        (a stimulus and its reference) time-aligned first; with
+        ``excerpt="centre"`` they run batched on the centre excerpts. Vector
+        metrics (embeddings, baselines) go through
         :func:`perceptlab.analysis.similarity.pair_distances`.
     """
     import torch
 
-    from perceptlab.analysis.similarity import pair_distances, resolve
+    from perceptlab.analysis.similarity import Query, pair_comparison, pair_distances, resolve
     from perceptlab.metrics.registry import get_metric
 
     pairs = list(pairs)
@@ -165,7 +176,25 @@ def pair_distance_table(library, pairs: Sequence[tuple[dict, dict]], metrics: Se
     done = 0
     report(progress, 0, total)
     values = {m: np.empty(len(keys)) for m in metrics}
-    if spectro:
+    if spectro and excerpt == "whole":
+        whole: dict[str, np.ndarray] = {}
+
+        def full(s):
+            k = _sound_key(s)
+            if k not in whole:
+                whole[k] = sound_image(library, s, config)
+            return whole[k]
+
+        for i, k in enumerate(keys):
+            check_cancel(cancel)
+            a, b = first[k]
+            qa, qb = Query(a["path"], Path(a["path"]).name), Query(b["path"], Path(b["path"]).name)
+            got = pair_comparison(library, qa, qb, spectro, config, align=align, images=(full(a), full(b)))
+            for m in spectro:
+                values[m][i] = got.distances[m]
+            done += 1
+            report(progress, done, total)
+    elif spectro:
         images: dict[str, np.ndarray] = {}
 
         def image(s):
@@ -189,7 +218,7 @@ def pair_distance_table(library, pairs: Sequence[tuple[dict, dict]], metrics: Se
             check_cancel(cancel)
             a, b = first[k]
             qa, qb = resolve(library, a["path"]), resolve(library, b["path"])
-            values[m][i] = pair_distances(library, qa, qb, [m], config, n_frames)[m]
+            values[m][i] = pair_distances(library, qa, qb, [m], config, n_frames, excerpt=excerpt)[m]
             done += 1
             report(progress, done, total)
     index = np.array([uniq[(_sound_key(a), _sound_key(b))] for a, b in pairs], dtype=int)
@@ -247,10 +276,12 @@ def triplet_answers(library, session_ids: Sequence[int] | None = None) -> list[T
 
 def triplet_distances(library, triplets: Sequence, metrics: Sequence[str],
                       config: FeatureConfig = FeatureConfig(), n_frames: int = DEFAULT_EXCERPT_FRAMES,
-                      progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> dict[str, np.ndarray]:
+                      progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                      excerpt: str = "whole") -> dict[str, np.ndarray]:
     """{metric: (N, 2) array of (d(X, A), d(X, B))} for objects with ``x``, ``a``, ``b`` sound dicts."""
     pairs = [(t.x, t.a) for t in triplets] + [(t.x, t.b) for t in triplets]
-    d = pair_distance_table(library, pairs, metrics, config, n_frames, progress=progress, cancel=cancel)
+    d = pair_distance_table(library, pairs, metrics, config, n_frames, progress=progress, cancel=cancel,
+                            excerpt=excerpt)
     n = len(triplets)
     return {m: np.stack([v[:n], v[n:]], axis=1) for m, v in d.items()}
 
@@ -693,7 +724,8 @@ def mushra_report(ratings: Sequence[Rating], distances: dict[str, dict[tuple[str
 
 def rating_distances(library, ratings: Sequence[Rating], metrics: Sequence[str],
                      config: FeatureConfig = FeatureConfig(), n_frames: int = DEFAULT_EXCERPT_FRAMES,
-                     progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> dict[str, dict]:
+                     progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                     excerpt: str = "whole") -> dict[str, dict]:
     """{metric: {(item, condition): d(reference, condition)}} for the rated conditions."""
     pairs, keys = [], []
     seen = set()
@@ -703,7 +735,8 @@ def rating_distances(library, ratings: Sequence[Rating], metrics: Sequence[str],
             seen.add(k)
             keys.append(k)
             pairs.append((r.reference, r.sound))
-    d = pair_distance_table(library, pairs, metrics, config, n_frames, progress=progress, cancel=cancel)
+    d = pair_distance_table(library, pairs, metrics, config, n_frames, progress=progress, cancel=cancel,
+                            excerpt=excerpt)
     return {m: {k: float(v) for k, v in zip(keys, d[m])} for m in metrics}
 
 
@@ -818,7 +851,7 @@ def agreement_report(library, session_ids: Sequence[int] | None = None, metrics:
                      screen: bool | None = None, catch_min: float = CATCH_MIN,
                      exclude_hidden_reference: bool = True, config: FeatureConfig = FeatureConfig(),
                      n_frames: int = DEFAULT_EXCERPT_FRAMES, progress: ProgressFn | None = None,
-                     cancel: CancelFn | None = None) -> dict:
+                     cancel: CancelFn | None = None, excerpt: str = "whole") -> dict:
     """The full agreement report (what ``perceptlab agreement --json`` prints).
 
     Parameters
@@ -839,21 +872,22 @@ def agreement_report(library, session_ids: Sequence[int] | None = None, metrics:
     -------
     dict
         ``{"version": 1, "library", "metrics": [names], "feature_config",
-        "excerpt_frames", "sessions": [ids], "ratings_csv", "bootstrap":
+        "excerpt", "excerpt_frames", "sessions": [ids], "ratings_csv", "bootstrap":
         {"n", "seed", "level"}, "triplet": <triplet_report> | None,
         "mushra": <mushra_report> | None, "ratings": <mushra_report> | None}``.
     """
     from perceptlab.analysis.similarity import metric_names
 
-    names = metric_names(list(metrics) if metrics is not None else None)
+    names = metric_names(list(metrics) if metrics is not None else None, with_baselines=library is not None)
     out = {"version": REPORT_VERSION, "library": None if library is None else str(library.path),
-           "metrics": names, "feature_config": config.hash, "excerpt_frames": n_frames,
+           "metrics": names, "feature_config": config.hash, "excerpt": excerpt, "excerpt_frames": n_frames,
            "sessions": [], "ratings_csv": None,
            "bootstrap": {"n": n_boot, "seed": seed, "level": 0.95},
            "triplet": None, "mushra": None, "ratings": None}
     if ratings_csv is not None:
         ratings = read_ratings_csv(ratings_csv)
-        d = rating_distances(library, ratings, names, config, n_frames, progress=progress, cancel=cancel)
+        d = rating_distances(library, ratings, names, config, n_frames, progress=progress, cancel=cancel,
+                             excerpt=excerpt)
         out["ratings_csv"] = str(Path(ratings_csv).resolve())
         out["ratings"] = mushra_report(ratings, d, screen=bool(screen),
                                        exclude_hidden_reference=exclude_hidden_reference)
@@ -873,13 +907,15 @@ def agreement_report(library, session_ids: Sequence[int] | None = None, metrics:
     if trip_ids:
         answers = triplet_answers(library, trip_ids)
         if answers:
-            d = triplet_distances(library, answers, names, config, n_frames, progress=progress, cancel=cancel)
+            d = triplet_distances(library, answers, names, config, n_frames, progress=progress, cancel=cancel,
+                                  excerpt=excerpt)
             out["triplet"] = triplet_report(answers, d, n_boot=n_boot, seed=seed, catch_min=catch_min)
             out["triplet"]["sessions"] = trip_ids
     if mush_ids:
         ratings = mushra_ratings(library, mush_ids)
         if ratings:
-            d = rating_distances(library, ratings, names, config, n_frames, progress=progress, cancel=cancel)
+            d = rating_distances(library, ratings, names, config, n_frames, progress=progress, cancel=cancel,
+                             excerpt=excerpt)
             out["mushra"] = mushra_report(ratings, d, screen=True if screen is None else screen,
                                           exclude_hidden_reference=exclude_hidden_reference)
             out["mushra"]["sessions"] = mush_ids

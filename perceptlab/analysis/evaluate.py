@@ -143,7 +143,7 @@ class EvaluateConfig:
         Working memory of the distance-matrix engine.
     """
 
-    metrics: tuple[str, ...] = ("mse", "nlpd", "msssim")
+    metrics: tuple[str, ...] = ("mse", "nlpd", "msssim", "logmel-stats", "mfcc-stats")
     checkpoints: tuple[str, ...] = ()
     train_config: str | None = None
     train_overrides: tuple[str, ...] = ()
@@ -736,7 +736,7 @@ def _device(config: EvaluateConfig) -> str:
 
 def segment_distances(segs: np.ndarray, metric: str, *, device: str = "cpu", memory_budget_mb: float = 512,
                       dense_limit: int = 6000, progress: ProgressFn | None = None,
-                      cancel: CancelFn | None = None) -> np.ndarray:
+                      cancel: CancelFn | None = None, features: FeatureConfig = FeatureConfig()) -> np.ndarray:
     """(S, S) float32 distances between segments under ``metric``.
 
     Up to ``dense_limit`` segments the all-pairs engine computes the matrix
@@ -746,8 +746,18 @@ def segment_distances(segs: np.ndarray, metric: str, *, device: str = "cpu", mem
     import torch
 
     from perceptlab.metrics.pairwise import build_index, distance_matrix
+    from perceptlab.metrics.registry import get_metric
 
     n = segs.shape[0]
+    if get_metric(metric).params.get("baseline"):
+        # A baseline compares each segment's statistics, z-scored over all
+        # segments (no labels are used, so no fold leaks into another's labels).
+        from perceptlab.metrics.baselines import baseline_vectors
+
+        vectors, _ = baseline_vectors(metric, list(segs[:, 0]), features)
+        d = distance_matrix(vectors, metric, memory_budget_mb=memory_budget_mb, progress=progress,
+                            cancel=cancel, device=device)
+        return d.numpy().astype(np.float32)
     if n <= dense_limit:
         d = distance_matrix(segs, metric, memory_budget_mb=memory_budget_mb, progress=progress,
                             cancel=cancel, device=device)
@@ -1028,9 +1038,10 @@ def run_evaluation(
     else:
         register_library_metrics(library)
     for m in config.metrics:
-        if get_metric(m).input_kind != "spectrogram":
-            raise ValueError(f"--metrics: {m} compares vectors, not spectrogram segments; k-NN here takes "
-                             f"spectrogram metrics ({', '.join(TRAIN_LOSSES)}, ...)")
+        if get_metric(m).input_kind != "spectrogram" and not get_metric(m).params.get("baseline"):
+            raise ValueError(f"--metrics: {m} compares stored vectors, not spectrogram segments; k-NN here "
+                             f"takes spectrogram metrics and baselines ({', '.join(TRAIN_LOSSES)}, "
+                             "logmel-stats, mfcc-stats, ...)")
     losses = config.train_losses if config.mode == "train-config" else []
     if config.mode == "train-config":
         from perceptlab.train import load_config
@@ -1082,7 +1093,7 @@ def run_evaluation(
         disp = get_metric(metric).display_name
         sub = prog.start(f"matrix:{metric}", f"{disp}: distances between {len(data.segs)} segments")
         dmat = segment_distances(data.segs, metric, device=device, memory_budget_mb=config.memory_budget_mb,
-                                 progress=sub, cancel=cancel)
+                                 progress=sub, cancel=cancel, features=config.features)
         prog.end(f"matrix:{metric}")
         prog.start(f"knn:{metric}", f"k-NN on {disp}")
         knn_methods += list(runner.knn(metric, dmat, disp))

@@ -58,8 +58,9 @@ from perceptlab.library.features import clip_image, file_image
 from perceptlab.library.store import Clip, Library
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
 
-#: The metrics shown by default, in display order.
-DEFAULT_METRICS = ("mse", "nlpd", "msssim")
+#: The metrics shown by default, in display order: the perceptual metrics,
+#: then the baselines that show whether they earn their cost.
+DEFAULT_METRICS = ("mse", "nlpd", "msssim", "logmel-stats", "mfcc-stats")
 
 #: What a spectrogram metric compares: the whole clips, or the centre excerpt.
 EXCERPTS = ("whole", "centre")
@@ -136,12 +137,16 @@ def register_library_metrics(library: Library) -> list[str]:
     return builtin + own
 
 
-def metric_names(names: str | Sequence[str] | None) -> list[str]:
-    """Parse ``"mse,nlpd"`` (or a list); validate each against the registry."""
+def metric_names(names: str | Sequence[str] | None, with_baselines: bool = True) -> list[str]:
+    """Parse ``"mse,nlpd"`` (or a list); validate each against the registry.
+
+    None gives :data:`DEFAULT_METRICS`; ``with_baselines=False`` leaves the
+    baselines out of that default (they need a library to z-score over).
+    """
     from perceptlab.metrics.registry import get_metric
 
     if names is None:
-        return list(DEFAULT_METRICS)
+        return [m for m in DEFAULT_METRICS if with_baselines or not _is_baseline(m)]
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     for n in names:
@@ -349,12 +354,16 @@ class PairComparison:
                 "region_a": list(self.region_a), "region_b": list(self.region_b), "distances": self.distances}
 
 
-def _pair_images(library: Library | None, a: Query, b: Query, config: FeatureConfig, align: bool):
+def _pair_images(library: Library | None, a: Query, b: Query, config: FeatureConfig, align: bool,
+                 images: tuple | None = None):
     """(image A, image B, lag in samples, region A, region B) for whole-clip comparison."""
     from perceptlab.audio.decode import load
     from perceptlab.audio.features import log_mel
 
-    ia, ib = query_full_image(library, a, config), query_full_image(library, b, config)
+    if images is not None:
+        ia, ib = images
+    else:
+        ia, ib = query_full_image(library, a, config), query_full_image(library, b, config)
     spf = config.seconds_per_frame()
     region_a = (0.0, ia.shape[1] * spf)
     region_b = (0.0, ib.shape[1] * spf)
@@ -376,7 +385,8 @@ def _pair_images(library: Library | None, a: Query, b: Query, config: FeatureCon
 
 def pair_comparison(library: Library | None, a: Query, b: Query, metrics: Sequence[str],
                     config: FeatureConfig = FeatureConfig(), n_frames: int = DEFAULT_EXCERPT_FRAMES,
-                    excerpt: str = "whole", align: bool = True) -> PairComparison:
+                    excerpt: str = "whole", align: bool = True,
+                    images: tuple | None = None) -> PairComparison:
     """Distances between two clips under each metric, with what was compared.
 
     Parameters
@@ -385,19 +395,22 @@ def pair_comparison(library: Library | None, a: Query, b: Query, metrics: Sequen
         Whole clips (default) or the ``n_frames`` centre excerpts.
     align : bool
         Time-align the pair first (whole clips only; see the module notes).
+    images : (numpy.ndarray, numpy.ndarray), optional
+        The two clips' whole images when the caller already has them (e.g.
+        from another cache); the files are still read for the alignment.
     """
     import torch
 
     _check_excerpt(excerpt)
     spf = config.seconds_per_frame()
     if excerpt == "centre":
-        fa, fb = query_full_image(library, a, config), query_full_image(library, b, config)
+        fa, fb = images or (query_full_image(library, a, config), query_full_image(library, b, config))
         ia, ib = centre_excerpt(fa, n_frames), centre_excerpt(fb, n_frames)
         lag, width = 0, n_frames
         region_a = _centre_region(fa.shape[1], n_frames, spf)
         region_b = _centre_region(fb.shape[1], n_frames, spf)
     else:
-        ia, ib, lag, region_a, region_b = _pair_images(library, a, b, config, align)
+        ia, ib, lag, region_a, region_b = _pair_images(library, a, b, config, align, images)
         width = compared_width(max(ia.shape[1], ib.shape[1]))
         ia, ib = pad_frames(ia, width), pad_frames(ib, width)
     x, y = torch.from_numpy(ia)[None, None], torch.from_numpy(ib)[None, None]  # (1, 1, F, W)

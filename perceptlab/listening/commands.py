@@ -81,7 +81,7 @@ def cmd_agreement(args) -> int:
             lib, sessions, args.metric.split(",") if args.metric else None, ratings_csv=args.ratings,
             n_boot=args.boot, seed=args.seed, screen=args.screen,
             exclude_hidden_reference=not args.include_hidden_reference, n_frames=args.frames,
-            progress=cli.ProgressBar("distances"))
+            excerpt=args.excerpt, config=cli._feature_config(args), progress=cli.ProgressBar("distances"))
     finally:
         if lib is not None:
             lib.close()
