@@ -206,11 +206,13 @@ def cmd_clips(args) -> int:
         if not clips:
             print(f"{lib.path}: no clips")
             return 0
-        print(f"{'id':>5}  {'label':<12} {'dur s':>6} {'rate':>6} {'ch':>2}  name")
+        print(f"{'id':>5}  {'label':<12} {'dur s':>6} {'rate':>6} {'ch':>2} {'LUFS':>6}  name")
         for c in clips:
             dur = f"{c.duration:6.2f}" if c.duration is not None else "     -"
             rate = c.sample_rate or "-"
-            line = f"{c.id:>5}  {(c.label or '-'):<12} {dur} {rate:>6} {c.channels or '-':>2}  {c.name}"
+            lufs = "-" if c.loudness is None else ("silent" if c.loudness == float("-inf") else f"{c.loudness:.1f}")
+            line = (f"{c.id:>5}  {(c.label or '-'):<12} {dur} {rate:>6} {c.channels or '-':>2} {lufs:>6}  "
+                    f"{c.name}")
             if c.error:
                 line += f"  [failed: {c.error}]"
             print(line)

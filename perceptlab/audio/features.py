@@ -243,7 +243,8 @@ def log_mel(wave: np.ndarray, cfg: FeatureConfig = FeatureConfig(), chunk_frames
     return log_mel_blocks([wave], cfg, chunk_frames=chunk_frames)
 
 
-def log_mel_blocks(blocks, cfg: FeatureConfig = FeatureConfig(), chunk_frames: int = 4096) -> np.ndarray:
+def log_mel_blocks(blocks, cfg: FeatureConfig = FeatureConfig(), chunk_frames: int = 4096,
+                   meter=None) -> np.ndarray:
     """Log-mel image of a signal that arrives in blocks (see :func:`log_mel`).
 
     The signal is never held whole: frames are computed as soon as their
@@ -257,8 +258,12 @@ def log_mel_blocks(blocks, cfg: FeatureConfig = FeatureConfig(), chunk_frames: i
     blocks : iterable of numpy.ndarray
         (n_i,) float32 blocks at ``cfg.sample_rate``, e.g.
         :func:`perceptlab.audio.decode.iter_blocks`.
+    meter : perceptlab.audio.loudness.LoudnessMeter, optional
+        Measures the signal's loudness on the way (read ``meter.lufs()``
+        afterwards); with loudness alignment on, the same measure aligns the
+        image, so the signal is metered once.
     """
-    stream = _LogMelStream(cfg, chunk_frames)
+    stream = _LogMelStream(cfg, chunk_frames, meter)
     for block in blocks:
         stream.push(np.asarray(block, dtype=np.float32).ravel())
     return stream.finish()
@@ -269,7 +274,7 @@ class _LogMelStream:
     computed incrementally. Frame t covers padded[t*hop : t*hop + n_fft] where
     padded is the signal with n_fft/2 reflected samples added at each end."""
 
-    def __init__(self, cfg: FeatureConfig, chunk_frames: int):
+    def __init__(self, cfg: FeatureConfig, chunk_frames: int, meter=None):
         self.cfg, self.chunk_frames = cfg, chunk_frames
         self.half = cfg.n_fft // 2
         self.head: list[np.ndarray] = []  # samples before the start padding is known
@@ -277,8 +282,8 @@ class _LogMelStream:
         self.buf = None  # padded samples not yet consumed by a frame
         self.n = 0  # signal samples seen
         self.frames: list[np.ndarray] = []  # (F, t) pieces of the image, in dB
-        self.meter = None
-        if cfg.loudness_target is not None:
+        self.meter = meter
+        if meter is None and cfg.loudness_target is not None:
             from perceptlab.audio.loudness import LoudnessMeter
 
             self.meter = LoudnessMeter(cfg.sample_rate)
@@ -321,7 +326,7 @@ class _LogMelStream:
         self.frames = []
         expected = cfg.frames_for(self.n)
         assert db.shape[1] == expected, (db.shape, expected)
-        if self.meter is not None:
+        if self.meter is not None and cfg.loudness_target is not None:
             from perceptlab.audio.loudness import alignment_gain_db
 
             # A gain on the signal is a shift of every power in dB: aligning

@@ -28,6 +28,19 @@ def file_image(path: str | os.PathLike, config: FeatureConfig = FeatureConfig())
     return log_mel_blocks(iter_blocks(path, config.sample_rate), config)
 
 
+def file_analysis(path: str | os.PathLike, config: FeatureConfig = FeatureConfig()) -> tuple[np.ndarray, float]:
+    """(image, integrated loudness in LUFS) of any audio file, in one streamed pass.
+
+    The loudness is that of the mono downmix at ``config.sample_rate`` (see
+    :mod:`perceptlab.audio.loudness`); -inf for digital silence.
+    """
+    from perceptlab.audio.loudness import LoudnessMeter
+
+    meter = LoudnessMeter(config.sample_rate)
+    image = log_mel_blocks(iter_blocks(path, config.sample_rate), config, meter=meter)
+    return image, meter.lufs()
+
+
 def clip_image(library: Library, clip: Clip, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
     """The (n_mels, T) image of a library clip, cached by content and config.
 

@@ -18,7 +18,7 @@ from typing import Iterable
 
 from perceptlab.audio.decode import AUDIO_EXTENSIONS, AudioError, probe
 from perceptlab.audio.features import FeatureConfig
-from perceptlab.library.features import file_image
+from perceptlab.library.features import file_analysis
 from perceptlab.library.store import Library, file_hash
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
 
@@ -173,7 +173,15 @@ def _import_one(library: Library, path: Path, labels, config: FeatureConfig, sum
         summary.failed.append((key, f"cannot read file ({exc.strerror or exc})"))
         return
     old = library.clip_by_path(path)
-    if old is not None and old.size == st.st_size and old.mtime == st.st_mtime:
+    unchanged = old is not None and old.size == st.st_size and old.mtime == st.st_mtime
+    if unchanged and old.error is None and (
+        old.loudness is None or not library.has_features(old.content_hash, config.hash)
+    ):
+        # Imported before loudness was measured, or under another feature
+        # config: analyse it again (same clip id, labels kept).
+        unchanged = False
+        label = old.label if labels is None else label
+    if unchanged:
         if old.label != label and labels is not None:
             library.set_label(old.id, label)
             summary.relabelled.append(key)
@@ -192,9 +200,11 @@ def _import_one(library: Library, path: Path, labels, config: FeatureConfig, sum
             duration=info.duration, sample_rate=info.sample_rate, channels=info.channels, format=info.format
         )
         cached = library.get_features(row["content_hash"], config.hash)
-        if cached is None:
+        if cached is None or old is None or old.loudness is None or old.content_hash != row["content_hash"]:
             # Decoding the whole file is also the check that it is intact.
-            image = file_image(path, config)
+            image, row["loudness"] = file_analysis(path, config)
+        else:
+            row["loudness"] = old.loudness
     except AudioError as exc:
         row["error"] = exc.reason
     except (OSError, MemoryError, ValueError) as exc:

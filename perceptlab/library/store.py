@@ -182,7 +182,11 @@ CREATE TABLE listening_answers (
 """
 
 #: Ordered migrations; entry i upgrades a file from version i to i + 1.
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+_V4 = """
+ALTER TABLE clips ADD COLUMN loudness REAL;  -- integrated loudness, LUFS (BS.1770-4); NULL: not measured
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -437,6 +441,9 @@ class Clip:
     label: str | None
     error: str | None
     imported_at: float
+    #: Integrated loudness in LUFS (ITU-R BS.1770-4, the mono downmix at the
+    #: project rate); -inf for digital silence, None if not measured yet.
+    loudness: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -455,13 +462,14 @@ class Clip:
             "format": self.format,
             "content_hash": self.content_hash,
             "size": self.size,
+            "loudness_lufs": None if self.loudness is None or self.loudness == float("-inf") else self.loudness,
             "error": self.error,
         }
 
 
 _CLIP_COLUMNS = (
     "id, path, name, content_hash, size, mtime, duration, sample_rate, channels, "
-    "format, label, error, imported_at"
+    "format, label, error, imported_at, loudness"
 )
 
 
@@ -737,7 +745,7 @@ class Library:
         """
         cols = [
             "path", "name", "content_hash", "size", "mtime", "duration", "sample_rate",
-            "channels", "format", "label", "error",
+            "channels", "format", "label", "error", "loudness",
         ]
         values = [fields.get(c) for c in cols] + [time.time()]
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:] + ["imported_at"])
@@ -769,6 +777,18 @@ class Library:
         return h.hexdigest()[:16]
 
     # -- feature cache ------------------------------------------------------
+    def has_features(self, content_hash: str, config_hash: str) -> bool:
+        """Whether an image is cached (without reading or checking it)."""
+        return self.conn.execute(
+            "SELECT 1 FROM features WHERE content_hash = ? AND config_hash = ?", (content_hash, config_hash)
+        ).fetchone() is not None
+
+    def feature_widths(self, config_hash: str) -> dict[str, int]:
+        """{content hash: frames} of every image cached under one feature config."""
+        return dict(self.conn.execute(
+            "SELECT content_hash, n_cols FROM features WHERE config_hash = ?", (config_hash,)
+        ))
+
     def get_features(self, content_hash: str, config_hash: str) -> np.ndarray | None:
         """The cached image, or None if missing or damaged (damaged rows are dropped)."""
         row = self.conn.execute(

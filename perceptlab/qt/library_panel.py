@@ -19,10 +19,16 @@ from perceptlab.library.store import Clip
 ALL_LABELS = "All labels"
 
 
-class QtClipTableModel(QAbstractTableModel):
-    """Clips as rows: name, label, duration, sample rate, channels, status."""
+def _lufs_text(lufs: float | None) -> str:
+    if lufs is None:
+        return ""
+    return "silent" if lufs == float("-inf") else f"{lufs:.1f}"
 
-    COLUMNS = ("Name", "Label", "Duration", "Rate", "Ch", "Status")
+
+class QtClipTableModel(QAbstractTableModel):
+    """Clips as rows: name, label, duration, sample rate, channels, loudness, status."""
+
+    COLUMNS = ("Name", "Label", "Duration", "Rate", "Ch", "LUFS", "Status")
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -68,14 +74,19 @@ class QtClipTableModel(QAbstractTableModel):
                 f"{c.duration:.2f} s" if c.duration is not None else "",
                 f"{c.sample_rate / 1000:g} kHz" if c.sample_rate else "",
                 str(c.channels or ""),
+                _lufs_text(c.loudness),
                 "ok" if c.ok else "failed",
             )[col]
         if role == Qt.UserRole:  # sort key
             return (c.name.lower(), (c.label or "").lower(), c.duration or 0.0, c.sample_rate or 0,
-                    c.channels or 0, 0 if c.ok else 1)[col]
+                    c.channels or 0, -1e9 if c.loudness is None else max(c.loudness, -1e8),
+                    0 if c.ok else 1)[col]
         if role == Qt.ToolTipRole:
+            if col == 5:
+                return ("Integrated loudness (ITU-R BS.1770-4) of the mono downmix; the metrics compare "
+                        "every clip brought to the same loudness")
             return c.error if c.error else c.path
-        if role == Qt.TextAlignmentRole and col in (2, 3, 4):
+        if role == Qt.TextAlignmentRole and col in (2, 3, 4, 5):
             return int(Qt.AlignRight | Qt.AlignVCenter)
         return None
 
