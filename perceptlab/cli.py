@@ -416,6 +416,11 @@ def cmd_bench(args) -> int:
         from perceptlab.metrics.bench import run_metrics_bench
 
         run_metrics_bench(n=args.n or 200, out=print)
+        if args.whole:
+            from perceptlab.analysis.bench import run_whole_clip_bench
+
+            print("")
+            run_whole_clip_bench(n=args.whole, out=print)
         return 0
     if args.what == "gui":
         try:
@@ -523,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", parents=[common], help="benchmarks (ratios against a baseline in the same process)")
     p.add_argument("what", choices=["import", "memory", "metrics", "gui", "train"], help="what to measure")
     p.add_argument("--n", type=int, default=None, help="problem size (clips; minutes for memory)")
+    p.add_argument("--whole", type=int, default=500, metavar="N",
+                   help="metrics: clips in the whole-clip (30 s) figures (default 500; 0 skips them)")
     p.set_defaults(func=cmd_bench)
 
     from perceptlab.analysis.evaluate_cli import add_evaluate_parser

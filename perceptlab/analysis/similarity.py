@@ -543,27 +543,31 @@ def cross_distances(library: Library, metric_name: str, rows: Sequence[Clip], co
                                           cancel=cancel), metric_name, cancel=cancel)
         q = metric_inputs(library, metric_name, rows, config, n_frames, excerpt=excerpt, cancel=cancel)
         return index.distances(torch.from_numpy(q)).reshape(len(rows), len(cols)).numpy()
-    images = _library_images(library, list(rows) + list(cols), config, cancel=cancel)
-    keys = [(c.content_hash, config.hash) for c in cols]
-    return _query_ranking_images(images[: len(rows)], images[len(rows):], keys, metric_name, cancel)
+    queries = _library_images(library, list(rows), config, cancel=cancel)
+    return _whole_query_distances(library, queries, list(cols), metric_name, config, cancel)
 
 
-def _query_ranking_images(queries: Sequence[np.ndarray], images: Sequence[np.ndarray], keys: Sequence,
-                          metric_name: str, cancel: CancelFn | None) -> np.ndarray:
-    """(Q, N) whole-clip distances from each query image to each image, each pair at its own width."""
+def _whole_query_distances(library: Library, queries: Sequence[np.ndarray], clips: Sequence[Clip],
+                           metric_name: str, config: FeatureConfig, cancel: CancelFn | None) -> np.ndarray:
+    """(Q, N) whole-clip distances from each query image to each clip, each pair at its own width.
+
+    The clips are grouped by the width of their pair with the query; each
+    group's index is kept for the next query (see :func:`_cached_index`), and
+    a group whose index is kept is not even read from the feature cache:
+    the clips' lengths come from the cache's table of image sizes.
+    """
     import torch
 
-    from perceptlab.metrics.pairwise import build_index
-
-    out = np.zeros((len(queries), len(images)), dtype=np.float64)
-    lengths = np.array([im.shape[1] for im in images])
+    widths = library.feature_widths(config.hash)
+    lengths = np.array([widths.get(c.content_hash) or clip_image(library, c, config).shape[1] for c in clips])
+    out = np.zeros((len(queries), len(clips)), dtype=np.float64)
     for qi, q in enumerate(queries):
-        widths = np.array([compared_width(max(q.shape[1], t)) for t in lengths])
-        for w in np.unique(widths):
+        pair_widths = np.array([compared_width(max(q.shape[1], int(t))) for t in lengths])
+        for w in np.unique(pair_widths):
             check_cancel(cancel)
-            cols = np.flatnonzero(widths == w)
-            index = _cached_index([images[i] for i in cols], [keys[i] for i in cols], metric_name, int(w),
-                                  cancel)
+            cols = np.flatnonzero(pair_widths == w)
+            group = [clips[i] for i in cols]
+            index = _cached_index(library, group, metric_name, int(w), config, cancel)
             qq = pad_frames(q, int(w))[None, None]
             out[qi, cols] = index.distances(torch.from_numpy(qq)).reshape(-1).numpy()
     return out
@@ -573,18 +577,19 @@ _INDEX_CACHE: dict = {}
 _INDEX_CACHE_SIZE = 4
 
 
-def _cached_index(images: Sequence[np.ndarray], keys: Sequence, metric_name: str, width: int,
-                  cancel: CancelFn | None):
-    """An index of ``images`` padded to ``width``, kept for the next query on the same set.
+def _cached_index(library: Library, clips: Sequence[Clip], metric_name: str, width: int,
+                  config: FeatureConfig, cancel: CancelFn | None):
+    """An index of ``clips``' images padded to ``width``, kept for the next query on the same set.
 
-    ``keys`` name each image by content (content hash, feature-config hash),
-    so a changed set never hits a stale index.
+    Keyed by the clips' contents (content hashes) and the feature config, so
+    a changed set never hits a stale index.
     """
     from perceptlab.metrics.pairwise import build_index
 
-    key = (metric_name, width, tuple(keys))
+    key = (metric_name, width, config.hash, tuple(c.content_hash for c in clips))
     index = _INDEX_CACHE.get(key)
     if index is None:
+        images = _library_images(library, clips, config, cancel=cancel)
         index = build_index(_stack_images(images, "whole", 0, width=width), metric_name, cancel=cancel)
         if len(_INDEX_CACHE) >= _INDEX_CACHE_SIZE:
             _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
@@ -641,10 +646,8 @@ def ranking(library: Library, query: Query, metric_name: str, config: FeatureCon
     else:
         # The index covers the whole pool, the query's own clip included, so
         # it is the same set (and a cache hit) whichever clip is queried.
-        images = _library_images(library, pool, config, progress, cancel)
         qimg = query_full_image(library, query, config)
-        keys = [(c.content_hash, config.hash) for c in pool]
-        full = _query_ranking_images([qimg], images, keys, metric_name, cancel)[0]
+        full = _whole_query_distances(library, [qimg], pool, metric_name, config, cancel)[0]
         keep = [i for i, c in enumerate(pool) if query.clip is None or c.id != query.clip.id]
         d = full[keep]
     order = np.argsort(d, kind="stable")
