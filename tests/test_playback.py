@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from perceptlab.audio.playback import PlaybackEngine, PlaybackUnavailable, audio_output_status, rms_db
+from perceptlab.audio.playback import PlaybackEngine, PlaybackUnavailable, audio_output_status, loudness_lufs
 from audio_sink import locate, played_samples, sink_path
 
 pytestmark = pytest.mark.audio
@@ -50,7 +50,9 @@ def test_volume_and_loudness_matching():
     engine.load("A", loud)
     engine.load("B", quiet)
     engine.set_loudness_match(True)
-    assert rms_db(loud * engine.gain("A")) == pytest.approx(rms_db(quiet * engine.gain("B")), abs=0.01)
+    rate = engine.sample_rate
+    assert loudness_lufs(loud * engine.gain("A"), rate) == pytest.approx(loudness_lufs(quiet * engine.gain("B"), rate),
+                                                                         abs=0.01)
     assert engine.gain("B") == pytest.approx(1.0)  # the quieter one is never boosted
     engine.volume = 0.5
     try:
@@ -60,6 +62,34 @@ def test_volume_and_loudness_matching():
     expected = loud * engine.gain("A") * 0.5
     k, err = locate(expected, played_samples(sink))
     assert err < 1e-6
+
+
+def test_loudness_matching_uses_bs1770_not_rms():
+    from perceptlab.audio.loudness import integrated_loudness
+
+    rate = 44100
+    t = np.arange(2 * rate) / rate
+    # Equal RMS; K-weighting hears the 3 kHz tone about 4.5 dB louder than the 100 Hz one.
+    low = (0.3 * np.sin(2 * np.pi * 100.0 * t)).astype(np.float32)
+    high = (0.3 * np.sin(2 * np.pi * 3000.0 * t)).astype(np.float32)
+    engine = PlaybackEngine(sample_rate=rate)
+    engine.load("A", low)
+    engine.load("B", high)
+    assert engine.gain("A") == engine.gain("B") == 1.0  # matching is off
+    engine.set_loudness_match(True)
+    assert engine.loudness("B") == pytest.approx(integrated_loudness(high, rate), abs=1e-9)
+    assert engine.loudness("B") - engine.loudness("A") > 3.0
+    assert engine.gain("A") == pytest.approx(1.0)  # the quieter one is never boosted
+    assert engine.gain("B") < 10 ** (-3.0 / 20)
+    assert loudness_lufs(high * engine.gain("B"), rate) == pytest.approx(loudness_lufs(low, rate), abs=0.01)
+    # Reloading a slot measures it again; silence is never boosted and sets no target.
+    engine.load("B", np.zeros(rate, np.float32))
+    assert engine.loudness("B") == float("-inf")
+    assert engine.gain("A") == engine.gain("B") == 1.0
+    engine.set_loudness_match(False)
+    engine.load("B", high)
+    assert engine.gain("B") == 1.0
+    engine.close()
 
 
 def test_ab_switch_keeps_position_and_loop_wraps():

@@ -14,7 +14,10 @@ player; a listening test uses "X", "A", "B" or "reference", "1" .. "12");
 :meth:`select` switches the slot the callback reads from at the next block
 and keeps the playback position, so a listener hears the same moment of the
 other clip. With loudness matching on, each slot gets a gain that brings its
-RMS level to the quietest slot's (never a boost, so nothing clips).
+integrated loudness (ITU-R BS.1770-4 at the engine's rate, the measure the
+features' loudness alignment uses: :func:`perceptlab.audio.loudness.integrated_loudness`)
+to the quietest slot's (never a boost, so nothing clips). A slot's loudness
+is measured once, when it is loaded, on the calling (GUI) thread.
 """
 
 from __future__ import annotations
@@ -73,12 +76,13 @@ def require_audio_output() -> str:
     return why
 
 
-def rms_db(wave: np.ndarray) -> float:
-    """RMS level in dBFS (-inf for silence)."""
+def loudness_lufs(wave: np.ndarray, rate: int) -> float:
+    """Integrated loudness (BS.1770-4) of a mono signal in LUFS; -inf for silence or an empty signal."""
+    from perceptlab.audio.loudness import integrated_loudness
+
     if wave.size == 0:
         return float("-inf")
-    r = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
-    return 20 * np.log10(r) if r > 0 else float("-inf")
+    return float(integrated_loudness(wave, rate))
 
 
 class PlaybackEngine:
@@ -98,6 +102,7 @@ class PlaybackEngine:
         self.device = device
         self._buffers: dict[str, np.ndarray] = {s: np.zeros(0, np.float32) for s in SLOTS}
         self._gains: dict[str, float] = {s: 1.0 for s in SLOTS}
+        self._loudness: dict[str, float] = {}  # LUFS per slot, measured on demand, dropped on load
         self._active = "A"
         self._pos = 0  # frames into the active buffer
         self._loop: tuple[int, int] | None = None
@@ -148,6 +153,7 @@ class PlaybackEngine:
             self._buffers = {s: np.zeros(0, np.float32) for s in SLOTS}
             self._active = "A"
             self._pos = 0
+        self._loudness.clear()
         self._update_gains()
 
     # -- loading ------------------------------------------------------------
@@ -160,17 +166,25 @@ class PlaybackEngine:
             self._buffers[slot] = buf
             if slot == self._active:
                 self._pos = min(self._pos, buf.size)
+        self._loudness.pop(slot, None)
         self._update_gains()
 
     def set_loudness_match(self, on: bool) -> None:
         self.loudness_match = bool(on)
         self._update_gains()
 
+    def loudness(self, slot: str) -> float:
+        """Integrated loudness of a slot's audio in LUFS (BS.1770-4; -inf for silence), kept until it is reloaded."""
+        if slot not in self._loudness:
+            self._loudness[slot] = loudness_lufs(self._buffers.get(slot, np.zeros(0, np.float32)),
+                                                 self.sample_rate)
+        return self._loudness[slot]
+
     def _update_gains(self) -> None:
         gains = {s: 1.0 for s in self._buffers}
         loaded = self.slots
         if self.loudness_match and len(loaded) >= 2:
-            levels = {s: rms_db(self._buffers[s]) for s in loaded}
+            levels = {s: self.loudness(s) for s in loaded}
             finite = [v for v in levels.values() if np.isfinite(v)]
             if finite:
                 target = min(finite)  # attenuate the louder ones; never boost

@@ -18,13 +18,25 @@ from perceptlab.qt.workers import QtTask, QtTaskRunner
 
 def _compute_matrix(library_path: str, metric: str, clip_ids: list[int] | None, progress=None, cancel=None,
                     inputs_cache: dict | None = None):
-    """(clips, matrix) for one metric, in a worker thread with its own connection."""
+    """(clips, matrix) for one metric, in a worker thread with its own connection.
+
+    Whole clips, each pair at its own compared width (the numbers of
+    ``perceptlab matrix``). ``inputs_cache`` holds one dict for the images
+    the spectrogram metrics share and one per vector metric (a baseline's or
+    an encoder's vectors), so computing a baseline's matrix does not throw
+    away the loaded images.
+    """
     with Library(library_path) as lib:
         from perceptlab.analysis.similarity import register_library_metrics
+        from perceptlab.metrics.registry import get_metric
 
         register_library_metrics(lib)
         clips = None if clip_ids is None else [lib.clip(i) for i in clip_ids]
-        return library_matrix(lib, metric, clips, progress=progress, cancel=cancel, inputs_cache=inputs_cache)
+        cache = None
+        if inputs_cache is not None:
+            kind = metric if get_metric(metric).input_kind == "vector" else "images"
+            cache = inputs_cache.setdefault(kind, {})
+        return library_matrix(lib, metric, clips, progress=progress, cancel=cancel, inputs_cache=cache)
 
 
 class QtLibraryAnalysis(QObject):

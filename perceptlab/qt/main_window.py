@@ -87,6 +87,7 @@ class QtMainWindow(QMainWindow):
         self.matrix_tasks = QtTaskRunner(self, max_threads=1)
         self.analysis = QtLibraryAnalysis(self.matrix_tasks, self)
         self.compare_panel = QtComparePanel(self.tasks, self.analysis, self)
+        self.compare_panel.computed.connect(self._show_compared)
         self.neighbours_panel = QtNeighboursPanel(self.tasks, self)
         self.matrix_view = QtMatrixView(self.tasks, self.analysis, self)
         self.neighbours_dock = self._add_dock("Neighbours", self.neighbours_panel, Qt.RightDockWidgetArea)
@@ -422,6 +423,7 @@ class QtMainWindow(QMainWindow):
         if slot == "A":
             self.neighbours_panel.set_query(clip)
         self.compare_panel.set_pair(self.slots["A"], self.slots["B"])
+        self._show_compared()  # the old pair's marks go until the new pair is compared
         if clip is None or self.library is None or not clip.ok:
             if slot == self.player.engine.active_slot:
                 caption = f"{clip.name}: {clip.error}" if clip is not None and clip.error else ""
@@ -463,6 +465,16 @@ class QtMainWindow(QMainWindow):
             return
         self.spectrogram.set_image(image, self.config, caption=f"{slot}: {clip.name}  ·  {clip.label or 'no label'}")
         self.spectrogram.set_loop(self.player.engine.loop)
+        self._show_compared()
+
+    @Slot()
+    def _show_compared(self) -> None:
+        """Mark on the spectrogram what the compare panel compared of the clip shown (if it is A or B)."""
+        shown = self.compare_panel.compared_region(self.player.engine.active_slot, self.slots["A"], self.slots["B"])
+        if shown is None or not self.spectrogram.has_image():
+            self.spectrogram.set_compared(None)
+        else:
+            self.spectrogram.set_compared(*shown)
 
     def _load_audio(self, slot: str, clip: Clip) -> None:
         old = self._audio_tasks.pop(slot, None)

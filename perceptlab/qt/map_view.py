@@ -27,12 +27,19 @@ PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 def compute_map(library_path: str, metric: str, method: str, fitted: Projection | None = None,
                 fitted_ids: list[int] | None = None, seed: int = 0, progress=None, cancel=None) -> dict:
-    """Fit a map (or extend a fitted one with new clips); runs in a worker thread."""
-    import torch
+    """Fit a map (or extend a fitted one with new clips); runs in a worker thread.
 
-    from perceptlab.analysis.similarity import library_matrix, metric_inputs
-    from perceptlab.metrics.pairwise import build_index
+    MDS places the clips by their distances: the library matrix (whole
+    clips, each pair at its own width), and for clips added later their
+    distances to the fitted clips by the same pair rule
+    (:func:`cross_distances`). PCA and t-SNE (vector metrics only: encoder
+    embeddings, the baselines' z-scored statistics) project the vectors.
+    """
+    from perceptlab.analysis.similarity import cross_distances, library_matrix, metric_inputs
+    from perceptlab.metrics.registry import get_metric
 
+    if method != "mds" and get_metric(metric).input_kind != "vector":
+        raise ValueError(f"{method}: projects vectors; {metric} compares spectrograms, use MDS of distances")
     with Library(library_path) as lib:
         from perceptlab.analysis.similarity import register_library_metrics
 
@@ -43,21 +50,25 @@ def compute_map(library_path: str, metric: str, method: str, fitted: Projection 
             old = [by_id[i] for i in fitted_ids if i in by_id]
             new = [c for c in clips if c.id not in set(fitted_ids)]
             coords = fitted.coords[[fitted_ids.index(c.id) for c in old]]
-            if new:
+            if new and old:
                 if method == "mds":
-                    index = build_index(metric_inputs(lib, metric, old), metric)
-                    d = index.distances(torch.from_numpy(metric_inputs(lib, metric, new))).numpy()
-                    placed = fitted.place(distances=d.reshape(len(new), len(old)))
+                    # Columns follow the fitted items; a clip removed since the fit is never a neighbour.
+                    d = np.full((len(new), len(fitted_ids)), np.inf)
+                    d[:, [fitted_ids.index(c.id) for c in old]] = cross_distances(lib, metric, new, old,
+                                                                                  cancel=cancel)
+                    placed = fitted.place(distances=d)
                 else:
-                    placed = fitted.place(vectors=metric_inputs(lib, metric, new))
+                    placed = fitted.place(vectors=metric_inputs(lib, metric, new, cancel=cancel))
                 coords = np.vstack([coords, placed])
+            elif new:  # every fitted clip is gone: nothing to place against
+                return compute_map(library_path, metric, method, seed=seed, progress=progress, cancel=cancel)
             return {"clips": old + new, "coords": coords, "projection": fitted, "placed": len(new),
                     "fitted_ids": fitted_ids, "metric": metric, "method": method}
         if method == "mds":
             clips, d = library_matrix(lib, metric, clips, cancel=cancel)
             proj = fit_distance_map(d, seed=seed)
         else:
-            proj = fit_embedding_map(metric_inputs(lib, metric, clips), method, seed=seed)
+            proj = fit_embedding_map(metric_inputs(lib, metric, clips, cancel=cancel), method, seed=seed)
     return {"clips": clips, "coords": proj.coords, "projection": proj, "placed": 0,
             "fitted_ids": [c.id for c in clips], "metric": metric, "method": method}
 
@@ -150,13 +161,19 @@ class QtMapView(QWidget):
         self.scatter.clear()
 
     def refresh_sources(self, names: list[str]) -> None:
-        """List the library's embedding metrics first (PCA / t-SNE), then every metric (MDS)."""
+        """List the library's encoder embeddings first (PCA / t-SNE), then the spectrogram metrics
+        (MDS), then the baselines (PCA / t-SNE of their statistics)."""
         from perceptlab.metrics.registry import get_metric
+
+        def order(m) -> int:
+            if m.params.get("baseline", False):
+                return 2
+            return 0 if m.input_kind == "vector" else 1
 
         current = self.source_box.currentData()
         self.source_box.blockSignals(True)
         self.source_box.clear()
-        for m in sorted(map(get_metric, names), key=lambda m: m.input_kind != "vector"):
+        for m in sorted(map(get_metric, names), key=order):
             self.source_box.addItem(m.display_name, m.name)
         idx = self.source_box.findData(current)
         self.source_box.setCurrentIndex(max(idx, 0))

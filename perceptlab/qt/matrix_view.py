@@ -2,12 +2,17 @@
 
 Clips are grouped by label with lines between the groups, so a metric that
 separates the classes shows dark blocks on the diagonal. Hovering reads out
-the pair and its distance; clicking a cell loads that pair as A and B. A table
+the pair and its distance; clicking a cell loads that pair as A and B. The
+distances are whole-clip ones, each pair at its own compared width, as
+``perceptlab matrix`` gives them (no time alignment: that is per pair, in the
+compare panel); the baselines sit beside the perceptual metrics. A table
 below gives Spearman's rank correlation between every two metrics' pair
 distances, over the same clips.
 """
 
 from __future__ import annotations
+
+import textwrap
 
 import numpy as np
 import pyqtgraph as pg
@@ -30,6 +35,8 @@ from perceptlab.qt.analysis_state import QtLibraryAnalysis
 from perceptlab.qt.workers import QtTask, QtTaskRunner
 
 SCOPE_LIBRARY, SCOPE_SELECTION = "Whole library", "Selected clips"
+#: Rows of the metric-vs-metric table shown without scrolling.
+CORR_ROWS_SHOWN = 6
 
 
 class QtMatrixView(QWidget):
@@ -59,6 +66,7 @@ class QtMatrixView(QWidget):
         self.scope_box.addItems([SCOPE_LIBRARY, SCOPE_SELECTION])
         self.compute_button = QPushButton("Compute")
         self.status = QLabel("")
+        self.status.setWordWrap(True)  # a long status must not widen the dock
         self.graphics = pg.GraphicsLayoutWidget()
         self.plot = self.graphics.addPlot()
         self.plot.setAspectLocked(True)
@@ -72,7 +80,8 @@ class QtMatrixView(QWidget):
         self.readout = QLabel("")
         self.corr_table = QTableWidget(0, 0)
         self.corr_table.setEditTriggers(QTableWidget.NoEditTriggers)
-        self.corr_table.setMaximumHeight(130)
+        self.corr_table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
+        self._fit_corr_height()
         self.corr_table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.corr_table.setToolTip("Spearman rank correlation between metrics' pair distances")
 
@@ -87,7 +96,9 @@ class QtMatrixView(QWidget):
         lay.addWidget(self.status)
         lay.addWidget(self.graphics, 1)
         lay.addWidget(self.readout)
-        lay.addWidget(QLabel("Rank agreement between metrics (Spearman ρ over all pairs)"))
+        corr_title = QLabel("Rank agreement between metrics (Spearman ρ over all pairs)")
+        corr_title.setWordWrap(True)
+        lay.addWidget(corr_title)
         lay.addWidget(self.corr_table)
 
         # The metric list is filled by refresh_metrics() once the registry is
@@ -147,8 +158,11 @@ class QtMatrixView(QWidget):
             self._task.cancel()
         ids = [c.id for c in self.selection]
 
+        library_path = self.analysis.library_path
+
         def work(progress=None, cancel=None):
-            return {m: _compute_matrix(self.analysis.library_path, m, ids, cancel=cancel) for m in metrics}
+            shared: dict = {}  # the spectrogram metrics load the clips' images once
+            return {m: _compute_matrix(library_path, m, ids, cancel=cancel, inputs_cache=shared) for m in metrics}
 
         task = QtTask(work)
         task.signals.finished.connect(self._on_selection_done)
@@ -204,7 +218,7 @@ class QtMatrixView(QWidget):
         self.plot.autoRange(padding=0.01)
         n_labels = len({c.label for c in self.clips})
         self.status.setText(f"{self.metric_box.currentText()}: {len(self.clips)} clips, {n_labels} labels, "
-                            "sorted by label (lines between labels)")
+                            "whole clips, sorted by label (lines between labels)")
         self._fill_correlations(src)
 
     def _fill_correlations(self, src) -> None:
@@ -216,13 +230,24 @@ class QtMatrixView(QWidget):
         self.corr_table.setRowCount(len(names))
         self.corr_table.setColumnCount(len(names))
         labels = [get_metric(n).display_name for n in names]
-        self.corr_table.setHorizontalHeaderLabels(labels)
+        # Column headers on two short lines: five or more metrics share a dock's width.
+        self.corr_table.setHorizontalHeaderLabels([textwrap.fill(t, 8, break_long_words=False) for t in labels])
         self.corr_table.setVerticalHeaderLabels(labels)
+        for col, text in enumerate(labels):
+            self.corr_table.horizontalHeaderItem(col).setToolTip(text)
         for i, a in enumerate(names):
             for j, b in enumerate(names):
                 v = 1.0 if a == b else corr.get((a, b), corr.get((b, a)))
                 self.corr_table.setItem(i, j, QTableWidgetItem("" if v is None else f"{v:.3f}"))
+        self._fit_corr_height()
         self.correlations = corr
+
+    def _fit_corr_height(self) -> None:
+        """As tall as its rows, up to :data:`CORR_ROWS_SHOWN` (a library with many encoders scrolls)."""
+        rows = min(max(self.corr_table.rowCount(), 3), CORR_ROWS_SHOWN)
+        t = self.corr_table
+        t.setFixedHeight(t.horizontalHeader().sizeHint().height() + rows * t.verticalHeader().defaultSectionSize()
+                         + 2 * t.frameWidth() + 2)
 
     def _on_matrix_ready(self, metric: str) -> None:
         if self.scope_box.currentText() == SCOPE_LIBRARY:

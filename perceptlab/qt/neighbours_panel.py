@@ -1,6 +1,8 @@
 """The neighbours panel: "what sounds like this?" under each metric, side by side.
 
-For the clip in slot A it ranks the whole library under every metric and
+For the clip in slot A it ranks the whole library under every metric of the
+library (the perceptual metrics, the log-mel and MFCC statistics baselines,
+its encoders; whole clips, the numbers of ``perceptlab neighbours``) and
 shows the top k of each in its own column. A neighbour that one metric ranks
 in its top k but another ranks far down (beyond 3k) is highlighted: that is
 where the metrics disagree and listening settles it. The rank agreement of
@@ -14,6 +16,7 @@ from itertools import combinations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -30,23 +33,35 @@ from perceptlab.library.store import Clip, Library
 from perceptlab.qt.workers import QtTask, QtTaskRunner
 
 DISAGREE = QColor(255, 170, 60, 110)
+#: Narrowest a metric's column gets before the table scrolls sideways instead.
+MIN_COLUMN_WIDTH = 110
+#: Up to this many metric pairs, every Kendall tau is written out under the table.
+INLINE_TAUS = 3
 
 
 def rank_all(library_path: str, query: Clip, metrics: list[str] | None, config: FeatureConfig,
              progress=None, cancel=None) -> dict:
-    """Full rankings of the library for one query under each metric (default: all of the library's)."""
+    """Full rankings of the library for one query under each metric (default: all of the library's).
+
+    A metric that cannot rank this library (a baseline in a library of two
+    clips, an encoder whose embeddings are gone) is left out with its reason
+    in ``errors``; the others are still shown.
+    """
     with Library(library_path) as lib:
         from perceptlab.analysis.similarity import register_library_metrics
 
         available = register_library_metrics(lib)
         q = Query(query.path, query.name, query)
         metrics = metrics or available
-        out = {}
+        out, errors = {}, {}
         for i, m in enumerate(metrics):
-            out[m] = ranking(lib, q, m, config, cancel=cancel)
+            try:
+                out[m] = ranking(lib, q, m, config, cancel=cancel)
+            except ValueError as exc:
+                errors[m] = str(exc)
             if progress:
                 progress(i + 1, len(metrics))
-    return {"query": query, "rankings": out, "taus": kendall_taus(out)}
+    return {"query": query, "rankings": out, "taus": kendall_taus(out), "errors": errors}
 
 
 def kendall_taus(rankings: dict[str, list]) -> dict[tuple[str, str], float]:
@@ -98,7 +113,8 @@ class QtNeighboursPanel(QWidget):
         self.table = QTableWidget(0, 0)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.setSelectionMode(QTableWidget.SingleSelection)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.table.setHorizontalScrollMode(QAbstractItemView.ScrollPerPixel)
+        self.table.setWordWrap(False)
         self.table.setToolTip("Click: load as B. Double-click: load as B and play. "
                               "Orange: another metric ranks this clip far down.")
         self.tau_label = QLabel("")
@@ -171,19 +187,52 @@ class QtNeighboursPanel(QWidget):
         self.table.setVerticalHeaderLabels([str(i + 1) for i in range(k)])
         for col, m in enumerate(metrics):
             for row, n in enumerate(rankings[m][:k]):
-                item = QTableWidgetItem(f"{n.clip.name}  ({n.clip.label or '-'})\n{n.distance:.5f}")
+                item = QTableWidgetItem(f"{n.clip.name}\n{n.clip.label or '-'}  {n.distance:.5g}")
                 item.setData(Qt.UserRole, n.clip)
                 others = {o: ranks[o].get(n.clip.id) for o in metrics if o != m}
-                item.setToolTip("ranks: " + ", ".join(f"{get_metric(o).display_name} #{r}" for o, r in others.items()))
+                where = f"{n.clip.name} ({n.clip.label or '-'}): {n.distance:.6g} under {get_metric(m).display_name}"
+                item.setToolTip(where + "\nranks: " + ", ".join(f"{get_metric(o).display_name} #{r}"
+                                                                for o, r in others.items()))
                 if _ranked_far(others, k):
                     item.setBackground(QBrush(DISAGREE))
                     item.setData(Qt.UserRole + 1, True)
                 self.table.setItem(row, col, item)
         self.table.resizeRowsToContents()
+        self._fit_columns()
         taus = self.result["taus"]
-        self.tau_label.setText("Rank agreement over the library (Kendall τ): " + "   ".join(
-            f"{get_metric(a).display_name}–{get_metric(b).display_name} {t:+.2f}" for (a, b), t in taus.items()))
+        pairs = {f"{get_metric(a).display_name}–{get_metric(b).display_name}": t for (a, b), t in taus.items()}
+        every = "   ".join(f"{name} {t:+.2f}" for name, t in pairs.items())
+        if len(pairs) <= INLINE_TAUS:
+            text = f"Rank agreement over the library (Kendall τ): {every}"
+        else:  # 5 metrics make 10 pairs: the range here, every pair on hover
+            lo, hi = min(pairs, key=pairs.get), max(pairs, key=pairs.get)
+            text = (f"Rank agreement over the library (Kendall τ, {len(pairs)} pairs; hover for each): "
+                    f"from {pairs[lo]:+.2f} ({lo}) to {pairs[hi]:+.2f} ({hi})")
+        errors = self.result.get("errors", {})
+        if errors:
+            text += "\nNot ranked: " + "; ".join(f"{get_metric(m).display_name}: {msg}" for m, msg in errors.items())
+        self.tau_label.setText(text)
+        self.tau_label.setToolTip("Kendall τ between the metrics' distances from this clip to every other:\n"
+                                  + "\n".join(f"{name}  {t:+.2f}" for name, t in pairs.items()))
         self.taus = taus
+
+    def _fit_columns(self) -> None:
+        """Share the width among the metrics' columns; below a readable width, scroll sideways."""
+        n = self.table.columnCount()
+        if not n:
+            return
+        header = self.table.horizontalHeader()
+        room = self.table.viewport().width()
+        if room >= n * MIN_COLUMN_WIDTH:
+            header.setSectionResizeMode(QHeaderView.Stretch)
+        else:
+            header.setSectionResizeMode(QHeaderView.Interactive)
+            for col in range(n):
+                header.resizeSection(col, MIN_COLUMN_WIDTH)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit_columns()
 
     def _clip_at(self, row: int, col: int) -> Clip | None:
         item = self.table.item(row, col)

@@ -4,6 +4,11 @@ An ``ImageItem`` whose pixels are mapped (``setRect``) to seconds on x and mel
 bins on y, labelled in Hz; a perceptually uniform colour map with a colour bar
 in dB whose handles set the displayed dB range; zoom and pan with the mouse;
 a hover readout of time, frequency and level; a playhead; click to seek.
+
+After the A/B pair was compared, the part of the shown clip the metrics
+compared is marked (:meth:`QtSpectrogramView.set_compared`): dashed amber
+lines at its ends, what lies outside it dimmed, and a caption saying what it
+is. The marks take no mouse input, and sit under the loop region.
 """
 
 from __future__ import annotations
@@ -11,11 +16,14 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from perceptlab.audio.features import FeatureConfig, mel_frequencies, unit_to_db
 
 COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis")
+COMPARED_COLOUR = (255, 190, 40)
+COMPARED_HELP = ("Between the dashed amber lines: the part of this clip the metrics compared with the other "
+                 "clip of the pair (see the Compare panel). Dimmed parts were left out to time-align the two.")
 _HZ_TICKS = (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
 
 
@@ -88,6 +96,24 @@ class QtSpectrogramView(QWidget):
         self.loop_region.setVisible(False)
         self.plot.addItem(self.loop_region)
         self.loop_region.sigRegionChangeFinished.connect(self._on_region_moved)
+        # The compared region: under the loop region (z 10), over the image.
+        self.compared_lines = [
+            pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(COMPARED_COLOUR, width=2, style=Qt.DashLine))
+            for _ in range(2)]
+        self.compared_dims = [pg.LinearRegionItem(movable=False, brush=pg.mkBrush(0, 0, 0, 150),
+                                                  pen=pg.mkPen(None)) for _ in range(2)]
+        for item in self.compared_dims:
+            item.setZValue(4)
+            item.setAcceptedMouseButtons(Qt.NoButton)
+            for line in item.lines:
+                line.setAcceptedMouseButtons(Qt.NoButton)
+        for item in self.compared_lines:
+            item.setZValue(5)
+            item.setAcceptedMouseButtons(Qt.NoButton)
+        for item in (*self.compared_dims, *self.compared_lines):
+            item.setVisible(False)
+            self.plot.addItem(item, ignoreBounds=True)
+        self._compared: tuple[float, float] | None = None
         self.placeholder = pg.TextItem("Select a clip in the library to see its log-mel spectrogram",
                                        color=(190, 190, 190), anchor=(0.5, 0.5))
         self.plot.addItem(self.placeholder)
@@ -98,8 +124,20 @@ class QtSpectrogramView(QWidget):
         self.readout = QLabel("")
         self.readout.setMinimumWidth(260)
         self.caption = QLabel("")
+        self.compared_label = QLabel("")
+        self.compared_label.setStyleSheet("color: rgb(%d, %d, %d);" % COMPARED_COLOUR)
+        # Takes the room left beside the caption and is cut there: it must not widen the window.
+        self.compared_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.compared_label.setToolTip(COMPARED_HELP)
+        # The caption, and under it what the metrics compared (a line kept
+        # even when empty, so the image does not jump when a result arrives).
+        self.compared_label.setMinimumHeight(self.compared_label.fontMetrics().height())
+        captions = QVBoxLayout()
+        captions.setSpacing(0)
+        captions.addWidget(self.caption)
+        captions.addWidget(self.compared_label)
         controls = QHBoxLayout()
-        controls.addWidget(self.caption, 1)
+        controls.addLayout(captions, 1)
         controls.addWidget(self.readout)
         controls.addWidget(QLabel("colours"))
         controls.addWidget(self.cmap_box)
@@ -129,6 +167,7 @@ class QtSpectrogramView(QWidget):
             self._freqs = mel_frequencies(config)
             self._set_hz_ticks()
         self.caption.setText(caption)
+        self.set_compared(None)  # marks belong to the image they were set for
         if image is None:
             self._db = None
             self.image.clear()
@@ -158,6 +197,33 @@ class QtSpectrogramView(QWidget):
         else:
             self.playhead.setPos(seconds)
             self.playhead.setVisible(True)
+
+    def set_compared(self, region: tuple[float, float] | None, text: str = "") -> None:
+        """Mark (start, end) seconds of the shown clip as what the metrics compared (None clears).
+
+        ``text`` is shown under the caption (what it is compared with).
+        """
+        self._compared = None if region is None or self._db is None else (float(region[0]), float(region[1]))
+        shown = self._compared is not None
+        for item in (*self.compared_dims, *self.compared_lines):
+            item.setVisible(shown)
+        self.compared_label.setText(f"▮ {text}" if shown and text else "")
+        self.compared_label.setToolTip(f"{text}\n\n{COMPARED_HELP}" if shown and text else COMPARED_HELP)
+        if not shown:
+            return
+        start, end = self._compared
+        d = self.duration()
+        for line, x in zip(self.compared_lines, (start, end)):
+            line.setPos(x)
+        before, after = self.compared_dims
+        before.setRegion((0.0, max(start, 0.0)))
+        before.setVisible(start > 0.0)
+        after.setRegion((min(end, d), d))
+        after.setVisible(end < d)
+
+    def compared(self) -> tuple[float, float] | None:
+        """The marked compared region, in seconds, or None."""
+        return self._compared
 
     def set_loop(self, region: tuple[float, float] | None) -> None:
         """Show (start, end) seconds as the loop region, or hide it."""
