@@ -369,8 +369,15 @@ def _pair_images(library: Library | None, a: Query, b: Query, config: FeatureCon
     region_b = (0.0, ib.shape[1] * spf)
     lag = 0
     if align:
+        from perceptlab.audio.decode import AudioError
+
         rate = config.sample_rate
-        wa, wb = load(a.path, rate), load(b.path, rate)
+        try:
+            wa, wb = load(a.path, rate), load(b.path, rate)
+        except AudioError:
+            # A file gone or changed since its image was cached: compare the
+            # cached images as they are rather than not at all.
+            wa = wb = np.zeros(0, np.float32)
         lag = alignment_lag(wa, wb, rate)
         if lag:
             # Compare where the shifted clips overlap: the later clip's

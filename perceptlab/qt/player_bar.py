@@ -86,7 +86,7 @@ class QtPlayerBar(QWidget):
         self.slot_group.addButton(self.b_button)
         self.a_button.setChecked(True)
         self.match_box = QCheckBox("Match loudness")
-        self.match_box.setToolTip("Attenuate the louder of A and B to the quieter one's RMS level")
+        self.match_box.setToolTip("Attenuate the louder of A and B to the quieter one's integrated loudness (ITU-R BS.1770)")
         self.autoplay_box = QCheckBox("Auto-play")
         self.autoplay_box.setToolTip("Play a clip as soon as it is selected")
         self.volume = QSlider(Qt.Horizontal)
