@@ -69,6 +69,7 @@ _MB = 1 << 20
 # and each region waits for its slowest thread: with other programs busy on
 # the same cores (the normal case on a desktop) that wait dominates.
 _MSSSIM_CPU_BLOCK = 128
+_MSSSIM_BLOCK_BYTES = 6 * _MB
 
 
 class _Steps:
@@ -309,8 +310,15 @@ def _msssim_chunk(x: torch.Tensor, budget_bytes: int) -> int:
 
 def _msssim_block(x: torch.Tensor, budget_bytes: int) -> int:
     # ~5 live image-sized temporaries per pair in the block.
-    per_pair = 5 * x.shape[-2] * x.shape[-1] * x.element_size()
-    cap = _MSSSIM_CPU_BLOCK if x.device.type == "cpu" else 4096
+    image = x.shape[-2] * x.shape[-1] * x.element_size()
+    per_pair = 5 * image
+    cap = 4096
+    if x.device.type == "cpu":
+        # Keep each temporary of a block within a few MB, so the ~20 passes
+        # over it stay in the last-level cache: on 128 x 1328 images (30 s
+        # clips) blocks of 8 pairs ran at 1.05-1.3 ms/pair against 1.6-1.8
+        # for 128 pairs. Short images keep the measured cap above.
+        cap = max(4, min(_MSSSIM_CPU_BLOCK, _MSSSIM_BLOCK_BYTES // image))
     return _budget_rows(budget_bytes, per_pair, cap)
 
 
