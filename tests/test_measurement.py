@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from perceptlab.analysis.similarity import Query, library_matrix, pair_comparison, pair_distances
+from perceptlab.audio.bench import _music_like
 from perceptlab.audio.decode import load
 from perceptlab.audio.features import FeatureConfig, compared_width, log_mel, unit_to_db
 from perceptlab.audio.loudness import integrated_loudness
@@ -38,18 +39,7 @@ def _faded_tone(freq: float, rate: int, seconds: float = 2.0, amp: float = 0.5) 
 
 def _music(seconds: float, rate: int = 22050, seed: int = 0) -> np.ndarray:
     """Notes with harmonics and decays, a little noise: busy everywhere, never silent."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * rate)
-    t = np.arange(n) / rate
-    out = 0.003 * rng.standard_normal(n)
-    note = int(0.25 * rate)
-    for start in range(0, n, note):
-        f0 = 110.0 * 2 ** (rng.integers(0, 30) / 12)
-        seg = slice(start, min(n, start + note))
-        env = np.exp(-np.arange(seg.stop - seg.start) / (0.08 * rate))
-        for h in range(1, 5):
-            out[seg] += env * np.sin(2 * np.pi * f0 * h * t[seg]) / h
-    return (0.3 * out / np.abs(out).max()).astype(np.float32)
+    return _music_like(seconds, rate, seed)
 
 
 def _write(path, x, rate=22050):
