@@ -72,10 +72,10 @@ def foreign_db(path: Path) -> Path:
 
 def version_1_library(path: Path) -> Path:
     """A library as the first perceptlab wrote it: clips and features, no format key."""
-    from perceptlab.library import store
+    from perceptlab.library import schema
 
     con = sqlite3.connect(path, isolation_level=None)
-    for stmt in store._split_sql(store.MIGRATIONS[0]):
+    for stmt in schema._split_sql(schema.MIGRATIONS[0]):
         con.execute(stmt)
     con.execute("PRAGMA user_version = 1")
     con.execute("INSERT INTO clips (path, name, content_hash, size, mtime, label, imported_at) "

@@ -219,11 +219,11 @@ def test_import_killed_midway_then_rerun_equals_uninterrupted(tmp_path):
 
 def test_migration_from_version_1_keeps_clips(tmp_path, clip_tree):
     """A version-1 file (clips and features only) upgrades in place."""
-    from perceptlab.library import store
+    from perceptlab.library import schema
 
     p = tmp_path / "old.sqlite"
     con = sqlite3.connect(p, isolation_level=None)
-    for stmt in store._split_sql(store.MIGRATIONS[0]):
+    for stmt in schema._split_sql(schema.MIGRATIONS[0]):
         con.execute(stmt)
     con.execute("PRAGMA user_version = 1")
     con.execute("INSERT INTO clips (path, name, content_hash, size, mtime, label, imported_at) "

@@ -36,31 +36,37 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import sqlite3
-import threading
 import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
+
+from perceptlab.library.errors import LibraryDamaged, LibraryError
+from perceptlab.library.schema import FORMAT, MIGRATIONS, SCHEMA_VERSION, _inspect, _migrate
+from perceptlab.library.sqlite_safety import (
+    _DAMAGE_CODES,
+    _SQLITE_MAGIC,
+    _checked,
+    _checked_lock,
+    _code,
+    _Connection,
+    _damage_detail,
+    _enable_wal,
+    _file_state,
+    damage_message,
+)
+
+__all__ = ["FORMAT", "LIBRARY_ENV", "MIGRATIONS", "SCHEMA_VERSION", "Clip", "Library", "LibraryDamaged",
+           "LibraryError", "damage_message", "default_library_path", "file_hash"]
 
 #: Environment variable that overrides the default library location.
 LIBRARY_ENV = "PERCEPTLAB_LIBRARY"
 
 
-class LibraryError(Exception):
-    """The library file cannot be used (not SQLite, newer schema, locked ...)."""
-
-
-class LibraryDamaged(LibraryError):
-    """The library file is damaged; the message says how to recover it."""
-
-
-#: ``meta.format`` of a perceptlab library (written on creation).
-FORMAT = "perceptlab-library"
 
 
 def default_library_path() -> Path:
@@ -75,348 +81,6 @@ def default_library_path() -> Path:
     from platformdirs import user_data_path
 
     return user_data_path("perceptlab", appauthor=False) / "library.sqlite"
-
-
-# --------------------------------------------------------------------------
-# Schema and migrations
-# --------------------------------------------------------------------------
-
-_V1 = """
-CREATE TABLE meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE clips (
-    id           INTEGER PRIMARY KEY,
-    path         TEXT NOT NULL UNIQUE,     -- absolute, resolved
-    name         TEXT NOT NULL,            -- file name, for display
-    content_hash TEXT,                     -- blake2b of the bytes; NULL if unreadable
-    size         INTEGER NOT NULL,
-    mtime        REAL NOT NULL,
-    duration     REAL,                     -- seconds
-    sample_rate  INTEGER,                  -- the file's own rate
-    channels     INTEGER,
-    format       TEXT,
-    label        TEXT,
-    error        TEXT,                     -- why the file could not be imported
-    imported_at  REAL NOT NULL
-);
-CREATE INDEX clips_hash ON clips(content_hash);
-CREATE INDEX clips_label ON clips(label);
-CREATE TABLE features (
-    content_hash TEXT NOT NULL,
-    config_hash  TEXT NOT NULL,
-    n_rows       INTEGER NOT NULL,
-    n_cols       INTEGER NOT NULL,
-    checksum     INTEGER NOT NULL,         -- crc32 of data
-    data         BLOB NOT NULL,            -- float32, C order, (n_rows, n_cols)
-    created_at   REAL NOT NULL,
-    PRIMARY KEY (content_hash, config_hash)
-);
-"""
-
-_V2 = """
-CREATE TABLE models (
-    model_hash   TEXT PRIMARY KEY,         -- hash of the checkpoint's weights
-    name         TEXT NOT NULL,            -- the metric is 'embedding:<name>'
-    path         TEXT NOT NULL,            -- checkpoint file
-    info         TEXT NOT NULL,            -- JSON: loss, latent size, feature config ...
-    created_at   REAL NOT NULL
-);
-CREATE TABLE embeddings (
-    content_hash TEXT NOT NULL,
-    model_hash   TEXT NOT NULL REFERENCES models(model_hash) ON DELETE CASCADE,
-    dim          INTEGER NOT NULL,
-    checksum     INTEGER NOT NULL,         -- crc32 of data
-    data         BLOB NOT NULL,            -- float32 (dim,)
-    created_at   REAL NOT NULL,
-    PRIMARY KEY (content_hash, model_hash)
-);
-CREATE TABLE runs (
-    id             INTEGER PRIMARY KEY,
-    name           TEXT NOT NULL,
-    config         TEXT NOT NULL,          -- JSON of the full training config
-    status         TEXT NOT NULL,          -- running | completed | cancelled | failed
-    out_dir        TEXT NOT NULL,
-    started_at     REAL NOT NULL,
-    ended_at       REAL,
-    final_metrics  TEXT,                   -- JSON
-    best_checkpoint TEXT,
-    last_checkpoint TEXT,
-    error          TEXT
-);
-"""
-
-_V3 = """
-CREATE TABLE stimuli (
-    id             INTEGER PRIMARY KEY,
-    reference_hash TEXT,                   -- content hash of the reference clip
-    recipe         TEXT NOT NULL,          -- JSON: kind, parameters, seed, versions
-    path           TEXT NOT NULL,          -- the rendered file
-    content_hash   TEXT NOT NULL,
-    created_at     REAL NOT NULL
-);
-CREATE TABLE listening_sessions (
-    id          INTEGER PRIMARY KEY,
-    design      TEXT NOT NULL,             -- triplet | mushra
-    listener    TEXT NOT NULL,
-    config      TEXT NOT NULL,             -- JSON: options, seeds, provenance
-    status      TEXT NOT NULL,             -- open | completed
-    created_at  REAL NOT NULL,
-    ended_at    REAL
-);
-CREATE TABLE listening_trials (
-    session_id  INTEGER NOT NULL REFERENCES listening_sessions(id) ON DELETE CASCADE,
-    position    INTEGER NOT NULL,          -- order of presentation, 0-based
-    spec        TEXT NOT NULL,             -- JSON: stimuli, roles, presentation order
-    PRIMARY KEY (session_id, position)
-);
-CREATE TABLE listening_answers (
-    session_id  INTEGER NOT NULL,
-    position    INTEGER NOT NULL,
-    answer      TEXT NOT NULL,             -- JSON: {"choice": "A"} or {"scores": {...}}
-    answered_at REAL NOT NULL,
-    PRIMARY KEY (session_id, position),
-    FOREIGN KEY (session_id, position) REFERENCES listening_trials(session_id, position) ON DELETE CASCADE
-);
-"""
-
-#: Ordered migrations; entry i upgrades a file from version i to i + 1.
-_V4 = """
-ALTER TABLE clips ADD COLUMN loudness REAL;  -- integrated loudness, LUFS (BS.1770-4); NULL: not measured
-"""
-
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
-
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def _inspect(conn: sqlite3.Connection, path: Path, allow_empty: bool = True) -> tuple[int, bool]:
-    """``(schema version, has the format key)`` of a perceptlab library.
-
-    Version 0 means an empty database (no tables at all): the file this
-    process is creating, or, with ``allow_empty``, one another process is.
-    Raises LibraryError for another program's database (an empty one of a
-    file that was not new included) or a newer schema. Reads only.
-    """
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if version == 0 and not tables and allow_empty:
-        return 0, False
-    fmt = None
-    if "meta" in tables:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-        fmt = row[0] if row else None
-    ours = fmt == FORMAT or (fmt is None and version >= 1 and {"meta", "clips"} <= tables)
-    if not ours:
-        listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
-        what = f"tables {listed}" if tables else "no tables, not created by perceptlab"
-        raise LibraryError(
-            f"{path}: not a usable perceptlab library (an SQLite database of another program: {what}); "
-            "nothing was written to it. Choose another file, or a new name to create a library"
-        )
-    if version > SCHEMA_VERSION:
-        raise LibraryError(
-            f"{path}: library schema version {version} is newer than this perceptlab "
-            f"understands ({SCHEMA_VERSION}); upgrade perceptlab to open it"
-        )
-    return version, fmt is not None
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Create or upgrade the schema, safely against another process doing the same."""
-    version, has_format = _inspect(conn, path)
-    if version == SCHEMA_VERSION and has_format:
-        return  # the usual case: no write lock taken
-    # executescript() would commit on its own; run statement by statement
-    # inside one explicit transaction so a failed upgrade rolls back whole.
-    # BEGIN IMMEDIATE takes the write lock first and the version is read
-    # again under it: a concurrent creator that got there first has already
-    # done the work (CREATE TABLE IF NOT EXISTS would not be enough: it
-    # would still run a half-done upgrade twice).
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version, has_format = _inspect(conn, path)
-        for v in range(version, SCHEMA_VERSION):
-            for stmt in _split_sql(MIGRATIONS[v]):
-                conn.execute(stmt)
-        if version < SCHEMA_VERSION:
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        if not has_format:
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('format', ?)", (FORMAT,))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
-    """Switch to WAL (a no-op once it is), waiting out a concurrent creator.
-
-    The switch needs the file to itself for a moment; another process opening
-    or creating the same library at that moment makes it fail with "database
-    is locked" without waiting on the busy timeout, so it is retried.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL").fetchall()
-            return
-        except sqlite3.OperationalError as exc:
-            if _code(exc) != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
-def _code(exc: sqlite3.Error) -> int:
-    """The primary SQLite result code of an error (-1 if unknown)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return -1 if code is None else code & 0xFF
-
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-# PRAGMA quick_check reads every page of the b-trees, blob overflow pages
-# included: on a 56 MB library (the 48 demo clips plus 500 fake feature rows)
-# it took 18 ms with the file in the page cache on an idle machine (50 ms with
-# both cores busy) and 140 ms cold, growing linearly (about 2.5 s cold per
-# GB, extrapolated). So it runs when a library is opened for writing, and again only once
-# the file has changed (the GUI's workers open their own connections all the
-# time); read-only opens skip it, and a corruption error met while reading is
-# reported instead (see _Connection).
-_checked: dict[str, tuple] = {}  # path -> the file's state when it last passed
-_checked_lock = threading.Lock()
-
-
-def _file_state(path: Path) -> tuple:
-    st = path.stat()
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-
-
-def _damage_detail(conn: sqlite3.Connection) -> str | None:
-    """The first problem ``PRAGMA quick_check`` reports, or None if the file is sound."""
-    try:
-        # One problem is enough, and more rows would be lost anyway: the
-        # sqlite3 module raises on the step after a row instead of returning it.
-        rows = sqlite3.Connection.execute(conn, "PRAGMA quick_check(1)").fetchall()
-    except sqlite3.DatabaseError as exc:
-        return str(exc)
-    lines = [ln for r in rows for ln in str(r[0]).splitlines() if ln and not ln.startswith("*** in database")]
-    return None if lines in ([], ["ok"]) else lines[0]
-
-
-def damage_message(path: Path, detail: str, written: bool = False) -> str:
-    """The one line that says a library is damaged and how to recover it."""
-    recovered = path.with_name(f"{path.stem}.recovered{path.suffix or '.sqlite'}")
-    done = ("the command stopped and nothing more is written to it" if written
-            else "nothing was written")
-    # Debian's and Ubuntu's sqlite3 are built without the page reader .recover
-    # needs: there it prints part of the database and stops with an error.
-    return (
-        f"{path}: the library file is damaged ({detail}); {done}. Recover with: "
-        f"sqlite3 {shlex.quote(str(path))} .recover | sqlite3 {shlex.quote(str(recovered))} "
-        "(an sqlite3 from sqlite.org; some Linux builds lack .recover) and open the recovered file, "
-        "or restore a backup"
-    )
-
-
-_DAMAGE_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
-
-
-class _Connection(sqlite3.Connection):
-    """A connection whose errors name the library and say what to do.
-
-    Corruption met by any statement, here or in a later layer that uses
-    ``library.conn`` directly, becomes :class:`LibraryDamaged`; after it the
-    connection refuses every statement but ROLLBACK. A write to a read-only
-    file or a full disk becomes a :class:`LibraryError`.
-    """
-
-    library_path: Path = Path("library.sqlite")
-    damage: str | None = None
-    opened = False  # set once the library is open: damage met earlier means nothing was written
-
-    def cursor(self, factory=None):
-        return super().cursor(factory or _Cursor)
-
-    def execute(self, sql, parameters=(), /):
-        return self.cursor().execute(sql, parameters)
-
-    def executemany(self, sql, seq_of_parameters, /):
-        return self.cursor().executemany(sql, seq_of_parameters)
-
-    def explain(self, exc: sqlite3.DatabaseError) -> Exception:
-        code = _code(exc)
-        if code in _DAMAGE_CODES:
-            if self.damage is None:
-                detail = _damage_detail(self) or str(exc)
-                self.damage = damage_message(self.library_path, detail, written=self.opened)
-            return LibraryDamaged(self.damage)
-        if code == sqlite3.SQLITE_READONLY:
-            return LibraryError(f"{self.library_path}: cannot write the library: {exc}")
-        if code == sqlite3.SQLITE_FULL:
-            return LibraryError(f"{self.library_path}: the disk is full; the last change was not written")
-        return exc
-
-    def refuse_if_damaged(self, sql: str) -> None:
-        if self.damage is not None and not sql.lstrip().upper().startswith("ROLLBACK"):
-            raise LibraryDamaged(self.damage)
-
-
-class _Cursor(sqlite3.Cursor):
-    def execute(self, sql, parameters=(), /):
-        self.connection.refuse_if_damaged(sql)
-        try:
-            return super().execute(sql, parameters)
-        except sqlite3.DatabaseError as exc:
-            raise self.connection.explain(exc) from None
-
-    def executemany(self, sql, seq_of_parameters, /):
-        self.connection.refuse_if_damaged(sql)
-        try:
-            return super().executemany(sql, seq_of_parameters)
-        except sqlite3.DatabaseError as exc:
-            raise self.connection.explain(exc) from None
-
-    def __next__(self):
-        try:
-            return super().__next__()
-        except sqlite3.DatabaseError as exc:
-            raise self.connection.explain(exc) from None
-
-    def fetchone(self):
-        try:
-            return super().fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise self.connection.explain(exc) from None
-
-    def fetchmany(self, size=None):
-        try:
-            return super().fetchmany(self.arraysize if size is None else size)
-        except sqlite3.DatabaseError as exc:
-            raise self.connection.explain(exc) from None
-
-    def fetchall(self):
-        try:
-            return super().fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise self.connection.explain(exc) from None
-
-
-def _split_sql(script: str) -> Iterator[str]:
-    buf = []
-    for line in script.splitlines():
-        code = line.split("--", 1)[0]
-        buf.append(code)
-        if code.rstrip().endswith(";"):
-            stmt = "\n".join(buf).strip()
-            buf = []
-            if sqlite3.complete_statement(stmt):
-                yield stmt
-    rest = "\n".join(buf).strip()
-    if rest:
-        yield rest
 
 
 # --------------------------------------------------------------------------
