@@ -41,6 +41,14 @@ Kinds and their parameters (``kind:param=value`` is the text form, see
     Multiply by ``10^(db / 20)``.
 ``time_shift: seconds``
     Delay (positive) or advance (negative) with zero fill, length kept.
+``echo: delay_s [, level_db]``
+    One discrete echo: the signal delayed by ``delay_s`` and attenuated by
+    ``level_db`` (default -6 dB) added to itself; length kept (the echo's
+    tail past the end is dropped).
+``reverse``
+    The signal played backwards. Clearly audible for anything with onsets,
+    decays or a melody, yet its whole-clip spectral statistics are those of
+    the original: a check on statistics-only distances.
 ``pitch_shift: semitones``
     Phase-vocoder time stretch by ``2^(semitones / 12)``, then band-limited
     FFT resampling back to the input length (the ratio is exact up to one
@@ -534,6 +542,25 @@ def _time_shift(x, rate, p, seed):
     else:
         y[: x.size + k] = x[-k:]
     return y
+
+
+@_kind("echo", "One discrete echo: a delayed, attenuated copy added to the signal; length kept.",
+       _Param("delay_s", 0.0, 3600.0, lo_open=True, doc="echo delay, s"),
+       _Param("level_db", -120.0, 0.0, default=-6.0, doc="echo level relative to the signal, dB"))
+def _echo(x, rate, p, seed):
+    k = int(round(p["delay_s"] * rate))
+    if k < 1:
+        raise ValueError(f"echo: delay_s={p['delay_s']:g} is shorter than one sample at {rate} Hz")
+    if k >= x.size:
+        raise ValueError(f"echo: delay_s={p['delay_s']:g} must be shorter than the signal ({x.size / rate:.3f} s)")
+    y = x.copy()
+    y[k:] += x[: x.size - k] * 10.0 ** (p["level_db"] / 20.0)
+    return y
+
+
+@_kind("reverse", "The signal played backwards (time reversal); length kept.")
+def _reverse(x, rate, p, seed):
+    return x[::-1].copy()
 
 
 def _stft_params(rate: int) -> tuple[int, int]:

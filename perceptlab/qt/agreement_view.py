@@ -7,6 +7,9 @@ the inter-listener agreement as the ceiling; for MUSHRA sessions (or an
 external ratings CSV), each metric's distance against the mean score per
 condition with the fitted third-order monotonic mapping (ITU-T P.1401), and
 Pearson / Spearman / RMSE. Excluded listeners are listed.
+
+A second page holds the metric probe (:mod:`perceptlab.qt.probe_view`):
+the same question without listeners, on copies of the library's clips.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from perceptlab.library.store import Library
+from perceptlab.qt.probe_view import QtProbeView
 from perceptlab.qt.workers import QtTask, QtTaskRunner
 
 
@@ -74,17 +79,30 @@ class QtAgreementView(QWidget):
         right.addWidget(self.scatter_metric)
         right.addWidget(self.scatter, 1)
         plots.addLayout(right, 1)
-        lay = QVBoxLayout(self)
+        listeners = QWidget()
+        lay = QVBoxLayout(listeners)
+        lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(top)
         lay.addWidget(self.status)
         lay.addLayout(plots, 3)
         lay.addWidget(self.text, 1)
+        # The probe needs no listener: the check to run before a listening test.
+        self.probe = QtProbeView(runner)
+        self.pages = QTabWidget()
+        self.pages.setDocumentMode(True)
+        self.pages.addTab(listeners, "Listeners")
+        self.pages.addTab(self.probe, "Metric probe")
+        self.pages.setTabToolTip(1, "Near-inaudible vs clearly audible copies of library clips: which metric "
+                                    "orders them as a listener would (perceptlab probe)")
+        outer = QVBoxLayout(self)
+        outer.addWidget(self.pages)
         self.run_button.clicked.connect(lambda: self.analyse())
         self.csv_button.clicked.connect(self._on_csv_clicked)
         self.scatter_metric.currentIndexChanged.connect(lambda _: self._draw_scatter())
 
     def set_library(self, path: str | None) -> None:
         self.library_path = path
+        self.probe.set_library(path)
         self.refresh_sessions()
 
     def refresh_sessions(self) -> None:
