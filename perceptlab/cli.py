@@ -536,6 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_evaluate_parser(sub, common)  # perceptlab evaluate: the classification protocol
 
+    from perceptlab.analysis.probe_cli import add_probe_parser
+
+    add_probe_parser(sub, common)  # perceptlab probe: metric sanity check on near/far copies
+
     from perceptlab.listening.commands import add_parsers as add_listening_parsers
 
     add_listening_parsers(sub, common, frames)  # agreement, listen, stimuli, calibrate

@@ -39,7 +39,7 @@ ALL = [
     "identity", "white_noise:snr_db=10", "pink_noise:snr_db=5,seed=3", "lowpass:cutoff_hz=3500",
     "mp3:bitrate_kbps=64", "clip:threshold=0.5", "reverb:rt60_s=0.5,wet=0.4,seed=2",
     "eq_tilt:db_per_octave=-3", "gain:db=-6", "time_shift:seconds=-0.05", "pitch_shift:semitones=2",
-    "time_stretch:rate=1.25",
+    "time_stretch:rate=1.25", "echo:delay_s=0.05", "reverse",
 ]
 
 

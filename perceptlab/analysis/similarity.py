@@ -219,7 +219,8 @@ def baseline_standardisation(library: Library, metric_name: str, config: Feature
             raise ValueError(f"{metric_name}: z-scores need a library of at least 2 clips, "
                              f"{library.path} has {len(clips)}")
         raw = np.stack([raw_vector(metric_name, clip_image(library, c, config), config) for c in clips])
-        _BASELINE_STATS.clear()  # one library's statistics at a time
+        for old in [k for k in _BASELINE_STATS if k[:3] != key[:3]]:
+            del _BASELINE_STATS[old]  # statistics of one library's content at a time
         _BASELINE_STATS[key] = standardise(raw)[1]
     return _BASELINE_STATS[key]
 
