@@ -164,7 +164,8 @@ def test_agreement_report_view(window, qtbot, lib_path):
     report.analyse()
     qtbot.waitUntil(lambda: report.report is not None, timeout=60000)
     bars = report.report["triplet"]["plot"]["bars"]
-    assert [b["metric"] for b in bars] == ["mse", "nlpd", "msssim"]
+    # The default metrics, the baselines beside the perceptual ones.
+    assert [b["metric"] for b in bars] == ["mse", "nlpd", "msssim", "logmel-stats", "mfcc-stats"]
     assert all(0 <= b["agreement"] <= 1 for b in bars)
     assert len(report.bars.getPlotItem().items) >= 2  # bars and error bars drawn
     assert "mse" in report.text.toPlainText()

@@ -41,7 +41,6 @@ def _code(exc: sqlite3.Error) -> int:
     return -1 if code is None else code & 0xFF
 
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 # PRAGMA quick_check reads every page of the b-trees, blob overflow pages
 # included: on a 56 MB library (the 48 demo clips plus 500 fake feature rows)

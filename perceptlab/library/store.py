@@ -49,7 +49,6 @@ from perceptlab.library.errors import LibraryDamaged, LibraryError
 from perceptlab.library.schema import FORMAT, MIGRATIONS, SCHEMA_VERSION, _inspect, _migrate
 from perceptlab.library.sqlite_safety import (
     _DAMAGE_CODES,
-    _SQLITE_MAGIC,
     _checked,
     _checked_lock,
     _code,
@@ -199,14 +198,26 @@ class Library:
         except FileNotFoundError:
             return None
 
-    def _check_magic(self) -> None:
-        with open(self.path, "rb") as fh:
-            head = fh.read(len(_SQLITE_MAGIC))
-        if head != _SQLITE_MAGIC:
-            raise LibraryError(
-                f"{self.path}: not a usable perceptlab library (not an SQLite database file); "
-                "nothing was written to it"
-            )
+    def _check_magic(self, timeout: float) -> None:
+        """Refuse a file that is not an SQLite database, asking SQLite itself.
+
+        Not with ``open()``: closing any descriptor of the file in this process
+        drops every POSIX lock that the process's open connections to it hold
+        (the GUI's, a worker's), after which they fail with "disk I/O error"
+        or worse. SQLite's own connections keep such a close pending.
+        """
+        probe = sqlite3.connect(self._uri(mode="ro"), timeout=timeout, uri=True, isolation_level=None)
+        try:
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            if _code(exc) == sqlite3.SQLITE_NOTADB:
+                raise LibraryError(
+                    f"{self.path}: not a usable perceptlab library (not an SQLite database file, or its "
+                    "header is damaged); nothing was written to it"
+                ) from None
+            # Anything else (locked, unreadable) the caller's own connection reports.
+        finally:
+            probe.close()
 
     def _connection(self, target: str, timeout: float, *, uri: bool = False) -> _Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves.
@@ -250,7 +261,7 @@ class Library:
             # Decide through a read-only connection first: another program's
             # file, or a damaged one, then sees no write at all (a read-write
             # connection would checkpoint a WAL left beside it on close).
-            self._check_magic()
+            self._check_magic(timeout)
             probe = self._connection(self._uri(mode="ro"), timeout, uri=True)
             try:
                 # A creator gives the file its tables before anything else
@@ -291,7 +302,7 @@ class Library:
             raise LibraryError(f"{self.path}: no library here yet")
         if size == 0:
             raise LibraryError(f"{self.path}: an empty file, no library yet")
-        self._check_magic()
+        self._check_magic(timeout)
         conn = None
         try:
             conn = self._connection(self._uri(mode="ro"), timeout, uri=True)
