@@ -38,7 +38,7 @@ import torch
 from perceptlab.tasks import CancelFn, Cancelled, ProgressFn, check_cancel, report
 
 from . import ssim as _ms
-from ._filters import gaussian_valid
+from ._filters import _correlate
 from .pyramid import N_LEVELS, nlpd_transform
 from .validation import check_image_batch
 
@@ -69,7 +69,12 @@ _MB = 1 << 20
 # and each region waits for its slowest thread: with other programs busy on
 # the same cores (the normal case on a desktop) that wait dominates.
 _MSSSIM_CPU_BLOCK = 128
-_MSSSIM_BLOCK_BYTES = 6 * _MB
+# Within a block, each scale works on at most this many bytes of image per
+# temporary, so that its passes stay in the last-level cache (4 pairs or more
+# at the finest scale of 30 s clips, 128 x 1328, 4x as many at each coarser
+# scale). Measured on 64 such clips, 2 cores: 2-3 MB 0.81-0.95 ms/pair, 6 MB
+# 1.03, the whole row at once (up to 128 pairs) 1.6-1.8.
+_MSSSIM_BLOCK_BYTES = 3 * _MB
 
 
 class _Steps:
@@ -270,29 +275,65 @@ class _MSSSIMStats:
         ]
         # Doubling the row taps of the cross-term filter gives 2 G*(xy) for free.
         self.taps_rows2 = tuple(2.0 * t for t in _ms._TAPS)
+        self._shifts_key: Tuple[int, int] | None = None
+        self._shifts: List[torch.Tensor] = []
 
     def row(self, q: "_MSSSIMStats", i: int, j0: int, j1: int, cs_floor: float) -> torch.Tensor:
         """1 - MS-SSIM between clip i of ``q`` and clips j0..j1-1 of ``self``: (j1 - j0,)."""
         prod = None
         for j in range(self.m):
-            last = j == self.m - 1
-            img, mu, dvar = self.scales[j][:3]
-            qimg, qmu, qdvar = q.scales[j][0][i], q.scales[j][1][i], q.scales[j][2][i]
-            # 2 G*(x y) + C2 in one go: the doubled taps sum to 2, so adding
-            # C2/2 to the product before filtering adds exactly C2 after it.
-            num = gaussian_valid(
-                torch.addcmul(_half_c2(img), img[j0:j1], qimg), _ms._TAPS, self.taps_rows2
-            )  # (b, h', w')
-            num.addcmul_(mu[j0:j1], qmu, value=-2.0)  # 2 (G*(xy) - mu_x mu_y) + C2
-            num.div_(dvar[j0:j1] + qdvar)  # cs map
-            if last:
-                tmu, tmu2 = self.scales[j][3:5]
-                lum = torch.mul(tmu[j0:j1], q.scales[j][3][i]).mul_(2.0).add_(_ms.C1)
-                lum.div_(tmu2[j0:j1] + q.scales[j][4][i])
-                num.mul_(lum)
-            t = num.mean(dim=(-2, -1)).clamp_min_(cs_floor).pow_(self.weights[j])  # (b,)
+            t = torch.cat([self._scale_term(q, i, j, a, b, cs_floor) for a, b in self._sub_blocks(j, j0, j1)])
             prod = t if prod is None else prod.mul_(t)
         return 1.0 - prod
+
+    def _weighted_shifts(self, i: int, j: int) -> List[torch.Tensor]:
+        """Clip i's image at scale j, shifted by each tap along W and weighted by it."""
+        key = (i, j)
+        if self._shifts_key != key:
+            qimg = self.scales[j][0][i]  # (h, w)
+            k = len(_ms._TAPS)
+            width = qimg.shape[-1] - k + 1
+            self._shifts = [qimg[..., t : t + width] * tap for t, tap in enumerate(_ms._TAPS)]
+            self._shifts_key = key
+        return self._shifts
+
+    def _sub_blocks(self, j: int, j0: int, j1: int) -> List[Tuple[int, int]]:
+        # On the CPU each scale works through the pairs in blocks whose
+        # temporaries stay in the last-level cache: a few pairs at the finest
+        # scale of a wide image, 4x as many at each coarser one (fewer, larger
+        # operations where the images are small).
+        img = self.scales[j][0]
+        if img.device.type != "cpu":
+            return [(j0, j1)]
+        per_pair = img[0].numel() * img.element_size()
+        size = max(4, _MSSSIM_BLOCK_BYTES // per_pair)
+        return [(j0 + a, j0 + b) for a, b in _chunks(j1 - j0, size)]
+
+    def _scale_term(self, q: "_MSSSIMStats", i: int, j: int, j0: int, j1: int, cs_floor: float) -> torch.Tensor:
+        """The weighted, floored mean cs (times luminance at the last scale) of scale j: (j1 - j0,)."""
+        last = j == self.m - 1
+        img, mu, dvar = self.scales[j][:3]
+        qmu, qdvar = q.scales[j][1][i], q.scales[j][2][i]
+        # 2 G*(x y) + C2 in one go. Along W the filter of the product is a sum
+        # of the block's shifted slices times the query's tap-weighted shifted
+        # slices (prepared once per query), so the product itself is never
+        # written; along H the doubled taps sum to 2, so the C2/2 added first
+        # comes out as exactly C2.
+        shifts = q._weighted_shifts(i, j)  # k x (h, w')
+        y = img[j0:j1]  # (b, h, w)
+        width = shifts[0].shape[-1]
+        rows = torch.addcmul(_half_c2(img), y[..., :width], shifts[0])
+        for t in range(1, len(shifts)):
+            rows.addcmul_(y[..., t : t + width], shifts[t])
+        num = _correlate(rows, self.taps_rows2, -2, img.shape[-2] - len(shifts) + 1)  # (b, h', w')
+        num.addcmul_(mu[j0:j1], qmu, value=-2.0)  # 2 (G*(xy) - mu_x mu_y) + C2
+        num.div_(dvar[j0:j1] + qdvar)  # cs map
+        if last:
+            tmu, tmu2 = self.scales[j][3:5]
+            lum = torch.mul(tmu[j0:j1], q.scales[j][3][i]).mul_(2.0).add_(_ms.C1)
+            lum.div_(tmu2[j0:j1] + q.scales[j][4][i])
+            num.mul_(lum)
+        return num.mean(dim=(-2, -1)).clamp_min_(cs_floor).pow_(self.weights[j])  # (b,)
 
 
 def _cat(parts: List[torch.Tensor]) -> torch.Tensor:
@@ -309,16 +350,10 @@ def _msssim_chunk(x: torch.Tensor, budget_bytes: int) -> int:
 
 
 def _msssim_block(x: torch.Tensor, budget_bytes: int) -> int:
-    # ~5 live image-sized temporaries per pair in the block.
-    image = x.shape[-2] * x.shape[-1] * x.element_size()
-    per_pair = 5 * image
-    cap = 4096
-    if x.device.type == "cpu":
-        # Keep each temporary of a block within a few MB, so the ~20 passes
-        # over it stay in the last-level cache: on 128 x 1328 images (30 s
-        # clips) blocks of 8 pairs ran at 1.05-1.3 ms/pair against 1.6-1.8
-        # for 128 pairs. Short images keep the measured cap above.
-        cap = max(4, min(_MSSSIM_CPU_BLOCK, _MSSSIM_BLOCK_BYTES // image))
+    # ~5 live image-sized temporaries per pair in the block (finest scale).
+    per_pair = 5 * x.shape[-2] * x.shape[-1] * x.element_size()
+    # On the CPU the block is cut again per scale (_MSSSIMStats._sub_blocks).
+    cap = _MSSSIM_CPU_BLOCK if x.device.type == "cpu" else 4096
     return _budget_rows(budget_bytes, per_pair, cap)
 
 
