@@ -122,7 +122,7 @@ def run_memory_bench(minutes: float = 60.0, out: Callable[[str], None] = print) 
     with tempfile.TemporaryDirectory(prefix="perceptlab-bench-") as tmp:
         base = import_peak_rss_mb(1.0, tmp)
         long = import_peak_rss_mb(minutes, tmp)
-    out(f"perceptlab bench memory: peak RSS importing one 44.1 kHz stereo WAV (a process each)")
+    out("perceptlab bench memory: peak RSS importing one 44.1 kHz stereo WAV (a process each)")
     out(f"  1 min    {base:8.0f} MB")
     out(f"  {minutes:g} min {long:8.0f} MB   ratio {long / base:.2f}x the 1-minute import")
     return {"baseline_minutes": 1.0, "baseline_peak_rss_mb": base, "minutes": minutes,
