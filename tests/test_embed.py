@@ -29,6 +29,9 @@ from perceptlab.models.embedding_metric import (
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+# The fixture encoder's clip embedding: mean and std over time of 4 channels x 8 latent mel rows.
+DIM = 2 * 4 * 8
+
 # Every library offers these: the image metrics, then the statistics baselines.
 BUILTIN_METRICS = ["mse", "nlpd", "msssim", "logmel-stats", "mfcc-stats"]
 
@@ -37,10 +40,10 @@ BUILTIN_METRICS = ["mse", "nlpd", "msssim", "logmel-stats", "mfcc-stats"]
 def checkpoint(tmp_path) -> Path:
     """A small (untrained, seeded) model saved as a real checkpoint, with embedding statistics."""
     torch.manual_seed(1)
-    cfg = ModelConfig(patch_frames=32, channels=(4, 8, 8, 8, 8), latent_dim=8)
+    cfg = ModelConfig(patch_frames=32, channels=(4, 8, 8, 8), latent_dim=4)  # latent map (4, 8, 2)
     model = AutoEncoder(cfg)
     with torch.no_grad():
-        z = model.embed(torch.rand(16, 1, 128, 32) * 0.6)  # (16, 8), as training does on real patches
+        z = model.embed(torch.rand(16, 1, 128, 32) * 0.6)  # (16, DIM), as training does on real patches
     ck = new_checkpoint(cfg.to_dict(), model.state_dict(), FeatureConfig().to_dict(),
                         {"name": "unit-ae", "loss": {"nlpd": 1.0}}, kind="best",
                         embedding_stats={"mean": z.mean(0), "std": z.std(0), "n": 16})
@@ -72,7 +75,7 @@ def test_embeddings_round_trip_through_the_library(library, checkpoint, clip_tre
         enc = Encoder.load(checkpoint, "cpu")
         stored = lib.get_embeddings(enc.model_hash)
         clips = lib.clips()
-        assert len(stored) == 9 and all(v.shape == (8,) for v in stored.values())
+        assert len(stored) == 9 and all(v.shape == (DIM,) for v in stored.values())
         c0 = clips[0]
         np.testing.assert_allclose(stored[c0.content_hash], enc.embed_image(clip_image(lib, c0)), rtol=1e-5)
         (model,) = lib.models()
@@ -86,7 +89,7 @@ def test_embeddings_round_trip_through_the_library(library, checkpoint, clip_tre
         (metric,) = register_library_embeddings(lib)
         assert metric is get_metric("embedding:unit-ae") and metric.input_kind == "vector"
         vecs = library_vectors(lib, "embedding:unit-ae", clips)  # (N, D)
-        assert vecs.shape == (10, 8)
+        assert vecs.shape == (10, DIM)
         d = distance_matrix(torch.from_numpy(vecs), "embedding:unit-ae")
         names = [c.name for c in clips]
         i, j = names.index("low_0.wav"), names.index("copy_of_low_0.wav")
@@ -111,7 +114,7 @@ def test_missing_vectors_are_computed_or_reported(library, checkpoint, clip_tree
         clips = lib.clips()
         embed_library(lib, checkpoint, clips=clips[:3], name="other", pool="meanstd", distance="euclidean",
                       device="cpu")
-        assert clip_vectors(lib, "other", clips).shape == (10, 16)  # the rest computed on demand
+        assert clip_vectors(lib, "other", clips).shape == (10, 2 * DIM)  # the rest computed on demand
         ck2 = tmp_path / "gone.pt"
         shutil.copy(checkpoint, ck2)
         embed_library(lib, ck2, clips=clips[:2], name="eu", device="cpu", force=True)
@@ -127,7 +130,7 @@ def test_embed_command(library, checkpoint, capsys):
     assert main(["embed", "--checkpoint", str(checkpoint), "--library", str(library), "--name", "unit-ae",
                  "--device", "cpu", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["metric"] == "embedding:unit-ae" and out["computed"] == 9 and out["dim"] == 8
+    assert out["metric"] == "embedding:unit-ae" and out["computed"] == 9 and out["dim"] == DIM
     assert main(["metrics", "--library", str(library)]) == 0
     assert "embedding:unit-ae" in capsys.readouterr().out
 

@@ -37,13 +37,47 @@ def test_shapes_range_and_size():
     x = torch.rand(3, 1, 128, 128)  # (B, 1, F, T)
     z = model.encode(x)
     assert z.shape == (3, 128, 4, 4) == (3, *ModelConfig().latent_shape)
-    assert model.embed(x).shape == (3, 128)
+    # "time" pooling: mean and std over time of each (channel, latent mel row).
+    assert model.embed(x).shape == (3, 2 * 128 * 4) == (3, ModelConfig().embedding_dim)
+    assert AutoEncoder(ModelConfig(pooling="global")).embed(x).shape == (3, 128)
     y = model(x)
     assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
     assert 100_000 < count_parameters(model) < 1_500_000  # CPU-trainable, checkpoint < 5 MB
     small = AutoEncoder(ModelConfig(n_mels=64, patch_frames=32, channels=(4, 8), latent_dim=6, convs_per_stage=2))
     assert small(torch.rand(2, 1, 64, 32)).shape == (2, 1, 64, 32)
-    assert small.embed(torch.rand(2, 1, 64, 32)).shape == (2, 6)
+    assert small.embed(torch.rand(2, 1, 64, 32)).shape == (2, 2 * 6 * 16)
+
+
+def _moved_blob_patches(shift_rows: int) -> torch.Tensor:
+    """Three patches: a harmonic-like blob, the same blob ``shift_rows`` mel rows higher, silence."""
+    x = torch.zeros(3, 1, 128, 128)
+    for i, top in enumerate((40, 40 + shift_rows)):
+        x[i, 0, top : top + 12, 16:112] = 0.8
+    return x
+
+
+def test_time_pooling_keeps_where_in_frequency_a_feature_sits():
+    x = _moved_blob_patches(32)  # the same feature, one latent row (32 mel bands) up
+    assert torch.equal(x[0, 0, 40:52], x[1, 0, 72:84])  # nothing else differs
+
+    def responses(pooling):
+        torch.manual_seed(0)
+        e = AutoEncoder(ModelConfig(pooling=pooling)).eval().embed(x).detach()
+        d = e[:2] - e[2]  # what the feature adds to the embedding of silence
+        return float(torch.nn.functional.cosine_similarity(d[0], d[1], dim=0))
+
+    # Per-row pooling: the moved feature lands in other embedding dimensions.
+    assert responses("time") < 0.5
+    # The global mean over mel cannot tell the two apart.
+    assert responses("global") > 0.99
+
+
+def test_a_checkpoint_without_recorded_pooling_loads_with_the_global_mean():
+    old = ModelConfig(channels=(4,) * 5, latent_dim=4).to_dict()
+    del old["pooling"]  # as written before pooling was recorded
+    assert ModelConfig.from_dict(old).pooling == "global"
+    with pytest.raises(ValueError, match="pooling: must be one of time, global"):
+        ModelConfig(pooling="max")
 
 
 def test_model_config_problems_are_named():
@@ -65,7 +99,8 @@ def _checkpoint(model: AutoEncoder, **extra) -> dict:
 def test_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
     model = AutoEncoder(ModelConfig(channels=(4, 8, 8, 8, 8), latent_dim=8))
-    stats = {"mean": torch.randn(8), "std": torch.rand(8) + 0.5, "n": 10}
+    d = model.config.embedding_dim  # 2 * 8 channels * 4 latent mel rows
+    stats = {"mean": torch.randn(d), "std": torch.rand(d) + 0.5, "n": 10}
     ck = _checkpoint(model, embedding_stats=stats, rng=rng_state(), metrics={"history": [{"x": 1.5}]})
     path = save_checkpoint(ck, tmp_path / "sub" / "m.pt")
     assert not list(path.parent.glob("*.tmp"))
@@ -81,6 +116,10 @@ def test_checkpoint_round_trip(tmp_path):
     torch.testing.assert_close(enc.embed_patches(x), want, rtol=1e-5, atol=1e-5)
     assert enc.model_hash == model_key(back) and enc.name == "unit"
     assert "optimizer" not in inference_view({"optimizer": 1, "x": 2})
+    # statistics that do not fit the pooling are refused, not broadcast
+    bad = dict(back, embedding_stats={"mean": torch.zeros(8), "std": torch.ones(8), "n": 1})
+    with pytest.raises(CheckpointError, match="embedding statistics have \\(8,\\) values"):
+        Encoder(bad, path, device="cpu")
     # a checkpoint survives a round trip through Encoder.load's cache
     assert Encoder.load(path, "cpu") is Encoder.load(path, "cpu")
 
@@ -168,4 +207,6 @@ def test_shipped_demo_checkpoints(loss):
     assert ck["train_config"]["loss"] == {loss: 1.0} and ck["train_config"]["name"] == f"demo-{loss}"
     assert ck["kind"] == "best" and "embedding_stats" in ck and ck["command"]
     enc = Encoder(ck, path, device="cpu")
+    # Made before pooling was recorded: they keep their global-mean embedding.
+    assert enc.model_config.pooling == "global"
     assert enc.embed_patches(torch.rand(1, 1, 128, 128)).shape == (1, 128)

@@ -2,8 +2,15 @@
 
 The encoder halves both image sides once per stage (stride-2 3x3 convs) and
 ends in a 1x1 conv to ``latent_dim`` channels: a small latent MAP, by default
-(B, 128, 4, 4) for a 128 x 128 patch. Its global mean over mel and time is the
-patch EMBEDDING, (B, latent_dim). The decoder mirrors the encoder with
+(B, 128, 4, 4) for a 128 x 128 patch. The patch EMBEDDING pools that map over
+TIME only (``pooling = "time"``): for each channel and each latent mel row,
+the mean and the standard deviation over the time columns, flattened to
+(B, 2 * latent_dim * F'). Keeping the mel rows keeps where in frequency each
+feature sits, which is what tells a bass from a flute; the standard deviation
+keeps how it moves. The older ``"global"`` pooling (the mean over mel AND
+time, (B, latent_dim)) is kept for checkpoints made with it.
+
+The decoder mirrors the encoder with
 stride-2 transposed convs (cheaper than upsample + conv at full resolution,
 which matters for CPU training) and ends in a sigmoid, so reconstructions lie
 in [0, 1] like the log-mel images the perceptual losses expect.
@@ -19,6 +26,9 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
+
+
+POOLINGS = ("time", "global")
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,10 @@ class ModelConfig:
         Channels of the latent map = length of the patch embedding.
     convs_per_stage : int
         3x3 convs per stage (the first one strides); 1 keeps CPU training fast.
+    pooling : {"time", "global"}
+        How a latent map becomes a patch embedding (see the module
+        docstring). Checkpoints that do not record it were made with
+        ``"global"``.
     """
 
     n_mels: int = 128
@@ -46,6 +60,7 @@ class ModelConfig:
     channels: tuple[int, ...] = (16, 32, 64, 96, 128)
     latent_dim: int = 128
     convs_per_stage: int = 1
+    pooling: str = "time"
 
     def __post_init__(self):
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -62,6 +77,8 @@ class ModelConfig:
             out.append(("latent_dim", f"must be positive, got {self.latent_dim}"))
         if self.convs_per_stage < 1:
             out.append(("convs_per_stage", f"must be at least 1, got {self.convs_per_stage}"))
+        if self.pooling not in POOLINGS:
+            out.append(("pooling", f"must be one of {', '.join(POOLINGS)}, got {self.pooling!r}"))
         factor = 2 ** len(self.channels)
         for name in ("n_mels", "patch_frames"):
             v = getattr(self, name)
@@ -76,6 +93,12 @@ class ModelConfig:
         f = 2 ** len(self.channels)
         return (self.latent_dim, self.n_mels // f, self.patch_frames // f)
 
+    @property
+    def embedding_dim(self) -> int:
+        """Length of a patch embedding with this config's pooling."""
+        c, f, _ = self.latent_shape
+        return 2 * c * f if self.pooling == "time" else c
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
@@ -87,7 +110,8 @@ class ModelConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**data)
+        # Checkpoints written before pooling was recorded used the global mean.
+        return cls(**{"pooling": "global", **data})
 
 
 def _stage(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
@@ -153,8 +177,19 @@ class AutoEncoder(nn.Module):
         return self.to_latent(self.encoder(x))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch embeddings: the latent map's mean over mel and time, (B, latent_dim)."""
-        return self.encode(x).mean(dim=(2, 3))
+        """Patch embeddings, (B, ``config.embedding_dim``).
+
+        ``"time"`` pooling: the latent map's mean over time for every
+        (channel, mel row), then its standard deviation over time, each
+        flattened channel-major: ``[mean(c0, f0), mean(c0, f1), ..., std(...)]``.
+        ``"global"``: the mean over mel and time.
+        """
+        z = self.encode(x)  # (B, C, F', T')
+        if self.config.pooling == "global":
+            return z.mean(dim=(2, 3))
+        mean = z.mean(dim=3)
+        std = (z - mean.unsqueeze(3)).pow(2).mean(dim=3).add(1e-8).sqrt()  # finite gradient at 0
+        return torch.cat([mean.flatten(1), std.flatten(1)], dim=1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, latent_dim, F', T') -> (B, 1, F, T) in [0, 1]."""

@@ -123,9 +123,11 @@ def _metric_for(model: dict):
         display_name=f"Embedding {model['name']} ({distance})",
         description=(
             f"{distance.capitalize()} distance between clip embeddings of the autoencoder "
-            f"{model['name']} (trained with loss {info.get('loss')}; mean of "
-            f"{info.get('patch_frames')}-frame patch latents"
-            + (" and their standard deviation" if info.get("pool") == "meanstd" else "")
+            f"{model['name']} (trained with loss {info.get('loss')}; "
+            + ("each latent mel row's mean and spread over time" if info.get("patch_pooling") == "time"
+               else "the latent map's mean")
+            + f", averaged over {info.get('patch_frames')}-frame patches"
+            + (", with their standard deviation over patches" if info.get("pool") == "meanstd" else "")
             + ")."
         ),
         params={

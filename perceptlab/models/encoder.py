@@ -61,6 +61,11 @@ class Encoder:
         if stats is not None:
             self.z_mean = stats["mean"].float().to(self.device)  # (D,)
             self.z_scale = 1.0 / stats["std"].float().clamp_min(1e-6).to(self.device)  # (D,)
+            if self.z_mean.shape != (self.model_config.embedding_dim,):
+                raise CheckpointError(
+                    f"{where}: its embedding statistics have {tuple(self.z_mean.shape)} values but the model's "
+                    f"{self.model_config.pooling!r} pooling gives {self.model_config.embedding_dim}; the file is "
+                    "damaged or was edited")
         else:  # an interrupted run's checkpoint: raw latents
             self.z_mean = self.z_scale = None
         self.model_hash = model_key(ckpt)
@@ -102,11 +107,17 @@ class Encoder:
 
     @property
     def latent_dim(self) -> int:
+        """Channels of the latent map."""
         return self.model_config.latent_dim
+
+    @property
+    def patch_dim(self) -> int:
+        """Length of one patch embedding (see ``ModelConfig.pooling``)."""
+        return self.model_config.embedding_dim
 
     def dim(self, pool: str = "mean") -> int:
         """Length of a clip embedding with this pooling."""
-        return self.latent_dim * (2 if pool == "meanstd" else 1)
+        return self.patch_dim * (2 if pool == "meanstd" else 1)
 
     # -- embeddings ------------------------------------------------------------
     def embed_patches(self, patches, batch_size: int = 64) -> torch.Tensor:
@@ -126,7 +137,7 @@ class Encoder:
         Returns
         -------
         torch.Tensor
-            (N, latent_dim) float32 on the CPU.
+            (N, patch_dim) float32 on the CPU.
         """
         x = torch.as_tensor(np.asarray(patches, dtype=np.float32) if not torch.is_tensor(patches) else patches)
         if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != self.model_config.n_mels:
@@ -142,7 +153,7 @@ class Encoder:
                     z = (z - self.z_mean) * self.z_scale
                 out.append(z.cpu())
         if not out:
-            return torch.zeros(0, self.latent_dim)
+            return torch.zeros(0, self.patch_dim)
         return torch.cat(out)
 
     def embed_image(self, image: np.ndarray, hop: int | None = None, pool: str = "mean") -> np.ndarray:
@@ -151,7 +162,7 @@ class Encoder:
         Returns
         -------
         numpy.ndarray
-            (latent_dim,) for ``pool="mean"``, (2 * latent_dim,) for
+            (patch_dim,) for ``pool="mean"``, (2 * patch_dim,) for
             ``"meanstd"`` (mean, then standard deviation over patches).
         """
         if pool not in POOLS:
@@ -204,6 +215,7 @@ class Encoder:
             "standardised": self.z_mean is not None,
             "loss": self.loss,
             "latent_dim": self.latent_dim,
+            "patch_pooling": self.model_config.pooling,
             "dim": self.dim(pool),
             "pool": pool,
             "hop": hop or max(1, self.patch_frames // 2),
