@@ -26,7 +26,7 @@ from perceptlab.library.store import Library
 from perceptlab.models.checkpoint import load_checkpoint
 from perceptlab.train import ConfigError, DataError, train
 from perceptlab.train.config import apply_overrides, config_from_dict, load_config, parse_override
-from perceptlab.train.data import PatchSet, split_clips, window_starts
+from perceptlab.train.data import Augment, PatchSet, split_clips, window_starts
 from perceptlab.train.progress import EVENTS, CallbackReporter
 from perceptlab.train.run import run_train_command
 
@@ -72,6 +72,7 @@ def tiny_config(library: Path, out: Path, **overrides):
     raw = json.loads(json.dumps(TINY))
     raw["data"]["library"] = str(library)
     raw["out_dir"] = str(out)
+    raw["data"].update(overrides.pop("data", {}))  # [data] keys add to the tiny ones
     raw.update(overrides)
     return config_from_dict(raw)
 
@@ -184,6 +185,70 @@ def test_patches_follow_windows_and_split_is_by_clip(library):
     assert {c.content_hash for c in train_a}.isdisjoint({c.content_hash for c in val_a})
     assert sorted(c.label for c in val_a) == ["high", "low", "mid"]  # one per label
     assert split_clips(clips, 0.25, 1)[1] != val_a  # the seed matters
+
+
+def test_augmentation_moves_and_levels_patches_within_the_clip():
+    rng = np.random.default_rng(0)
+    img = rng.random((4, 80), dtype=np.float32) * 0.9 + 0.05
+    img[:, :10] = 0.0  # silence at the floor
+    ps = PatchSet([img], 32, 16)
+    plain = ps.batch(range(len(ps)))
+    # No augmentation: exactly the grid patches (and no generator needed).
+    np.testing.assert_array_equal(plain.numpy(), ps.batch(range(len(ps)), Augment()).numpy())
+    # A random crop: every patch is a real 32-frame slice of the clip, most of them moved.
+    picks = [0, 1, 1, 1, 2, 2, 2, 3]
+    moved = ps.batch(picks, Augment(shift=8), np.random.default_rng(1))[:, 0].numpy()
+    slices = [img[:, s : s + 32] for s in range(80 - 32 + 1)]
+    assert all(any(np.array_equal(m, sl) for sl in slices) for m in moved)
+    assert sum(not np.array_equal(m, plain[i, 0].numpy()) for m, i in zip(moved, picks)) >= 4
+    # A gain of g dB adds g / 83 wherever the image is above the floor; silence stays silent.
+    aug = Augment(gain_db=6.0, db_range=83.0)
+    g = aug.apply_gain(torch.from_numpy(img[:, :32].copy()), 6.0).numpy()
+    np.testing.assert_allclose(g[:, 10:], np.clip(img[:, 10:32] + 6 / 83, 0, 1), atol=1e-7)
+    assert (g[:, :10] == 0).all()
+    with pytest.raises(ValueError, match="random generator"):
+        ps.batch([0], Augment(shift=4))
+
+
+def test_augmented_run_trains_and_records_its_training_files(library, tmp_path):
+    cfg = tiny_config(library, tmp_path / "run", epochs=2,
+                      data={"augment_shift": 6, "augment_gain_db": 3.0})
+    assert train(cfg).status == "completed"
+    ck = load_checkpoint(tmp_path / "run" / "best.pt")
+    files = ck["data"]["train_files"]
+    assert len(files) == 9 and {f["label"] for f in files} == {"low", "mid", "high"}
+    assert [f["content_hash"] for f in files] == ck["data"]["train_hashes"]
+    assert all(Path(f["path"]).is_file() and f["duration"] > 1 for f in files)
+    assert {f["content_hash"] for f in ck["data"]["val_files"]} == set(ck["data"]["val_hashes"])
+
+
+def test_early_stopping_and_time_budget_end_the_run_and_say_why(library, tmp_path):
+    # A learning rate of ~0 cannot improve the validation loss after epoch 1.
+    cfg = tiny_config(library, tmp_path / "es", epochs=20, patience=2,
+                      optim={"lr": 1e-12, "schedule": "constant"})
+    events = []
+    result = train(cfg, reporter=CallbackReporter(events.append))
+    done = events[-1]
+    assert result.status == "completed" and result.epochs < 20
+    assert done["stopped"].startswith("early stop: no better validation loss for 2 epochs")
+    assert result.epochs - result.best_epoch == 2
+    events = []
+    cfg = tiny_config(library, tmp_path / "tb", epochs=50, max_minutes=1e-9)
+    result = train(cfg, reporter=CallbackReporter(events.append))
+    assert result.epochs == 1 and events[-1]["stopped"].startswith("time budget")
+    with pytest.raises(ConfigError, match="patience: must be >= 0"):
+        tiny_config(library, tmp_path / "x", patience=-1)
+    with pytest.raises(ConfigError, match="data.augment_gain_db: must be in \\[0, 40\\]"):
+        tiny_config(library, tmp_path / "x", data={"augment_gain_db": 90.0})
+
+
+def test_the_progress_line_warns_when_the_best_epoch_is_the_last():
+    out = io.StringIO()
+    from perceptlab.train.progress import BarReporter
+
+    BarReporter(out).emit("done", epochs=3, step=9, best_val_loss=0.1, best_epoch=3, best="b.pt", last="l.pt",
+             elapsed_s=1.0, stopped=None)
+    assert "best validation loss came at the last epoch (3)" in out.getvalue()
 
 
 # --------------------------------------------------------------------------

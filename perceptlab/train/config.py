@@ -57,6 +57,13 @@ class DataConfig:
     min_clip_frames : int
         Clips shorter than this are left out (0: half a patch). Shorter clips
         would be looped many times to fill a patch.
+    augment_shift : int
+        Training patches start up to this many frames earlier or later than
+        their grid position (a random crop; 0: off). Validation is never
+        augmented.
+    augment_gain_db : float
+        Training patches are made up to this many dB louder or quieter
+        (0: off).
     """
 
     library: str = ""
@@ -66,6 +73,8 @@ class DataConfig:
     patch_frames: int = 128
     patch_hop: int = 32
     min_clip_frames: int = 0
+    augment_shift: int = 0
+    augment_gain_db: float = 0.0
 
 
 @dataclass
@@ -93,6 +102,10 @@ class TrainConfig:
     seed: int = 0
     out_dir: str = ""
     log_every: int = 10
+    #: Stop when the validation loss has not improved for this many epochs (0: never).
+    patience: int = 0
+    #: Stop at the first epoch end after this much training time (0: no limit).
+    max_minutes: float = 0.0
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -119,6 +132,8 @@ class TrainConfig:
             "seed": self.seed,
             "out_dir": self.out_dir,
             "log_every": self.log_every,
+            "patience": self.patience,
+            "max_minutes": self.max_minutes,
             "data": {f.name: copy.deepcopy(getattr(self.data, f.name)) for f in fields(DataConfig)},
             "features": self.features.to_dict(),
             "model": {k: v for k, v in self.model.to_dict().items() if k not in ("n_mels", "patch_frames")},
@@ -128,7 +143,8 @@ class TrainConfig:
 
 
 #: Keys that may differ between a run and its resumption.
-RESUMABLE_CHANGES = {"epochs", "device", "amp", "log_every", "out_dir", "data.library"}
+RESUMABLE_CHANGES = {"epochs", "device", "amp", "log_every", "out_dir", "data.library", "patience",
+                     "max_minutes"}
 
 
 # --------------------------------------------------------------------------
@@ -282,6 +298,14 @@ def _check_values(cfg: TrainConfig) -> None:
         bad("data.patch_hop", f"must be at least 1, got {d.patch_hop}")
     if d.min_clip_frames < 0:
         bad("data.min_clip_frames", f"must be >= 0, got {d.min_clip_frames}")
+    if d.augment_shift < 0:
+        bad("data.augment_shift", f"must be >= 0 frames (0 turns it off), got {d.augment_shift}")
+    if not 0 <= d.augment_gain_db <= 40:
+        bad("data.augment_gain_db", f"must be in [0, 40] dB (0 turns it off), got {d.augment_gain_db}")
+    if cfg.patience < 0:
+        bad("patience", f"must be >= 0 epochs (0 turns early stopping off), got {cfg.patience}")
+    if cfg.max_minutes < 0:
+        bad("max_minutes", f"must be >= 0 (0: no limit), got {cfg.max_minutes}")
     o = cfg.optim
     if not o.lr > 0:
         bad("optim.lr", f"must be > 0, got {o.lr}")

@@ -64,12 +64,59 @@ class PatchSet:
     def __len__(self) -> int:
         return int(self.index.shape[0])
 
-    def batch(self, indices) -> torch.Tensor:
-        """Stack patches: (B, 1, F, patch) float32."""
-        rows = self.index[torch.as_tensor(indices, dtype=torch.int64)]
-        return torch.stack(
-            [self.images[c][:, s : s + self.patch] for c, s in rows.tolist()]
-        ).unsqueeze(1)  # (B, 1, F, T)
+    def batch(self, indices, augment: "Augment | None" = None, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """Stack patches: (B, 1, F, patch) float32.
+
+        With ``augment`` (and its ``rng``), each patch is cut at a start
+        moved by up to ``augment.shift`` frames either way (kept inside its
+        clip) and its level changed by up to ``augment.gain_db`` either way:
+        what a listener ignores, so the encoder learns to ignore it too.
+        """
+        rows = self.index[torch.as_tensor(indices, dtype=torch.int64)].tolist()
+        if augment is None or not augment.active:
+            return torch.stack([self.images[c][:, s : s + self.patch] for c, s in rows]).unsqueeze(1)
+        if rng is None:
+            raise ValueError("augmentation needs a random generator")
+        out = []
+        for c, s in rows:
+            img = self.images[c]
+            if augment.shift:
+                s = int(np.clip(s + rng.integers(-augment.shift, augment.shift + 1), 0, img.shape[1] - self.patch))
+            p = img[:, s : s + self.patch]
+            if augment.gain_db:
+                p = augment.apply_gain(p, float(rng.uniform(-augment.gain_db, augment.gain_db)))
+            out.append(p)
+        return torch.stack(out).unsqueeze(1)  # (B, 1, F, T)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training-time changes a listener ignores.
+
+    Attributes
+    ----------
+    shift : int
+        Largest move of a patch's start, in frames (a random crop).
+    gain_db : float
+        Largest level change in dB. The image is dB above a floor scaled to
+        [0, 1] (``(dB - floor) / (ceiling - floor)``), so a gain of g dB adds
+        ``g / (ceiling - floor)``; pixels at the floor (silence) stay there,
+        and the result is clipped to [0, 1] as the features are.
+    db_range : float
+        ``ceiling - floor`` of the feature config, in dB.
+    """
+
+    shift: int = 0
+    gain_db: float = 0.0
+    db_range: float = 83.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.shift or self.gain_db)
+
+    def apply_gain(self, patch: torch.Tensor, gain_db: float) -> torch.Tensor:
+        moved = (patch + gain_db / self.db_range).clamp(0.0, 1.0)
+        return torch.where(patch > 0, moved, patch)
 
 
 @dataclass
@@ -104,7 +151,16 @@ class TrainingData:
             "n_val": len(self.val) if self.val is not None else 0,
             "train_hashes": [c.content_hash for c in self.train_clips],
             "val_hashes": [c.content_hash for c in self.val_clips],
+            # What the encoder heard, by file: lets anyone check that an
+            # evaluated library was not part of its training.
+            "train_files": [_file_row(c) for c in self.train_clips],
+            "val_files": [_file_row(c) for c in self.val_clips],
         }
+
+
+def _file_row(c: Clip) -> dict:
+    return {"path": c.path, "name": Path(c.path).name, "content_hash": c.content_hash, "label": c.label or "",
+            "duration": round(float(c.duration or 0.0), 3)}
 
 
 def split_clips(clips: list[Clip], val_fraction: float, seed: int) -> tuple[list[Clip], list[Clip]]:

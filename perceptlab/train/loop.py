@@ -50,7 +50,7 @@ from perceptlab.models.checkpoint import (
 from perceptlab.tasks import Cancelled
 
 from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig, config_diff
-from .data import DataError, TrainingData, load_training_data
+from .data import Augment, DataError, TrainingData, load_training_data
 from .distributed import DistContext
 from .losses import ReconstructionLoss, all_metrics
 from .progress import NullReporter, Reporter
@@ -467,6 +467,9 @@ class _Run:
         steps_this_session = 0
         stop_flag = torch.zeros(1, device=device)
         self.epoch_acc = torch.zeros((), dtype=torch.float64, device=device)
+        d = cfg.data
+        augment = Augment(d.augment_shift, d.augment_gain_db, cfg.features.db_ceiling - cfg.features.db_floor)
+        stopped_because = None
         while st["epoch"] < cfg.epochs:
             epoch = st["epoch"]  # 0-based index of the epoch in progress
             sampler.set_epoch(epoch)
@@ -478,7 +481,10 @@ class _Run:
             net.train()
             for b in range(st["epoch_step"], len(batches)):
                 t0 = time.perf_counter()
-                x = data.train.batch(batches[b]).to(device, non_blocking=True)  # (B, 1, F, T)
+                # The augmentation draws depend only on (seed, epoch, step, rank): a resumed
+                # run sees the same patches as an uninterrupted one.
+                rng = np.random.default_rng([cfg.seed, epoch, b, dist.rank]) if augment.active else None
+                x = data.train.batch(batches[b], augment, rng).to(device, non_blocking=True)  # (B, 1, F, T)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     recon = net(x)  # (B, 1, F, T)
                 loss = loss_fn(recon, x)
@@ -519,13 +525,39 @@ class _Run:
             # Under DDP every rank must take part in the vote, so no short cut.
             if self._any_stop(stop_flag) if dist.enabled else self.stop.requested:
                 return self._interrupt()
+            stopped_because = self._stop_reason()
+            if stopped_because:
+                break
         best_val = st["best"]
         self.rep.emit("done", epochs=st["epoch"], step=st["global_step"], best_val_loss=best_val,
                       best_epoch=st["best_epoch"], best=str(self.best_path), last=str(self.last_path),
-                      elapsed_s=round(st["wall_s"] + time.perf_counter() - self.t_session, 3))
+                      elapsed_s=round(st["wall_s"] + time.perf_counter() - self.t_session, 3),
+                      stopped=stopped_because)
         self._finish_run_status("completed")
         return TrainResult("completed", st["epoch"], st["global_step"], best_val, st["best_epoch"],
                            str(self.best_path), str(self.last_path), st["history"])
+
+    def _stop_reason(self) -> str | None:
+        """Why training ends before ``epochs`` (early stopping, time budget), or None.
+
+        Decided from numbers every rank shares (the history and the epoch
+        count; the elapsed time is rank 0's, broadcast by the sum), so all
+        ranks stop at the same epoch.
+        """
+        cfg, st = self.cfg, self.state
+        if st["epoch"] >= cfg.epochs:
+            return None
+        if cfg.patience and st["best_epoch"] is not None and st["epoch"] - st["best_epoch"] >= cfg.patience:
+            return (f"early stop: no better validation loss for {cfg.patience} epochs "
+                    f"(best at epoch {st['best_epoch']})")
+        if cfg.max_minutes:
+            elapsed = st["wall_s"] + time.perf_counter() - self.t_session
+            t = torch.tensor([elapsed if self.dist.is_main else 0.0], dtype=torch.float64)
+            if self.dist.enabled:
+                t = self.dist.sum_(t.to(self.device)).cpu()
+            if float(t[0]) >= cfg.max_minutes * 60:
+                return f"time budget: {cfg.max_minutes:g} min of training reached at epoch {st['epoch']}"
+        return None
 
     def _epoch_sum(self) -> float:
         """This rank's loss sum over the epoch in progress (resumed part included)."""

@@ -25,7 +25,7 @@ EVENTS = {
     "epoch": ("epoch", "step", "train_loss", "val_loss", "val_metrics", "best", "checkpoint", "best_checkpoint",
               "elapsed_s"),
     "interrupted": ("epoch", "step", "signal", "checkpoint"),
-    "done": ("epochs", "step", "best_val_loss", "best_epoch", "best", "last", "elapsed_s"),
+    "done": ("epochs", "step", "best_val_loss", "best_epoch", "best", "last", "elapsed_s", "stopped"),
     "error": ("message", "kind"),
 }
 
@@ -157,5 +157,10 @@ class BarReporter(Reporter):
         elif kind == "done":
             self._line(f"done in {_fmt_s(obj['elapsed_s'])}: best val loss {_num(obj['best_val_loss'])} "
                        f"(epoch {obj['best_epoch']}) -> {obj['best']}")
+            if obj.get("stopped"):
+                self._line(f"  {obj['stopped']}")
+            elif obj.get("best_epoch") is not None and obj["best_epoch"] == obj["epochs"]:
+                self._line(f"  warning: the best validation loss came at the last epoch ({obj['epochs']}): "
+                           "the model may not have converged; train longer (--set epochs=...)")
         elif kind == "error":
             self._line(f"error: {obj['message']}")
