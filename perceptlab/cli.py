@@ -295,6 +295,27 @@ def cmd_matrix(args) -> int:
     return 0
 
 
+def cmd_retrieval(args) -> int:
+    from perceptlab.analysis.retrieval import run_retrieval
+    from perceptlab.analysis.similarity import metric_names, register_library_metrics
+
+    lib = _open_library(args, read_only=True)
+    with lib:
+        own = [m for m in register_library_metrics(lib) if m.startswith("embedding:")]
+        metrics = metric_names(args.metric) if args.metric else metric_names(None) + own
+        try:
+            report = run_retrieval(lib, metrics, config=_feature_config(args), excerpt=args.excerpt,
+                                   n_frames=args.frames, n_boot=args.bootstrap,
+                                   progress=ProgressBar("distance matrices"))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    if args.json:
+        _print_json({**report.to_json(), **_comparison_json(args)})
+    else:
+        print(report.text(_display))
+    return 0
+
+
 def cmd_neighbours(args) -> int:
     from perceptlab.analysis.similarity import metric_names, neighbours, resolve
 
@@ -408,9 +429,26 @@ def cmd_bench(args) -> int:
         run_memory_bench(minutes=args.n or 60, out=print)
         return 0
     if args.what == "train":
+        # With --json the readable lines go to stderr and stdout holds only the JSON.
+        emit = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
+        if args.device == "cuda":
+            from perceptlab.train.gpu_check import no_cuda_message, run_gpu_check
+
+            why = no_cuda_message()
+            if why:
+                if args.json:
+                    print(json.dumps({"command": "perceptlab bench train --device cuda", "ok": False,
+                                      "error": why}, indent=2))
+                raise UserError(why)
+            report = run_gpu_check(steps=args.n, out=emit)
+            if args.json:
+                print(json.dumps(jsonable(report), indent=2))
+            return 0 if report["ok"] else 1
         from perceptlab.train.bench import run_train_bench
 
-        run_train_bench(steps=args.n or 4, out=print)
+        results = run_train_bench(steps=args.n or 4, out=emit, device=args.device)
+        if args.json:
+            print(json.dumps(jsonable(results), indent=2))
         return 0
     if args.what == "metrics":
         from perceptlab.metrics.bench import run_metrics_bench
@@ -493,6 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON (the matrix too, unless --out)")
     p.set_defaults(func=cmd_matrix)
 
+    p = sub.add_parser("retrieval", parents=[common, frames],
+                       help="leave-one-out nearest-neighbour retrieval by label, per metric")
+    p.add_argument("--metric", default=None,
+                   help="comma-separated metrics (default: the built-in ones and the library's encoders)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the interval (default 2000)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_retrieval)
+
     p = sub.add_parser("neighbours", aliases=["neighbors"], parents=[common, frames],
                        help="nearest library clips to a clip or file")
     p.add_argument("clip", metavar="CLIP", help="clip id, or a path (inside the library or not)")
@@ -530,6 +576,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=None, help="problem size (clips; minutes for memory)")
     p.add_argument("--whole", type=int, default=500, metavar="N",
                    help="metrics: clips in the whole-clip (30 s) figures (default 500; 0 skips them)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="train: auto (the CPU, and CUDA when present), cpu, or cuda: the GPU check "
+                        "(bf16 AMP and torch.compile throughput, torchrun, NCCL, out of memory; exit 1 "
+                        "if a check fails, 2 without a GPU)")
+    p.add_argument("--json", action="store_true", help="train: print the results as JSON (the lines go to stderr)")
     p.set_defaults(func=cmd_bench)
 
     from perceptlab.analysis.evaluate_cli import add_evaluate_parser
