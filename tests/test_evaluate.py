@@ -330,6 +330,7 @@ def test_evaluate_command_with_checkpoints_end_to_end(library, tmp_path, capsys)
     assert rc == 0
     printed = capsys.readouterr().out
     assert "logreg:ae-nlpd" in printed and "claim:" in printed
+    assert printed.splitlines()[0].startswith("headline: ")  # the best method before any table
     for name in ("report.json", "report.md", "chart.png"):
         assert (out / name).stat().st_size > 0
     data = json.loads((out / "report.json").read_text())
@@ -391,6 +392,7 @@ def test_train_config_mode_trains_per_fold_without_test_clips(library, tmp_path)
     by_fold = {f["fold"]: f for f in data["folds"]}
     for r in runs:
         assert r["test_clips_seen"] == 0
+        assert r["kept"] is None  # run_evaluation keeps them only when asked (the command does by default)
         assert r["n_train_clips"] + r["n_val_clips"] == r["fold_training_clips"] == len(by_fold[r["fold"]]["train_clips"])
     assert all(c["n_segments"] <= 2 for c in data["clips"])
     assert_no_group_split(data)
@@ -410,7 +412,9 @@ def test_disjoint_checkpoint_gives_no_overlap_warning_and_cancel_stops(library, 
     cfg = EvaluateConfig(metrics=("mse",), checkpoints=(str(ckpt),), **dict(SMALL, segment_frames=48))
     data = run_evaluation(library, cfg).to_json()
     enc = data["encoders"]["checkpoints"][0]
-    assert enc["overlap"] == {"train": 0, "val": 0, "evaluated": 15} and not enc["trained_on_this_library"]
+    ov = enc["overlap"]
+    assert (ov["train"], ov["val"], ov["evaluated"], ov["train_clips"], ov["val_clips"]) == (0, 0, 15, [], [])
+    assert "train_hashes" in ov["recorded"] and not enc["trained_on_this_library"]
     assert not any("seen the test folds" in w for w in data["warnings"])
     assert data["claim"]["verdict"] == "untestable"  # an MSE encoder alone cannot test the claim
     # 48-frame segments through 32-frame patches: the latents still separate the classes.

@@ -30,7 +30,11 @@ Protocol
     A segment takes the majority label of its k nearest training segments
     (ties: the tied class with the smallest summed distance). A CLIP takes
     the majority vote of its segments (ties: the tied class whose voting
-    segments have the smallest summed neighbour distance).
+    segments have the smallest summed neighbour distance). The baselines
+    ``logmel-stats`` and ``mfcc-stats`` are among the default metrics; their
+    statistics are z-scored with the mean and std of the TRAINING segments
+    of each fold (and of each inner split), never of the test segments, as
+    the scaler of logistic regression is.
   - ``logreg:ae-<loss>``: ``StandardScaler`` + ``LogisticRegression``, C by
     inner CV, on the encoder embedding of each segment; a clip takes the
     class with the highest MEAN segment probability.
@@ -48,15 +52,38 @@ Protocol
   and a paired bootstrap CI of the pooled difference, resampling clips. The
   verdict on the claim uses the bootstrap CI: a part of the claim is
   "supported" when the whole CI is above 0, "contradicted" when below.
+* **Headline.** Before the verdict the report names the best method overall
+  (highest POOLED clip-level weighted F1) and the bootstrap CI of its
+  difference from the best perceptual-encoder method (``logreg:ae-nlpd`` /
+  ``logreg:ae-msssim``). When a baseline (``logreg:logmel``, k-NN on
+  ``logmel-stats`` / ``mfcc-stats``, ``majority``) beats every perceptual
+  encoder with the whole CI above 0, the headline says that first, and so
+  does the claim's summary: a partly supported claim never hides it.
 
 Encoders come from ``--checkpoints`` (the user declares them trained on
-other data; the report WARNS when a checkpoint's ``data.train_hashes`` /
-``val_hashes`` overlap the evaluated clips) or from ``--train-config``: one
-autoencoder per fold and loss, trained with the training engine on a
-temporary library that holds only the fold's training clips (rows and
-cached features copied through the :class:`~perceptlab.library.store.Library`
-API), so the encoder never saw the fold's test clips (checked after each
-run from the checkpoint's recorded split).
+other data; the report WARNS, with the count, when a checkpoint's recorded
+training or validation clips -- ``data.train_hashes`` / ``val_hashes``, and
+the file lists ``data.train_files`` / ``val_files`` when it has them -- are
+among the evaluated clips) or from ``--train-config``: one autoencoder per
+fold and loss, trained with the training engine on a temporary library that
+holds only the fold's training clips (rows and cached features copied
+through the :class:`~perceptlab.library.store.Library` API), so the encoder
+never saw the fold's test clips (checked after each run from the
+checkpoint's recorded split). Each fold's ``best.pt`` and ``last.pt`` are
+kept (``run_evaluation(..., keep_encoders=DIR)``: ``DIR/fold-<k>-<loss>/``)
+and listed in the report. Either way, an encoder whose best validation loss
+came at its last epoch is reported as not converged.
+
+Matching a recorded training file to a library clip: a clip's
+``content_hash`` is the blake2b-128 of the file's bytes (32 hex digits;
+:func:`perceptlab.library.store.file_hash`), not a SHA-256. A recorded
+``content_hash`` (or a bare 32-digit hash) is matched to it directly; a
+recorded ``sha256`` (or a bare 64-digit hash) is matched to the SHA-256 of
+the clip's file as it is on disk now, computed only for that, and only when
+the file still has the content that was imported (its blake2b equals the
+clip's). A clip whose file cannot be read so is matched by file name and
+size (name alone when the entry records no size) and counted apart, as
+"matched by name".
 """
 
 from __future__ import annotations
@@ -272,6 +299,11 @@ class EvaluationReport:
         return self.data["claim"]["verdict"]
 
     @property
+    def headline(self) -> str:
+        """One line: the best method, and how it compares with the best perceptual encoder."""
+        return (self.data.get("headline") or {}).get("text", "")
+
+    @property
     def warnings(self) -> list[str]:
         return list(self.data["warnings"])
 
@@ -292,10 +324,41 @@ class EvaluationReport:
         return rows
 
     def text(self) -> str:
-        """A plain-text summary for the terminal."""
-        from .report_markdown import render_text
-
+        """A plain-text summary for the terminal: the headline first, then the table and verdict."""
         return render_text(self.data)
+
+
+def render_text(data: dict) -> str:
+    """The terminal summary of a report dict: the headline line, then the renderer's table and verdict."""
+    from .report_markdown import render_text as table_text
+
+    head = (data.get("headline") or {}).get("text")
+    body = table_text(data)
+    return f"headline: {head}\n{body}" if head else body
+
+
+def render_markdown(data: dict) -> str:
+    """``report.md`` of a report dict: the headline under the title and the kept encoders' files."""
+    from .report_markdown import render_markdown as base
+
+    text = base(data)
+    head = (data.get("headline") or {}).get("text")
+    if head:
+        title, sep, rest = text.partition("\n\n")
+        text = f"{title}{sep}**{head}**\n\n{rest}"
+    kept = [r for r in (data.get("encoders") or {}).get("runs", []) if r.get("kept")]
+    if kept:
+        lines = ["## Kept encoders", "",
+                 "Each fold's autoencoders, trained on that fold's training clips only (`best.pt` for use, "
+                 "`last.pt` to resume):", ""]
+        for r in kept:
+            conv = " -- best at the last epoch: not converged" if r.get("best_at_last_epoch") else ""
+            lines.append(f"* fold {r['fold']}, {r['loss']}: `{r['kept']['best']}`, `{r['kept']['last']}` "
+                         f"(best epoch {r['best_epoch']} of {r['epochs']}){conv}")
+        block = "\n".join(lines) + "\n\n"
+        at = text.find("## Files\n")
+        text = text[:at] + block + text[at:] if at >= 0 else text + "\n" + block
+    return text
 
 
 # --------------------------------------------------------------------------
@@ -640,17 +703,25 @@ class _Runner:
         })
 
     # -- k-NN ------------------------------------------------------------------
-    def knn(self, metric: str, dmat: np.ndarray, display: str) -> tuple[_Method, _Method]:
+    def knn(self, metric: str, dmat, display: str, note: str = "") -> tuple[_Method, _Method]:
+        """k-NN with fixed k and with k by inner CV.
+
+        ``dmat`` is the (S, S) distance matrix, or a callable
+        ``dmat(rows, cols) -> (len(rows), len(cols))`` whose distances may
+        depend on what was fitted on ``cols`` (always the training segments
+        of the split at hand).
+        """
         d, cfg = self.d, self.cfg
+        dist_of = dmat if callable(dmat) else (lambda rows, cols: dmat[np.ix_(rows, cols)])
         fixed = self._new(_Method(
             f"knn:{metric}", "knn", metric,
-            f"k-NN (k={cfg.k}) on {display} distances between segments; clip = majority vote"))
+            f"k-NN (k={cfg.k}) on {display} distances between segments{note}; clip = majority vote"))
         tuned = self._new(_Method(
             f"knn-cv:{metric}", "knn-cv", metric,
-            f"k-NN on {display} distances, k in {list(cfg.k_grid)} by inner CV; clip = majority vote"))
+            f"k-NN on {display} distances{note}, k in {list(cfg.k_grid)} by inner CV; clip = majority vote"))
         k_max = max(max(cfg.k_grid), cfg.k)
         for i, (tr, te) in enumerate(self.folds):
-            order, dist = knn_sorted(dmat[np.ix_(te, tr)], k_max)
+            order, dist = knn_sorted(dist_of(te, tr), k_max)
             y_tr = self.y_seg[tr]
             k_fixed = min(cfg.k, len(tr))
             pred, pd_ = knn_vote(order, dist, y_tr, k_fixed, self.C)
@@ -661,7 +732,7 @@ class _Runner:
             for itr, ite in self.inner[i]:
                 check_cancel(self.cancel)
                 a, b = tr[itr], tr[ite]
-                io, idist = knn_sorted(dmat[np.ix_(b, a)], k_max)
+                io, idist = knn_sorted(dist_of(b, a), k_max)
                 for k in cfg.k_grid:
                     if k > len(a):
                         continue
@@ -751,7 +822,8 @@ def segment_distances(segs: np.ndarray, metric: str, *, device: str = "cpu", mem
     n = segs.shape[0]
     if get_metric(metric).params.get("baseline"):
         # A baseline compares each segment's statistics, z-scored over all
-        # segments (no labels are used, so no fold leaks into another's labels).
+        # segments given. The protocol does not use this pooled matrix: it
+        # z-scores on each fold's training segments (BaselineDistances).
         from perceptlab.metrics.baselines import baseline_vectors
 
         vectors, _ = baseline_vectors(metric, list(segs[:, 0]), features)
@@ -774,6 +846,55 @@ def segment_distances(segs: np.ndarray, metric: str, *, device: str = "cpu", mem
     out = np.minimum(out, out.T)  # exact symmetry (the index's float32 path may differ in the last bit)
     np.fill_diagonal(out, 0.0)
     return out
+
+
+class BaselineDistances:
+    """Distances of a baseline (``logmel-stats``, ``mfcc-stats``) between segments, z-scored per split.
+
+    The raw statistics of every segment are computed once; each call
+    ``(rows, cols)`` fits the z-score statistics on the ``cols`` segments
+    only (the training side of a fold or inner split) and applies them to
+    both sides, then takes the baseline's cosine distance. Pooled z-scoring
+    over all segments would use no labels, but it would let the test
+    segments' statistics shape the training side's geometry (a transductive
+    step logistic regression's scaler does not take), so the protocol fits
+    it like any other preprocessing.
+    """
+
+    def __init__(self, metric: str, segs: np.ndarray, features: FeatureConfig = FeatureConfig(),
+                 progress: ProgressFn | None = None, cancel: CancelFn | None = None):
+        from perceptlab.metrics.baselines import raw_vector
+
+        self.metric = metric
+        raw = []
+        for i, s in enumerate(segs[:, 0]):
+            if i % 256 == 0:
+                check_cancel(cancel)
+            raw.append(raw_vector(metric, s, features))
+            if progress is not None and (i + 1) % 256 == 0:
+                progress(i + 1, len(segs))
+        self.raw = np.stack(raw).astype(np.float64)  # (S, D)
+        if progress is not None:
+            progress(len(segs), len(segs))
+
+    def __call__(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        from perceptlab.metrics.baselines import apply_standardisation, standardise
+
+        z_cols, stats = standardise(self.raw[cols])
+        z_rows = apply_standardisation(self.raw[rows], stats)
+        return cosine_distances(z_rows, z_cols)
+
+
+def cosine_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(A, B) float32 1 - cosine similarity between rows, as the baselines' registry metric gives
+    it (float64 inside, clamped at 0; two all-zero rows are at distance 0)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    ua = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    ub = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    d = np.maximum(1.0 - ua @ ub.T, 0.0)
+    d[(a == 0).all(1)[:, None] & (b == 0).all(1)[None, :]] = 0.0
+    return d.astype(np.float32)
 
 
 def _primary_loss(loss) -> str | None:
@@ -816,7 +937,7 @@ def embed_segments(enc, library: Library, data: SegmentData, config: EvaluateCon
             check_cancel(cancel)
             out.append(enc.embed_patches(segs[i : i + 512]).numpy())
         return np.concatenate(out).astype(np.float32)
-    out = np.empty((len(segs), enc.latent_dim), dtype=np.float32)
+    out = np.empty((len(segs), enc.dim()), dtype=np.float32)
     for i, s in enumerate(segs):
         if i % 64 == 0:
             check_cancel(cancel)
@@ -830,36 +951,175 @@ def logmel_features(segs: np.ndarray) -> np.ndarray:
     return np.concatenate([x.mean(-1), x.std(-1)], 1).astype(np.float32)
 
 
+def _hash_kind(text) -> str | None:
+    """``"content_hash"`` for 32 hex digits (the library's blake2b-128), ``"sha256"`` for 64, else None."""
+    if isinstance(text, str) and len(text) in (32, 64) and all(ch in "0123456789abcdef" for ch in text.lower()):
+        return "content_hash" if len(text) == 32 else "sha256"
+    return None
+
+
+def recorded_files(rows) -> list[dict]:
+    """A checkpoint's recorded file list (``data.train_files``) as dicts.
+
+    Entries may be ``{"path", "sha256"}``, ``{"path", "content_hash", ...}``
+    (what the training engine writes), a bare content hash (32 hex digits) or
+    SHA-256 (64), or a bare path. Each comes back as ``{"name", "size",
+    "content_hash", "sha256"}`` (lower-case hashes; None where not recorded).
+    """
+    out = []
+    for r in rows or []:
+        e = {"name": None, "size": None, "content_hash": None, "sha256": None}
+        if isinstance(r, str):
+            kind = _hash_kind(r)
+            if kind:
+                e[kind] = r.lower()
+            else:
+                e["name"] = Path(r).name
+        elif isinstance(r, dict):
+            path = r.get("path")
+            e["name"] = r.get("name") or (Path(str(path)).name if path else None)
+            e["size"] = r.get("size")
+            for key in ("content_hash", "sha256"):
+                v = r.get(key)
+                e[key] = v.lower() if isinstance(v, str) and v else None
+        else:
+            continue
+        out.append(e)
+    return out
+
+
+class _ClipMatcher:
+    """Which evaluated clips a recorded training list names (see the module docstring for the rules)."""
+
+    def __init__(self, clips: Sequence[Clip]):
+        self.clips = list(clips)
+        self.by_hash = {c.content_hash: i for i, c in enumerate(self.clips)}
+        self._sha: dict[str, int] | None = None
+        self._unverified: set[int] = set()
+
+    def _sha256_index(self) -> dict[str, int]:
+        """SHA-256 of each clip's file, for the files that still hold the imported content."""
+        import hashlib
+
+        if self._sha is None:
+            self._sha = {}
+            for i, c in enumerate(self.clips):
+                sha, b2 = hashlib.sha256(), hashlib.blake2b(digest_size=16)
+                try:
+                    with open(c.path, "rb") as fh:
+                        while chunk := fh.read(1 << 20):
+                            sha.update(chunk)
+                            b2.update(chunk)
+                except OSError:
+                    self._unverified.add(i)
+                    continue
+                if b2.hexdigest() != c.content_hash:  # changed since import: not the audio evaluated
+                    self._unverified.add(i)
+                    continue
+                self._sha[sha.hexdigest()] = i
+        return self._sha
+
+    def _by_name(self, e: dict, allowed) -> set[int]:
+        if not e["name"]:
+            return set()
+        return {i for i in allowed if Path(self.clips[i].path).name == e["name"]
+                and (e["size"] is None or self.clips[i].size == e["size"])}
+
+    def match(self, hashes, files) -> tuple[set[int], set[int]]:
+        """(clips matched by content, clips matched only by file name) for a hash list and a file list."""
+        content = {self.by_hash[h] for h in (hashes or []) if h in self.by_hash}
+        by_name: set[int] = set()
+        for e in recorded_files(files):
+            if e["content_hash"]:
+                if e["content_hash"] in self.by_hash:
+                    content.add(self.by_hash[e["content_hash"]])
+            elif e["sha256"]:
+                hit = self._sha256_index().get(e["sha256"])
+                if hit is not None:
+                    content.add(hit)
+                else:
+                    by_name |= self._by_name(e, self._unverified)
+            else:
+                by_name |= self._by_name(e, range(len(self.clips)))
+        return content, by_name - content
+
+
+def _convergence(enc) -> dict:
+    """Whether a checkpoint's best epoch was its run's last, from what it (and a last.pt beside it) records."""
+    m, prog = enc.metrics or {}, enc.progress or {}
+    history = m.get("history") or []
+    best = m.get("best_epoch")
+    saved = prog.get("epoch") or len(history) or None
+    last, source = None, None
+    if saved is not None and best is not None and saved > best:
+        last, source = saved, "the checkpoint's progress"
+    else:
+        sib = enc.path.with_name("last.pt") if enc.path is not None and enc.path.name != "last.pt" else None
+        if sib is not None and sib.is_file():
+            from perceptlab.models.checkpoint import CheckpointError, load_checkpoint
+
+            try:
+                other = load_checkpoint(sib)
+            except CheckpointError:
+                other = None
+            if other is not None and (other.get("data") or {}).get("selection_hash") == enc.data.get(
+                    "selection_hash") and (other.get("train_config") or {}).get("name") == enc.name:
+                last, source = (other.get("progress") or {}).get("epoch"), f"{sib.name} beside it"
+        if last is None and enc.train_config.get("epochs"):
+            last, source = int(enc.train_config["epochs"]), "its training config's epochs"
+        if last is None and saved is not None:
+            last, source = saved, "the checkpoint's progress"
+    val = any(h.get("val_loss") is not None for h in history) if history else True
+    return {"best_epoch": best, "last_epoch": last, "source": source, "validated": val,
+            "best_at_last_epoch": best is not None and last is not None and best >= last}
+
+
+def not_converged_warning(label: str, best_epoch, last_epoch, validated: bool = True) -> str:
+    what = "best validation loss" if validated else "best training loss (no validation split)"
+    return (f"{label}: {what} at the last epoch ({best_epoch} of {last_epoch}): not converged; train longer")
+
+
 def _checkpoint_info(enc, data: SegmentData, library_fp: str) -> tuple[dict, list[str]]:
-    evaluated = set(data.hashes)
     d = enc.data or {}
-    train_h, val_h = d.get("train_hashes"), d.get("val_hashes")
     info = {
         "path": str(enc.path), "name": enc.name, "loss": enc.loss, "primary_loss": _primary_loss(enc.loss),
         "model_hash": enc.model_hash, "latent_dim": enc.latent_dim, "patch_frames": enc.patch_frames,
         "feature_config": enc.feature_config.to_dict(), "fingerprint": d.get("fingerprint"),
         "library": d.get("library"), "trained_on_this_library": d.get("fingerprint") == library_fp,
-        "epochs": (enc.progress or {}).get("epoch"),
+        "epochs": (enc.progress or {}).get("epoch"), "convergence": _convergence(enc),
     }
     warns = []
-    if train_h is None:
+    recorded = [k for k in ("train_hashes", "val_hashes", "train_files", "val_files") if d.get(k) is not None]
+    if d.get("train_hashes") is None and d.get("train_files") is None:
         info["overlap"] = None
         warns.append(
-            f"checkpoint {enc.path}: it records no training clips (data.train_hashes), so its independence "
-            f"from the evaluated clips cannot be checked; its scores are only as honest as that declaration"
+            f"checkpoint {enc.path}: it records no training clips (data.train_hashes or data.train_files), so "
+            f"its independence from the evaluated clips cannot be checked; its scores are only as honest as "
+            f"that declaration"
         )
-    else:
-        n_tr = len(evaluated & set(train_h))
-        n_val = len(evaluated & set(val_h or []))
-        info["overlap"] = {"train": n_tr, "val": n_val, "evaluated": len(evaluated)}
-        if n_tr or n_val:
-            same = " (it was trained on this very library: same fingerprint)" if info["trained_on_this_library"] else ""
-            warns.append(
-                f"checkpoint {enc.path} ({enc.name}) was trained on {n_tr} of the {len(evaluated)} evaluated "
-                f"clips and validated on {n_val} more{same}: its encoder has seen the test folds, so its "
-                f"scores are optimistic and the verdict on the claim is not trustworthy; use --train-config "
-                f"(one encoder per fold) or a checkpoint trained on other data"
-            )
+        return info, warns
+    matcher = _ClipMatcher(data.clips)
+    tr, tr_name = matcher.match(d.get("train_hashes"), d.get("train_files"))
+    va, va_name = matcher.match(d.get("val_hashes"), d.get("val_files"))
+    va, va_name = va - tr - tr_name, va_name - tr - tr_name
+    n_eval = len(data.clips)
+    n_tr, n_val = len(tr | tr_name), len(va | va_name)
+    info["overlap"] = {"train": n_tr, "val": n_val, "evaluated": n_eval,
+                       "train_by_name": len(tr_name), "val_by_name": len(va_name), "recorded": recorded,
+                       "train_clips": sorted(data.clips[i].id for i in tr | tr_name),
+                       "val_clips": sorted(data.clips[i].id for i in va | va_name)}
+    if n_tr or n_val:
+        same = " (it was trained on this very library: same fingerprint)" if info["trained_on_this_library"] else ""
+        named = len(tr_name) + len(va_name)
+        how = (f" ({named} of them matched by file name only: their files could not be read to compare "
+               f"content)" if named else "")
+        examples = ", ".join(data.clips[i].name for i in sorted(tr | tr_name | va | va_name)[:3])
+        warns.append(
+            f"checkpoint {enc.path} ({enc.name}) was trained on {n_tr} of the {n_eval} evaluated clips and "
+            f"validated on {n_val} more{how}{same}, e.g. {examples}: its encoder has seen the test folds, so its "
+            f"scores are optimistic and the verdict on the claim is not trustworthy; use --train-config "
+            f"(one encoder per fold) or a checkpoint trained on other data"
+        )
     return info, warns
 
 
@@ -891,10 +1151,14 @@ def subset_library(source: Library, clips: Sequence[Clip], path: str | os.PathLi
 
 
 def _train_fold_encoders(library: Library, data: SegmentData, config: EvaluateConfig, folds, losses: list[str],
-                         workdir: Path, prog: _Progress, cancel: CancelFn | None, log: LogFn | None):
+                         workdir: Path, prog: _Progress, cancel: CancelFn | None, log: LogFn | None,
+                         keep: str | os.PathLike | None = None):
     """Train one encoder per (fold, loss) on the fold's training clips; embed every segment with it.
 
-    Returns ({loss: [per-fold (S, D) embeddings]}, [per-run records]).
+    With ``keep``, each run's ``best.pt`` and ``last.pt`` are copied to
+    ``keep/fold-<k>-<loss>/`` as soon as the run ends.
+
+    Returns ({loss: [per-fold (S, D) embeddings]}, [per-run records], the base config).
     """
     from perceptlab.models.checkpoint import load_checkpoint
     from perceptlab.models.encoder import Encoder
@@ -938,11 +1202,28 @@ def _train_fold_encoders(library: Library, data: SegmentData, config: EvaluateCo
             if leak:  # cannot happen: the subset library holds no test clip
                 raise AssertionError(f"{name}: the encoder saw {len(leak)} test clips")
             feats[loss].append(embed_segments(enc, library, data, config, cancel))
+            kept = None
+            if keep is not None:
+                dest = Path(keep).expanduser().resolve() / f"fold-{i + 1}-{_safe(loss)}"
+                dest.mkdir(parents=True, exist_ok=True)
+                kept = {}
+                for kind, src in (("best", result.best), ("last", result.last)):
+                    if src and Path(src).is_file():
+                        tmp = dest / f".{kind}.pt.tmp{os.getpid()}"
+                        shutil.copyfile(src, tmp)
+                        os.replace(tmp, dest / f"{kind}.pt")  # a rerun replaces, never half-writes
+                        kept[kind] = str(dest / f"{kind}.pt")
+            # The best checkpoint records the best epoch; the run's result says how many it ran.
+            best_epoch = (enc.metrics or {}).get("best_epoch", result.best_epoch)
+            history = result.history or []
             records.append({
                 "fold": i + 1, "loss": loss, "name": name, "model_hash": enc.model_hash,
                 "n_train_clips": enc.data.get("n_train_clips"), "n_val_clips": enc.data.get("n_val_clips"),
                 "fold_training_clips": len(tr_clips), "test_clips_seen": 0,
-                "epochs": result.epochs, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                "epochs": result.epochs, "best_epoch": best_epoch, "best_val_loss": result.best_val_loss,
+                "best_at_last_epoch": best_epoch is not None and best_epoch >= result.epochs,
+                "validated": any(h.get("val_loss") is not None for h in history) if history else True,
+                "kept": kept,
                 "wall_s": round(time.perf_counter() - t0, 2),
             })
             run += 1
@@ -998,6 +1279,7 @@ def run_evaluation(
     *,
     log: LogFn | None = None,
     command: list[str] | None = None,
+    keep_encoders: str | os.PathLike | None = None,
 ) -> EvaluationReport:
     """Run the protocol (see the module docstring) and return its report.
 
@@ -1012,6 +1294,11 @@ def run_evaluation(
         Receives one-line messages about the stage in progress.
     command : list of str, optional
         The command line, recorded in the report.
+    keep_encoders : path, optional
+        With ``--train-config``: copy each fold's ``best.pt`` and ``last.pt``
+        to ``keep_encoders/fold-<k>-<loss>/`` (listed in the report's
+        ``encoders.runs[].kept``). None: they are deleted with the run's
+        temporary folder.
 
     Raises
     ------
@@ -1025,7 +1312,8 @@ def run_evaluation(
         if not path.exists():
             raise ValueError(f"{path}: no library here; create one with `perceptlab import DIR --library {path}`")
         with Library(path) as lib:
-            return run_evaluation(lib, config, progress, cancel, log=log, command=command)
+            return run_evaluation(lib, config, progress, cancel, log=log, command=command,
+                                  keep_encoders=keep_encoders)
 
     from perceptlab.metrics.registry import get_metric
 
@@ -1091,12 +1379,18 @@ def run_evaluation(
     knn_methods = []
     for metric in config.metrics:
         disp = get_metric(metric).display_name
-        sub = prog.start(f"matrix:{metric}", f"{disp}: distances between {len(data.segs)} segments")
-        dmat = segment_distances(data.segs, metric, device=device, memory_budget_mb=config.memory_budget_mb,
-                                 progress=sub, cancel=cancel, features=config.features)
+        note = ""
+        if get_metric(metric).params.get("baseline"):
+            sub = prog.start(f"matrix:{metric}", f"{disp}: statistics of {len(data.segs)} segments")
+            dmat = BaselineDistances(metric, data.segs, config.features, progress=sub, cancel=cancel)
+            note = " (statistics z-scored on the fold's training segments)"
+        else:
+            sub = prog.start(f"matrix:{metric}", f"{disp}: distances between {len(data.segs)} segments")
+            dmat = segment_distances(data.segs, metric, device=device, memory_budget_mb=config.memory_budget_mb,
+                                     progress=sub, cancel=cancel, features=config.features)
         prog.end(f"matrix:{metric}")
         prog.start(f"knn:{metric}", f"k-NN on {disp}")
-        knn_methods += list(runner.knn(metric, dmat, disp))
+        knn_methods += list(runner.knn(metric, dmat, disp, note))
         prog.end(f"knn:{metric}")
         del dmat
     methods += [m for m in knn_methods if m.kind == "knn"] + [m for m in knn_methods if m.kind == "knn-cv"]
@@ -1120,6 +1414,10 @@ def run_evaluation(
             while name in used:
                 name += f"-{j + 1}"
             used.add(name)
+            conv = info["convergence"]
+            if conv["best_at_last_epoch"]:
+                warns.append(not_converged_warning(f"{name} checkpoint {Path(enc.path).name}", conv["best_epoch"],
+                                                   conv["last_epoch"], conv["validated"]))
             feats[name] = embed_segments(enc, library, data, config, cancel)
             sub(j + 1, len(encoders))
             m = _Method(name, "logreg-ae", f"ae-{key}",
@@ -1137,9 +1435,13 @@ def run_evaluation(
         workdir = Path(tempfile.mkdtemp(prefix="perceptlab-evaluate-"))
         try:
             feats, records, base = _train_fold_encoders(library, data, config, folds, losses, workdir, prog,
-                                                        cancel, log)
+                                                        cancel, log, keep_encoders)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        for r in records:
+            if r["best_at_last_epoch"]:
+                warns.append(not_converged_warning(f"{r['loss']} fold {r['fold']}", r["best_epoch"], r["epochs"],
+                                                   r["validated"]))
         encoder_info.update({
             "train_config": str(Path(config.train_config).expanduser().resolve()),
             "overrides": list(config.train_overrides),
@@ -1148,6 +1450,7 @@ def run_evaluation(
                       "training clips (rows and cached features copied); its own validation split comes "
                       "from those clips",
             "runs": records,
+            "kept": str(Path(keep_encoders).expanduser().resolve()) if keep_encoders is not None else None,
         })
         for j, loss in enumerate(losses):
             m = _Method(f"logreg:ae-{loss}", "logreg-ae", f"ae-{loss}",
@@ -1224,6 +1527,11 @@ def _assemble(library: Library, data: SegmentData, config: EvaluateConfig, folds
             comparisons.append({"a": a["name"], "b": b["name"], "score": "f1_weighted", "level": "clip", **comp})
 
     claim = _claim(ranked, boot, fold_wf1, config, warns)
+    headline = _headline(ranked, boot, config)
+    if headline["baseline_beats_perceptual"]:
+        # A baseline win leads the verdict's summary too (the GUI shows the verdict line).
+        claim["summary"] = f"{headline['baseline_sentence']} {claim['summary']}"
+        claim["baseline_beats_perceptual"] = headline["baseline_beats_perceptual"]
     clips_json = []
     fold_of = np.zeros(len(data.clips), dtype=np.int64)
     for i, (_, te) in enumerate(folds):
@@ -1281,7 +1589,9 @@ def _assemble(library: Library, data: SegmentData, config: EvaluateConfig, folds
                          f"clip-level weighted F1; ties to the smaller value",
             "aggregation": {
                 "knn": "segment: majority of the k nearest training segments (ties: smallest summed "
-                       "distance); clip: majority vote of its segments (ties: smallest summed distance)",
+                       "distance); clip: majority vote of its segments (ties: smallest summed distance); "
+                       "baselines (logmel-stats, mfcc-stats): statistics z-scored with the mean and std of "
+                       "the training segments of each fold and inner split, then cosine distance",
                 "logreg": "clip: the class with the highest mean segment probability",
             },
             "scores": "accuracy, weighted F1, macro F1 (zero_division=0); mean and sample std (ddof=1) over "
@@ -1295,6 +1605,7 @@ def _assemble(library: Library, data: SegmentData, config: EvaluateConfig, folds
         "encoders": encoder_info,
         "methods": ranked,
         "comparisons": comparisons,
+        "headline": headline,
         "claim": claim,
         "warnings": warns,
     }
@@ -1308,6 +1619,89 @@ def _params_summary(m: _Method) -> str:
     vals = [f["params"][k] for f in m.folds]
     fmt = (lambda v: f"{v:g}") if k == "C" else str
     return f"{k}=" + ",".join(fmt(v) for v in vals)
+
+
+def is_baseline_method(m: dict) -> bool:
+    """True for the baselines a perceptual encoder must beat to earn its cost: logistic regression on
+    log-mel statistics, k-NN on a baseline metric (``logmel-stats``, ``mfcc-stats``), the majority class."""
+    if m["kind"] in ("logreg-logmel", "majority"):
+        return True
+    if m["kind"] in ("knn", "knn-cv"):
+        try:
+            from perceptlab.metrics.registry import get_metric
+
+            return bool(get_metric(m["representation"]).params.get("baseline"))
+        except (KeyError, ValueError):
+            return m["representation"] in ("logmel-stats", "mfcc-stats")
+    return False
+
+
+def _headline(ranked: list[dict], boot: dict, config: EvaluateConfig) -> dict:
+    """The report's first line: the best method by POOLED clip-level weighted F1 and the paired
+    bootstrap CI of its difference from the best perceptual-encoder method; a baseline that beats
+    every perceptual encoder (whole CI above 0) is named first."""
+    out = _headline_parts(ranked, boot, config)
+    # The numbers are pooled scores, not the tables' fold means: say so once, at the end.
+    out["text"] += f" (pooled clip-level weighted F1; {config.confidence:.0%} bootstrap CI over clips)"
+    return out
+
+
+def _headline_parts(ranked: list[dict], boot: dict, config: EvaluateConfig) -> dict:
+    def pooled(m):
+        return m["clip"]["f1_weighted"]["pooled"]
+
+    def compare(a, b) -> dict:
+        ci = st.percentile_ci(np.asarray(boot[a["name"]], np.float64) - np.asarray(boot[b["name"]], np.float64),
+                              config.confidence)
+        return {"a": a["name"], "b": b["name"], "diff": pooled(a) - pooled(b), "ci": ci, "status": st.status_of(ci)}
+
+    def named(m) -> str:
+        return f"{m['name']} {pooled(m):.3f}"
+
+    def delta(c) -> str:
+        return f"{c['diff']:+.3f} [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]"
+
+    order = sorted(ranked, key=lambda m: -pooled(m))  # stable: ties keep the rank order (mean over folds)
+    best = order[0]
+    perceptual = [m for m in order if m["kind"] == "logreg-ae" and m.get("loss") in PERCEPTUAL_LOSSES]
+    out = {"score": f"pooled clip-level weighted F1; {config.confidence:.0%} paired bootstrap CI over clips",
+           "best": best["name"], "best_f1_weighted": pooled(best),
+           "best_perceptual": perceptual[0]["name"] if perceptual else None,
+           "comparison": None, "baseline_beats_perceptual": None, "baseline_comparisons": [],
+           "baseline_sentence": None}
+    if not perceptual:
+        out["text"] = (f"Best: {named(best)}; no perceptual encoder was evaluated (give --checkpoints or "
+                       f"--train-config with an NLPD or MS-SSIM loss)")
+        return out
+    top_p = perceptual[0]
+    winner = None
+    for b in (m for m in order if is_baseline_method(m)):
+        comps = [compare(b, p) for p in perceptual]
+        if all(c["ci"][0] > 0 for c in comps):
+            winner = b
+            out["baseline_comparisons"] = comps
+            break
+    if best is top_p:
+        other = next((m for m in order if m is not best), None)
+        if other is None:
+            out["text"] = f"Best: {named(best)} (a perceptual encoder; nothing else to compare with)"
+            return out
+        out["comparison"] = c = compare(best, other)
+        out["text"] = f"Best: {named(best)}, a perceptual encoder; vs the best other method {named(other)}: {delta(c)}"
+        return out
+    out["comparison"] = c = compare(best, top_p)
+    best_text = f"Best: {named(best)}; vs best perceptual encoder {named(top_p)}: {delta(c)}"
+    if winner is None:
+        out["text"] = best_text
+        return out
+    wc = out["baseline_comparisons"][0]  # against the best perceptual encoder
+    many = f" (and each of the {len(perceptual)}, CI above 0)" if len(perceptual) > 1 else " (CI above 0)"
+    out["baseline_beats_perceptual"] = winner["name"]
+    out["baseline_sentence"] = (f"A baseline beats every perceptual encoder: {named(winner)} vs best perceptual "
+                                f"encoder {named(top_p)}: {delta(wc)}{many}.")
+    out["text"] = (f"A baseline beats every perceptual encoder. {best_text}" if winner is best else
+                   f"{out['baseline_sentence']} {best_text}")
+    return out
 
 
 def _claim(ranked: list[dict], boot: dict, fold_wf1: dict, config: EvaluateConfig, warns: list[str]) -> dict:
@@ -1394,7 +1788,6 @@ def write_report(report: EvaluationReport | dict, out_dir: str | os.PathLike) ->
     import csv
     import io
 
-    from .report_markdown import render_markdown
     from .report_png import bar_chart, encode_png
 
     data = report.data if isinstance(report, EvaluationReport) else report

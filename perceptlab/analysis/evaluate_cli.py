@@ -17,12 +17,15 @@ def add_evaluate_parser(sub, common) -> None:
         description=(
             "Test the claim of Namgyal et al. (2024) on the library: per method, weighted F1, accuracy and "
             "macro F1 as mean +- std over stratified folds grouped by clip, paired comparisons with "
-            "bootstrap CIs, and a verdict. Writes report.json, report.md, chart.png and confusion/*.csv "
-            "into --out."
+            "bootstrap CIs, a headline naming the best method against the best perceptual encoder, and a "
+            "verdict. Writes report.json, report.md, chart.png and confusion/*.csv into --out (and, with "
+            "--train-config, each fold's encoders into OUT/encoders/)."
         ),
     )
-    p.add_argument("--metrics", default="mse,nlpd,msssim",
-                   help="spectrogram metrics for k-NN, comma-separated (default: mse,nlpd,msssim)")
+    p.add_argument("--metrics", default="mse,nlpd,msssim,logmel-stats,mfcc-stats",
+                   help="spectrogram metrics and baselines for k-NN, comma-separated (default: "
+                        "mse,nlpd,msssim,logmel-stats,mfcc-stats; the baselines' statistics are z-scored on "
+                        "each fold's training segments)")
     enc = p.add_mutually_exclusive_group()
     enc.add_argument("--train-config", metavar="FILE.toml", default=None,
                      help="train one encoder per fold and loss on the fold's training clips (honest, slow)")
@@ -46,6 +49,9 @@ def add_evaluate_parser(sub, common) -> None:
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when present)")
     p.add_argument("--out", metavar="DIR", default="evaluation", help="output folder (default ./evaluation)")
+    p.add_argument("--no-keep-encoders", dest="keep_encoders", action="store_false",
+                   help="with --train-config, delete the per-fold encoders after use (default: keep each "
+                        "fold's best.pt and last.pt in OUT/encoders/fold-<k>-<loss>/)")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON on stdout")
     p.set_defaults(func=cmd_evaluate)
 
@@ -89,7 +95,9 @@ def cmd_evaluate(args) -> int:
     from perceptlab.train import TrainError
 
     try:
-        report = run_evaluation(path, cfg, progress=bar, log=log, command=[Path(sys.argv[0]).name, *sys.argv[1:]])
+        keep = Path(args.out) / "encoders" if args.keep_encoders and cfg.mode == "train-config" else None
+        report = run_evaluation(path, cfg, progress=bar, log=log, command=[Path(sys.argv[0]).name, *sys.argv[1:]],
+                                keep_encoders=keep)
     except TrainError as exc:
         print(f"perceptlab: error: training failed: {exc}", file=sys.stderr)
         return 1
@@ -99,6 +107,10 @@ def cmd_evaluate(args) -> int:
         sys.stdout.write("\n")
     else:
         print(report.text())
+        kept = [r["kept"] for r in report.data["encoders"].get("runs", []) if r.get("kept")]
+        if kept:
+            print(f"\nencoders: {len(kept)} per-fold encoders (best.pt, last.pt) kept in "
+                  f"{report.data['encoders']['kept']}")
         print(f"\nreport: {Path(paths['markdown']).resolve()} (and report.json, chart.png, confusion/*.csv); "
               f"{time.perf_counter() - t0:.1f} s")
     return 0
