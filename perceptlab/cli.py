@@ -573,7 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", parents=[common], help="benchmarks (ratios against a baseline in the same process)")
     p.add_argument("what", choices=["import", "memory", "metrics", "gui", "train"], help="what to measure")
-    p.add_argument("--n", type=int, default=None, help="problem size (clips; minutes for memory)")
+    p.add_argument("--n", type=int, default=None,
+                   help="problem size (clips; minutes for memory; timed steps for train)")
     p.add_argument("--whole", type=int, default=500, metavar="N",
                    help="metrics: clips in the whole-clip (30 s) figures (default 500; 0 skips them)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
