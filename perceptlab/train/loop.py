@@ -137,7 +137,8 @@ def pick_train_device(cfg: TrainConfig, dist: DistContext) -> torch.device:
         dev = torch.device(want)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(f"device: {want!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
-        return dev
+        # "cuda" means the current device; name it (torch.cuda.set_device refuses a device without an index).
+        return dev if dev.index is not None else torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
 
