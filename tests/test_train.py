@@ -222,6 +222,34 @@ def test_augmented_run_trains_and_records_its_training_files(library, tmp_path):
     assert {f["content_hash"] for f in ck["data"]["val_files"]} == set(ck["data"]["val_hashes"])
 
 
+def test_view_agreement_rewards_partners_that_match():
+    from perceptlab.train.losses import view_agreement
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(8, 32, generator=g)
+    matched = float(view_agreement(a, a + 0.01 * torch.randn(8, 32, generator=g)))
+    unrelated = float(view_agreement(a, torch.randn(8, 32, generator=g)))
+    assert matched < 0.05  # each patch finds its partner among the 15 others
+    assert unrelated > 0.5 * np.log(15)  # no better than chance, roughly
+    # Scale and a common offset do not matter: the loss compares centred directions.
+    assert float(view_agreement(3 * a + 5, 3 * a + 5)) == pytest.approx(float(view_agreement(a, a)), abs=1e-4)
+
+
+def test_a_run_with_the_view_agreement_term_trains(library, tmp_path):
+    cfg = tiny_config(library, tmp_path / "c", epochs=4, contrastive=0.1, optim={"lr": 1e-2, "schedule": "constant"},
+                      data={"augment_gain_db": 3.0})
+    events = []
+    assert train(cfg, reporter=CallbackReporter(events.append)).status == "completed"
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    steps = [e for e in events if e["event"] == "step"]
+    assert all(np.isfinite(e["train_loss"]) for e in steps)
+    ck = load_checkpoint(tmp_path / "c" / "best.pt")
+    assert ck["train_config"]["contrastive"] == 0.1
+    with pytest.raises(ConfigError, match="contrastive_temperature: must be > 0"):
+        tiny_config(library, tmp_path / "x", contrastive=0.1, contrastive_temperature=0.0)
+
+
 def test_early_stopping_and_time_budget_end_the_run_and_say_why(library, tmp_path):
     # A learning rate of ~0 cannot improve the validation loss after epoch 1.
     cfg = tiny_config(library, tmp_path / "es", epochs=20, patience=2,

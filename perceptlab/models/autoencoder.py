@@ -176,6 +176,14 @@ class AutoEncoder(nn.Module):
         """
         return self.to_latent(self.encoder(x))
 
+    def pool(self, z: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings of latent maps (B, C, F', T'): see :meth:`embed`."""
+        if self.config.pooling == "global":
+            return z.mean(dim=(2, 3))
+        mean = z.mean(dim=3)
+        std = (z - mean.unsqueeze(3)).pow(2).mean(dim=3).add(1e-8).sqrt()  # finite gradient at 0
+        return torch.cat([mean.flatten(1), std.flatten(1)], dim=1)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Patch embeddings, (B, ``config.embedding_dim``).
 
@@ -184,20 +192,22 @@ class AutoEncoder(nn.Module):
         flattened channel-major: ``[mean(c0, f0), mean(c0, f1), ..., std(...)]``.
         ``"global"``: the mean over mel and time.
         """
-        z = self.encode(x)  # (B, C, F', T')
-        if self.config.pooling == "global":
-            return z.mean(dim=(2, 3))
-        mean = z.mean(dim=3)
-        std = (z - mean.unsqueeze(3)).pow(2).mean(dim=3).add(1e-8).sqrt()  # finite gradient at 0
-        return torch.cat([mean.flatten(1), std.flatten(1)], dim=1)
+        return self.pool(self.encode(x))  # (B, C, F', T') -> (B, D)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, latent_dim, F', T') -> (B, 1, F, T) in [0, 1]."""
         return torch.sigmoid(self.decoder(self.from_latent(z)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruction of ``x``: (B, 1, F, T) -> (B, 1, F, T) in [0, 1]."""
-        return self.decode(self.encode(x))
+    def forward(self, x: torch.Tensor, return_embedding: bool = False):
+        """Reconstruction of ``x``: (B, 1, F, T) -> (B, 1, F, T) in [0, 1].
+
+        With ``return_embedding``, ``(reconstruction, patch embeddings)`` from
+        the same pass (what training with the view-agreement term needs; one
+        ``forward`` keeps DistributedDataParallel's gradient hooks in play).
+        """
+        z = self.encode(x)
+        recon = self.decode(z)
+        return (recon, self.pool(z)) if return_embedding else recon
 
 
 def count_parameters(model: nn.Module) -> int:

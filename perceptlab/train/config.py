@@ -106,6 +106,14 @@ class TrainConfig:
     patience: int = 0
     #: Stop at the first epoch end after this much training time (0: no limit).
     max_minutes: float = 0.0
+    #: Weight of the view-agreement term (0: off). Each training patch gets a
+    #: partner: another random crop of the same clip at its own level; an
+    #: InfoNCE loss on their embeddings, added to the reconstruction loss,
+    #: pulls partners together (what a listener calls "the same sound").
+    #: A step then holds 2 x batch_size patches. Validation stays reconstruction only.
+    contrastive: float = 0.0
+    #: Temperature of that InfoNCE loss.
+    contrastive_temperature: float = 0.1
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -134,6 +142,8 @@ class TrainConfig:
             "log_every": self.log_every,
             "patience": self.patience,
             "max_minutes": self.max_minutes,
+            "contrastive": self.contrastive,
+            "contrastive_temperature": self.contrastive_temperature,
             "data": {f.name: copy.deepcopy(getattr(self.data, f.name)) for f in fields(DataConfig)},
             "features": self.features.to_dict(),
             "model": {k: v for k, v in self.model.to_dict().items() if k not in ("n_mels", "patch_frames")},
@@ -304,6 +314,12 @@ def _check_values(cfg: TrainConfig) -> None:
         bad("data.augment_gain_db", f"must be in [0, 40] dB (0 turns it off), got {d.augment_gain_db}")
     if cfg.patience < 0:
         bad("patience", f"must be >= 0 epochs (0 turns early stopping off), got {cfg.patience}")
+    if cfg.contrastive < 0:
+        bad("contrastive", f"must be >= 0 (0 turns the view-agreement term off), got {cfg.contrastive}")
+    if not cfg.contrastive_temperature > 0:
+        bad("contrastive_temperature", f"must be > 0, got {cfg.contrastive_temperature}")
+    if cfg.contrastive and cfg.batch_size < 2:
+        bad("batch_size", f"the view-agreement term needs at least 2 patches per batch, got {cfg.batch_size}")
     if cfg.max_minutes < 0:
         bad("max_minutes", f"must be >= 0 (0: no limit), got {cfg.max_minutes}")
     o = cfg.optim

@@ -89,6 +89,25 @@ class PatchSet:
         return torch.stack(out).unsqueeze(1)  # (B, 1, F, T)
 
 
+    def other_views(self, indices, augment: "Augment", rng: np.random.Generator) -> torch.Tensor:
+        """A second patch of each patch's clip: a random crop anywhere in it, at its own level.
+
+        (B, 1, F, patch), in the order of ``indices``; the partner views of
+        the view-agreement term. A clip one patch long gives the same crop,
+        moved by nothing, at another level.
+        """
+        rows = self.index[torch.as_tensor(indices, dtype=torch.int64)].tolist()
+        out = []
+        for c, _ in rows:
+            img = self.images[c]
+            s = int(rng.integers(0, img.shape[1] - self.patch + 1))
+            p = img[:, s : s + self.patch]
+            if augment.gain_db:
+                p = augment.apply_gain(p, float(rng.uniform(-augment.gain_db, augment.gain_db)))
+            out.append(p)
+        return torch.stack(out).unsqueeze(1)
+
+
 @dataclass(frozen=True)
 class Augment:
     """Training-time changes a listener ignores.

@@ -52,7 +52,7 @@ from perceptlab.tasks import Cancelled
 from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig, config_diff
 from .data import Augment, DataError, TrainingData, load_training_data
 from .distributed import DistContext
-from .losses import ReconstructionLoss, all_metrics
+from .losses import ReconstructionLoss, all_metrics, view_agreement
 from .progress import NullReporter, Reporter
 
 #: Seconds to sleep after each step; for tests and demos that need a slow run.
@@ -485,10 +485,20 @@ class _Run:
                 # The augmentation draws depend only on (seed, epoch, step, rank): a resumed
                 # run sees the same patches as an uninterrupted one.
                 rng = np.random.default_rng([cfg.seed, epoch, b, dist.rank]) if augment.active else None
-                x = data.train.batch(batches[b], augment, rng).to(device, non_blocking=True)  # (B, 1, F, T)
+                x = data.train.batch(batches[b], augment, rng)  # (B, 1, F, T)
+                if cfg.contrastive:
+                    views_rng = np.random.default_rng([cfg.seed, epoch, b, dist.rank, 1])
+                    x = torch.cat([x, data.train.other_views(batches[b], augment, views_rng)])
+                x = x.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    recon = net(x)  # (B, 1, F, T)
+                    if cfg.contrastive:
+                        recon, emb = net(x, return_embedding=True)
+                    else:
+                        recon = net(x)  # (B, 1, F, T)
                 loss = loss_fn(recon, x)
+                if cfg.contrastive:
+                    n = x.shape[0] // 2
+                    loss = loss + cfg.contrastive * view_agreement(emb[:n], emb[n:], cfg.contrastive_temperature)
                 self.opt.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 if cfg.optim.grad_clip > 0:

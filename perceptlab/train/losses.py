@@ -59,3 +59,32 @@ def all_metrics(recon: torch.Tensor, target: torch.Tensor) -> Dict[str, torch.Te
     target = target.float()
     names = ["mse", "nlpd"] + (["msssim"] if n_scales(target.shape[-2], target.shape[-1]) else [])
     return {k: metric_fn(k)(recon, target, validate=False) for k in names}
+
+
+def view_agreement(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """InfoNCE loss that pulls two views of the same clip together.
+
+    ``a[i]`` and ``b[i]`` are embeddings of two patches of the same clip (two
+    random crops, each at its own level); every other patch of the batch is a
+    negative. The embeddings are centred on the batch mean and scaled to unit
+    length, so the loss sees directions (what cosine distance compares), and
+    the scores are divided by ``temperature``. Computed in float32.
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        (N, D) embeddings, N >= 2.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar: mean cross-entropy of picking each patch's partner among the
+        other 2N - 1 patches (log(2N - 1) for embeddings that carry nothing).
+    """
+    e = torch.cat([a, b]).float()
+    e = torch.nn.functional.normalize(e - e.mean(0, keepdim=True), dim=1)
+    sim = e @ e.T / temperature
+    sim = sim.masked_fill(torch.eye(len(e), dtype=torch.bool, device=e.device), float("-inf"))
+    n = a.shape[0]
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(e.device)
+    return torch.nn.functional.cross_entropy(sim, partner)
