@@ -109,6 +109,29 @@ def test_embeddings_round_trip_through_the_library(library, checkpoint, clip_tre
                                    stored[hi.content_hash], rtol=1e-5)
 
 
+def test_browsing_compares_embeddings_z_scored_over_the_library(library, checkpoint, clip_tree):
+    from perceptlab.analysis.similarity import Query, cross_distances, neighbours
+    from perceptlab.metrics.baselines import standardise
+
+    with Library(library) as lib:
+        embed_library(lib, checkpoint, device="cpu")
+        clips = lib.clips()
+        unique = list({c.content_hash: c for c in sorted(clips, key=lambda c: c.id)}.values())
+        raw = library_vectors(lib, "embedding:unit-ae", clips)
+        # Like the baselines: each dimension z-scored over the library's distinct clips, then cosine.
+        stats = standardise(library_vectors(lib, "embedding:unit-ae", unique))[1]
+        z = np.where(stats.kept, (raw - stats.mean) / np.where(stats.kept, stats.std, 1), 0)
+        zn = z / np.linalg.norm(z, axis=1, keepdims=True)
+        want = 1 - zn @ zn.T
+        got = cross_distances(lib, "embedding:unit-ae", clips, clips)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        # neighbours of a clip use the same numbers
+        q = Query(path=clips[0].path, name=clips[0].name, clip=clips[0])
+        ns = neighbours(lib, q, "embedding:unit-ae", k=3)
+        order = [j for j in np.argsort(want[0], kind="stable") if clips[j].content_hash != clips[0].content_hash][:3]
+        np.testing.assert_allclose([n.distance for n in ns], want[0, order], atol=1e-5)
+
+
 def test_missing_vectors_are_computed_or_reported(library, checkpoint, clip_tree, tmp_path):
     with Library(library) as lib:
         clips = lib.clips()

@@ -191,6 +191,7 @@ def query_image(library: Library | None, query: Query, config: FeatureConfig = F
 # -- baselines: whole-clip statistics z-scored over the library ----------------
 
 _BASELINE_STATS: dict = {}
+_EMBEDDING_STATS: dict = {}
 
 
 def _library_images(library: Library, clips: Sequence[Clip], config: FeatureConfig,
@@ -225,6 +226,41 @@ def baseline_standardisation(library: Library, metric_name: str, config: Feature
     return _BASELINE_STATS[key]
 
 
+def embedding_standardisation(library: Library, metric_name: str):
+    """The z-score statistics of an encoder's clip embeddings over every good clip of ``library``.
+
+    Encoder embeddings are compared like the baselines: each dimension
+    z-scored over the library being browsed, then cosine (or Euclidean), so
+    that no dimension's offset or spread over THESE clips dominates. None
+    for a library of fewer than 3 distinct clips (the raw embeddings, which
+    the checkpoint already standardised with its training statistics, are
+    used then). Kept per process for the library's current content.
+    """
+    from perceptlab.metrics.baselines import standardise
+    from perceptlab.models.embedding_metric import find_model, library_vectors
+
+    model_hash = find_model(library, metric_name)["model_hash"]
+    key = (str(library.path), library.fingerprint(), model_hash, metric_name)
+    if key not in _EMBEDDING_STATS:
+        seen, clips = set(), []
+        for c in library.clips():
+            if c.ok and c.content_hash not in seen:
+                seen.add(c.content_hash)
+                clips.append(c)
+        stats = standardise(library_vectors(library, metric_name, clips))[1] if len(clips) >= 3 else None
+        for old in [k for k in _EMBEDDING_STATS if k[0] == key[0] and k[3] == key[3]]:
+            del _EMBEDDING_STATS[old]
+        _EMBEDDING_STATS[key] = stats
+    return _EMBEDDING_STATS[key]
+
+
+def _standardised_embeddings(library: Library | None, metric_name: str, vectors: np.ndarray) -> np.ndarray:
+    from perceptlab.metrics.baselines import apply_standardisation
+
+    stats = embedding_standardisation(library, metric_name) if library is not None else None
+    return vectors if stats is None else apply_standardisation(vectors, stats)
+
+
 def _baseline_vectors(library: Library | None, metric_name: str, images: Sequence[np.ndarray],
                       config: FeatureConfig) -> np.ndarray:
     from perceptlab.metrics.baselines import apply_standardisation, raw_vector
@@ -243,7 +279,7 @@ def _vectors_for(library: Library, metric_name: str, clips: Sequence[Clip], conf
                                  config)
     from perceptlab.models.embedding_metric import library_vectors
 
-    return library_vectors(library, metric_name, clips)
+    return _standardised_embeddings(library, metric_name, library_vectors(library, metric_name, clips))
 
 
 def _query_vector(library: Library | None, metric_name: str, query: Query, config: FeatureConfig) -> np.ndarray:
@@ -251,7 +287,7 @@ def _query_vector(library: Library | None, metric_name: str, query: Query, confi
         return _baseline_vectors(library, metric_name, [query_full_image(library, query, config)], config)[0]
     from perceptlab.models.embedding_metric import query_vector
 
-    return query_vector(library, metric_name, query, config)
+    return _standardised_embeddings(library, metric_name, query_vector(library, metric_name, query, config))
 
 
 def metric_inputs(library: Library, metric_name: str, clips: Sequence[Clip],

@@ -122,7 +122,8 @@ def _metric_for(model: dict):
         distance=distance,
         display_name=f"Embedding {model['name']} ({distance})",
         description=(
-            f"{distance.capitalize()} distance between clip embeddings of the autoencoder "
+            f"{distance.capitalize()} distance between clip embeddings, each dimension z-scored over the "
+            f"library (as the baselines are), of the autoencoder "
             f"{model['name']} (trained with loss {info.get('loss')}; "
             + ("each latent mel row's mean and spread over time" if info.get("patch_pooling") == "time"
                else "the latent map's mean")
