@@ -138,16 +138,30 @@ def demo_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "assets" / "demo"
 
 
+def shipped_general_encoders() -> list[Path]:
+    """The general encoders in ``assets/models`` (trained on other recordings than the demo clips)."""
+    return sorted((Path(__file__).resolve().parents[1] / "assets" / "models").glob("general-*.pt"))
+
+
 def ensure_demo_library(path: Path, out=sys.stderr):
-    """Open ``path``, importing the demo clips first if it holds no clips."""
+    """Open ``path``; if it holds no clips, import the demo clips and embed them
+    with the shipped general encoders (so ``embedding:general-*`` are there
+    from the first screen, on clips those encoders never heard)."""
     from perceptlab.library.importer import import_files
     from perceptlab.library.store import Library
+    from perceptlab.models.checkpoint import CheckpointError
+    from perceptlab.models.embedding_metric import embed_library
 
     lib = Library(path)
     if lib.count(include_failed=True) == 0 and demo_dir().is_dir():
         print(f"perceptlab: first run: importing the demo clips into {path}", file=out)
         summary = import_files(lib, [demo_dir()], progress=ProgressBar("importing demo"))
         print(summary.text(), file=out)
+        for ckpt in shipped_general_encoders():
+            try:
+                print(embed_library(lib, ckpt, name=ckpt.stem, device="cpu").text(), file=out)
+            except (CheckpointError, ValueError) as exc:
+                print(f"perceptlab: {ckpt}: not embedded ({exc})", file=out)
     return lib
 
 

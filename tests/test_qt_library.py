@@ -102,10 +102,18 @@ def test_demo_library_is_imported_on_first_run(tmp_path, monkeypatch):
     from perceptlab.cli import demo_dir, ensure_demo_library
 
     assert demo_dir().is_dir(), "the demo clips ship in assets/demo"
+    from perceptlab.cli import shipped_general_encoders
+
     lib = ensure_demo_library(tmp_path / "first.sqlite")
     try:
         n = lib.count()
         assert n >= 48 and len(lib.labels()) >= 6
+        # The general encoders ship, and the first run embeds the demo clips with each.
+        names = {m["name"] for m in lib.models()}
+        assert names == {"general-mse", "general-nlpd", "general-msssim"}
+        assert [p.stem for p in shipped_general_encoders()] == ["general-mse", "general-msssim", "general-nlpd"]
+        for m in lib.models():
+            assert len(lib.get_embeddings(m["model_hash"])) == n
     finally:
         lib.close()
     lib = ensure_demo_library(tmp_path / "first.sqlite")  # second run: nothing re-imported
