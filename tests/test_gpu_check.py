@@ -323,11 +323,7 @@ def test_process_group_probe_with_gloo():
 
 def test_the_whole_check_runs_every_part_and_reports(monkeypatch, capsys):
     """run_gpu_check with the GPU parts swapped for their CPU stand-ins: order, budget, report."""
-    monkeypatch.setattr(gpu_check, "no_cuda_message", lambda: None)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(gpu_check, "device_info", lambda dev: {"name": "stand-in", "total_memory_gib": 0.0,
-                                                               "capability": "0.0", "torch": "x", "cuda": "y"})
-    monkeypatch.setattr(gpu_check, "_release_gpu_memory", lambda: None)
+    _pretend_a_gpu(monkeypatch)
     real_throughput, real_oom = gpu_check.check_throughput, gpu_check.check_oom
     seen = []
 
@@ -363,12 +359,17 @@ def test_the_whole_check_runs_every_part_and_reports(monkeypatch, capsys):
     assert "nccl        failed" in text and "FAILED: nccl in" in text and "kept unchanged" in text
 
 
-def test_a_spent_budget_fails_the_checks_left_instead_of_running_past_it(monkeypatch):
+def _pretend_a_gpu(monkeypatch) -> None:
+    """Let the check's driver run on a machine without one (every GPU step is replaced by the test)."""
     monkeypatch.setattr(gpu_check, "no_cuda_message", lambda: None)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(gpu_check, "device_info", lambda dev: {"name": "stand-in", "total_memory_gib": 0.0,
                                                                "capability": "0.0", "torch": "x", "cuda": "y"})
     monkeypatch.setattr(gpu_check, "_release_gpu_memory", lambda: None)
+
+
+def test_a_spent_budget_fails_the_checks_left_instead_of_running_past_it(monkeypatch):
+    _pretend_a_gpu(monkeypatch)
     report = gpu_check.run_gpu_check(budget_s=10, out=lambda line: None)
     assert not report["ok"]
     assert all(c["status"] == "failed" and c["problems"][0].startswith("not run:") for c in report["checks"])
@@ -379,11 +380,7 @@ def test_sigterm_fails_the_check_in_progress_and_still_reports(monkeypatch):
     import signal
     import time
 
-    monkeypatch.setattr(gpu_check, "no_cuda_message", lambda: None)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(gpu_check, "device_info", lambda dev: {"name": "stand-in", "total_memory_gib": 0.0,
-                                                               "capability": "0.0", "torch": "x", "cuda": "y"})
-    monkeypatch.setattr(gpu_check, "_release_gpu_memory", lambda: None)
+    _pretend_a_gpu(monkeypatch)
     ran = {}
 
     def throughput(dev, **kw):

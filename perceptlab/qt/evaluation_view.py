@@ -43,7 +43,7 @@ class QtEvaluationView(QWidget):
         self.report = None
 
         self.mode_box = QComboBox()
-        self.mode_box.addItem("Shipped demo encoders (declared: trained on other data)", "checkpoints")
+        self.mode_box.addItem("Shipped general encoders (trained on other recordings)", "checkpoints")
         self.mode_box.addItem("Train an encoder per fold (honest, slow)", "train")
         self.folds_box = QSpinBox()
         self.folds_box.setRange(2, 20)
@@ -102,7 +102,7 @@ class QtEvaluationView(QWidget):
         args = ["-m", "perceptlab.cli", "evaluate", "--library", str(self.library_path),
                 "--folds", str(self.folds_box.value()), "--out", str(self.out_dir)]
         if self.mode() == "checkpoints":
-            args += ["--checkpoints", *[str(p) for p in sorted(SHIPPED_MODELS.glob("demo-*.pt"))]]
+            args += ["--checkpoints", *[str(p) for p in sorted(SHIPPED_MODELS.glob("general-*.pt"))]]
         else:
             config = Path(__file__).resolve().parents[2] / "training" / "configs" / "demo_nlpd.toml"
             args += ["--train-config", str(config), "--set", f"epochs={self.epochs_box.value()}"]

@@ -308,20 +308,19 @@ def _check_values(cfg: TrainConfig) -> None:
         bad("data.patch_hop", f"must be at least 1, got {d.patch_hop}")
     if d.min_clip_frames < 0:
         bad("data.min_clip_frames", f"must be >= 0, got {d.min_clip_frames}")
-    if d.augment_shift < 0:
-        bad("data.augment_shift", f"must be >= 0 frames (0 turns it off), got {d.augment_shift}")
-    if not 0 <= d.augment_gain_db <= 40:
-        bad("data.augment_gain_db", f"must be in [0, 40] dB (0 turns it off), got {d.augment_gain_db}")
-    if cfg.patience < 0:
-        bad("patience", f"must be >= 0 epochs (0 turns early stopping off), got {cfg.patience}")
-    if cfg.contrastive < 0:
-        bad("contrastive", f"must be >= 0 (0 turns the view-agreement term off), got {cfg.contrastive}")
-    if not cfg.contrastive_temperature > 0:
-        bad("contrastive_temperature", f"must be > 0, got {cfg.contrastive_temperature}")
+    # (key, value, valid, what a valid value is)
+    for key, value, ok, want in (
+        ("data.augment_shift", d.augment_shift, d.augment_shift >= 0, ">= 0 frames (0 turns it off)"),
+        ("data.augment_gain_db", d.augment_gain_db, 0 <= d.augment_gain_db <= 40, "in [0, 40] dB (0 turns it off)"),
+        ("patience", cfg.patience, cfg.patience >= 0, ">= 0 epochs (0 turns early stopping off)"),
+        ("max_minutes", cfg.max_minutes, cfg.max_minutes >= 0, ">= 0 (0: no limit)"),
+        ("contrastive", cfg.contrastive, cfg.contrastive >= 0, ">= 0 (0 turns the view-agreement term off)"),
+        ("contrastive_temperature", cfg.contrastive_temperature, cfg.contrastive_temperature > 0, "> 0"),
+    ):
+        if not ok:
+            bad(key, f"must be {want}, got {value}")
     if cfg.contrastive and cfg.batch_size < 2:
         bad("batch_size", f"the view-agreement term needs at least 2 patches per batch, got {cfg.batch_size}")
-    if cfg.max_minutes < 0:
-        bad("max_minutes", f"must be >= 0 (0: no limit), got {cfg.max_minutes}")
     o = cfg.optim
     if not o.lr > 0:
         bad("optim.lr", f"must be > 0, got {o.lr}")
