@@ -530,3 +530,29 @@ def test_terminal_progress_bar_is_readable(library, tmp_path):
     assert "epoch 1/2 [" in text and "epoch 2/2: train" in text and "*best*" in text
     assert f"-> {tmp_path / 'run' / 'best.pt'}" in text
     assert '{"event"' not in text and "params, loss mse\n" in text  # no JSON on a terminal
+
+
+def test_repooling_reads_the_embedding_from_other_maps_of_the_same_weights(library, tmp_path):
+    from perceptlab.models import Encoder
+    from perceptlab.models.checkpoint import CheckpointError
+    from perceptlab.train.repool import repool_checkpoint
+
+    cfg = tiny_config(library, tmp_path / "run", epochs=1)
+    train(cfg)
+    src = tmp_path / "run" / "best.pt"
+    new = repool_checkpoint(src, tmp_path / "stages.pt", ("stage0", "latent"))
+    old = load_checkpoint(src)
+    for k, v in old["model"]["state_dict"].items():  # the weights are untouched
+        assert torch.equal(new["model"]["state_dict"][k], v)
+    enc = Encoder.load(tmp_path / "stages.pt", "cpu")
+    # stage0: 8 channels x 64 mel rows; latent: 8 channels x 4 rows; mean and std of each
+    assert enc.patch_dim == 2 * 8 * 64 + 2 * 8 * 4 == new["embedding_stats"]["mean"].shape[0]
+    assert enc.model_hash != old["model_hash"] and new["repooled_from"]["embed_from"] == ["latent"]
+    # The statistics are over the run's own training patches: repooling to the
+    # original maps gives back the checkpoint's statistics.
+    same = repool_checkpoint(src, tmp_path / "same.pt", ("latent",))
+    torch.testing.assert_close(same["embedding_stats"]["mean"], old["embedding_stats"]["mean"], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="embed_from: must list distinct maps among latent, stage0"):
+        repool_checkpoint(src, tmp_path / "bad.pt", ("stage9",))
+    with pytest.raises(CheckpointError, match="only a best.pt"):
+        repool_checkpoint(tmp_path / "run" / "last.pt", tmp_path / "bad.pt", ("latent",))

@@ -7,7 +7,10 @@ TIME only (``pooling = "time"``): for each channel and each latent mel row,
 the mean and the standard deviation over the time columns, flattened to
 (B, 2 * latent_dim * F'). Keeping the mel rows keeps where in frequency each
 feature sits, which is what tells a bass from a flute; the standard deviation
-keeps how it moves. The older ``"global"`` pooling (the mean over mel AND
+keeps how it moves. ``embed_from`` says which maps are pooled: the latent
+map (the default), or the outputs of earlier encoder stages, whose finer mel
+rows keep more of the spectrum (``("stage1", "stage2")``: 32 and 16 rows for
+a 128-mel patch); their pooled vectors are concatenated. The older ``"global"`` pooling (the mean over mel AND
 time, (B, latent_dim)) is kept for checkpoints made with it.
 
 The decoder mirrors the encoder with
@@ -53,6 +56,10 @@ class ModelConfig:
         How a latent map becomes a patch embedding (see the module
         docstring). Checkpoints that do not record it were made with
         ``"global"``.
+    embed_from : tuple of str
+        The maps a patch embedding pools, in order: ``"latent"``, or
+        ``"stage<k>"`` for the output of encoder stage k (0-based). Only the
+        embedding depends on it, not the weights or training.
     """
 
     n_mels: int = 128
@@ -61,9 +68,11 @@ class ModelConfig:
     latent_dim: int = 128
     convs_per_stage: int = 1
     pooling: str = "time"
+    embed_from: tuple[str, ...] = ("latent",)
 
     def __post_init__(self):
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "embed_from", tuple(str(c) for c in self.embed_from))
         problems = self.problems()
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(f"{k}: {v}" for k, v in problems))
@@ -79,6 +88,12 @@ class ModelConfig:
             out.append(("convs_per_stage", f"must be at least 1, got {self.convs_per_stage}"))
         if self.pooling not in POOLINGS:
             out.append(("pooling", f"must be one of {', '.join(POOLINGS)}, got {self.pooling!r}"))
+        maps = ["latent"] + [f"stage{k}" for k in range(len(self.channels))]
+        bad = [m for m in self.embed_from if m not in maps]
+        if not self.embed_from or bad or len(set(self.embed_from)) != len(self.embed_from):
+            out.append(("embed_from", f"must list distinct maps among {', '.join(maps)}, got {list(self.embed_from)}"))
+        elif self.pooling == "global" and self.embed_from != ("latent",):
+            out.append(("embed_from", "global pooling embeds the latent map only"))
         factor = 2 ** len(self.channels)
         for name in ("n_mels", "patch_frames"):
             v = getattr(self, name)
@@ -93,15 +108,25 @@ class ModelConfig:
         f = 2 ** len(self.channels)
         return (self.latent_dim, self.n_mels // f, self.patch_frames // f)
 
+    def map_shape(self, name: str) -> tuple[int, int, int]:
+        """(channels, F', T') of the map ``name`` ("latent" or "stage<k>") for one patch."""
+        if name == "latent":
+            return self.latent_shape
+        k = int(name[len("stage"):])
+        f = 2 ** (k + 1)
+        return (self.channels[k], self.n_mels // f, self.patch_frames // f)
+
     @property
     def embedding_dim(self) -> int:
         """Length of a patch embedding with this config's pooling."""
-        c, f, _ = self.latent_shape
-        return 2 * c * f if self.pooling == "time" else c
+        if self.pooling == "global":
+            return self.latent_dim
+        return sum(2 * c * f for c, f, _ in (self.map_shape(m) for m in self.embed_from))
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
+        d["embed_from"] = list(self.embed_from)
         return d
 
     @classmethod
@@ -110,8 +135,8 @@ class ModelConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        # Checkpoints written before pooling was recorded used the global mean.
-        return cls(**{"pooling": "global", **data})
+        # Checkpoints written before pooling was recorded used the global mean of the latent.
+        return cls(**{"pooling": "global", "embed_from": ["latent"], **data})
 
 
 def _stage(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
@@ -176,23 +201,40 @@ class AutoEncoder(nn.Module):
         """
         return self.to_latent(self.encoder(x))
 
-    def pool(self, z: torch.Tensor) -> torch.Tensor:
-        """Patch embeddings of latent maps (B, C, F', T'): see :meth:`embed`."""
-        if self.config.pooling == "global":
-            return z.mean(dim=(2, 3))
-        mean = z.mean(dim=3)
-        std = (z - mean.unsqueeze(3)).pow(2).mean(dim=3).add(1e-8).sqrt()  # finite gradient at 0
+    def _maps(self, x: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        """The maps ``embed_from`` names, and the latent map, in one pass over the encoder."""
+        want = set(self.config.embed_from)
+        maps, h = {}, x
+        for k, stage in enumerate(self.encoder):
+            h = stage(h)
+            if f"stage{k}" in want:
+                maps[f"stage{k}"] = h
+        z = self.to_latent(h)
+        maps["latent"] = z
+        return maps, z
+
+    @staticmethod
+    def _time_pool(m: torch.Tensor) -> torch.Tensor:
+        mean = m.mean(dim=3)
+        std = (m - mean.unsqueeze(3)).pow(2).mean(dim=3).add(1e-8).sqrt()  # finite gradient at 0
         return torch.cat([mean.flatten(1), std.flatten(1)], dim=1)
+
+    def pool(self, maps: dict) -> torch.Tensor:
+        """Patch embeddings from the maps of :meth:`_maps`: see :meth:`embed`."""
+        if self.config.pooling == "global":
+            return maps["latent"].mean(dim=(2, 3))
+        return torch.cat([self._time_pool(maps[name]) for name in self.config.embed_from], dim=1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Patch embeddings, (B, ``config.embedding_dim``).
 
-        ``"time"`` pooling: the latent map's mean over time for every
-        (channel, mel row), then its standard deviation over time, each
-        flattened channel-major: ``[mean(c0, f0), mean(c0, f1), ..., std(...)]``.
-        ``"global"``: the mean over mel and time.
+        ``"time"`` pooling: for each map of ``embed_from`` (each (B, C, F', T')),
+        its mean over time for every (channel, mel row), then its standard
+        deviation over time, each flattened channel-major (``[mean(c0, f0),
+        mean(c0, f1), ..., std(...)]``); the maps' vectors are concatenated.
+        ``"global"``: the latent map's mean over mel and time.
         """
-        return self.pool(self.encode(x))  # (B, C, F', T') -> (B, D)
+        return self.pool(self._maps(x)[0])
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, latent_dim, F', T') -> (B, 1, F, T) in [0, 1]."""
@@ -205,9 +247,9 @@ class AutoEncoder(nn.Module):
         the same pass (what training with the view-agreement term needs; one
         ``forward`` keeps DistributedDataParallel's gradient hooks in play).
         """
-        z = self.encode(x)
+        maps, z = self._maps(x)
         recon = self.decode(z)
-        return (recon, self.pool(z)) if return_embedding else recon
+        return (recon, self.pool(maps)) if return_embedding else recon
 
 
 def count_parameters(model: nn.Module) -> int:

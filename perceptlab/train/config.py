@@ -276,7 +276,7 @@ def config_from_dict(raw: dict) -> TrainConfig:
     mk = dict(ModelConfig().to_dict(), **model_kwargs, n_mels=features.n_mels, patch_frames=data.patch_frames)
     probe = ModelConfig.__new__(ModelConfig)
     for k, v in mk.items():
-        object.__setattr__(probe, k, tuple(v) if k == "channels" else v)
+        object.__setattr__(probe, k, tuple(v) if k in ("channels", "embed_from") else v)
     for key, why in probe.problems():
         where = {"n_mels": "features.n_mels", "patch_frames": "data.patch_frames"}.get(key, f"model.{key}")
         raise ConfigError(f"{where}: {why}")

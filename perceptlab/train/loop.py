@@ -154,6 +154,27 @@ def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
     return o.min_lr_ratio + (1.0 - o.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def embedding_stats(model: AutoEncoder, patches, batch_size: int, device, limit: int = 2048) -> dict:
+    """Mean and std of the patch embeddings over (up to ``limit``, evenly spaced) training patches.
+
+    The encoder standardises embeddings with them: the raw latent means
+    share a large common offset that makes every cosine distance ~0.
+    ``patches`` is a :class:`~perceptlab.train.data.PatchSet`.
+    """
+    n = len(patches)
+    idx = np.unique(np.linspace(0, n - 1, min(n, limit)).round().astype(np.int64))
+    was_training = model.training
+    model.eval()
+    zs = []
+    with torch.no_grad():
+        for i in range(0, len(idx), batch_size):
+            x = patches.batch(idx[i : i + batch_size]).to(device)
+            zs.append(model.embed(x).double().cpu())  # (b, D)
+    model.train(was_training)
+    z = torch.cat(zs)
+    return {"mean": z.mean(0).float(), "std": z.std(0, unbiased=False).float(), "n": int(z.shape[0])}
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -329,26 +350,8 @@ class _Run:
         save_checkpoint(ck, path)
         return str(path)
 
-    def _embedding_stats(self, limit: int = 2048) -> dict:
-        """Mean and std of the patch embeddings over (up to ``limit``) training patches.
-
-        The encoder standardises embeddings with them: the raw latent means
-        share a large common offset that makes every cosine distance ~0.
-        """
-        data = self._data
-        n = len(data.train)
-        idx = np.unique(np.linspace(0, n - 1, min(n, limit)).round().astype(np.int64))
-        model = self.core
-        was_training = model.training
-        model.eval()
-        zs = []
-        with torch.no_grad():
-            for i in range(0, len(idx), self.cfg.batch_size):
-                x = data.train.batch(idx[i : i + self.cfg.batch_size]).to(self.device)
-                zs.append(model.embed(x).double().cpu())  # (b, D)
-        model.train(was_training)
-        z = torch.cat(zs)
-        return {"mean": z.mean(0).float(), "std": z.std(0, unbiased=False).float(), "n": int(z.shape[0])}
+    def _embedding_stats(self) -> dict:
+        return embedding_stats(self.core, self._data.train, self.cfg.batch_size, self.device)
 
     # -- main ------------------------------------------------------------------------
     def run(self, resume) -> TrainResult:

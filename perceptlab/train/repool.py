@@ -1,0 +1,73 @@
+"""Read a trained encoder's embedding from other maps, without retraining.
+
+A patch embedding pools encoder maps over time (``ModelConfig.embed_from``);
+which maps is a choice made after training as much as before: the weights
+do not change, only the vector read from them and the statistics it is
+standardised with. :func:`repool_checkpoint` writes a copy of a ``best.pt``
+whose ``embed_from`` is changed and whose ``embedding_stats`` are recomputed
+over the SAME training patches the run used (its recorded library, split and
+patch grid), so the copy is exactly what a run with that ``embed_from`` would
+have saved from these weights. The copy records where it came from under
+``repooled_from``, and gets its own model hash (its embeddings differ).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from perceptlab.audio.features import FeatureConfig
+from perceptlab.models.autoencoder import AutoEncoder, ModelConfig
+from perceptlab.models.checkpoint import CheckpointError, load_checkpoint, model_key, save_checkpoint
+
+from .data import load_training_data
+from .loop import embedding_stats
+
+
+def repool_checkpoint(src: "str | os.PathLike", dst: "str | os.PathLike", embed_from: tuple[str, ...],
+                      library: "str | os.PathLike | None" = None, device: str = "cpu") -> dict:
+    """Copy ``src`` to ``dst`` with another ``embed_from``; returns the new checkpoint.
+
+    Parameters
+    ----------
+    library : path, optional
+        The training library (default: the one the checkpoint records). Its
+        clips must still be the ones the run trained on.
+
+    Raises
+    ------
+    CheckpointError
+        ``src`` is not a ``best.pt``, or the library no longer holds the
+        run's training clips.
+    ValueError
+        ``embed_from`` names maps the model does not have.
+    """
+    ck = load_checkpoint(src)
+    if ck.get("kind") != "best":
+        raise CheckpointError(f"{src}: only a best.pt can be re-pooled (this is a {ck.get('kind')!r} checkpoint)")
+    args = dict(ModelConfig.from_dict(dict(ck["model"]["args"])).to_dict(), embed_from=list(embed_from))
+    config = ModelConfig.from_dict(args)  # raises ValueError naming embed_from
+    model = AutoEncoder(config)
+    model.load_state_dict(ck["model"]["state_dict"])
+    tc, data = ck["train_config"], ck["data"]
+    d = tc["data"]
+    features = FeatureConfig.from_dict(dict(ck["feature_config"]))
+    td = load_training_data(
+        library or data["library"], labels=list(d["labels"]), val_fraction=d["val_fraction"],
+        split_seed=d["split_seed"], patch=d["patch_frames"], hop=d["patch_hop"],
+        min_frames=d["min_clip_frames"] or max(1, d["patch_frames"] // 2), features=features)
+    if td.selection_hash != data["selection_hash"]:
+        raise CheckpointError(
+            f"{src}: the library {td.library} no longer holds the clips this run trained on (selection "
+            f"{td.selection_hash}, recorded {data['selection_hash']}); give the training library")
+    out = dict(ck)
+    out["model"] = dict(ck["model"], args=config.to_dict())
+    out["embedding_stats"] = embedding_stats(model.to(device), td.train, int(tc.get("batch_size", 32)),
+                                             torch.device(device))
+    out["repooled_from"] = {"model_hash": ck["model_hash"],
+                            "embed_from": list(ModelConfig.from_dict(dict(ck["model"]["args"])).embed_from)}
+    out["model_hash"] = model_key(out)
+    save_checkpoint(out, Path(dst))
+    return out
