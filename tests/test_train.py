@@ -496,6 +496,24 @@ def test_resume_needs_a_checkpoint_and_the_same_config(library, tmp_path):
     assert train(more, resume=True).epochs == 2
 
 
+def test_a_run_saved_before_newer_config_keys_existed_resumes(library, tmp_path):
+    from perceptlab.models.checkpoint import save_checkpoint
+
+    train(tiny_config(library, tmp_path / "run", epochs=1))
+    last = tmp_path / "run" / "last.pt"
+    ck = load_checkpoint(last)
+    for key in ("patience", "max_minutes", "contrastive", "contrastive_temperature"):
+        del ck["train_config"][key]  # as an older perceptlab wrote it
+    del ck["train_config"]["model"]["embed_from"]
+    del ck["train_config"]["data"]["augment_shift"]
+    save_checkpoint(ck, last)
+    assert train(tiny_config(library, tmp_path / "run", epochs=2), resume=True).epochs == 2
+    # A key the old run did have, set differently, is still refused.
+    ck = load_checkpoint(last)
+    with pytest.raises(ConfigError, match="differs.*contrastive"):
+        train(tiny_config(library, tmp_path / "run", epochs=3, contrastive=0.5), resume=True)
+
+
 def test_override_parsing():
     assert parse_override("optim.lr=1e-3") == ("optim.lr", 1e-3)
     assert parse_override("data.library=/tmp/x.sqlite") == ("data.library", "/tmp/x.sqlite")

@@ -1,14 +1,17 @@
 """Train the general encoders and measure them, in one script anyone can rerun.
 
-    python training/general_encoders.py train --loss nlpd   # corpus, import, train, copy to assets/models
+    python training/general_encoders.py train               # corpus, import, train the three, then finish
+    python training/general_encoders.py finish              # choose the embedding, write assets/models/general-*.pt
     python training/general_encoders.py table               # the retrieval and level/delay tables
 
 ``train`` builds the general corpus if it is not there yet
 (``training/build_corpus.py``: real instruments, drums, music and everyday
 sounds from Debian packages), imports ``corpus/train`` into
-``corpus/train.sqlite`` (labels: the parent folders), trains
-``training/configs/general_<loss>.toml`` on it and copies the run's
-``best.pt`` to ``assets/models/general-<loss>.pt``. The checkpoint records
+``corpus/train.sqlite`` (labels: the parent folders) and trains
+``training/configs/general_<loss>.toml`` on it. ``finish`` then chooses which
+encoder maps the embedding reads (:func:`select_embedding`, on development
+sets cut from the TRAINING corpus) and writes each run's ``best.pt``,
+re-pooled to that choice, to ``assets/models/general-<loss>.pt``. The checkpoint records
 every training file (path, blake2b content hash, label, duration) under
 ``data.train_files``, so anyone can check an evaluated library against it.
 
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
+
+import numpy as np
 import shutil
 import subprocess
 import sys
@@ -73,10 +78,93 @@ def cmd_train(args) -> int:
         if args.resume and (out / "last.pt").is_file():
             cmd.append("--resume")
         _perceptlab(*cmd)
-        wall = time.perf_counter() - t0
+        print(f"general-{loss}: {(time.perf_counter() - t0) / 60:.1f} min wall -> {out / 'best.pt'}", flush=True)
+    return cmd_finish(args)
+
+
+#: The embeddings compared when choosing what a general encoder's embedding reads (see cmd_select).
+CANDIDATES = (("latent",), ("stage2",), ("stage1", "stage2"), ("stage1", "stage2", "latent"), ("stage1",))
+#: Development sets cut from the TRAINING corpus (never the evaluation sets): clips per label, labels per kind.
+DEV_CLIPS = {"instruments": (6, 16), "drums": (8, 8), "music": (5, 20)}
+
+
+def dev_library(corpus: Path, kind: str) -> Path:
+    """A library of training clips of one kind (labels by folder), for choosing the embedding."""
+    from perceptlab.library.importer import import_files
+    from perceptlab.library.store import Library
+
+    per_label, n_labels = DEV_CLIPS[kind]
+    root = corpus / "train" / kind
+    labels = sorted(p for p in root.iterdir() if p.is_dir())
+    labels = [p for p in labels if len(list(p.glob("*.flac"))) >= per_label][:n_labels]
+    files = [f for lab in labels for f in sorted(lab.glob("*.flac"))[:per_label]]
+    path = corpus / f"dev-{kind}.sqlite"
+    with Library(path) as lib:
+        import_files(lib, files)
+    return path
+
+
+def select_embedding(corpus: Path, runs: Path, losses=LOSSES) -> tuple[tuple[str, ...], dict]:
+    """Pick the maps the general encoders' embeddings read: the best mean 1-NN on the dev sets.
+
+    Every candidate of :data:`CANDIDATES` is made from each run's ``best.pt``
+    by re-pooling (same weights, statistics recomputed on the run's training
+    patches), embedded into the development libraries (training clips, so
+    the evaluation sets play no part in the choice) and scored by
+    leave-one-out 1-NN by label; one choice for all losses, so that they
+    stay comparable.
+    """
+    import tempfile
+
+    from perceptlab.analysis.retrieval import run_retrieval
+    from perceptlab.library.store import Library
+    from perceptlab.models.checkpoint import load_checkpoint
+    from perceptlab.models.embedding_metric import embed_library
+    from perceptlab.train.repool import repool_checkpoint
+
+    libs = {kind: dev_library(corpus, kind) for kind in KINDS}
+    scores: dict = {}
+    data = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for loss in losses:
+            src = runs / f"general-{loss}" / "best.pt"
+            for cand in CANDIDATES:
+                name = f"{loss}-{'+'.join(cand)}"
+                dst = Path(tmp) / f"{name}.pt"
+                if data is None:
+                    from perceptlab.audio.features import FeatureConfig
+                    from perceptlab.train.data import load_training_data
+
+                    ck = load_checkpoint(src)
+                    d = ck["train_config"]["data"]
+                    data = load_training_data(ck["data"]["library"], labels=list(d["labels"]),
+                                              val_fraction=d["val_fraction"], split_seed=d["split_seed"],
+                                              patch=d["patch_frames"], hop=d["patch_hop"],
+                                              min_frames=d["min_clip_frames"] or d["patch_frames"] // 2,
+                                              features=FeatureConfig.from_dict(dict(ck["feature_config"])))
+                repool_checkpoint(src, dst, cand, training_data=data)
+                for kind, lib_path in libs.items():
+                    with Library(lib_path) as lib:
+                        embed_library(lib, dst, name=name)
+                        rep = run_retrieval(lib, [f"embedding:{name}"], n_boot=0)
+                    scores.setdefault("+".join(cand), {}).setdefault(loss, {})[kind] = rep.results[0].accuracy
+                print(name, scores["+".join(cand)][loss], flush=True)
+    mean = {c: float(np.mean([v for per_loss in scores[c].values() for v in per_loss.values()])) for c in scores}
+    best = max(mean, key=lambda c: (mean[c], -len(c)))
+    return tuple(best.split("+")), {"scores": scores, "mean": mean, "chosen": best}
+
+
+def cmd_finish(args) -> int:
+    """Choose the embedding on the dev sets, write assets/models/general-<loss>.pt."""
+    from perceptlab.train.repool import repool_checkpoint
+
+    corpus, runs = Path(args.corpus).resolve(), Path(args.runs)
+    embed_from, selection = select_embedding(corpus, runs, args.loss)
+    (corpus / "selection.json").write_text(json.dumps(selection, indent=1))
+    for loss in args.loss:
         dest = REPO / "assets" / "models" / f"general-{loss}.pt"
-        shutil.copyfile(out / "best.pt", dest)
-        print(f"general-{loss}: {wall / 60:.1f} min wall; {dest} ({dest.stat().st_size / 2**20:.1f} MB)", flush=True)
+        repool_checkpoint(runs / f"general-{loss}" / "best.pt", dest, embed_from)
+        print(f"{dest}: embedding from {'+'.join(embed_from)} ({dest.stat().st_size / 2**20:.1f} MB)", flush=True)
     return 0
 
 
@@ -177,6 +265,10 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None, help="cpu or cuda (default: the config's auto)")
     p.add_argument("--resume", action="store_true", help="continue interrupted runs")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("finish", help="choose the embedding on the dev sets and write assets/models/general-*.pt")
+    p.add_argument("--loss", nargs="+", choices=LOSSES, default=list(LOSSES))
+    p.add_argument("--runs", default=str(REPO / "runs"), help="run folders (default ./runs)")
+    p.set_defaults(func=cmd_finish)
     p = sub.add_parser("table", help="retrieval on the held-out sets and the level/delay check")
     p.add_argument("--encoders", nargs="+", default=[f"general-{x}" for x in LOSSES],
                    help="checkpoint names under assets/models (default: the three general encoders)")

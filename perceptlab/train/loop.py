@@ -154,6 +154,17 @@ def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
     return o.min_lr_ratio + (1.0 - o.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def _with_defaults(saved: dict, defaults: dict) -> dict:
+    """``saved`` with every key it lacks taken from ``defaults`` (nested tables too)."""
+    out = dict(saved)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict) and key != "loss":
+            out[key] = _with_defaults(out[key], value)
+    return out
+
+
 def embedding_stats(model: AutoEncoder, patches, batch_size: int, device, limit: int = 2048) -> dict:
     """Mean and std of the patch embeddings over (up to ``limit``, evenly spaced) training patches.
 
@@ -273,7 +284,9 @@ class _Run:
         return data if data is not None else load()
 
     def _check_resume(self, ckpt: dict, path: Path, data: TrainingData) -> None:
-        diff = [k for k in config_diff(ckpt["train_config"], self.cfg.to_dict()) if k not in RESUMABLE_CHANGES]
+        # Keys added to the config since the checkpoint was written count as their defaults.
+        saved = _with_defaults(ckpt["train_config"], TrainConfig().to_dict())
+        diff = [k for k in config_diff(saved, self.cfg.to_dict()) if k not in RESUMABLE_CHANGES]
         if diff:
             raise ConfigError(
                 f"{path}: cannot resume: the config differs from the checkpoint's in {', '.join(diff)} "

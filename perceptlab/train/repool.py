@@ -27,7 +27,8 @@ from .loop import embedding_stats
 
 
 def repool_checkpoint(src: "str | os.PathLike", dst: "str | os.PathLike", embed_from: tuple[str, ...],
-                      library: "str | os.PathLike | None" = None, device: str = "cpu") -> dict:
+                      library: "str | os.PathLike | None" = None, device: str = "cpu",
+                      training_data=None) -> dict:
     """Copy ``src`` to ``dst`` with another ``embed_from``; returns the new checkpoint.
 
     Parameters
@@ -35,6 +36,10 @@ def repool_checkpoint(src: "str | os.PathLike", dst: "str | os.PathLike", embed_
     library : path, optional
         The training library (default: the one the checkpoint records). Its
         clips must still be the ones the run trained on.
+    training_data : TrainingData, optional
+        Already loaded (:func:`load_training_data` with the run's settings),
+        to re-pool several checkpoints of runs on the same data without
+        loading it again; checked against the run's selection like a library.
 
     Raises
     ------
@@ -54,7 +59,7 @@ def repool_checkpoint(src: "str | os.PathLike", dst: "str | os.PathLike", embed_
     tc, data = ck["train_config"], ck["data"]
     d = tc["data"]
     features = FeatureConfig.from_dict(dict(ck["feature_config"]))
-    td = load_training_data(
+    td = training_data or load_training_data(
         library or data["library"], labels=list(d["labels"]), val_fraction=d["val_fraction"],
         split_seed=d["split_seed"], patch=d["patch_frames"], hop=d["patch_hop"],
         min_frames=d["min_clip_frames"] or max(1, d["patch_frames"] // 2), features=features)
