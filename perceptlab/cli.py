@@ -149,7 +149,6 @@ def ensure_demo_library(path: Path, out=sys.stderr):
     from the first screen, on clips those encoders never heard)."""
     from perceptlab.library.importer import import_files
     from perceptlab.library.store import Library
-    from perceptlab.models.checkpoint import CheckpointError
     from perceptlab.models.embedding_metric import embed_library
 
     lib = Library(path)
@@ -160,8 +159,8 @@ def ensure_demo_library(path: Path, out=sys.stderr):
         for ckpt in shipped_general_encoders():
             try:
                 print(embed_library(lib, ckpt, name=ckpt.stem, device="cpu").text(), file=out)
-            except (CheckpointError, ValueError) as exc:
-                print(f"perceptlab: {ckpt}: not embedded ({exc})", file=out)
+            except Exception as exc:  # a shipped encoder that cannot be used must not stop the first start
+                print(f"perceptlab: {ckpt}: not embedded ({type(exc).__name__}: {exc})", file=out)
     return lib
 
 

@@ -260,6 +260,9 @@ def test_early_stopping_and_time_budget_end_the_run_and_say_why(library, tmp_pat
     assert result.status == "completed" and result.epochs < 20
     assert done["stopped"].startswith("early stop: no better validation loss for 2 epochs")
     assert result.epochs - result.best_epoch == 2
+    # Resuming a run that stopped early trains nothing more.
+    again = train(cfg, resume=True)
+    assert again.epochs == result.epochs and again.best_epoch == result.best_epoch
     events = []
     cfg = tiny_config(library, tmp_path / "tb", epochs=50, max_minutes=1e-9)
     result = train(cfg, reporter=CallbackReporter(events.append))

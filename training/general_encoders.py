@@ -69,12 +69,12 @@ def cmd_train(args) -> int:
     for loss in args.loss:
         config = REPO / "training" / "configs" / f"general_{loss}.toml"
         out = Path(args.runs) / f"general-{loss}"
-        if out.exists() and not args.resume:
+        if out.exists() and args.fresh:
             shutil.rmtree(out)
         t0 = time.perf_counter()
-        cmd = ["train", "--config", str(config), "--library", str(lib), "--set", f'out_dir="{out}"']
+        cmd = ["train", "--config", str(config), "--library", str(lib), "--set", f"out_dir={json.dumps(str(out))}"]
         if args.device:
-            cmd += ["--set", f'device="{args.device}"']
+            cmd += ["--set", f"device={json.dumps(args.device)}"]
         if args.resume and (out / "last.pt").is_file():
             cmd.append("--resume")
         _perceptlab(*cmd)
@@ -85,7 +85,7 @@ def cmd_train(args) -> int:
 #: The embeddings compared when choosing what a general encoder's embedding reads (see cmd_select).
 CANDIDATES = (("latent",), ("stage2",), ("stage1", "stage2"), ("stage1", "stage2", "latent"), ("stage1",))
 #: Development sets cut from the TRAINING corpus (never the evaluation sets): clips per label, labels per kind.
-DEV_CLIPS = {"instruments": (6, 16), "drums": (8, 8), "music": (5, 20)}
+DEV_CLIPS = {"instruments": (6, 16), "drums": (8, 8), "music": (4, 20)}
 
 
 def dev_library(corpus: Path, kind: str) -> Path:
@@ -99,6 +99,8 @@ def dev_library(corpus: Path, kind: str) -> Path:
     labels = [p for p in labels if len(list(p.glob("*.flac"))) >= per_label][:n_labels]
     files = [f for lab in labels for f in sorted(lab.glob("*.flac"))[:per_label]]
     path = corpus / f"dev-{kind}.sqlite"
+    for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        stale.unlink(missing_ok=True)  # rebuilt each time: exactly today's selection
     with Library(path) as lib:
         import_files(lib, files)
     return path
@@ -123,26 +125,27 @@ def select_embedding(corpus: Path, runs: Path, losses=LOSSES) -> tuple[tuple[str
     from perceptlab.train.repool import repool_checkpoint
 
     libs = {kind: dev_library(corpus, kind) for kind in KINDS}
+    from perceptlab.audio.features import FeatureConfig
+    from perceptlab.train.data import load_training_data
+
     scores: dict = {}
-    data = None
+    loaded: dict = {}  # the runs' training patches, loaded once per distinct data settings
     with tempfile.TemporaryDirectory() as tmp:
         for loss in losses:
             src = runs / f"general-{loss}" / "best.pt"
+            ck = load_checkpoint(src)
+            d = ck["train_config"]["data"]
+            key = json.dumps([ck["data"]["library"], d, ck["feature_config"]], sort_keys=True)
+            if key not in loaded:
+                loaded[key] = load_training_data(
+                    ck["data"]["library"], labels=list(d["labels"]), val_fraction=d["val_fraction"],
+                    split_seed=d["split_seed"], patch=d["patch_frames"], hop=d["patch_hop"],
+                    min_frames=d["min_clip_frames"] or d["patch_frames"] // 2,
+                    features=FeatureConfig.from_dict(dict(ck["feature_config"])))
             for cand in CANDIDATES:
                 name = f"{loss}-{'+'.join(cand)}"
                 dst = Path(tmp) / f"{name}.pt"
-                if data is None:
-                    from perceptlab.audio.features import FeatureConfig
-                    from perceptlab.train.data import load_training_data
-
-                    ck = load_checkpoint(src)
-                    d = ck["train_config"]["data"]
-                    data = load_training_data(ck["data"]["library"], labels=list(d["labels"]),
-                                              val_fraction=d["val_fraction"], split_seed=d["split_seed"],
-                                              patch=d["patch_frames"], hop=d["patch_hop"],
-                                              min_frames=d["min_clip_frames"] or d["patch_frames"] // 2,
-                                              features=FeatureConfig.from_dict(dict(ck["feature_config"])))
-                repool_checkpoint(src, dst, cand, training_data=data)
+                repool_checkpoint(src, dst, cand, training_data=loaded[key])
                 for kind, lib_path in libs.items():
                     with Library(lib_path) as lib:
                         embed_library(lib, dst, name=name)
@@ -150,7 +153,7 @@ def select_embedding(corpus: Path, runs: Path, losses=LOSSES) -> tuple[tuple[str
                     scores.setdefault("+".join(cand), {}).setdefault(loss, {})[kind] = rep.results[0].accuracy
                 print(name, scores["+".join(cand)][loss], flush=True)
     mean = {c: float(np.mean([v for per_loss in scores[c].values() for v in per_loss.values()])) for c in scores}
-    best = max(mean, key=lambda c: (mean[c], -len(c)))
+    best = max(mean, key=lambda c: (mean[c], -len(c.split("+"))))  # a tie goes to fewer maps
     return tuple(best.split("+")), {"scores": scores, "mean": mean, "chosen": best}
 
 
@@ -237,8 +240,9 @@ def markdown(tables: dict) -> str:
     lines.append("| encoder | -3 dB copy closer than noise at 20 dB SNR | 10 ms delay closer than noise at 20 dB SNR |")
     lines.append("|---|---|---|")
     for m, row in tables["level_delay"].items():
-        g, d = row.get("gain -3 dB"), row.get("delay 10 ms")
-        lines.append(f"| {m} | {g['share']:.2f} of {g['n']} | {d['share']:.2f} of {d['n']} |")
+        cells = [row.get(v) for v in ("gain -3 dB", "delay 10 ms")]
+        lines.append(f"| {m} | " + " | ".join("not measured" if c is None else f"{c['share']:.2f} of {c['n']}"
+                                             for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -264,6 +268,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default=str(REPO / "runs"), help="run folders (default ./runs)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: the config's auto)")
     p.add_argument("--resume", action="store_true", help="continue interrupted runs")
+    p.add_argument("--fresh", action="store_true", help="delete existing run folders first (their checkpoints too)")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("finish", help="choose the embedding on the dev sets and write assets/models/general-*.pt")
     p.add_argument("--loss", nargs="+", choices=LOSSES, default=list(LOSSES))

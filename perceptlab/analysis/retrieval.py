@@ -43,7 +43,8 @@ class MetricRetrieval:
     hits: list[bool] = field(repr=False)  # per clip, in the report's clip order
 
     def to_json(self) -> dict:
-        return {"metric": self.metric, "accuracy": self.accuracy, "interval": list(self.interval),
+        interval = None if any(v != v for v in self.interval) else list(self.interval)  # no bootstrap: null
+        return {"metric": self.metric, "accuracy": self.accuracy, "interval": interval,
                 "precision_at_5": self.precision_at_5}
 
 

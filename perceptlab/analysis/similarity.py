@@ -192,6 +192,10 @@ def query_image(library: Library | None, query: Query, config: FeatureConfig = F
 
 _BASELINE_STATS: dict = {}
 _EMBEDDING_STATS: dict = {}
+#: Below this many distinct embedded clips, encoder embeddings are compared as
+#: the checkpoint standardised them (z-scores over a handful of clips would
+#: mostly measure those clips).
+EMBEDDING_ZSCORE_MIN_CLIPS = 8
 
 
 def _library_images(library: Library, clips: Sequence[Clip], config: FeatureConfig,
@@ -232,22 +236,23 @@ def embedding_standardisation(library: Library, metric_name: str):
     Encoder embeddings are compared like the baselines: each dimension
     z-scored over the library being browsed, then cosine (or Euclidean), so
     that no dimension's offset or spread over THESE clips dominates. None
-    for a library of fewer than 3 distinct clips (the raw embeddings, which
+    for a library of fewer than :data:`EMBEDDING_ZSCORE_MIN_CLIPS` distinct clips (the raw embeddings, which
     the checkpoint already standardised with its training statistics, are
-    used then). Kept per process for the library's current content.
+    used then). The statistics are over the clips whose embeddings are
+    stored (nothing is embedded, or written, to compute them). Kept per
+    process for the library's current content.
     """
     from perceptlab.metrics.baselines import standardise
-    from perceptlab.models.embedding_metric import find_model, library_vectors
+    from perceptlab.models.embedding_metric import find_model
 
     model_hash = find_model(library, metric_name)["model_hash"]
     key = (str(library.path), library.fingerprint(), model_hash, metric_name)
     if key not in _EMBEDDING_STATS:
-        seen, clips = set(), []
-        for c in library.clips():
-            if c.ok and c.content_hash not in seen:
-                seen.add(c.content_hash)
-                clips.append(c)
-        stats = standardise(library_vectors(library, metric_name, clips))[1] if len(clips) >= 3 else None
+        stored = library.get_embeddings(model_hash)
+        have = {c.content_hash for c in library.clips() if c.ok and c.content_hash in stored}
+        vectors = [stored[h] for h in sorted(have)]
+        stats = (standardise(np.stack(vectors))[1]
+                 if len(vectors) >= EMBEDDING_ZSCORE_MIN_CLIPS and len({v.shape for v in vectors}) == 1 else None)
         for old in [k for k in _EMBEDDING_STATS if k[0] == key[0] and k[3] == key[3]]:
             del _EMBEDDING_STATS[old]
         _EMBEDDING_STATS[key] = stats

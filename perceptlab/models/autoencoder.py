@@ -58,8 +58,9 @@ class ModelConfig:
         ``"global"``.
     embed_from : tuple of str
         The maps a patch embedding pools, in order: ``"latent"``, or
-        ``"stage<k>"`` for the output of encoder stage k (0-based). Only the
-        embedding depends on it, not the weights or training.
+        ``"stage<k>"`` for the output of encoder stage k (0-based). The
+        weights do not depend on it, except through the view-agreement
+        term, which trains on the embedding (see ``TrainConfig.contrastive``).
     """
 
     n_mels: int = 128
@@ -215,6 +216,7 @@ class AutoEncoder(nn.Module):
 
     @staticmethod
     def _time_pool(m: torch.Tensor) -> torch.Tensor:
+        m = m.float()  # a spread in bfloat16 (under autocast) loses too much
         mean = m.mean(dim=3)
         std = (m - mean.unsqueeze(3)).pow(2).mean(dim=3).add(1e-8).sqrt()  # finite gradient at 0
         return torch.cat([mean.flatten(1), std.flatten(1)], dim=1)

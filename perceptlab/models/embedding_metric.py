@@ -125,8 +125,8 @@ def _metric_for(model: dict):
             f"{distance.capitalize()} distance between clip embeddings, each dimension z-scored over the "
             f"library (as the baselines are), of the autoencoder "
             f"{model['name']} (trained with loss {info.get('loss')}; "
-            + ("each latent mel row's mean and spread over time" if info.get("patch_pooling") == "time"
-               else "the latent map's mean")
+            + (f"each mel row's mean and spread over time in {' + '.join(info.get('embed_from') or ['latent'])}"
+               if info.get("patch_pooling") == "time" else "the latent map's mean")
             + f", averaged over {info.get('patch_frames')}-frame patches"
             + (", with their standard deviation over patches" if info.get("pool") == "meanstd" else "")
             + ")."

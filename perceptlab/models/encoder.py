@@ -64,7 +64,8 @@ class Encoder:
             if self.z_mean.shape != (self.model_config.embedding_dim,):
                 raise CheckpointError(
                     f"{where}: its embedding statistics have {tuple(self.z_mean.shape)} values but the model's "
-                    f"{self.model_config.pooling!r} pooling gives {self.model_config.embedding_dim}; the file is "
+                    f"{self.model_config.pooling!r} pooling of {list(self.model_config.embed_from)} gives "
+                    f"{self.model_config.embedding_dim}; the file is "
                     "damaged or was edited")
         else:  # an interrupted run's checkpoint: raw latents
             self.z_mean = self.z_scale = None
@@ -216,6 +217,7 @@ class Encoder:
             "loss": self.loss,
             "latent_dim": self.latent_dim,
             "patch_pooling": self.model_config.pooling,
+            "embed_from": list(self.model_config.embed_from),
             "dim": self.dim(pool),
             "pool": pool,
             "hop": hop or max(1, self.patch_frames // 2),

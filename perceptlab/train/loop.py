@@ -285,7 +285,10 @@ class _Run:
 
     def _check_resume(self, ckpt: dict, path: Path, data: TrainingData) -> None:
         # Keys added to the config since the checkpoint was written count as their defaults.
-        saved = _with_defaults(ckpt["train_config"], TrainConfig().to_dict())
+        defaults = TrainConfig().to_dict()
+        # ... except the model's pooling: runs saved before it was recorded used the global mean.
+        defaults["model"].update(pooling="global", embed_from=["latent"])
+        saved = _with_defaults(ckpt["train_config"], defaults)
         diff = [k for k in config_diff(saved, self.cfg.to_dict()) if k not in RESUMABLE_CHANGES]
         if diff:
             raise ConfigError(
@@ -486,8 +489,9 @@ class _Run:
         self.epoch_acc = torch.zeros((), dtype=torch.float64, device=device)
         d = cfg.data
         augment = Augment(d.augment_shift, d.augment_gain_db, cfg.features.db_ceiling - cfg.features.db_floor)
-        stopped_because = None
-        while st["epoch"] < cfg.epochs:
+        # A resumed run that had already stopped (early stop, time budget) stays stopped.
+        stopped_because = self._stop_reason() if st["epoch"] else None
+        while st["epoch"] < cfg.epochs and not stopped_because:
             epoch = st["epoch"]  # 0-based index of the epoch in progress
             sampler.set_epoch(epoch)
             order = list(iter(sampler))
@@ -500,10 +504,10 @@ class _Run:
                 t0 = time.perf_counter()
                 # The augmentation draws depend only on (seed, epoch, step, rank): a resumed
                 # run sees the same patches as an uninterrupted one.
-                rng = np.random.default_rng([cfg.seed, epoch, b, dist.rank]) if augment.active else None
+                rng = np.random.default_rng([cfg.seed % 2**63, epoch, b, dist.rank]) if augment.active else None
                 x = data.train.batch(batches[b], augment, rng)  # (B, 1, F, T)
                 if cfg.contrastive:
-                    views_rng = np.random.default_rng([cfg.seed, epoch, b, dist.rank, 1])
+                    views_rng = np.random.default_rng([cfg.seed % 2**63, epoch, b, dist.rank, 1])
                     x = torch.cat([x, data.train.other_views(batches[b], augment, views_rng)])
                 x = x.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):

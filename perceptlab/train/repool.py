@@ -6,9 +6,11 @@ do not change, only the vector read from them and the statistics it is
 standardised with. :func:`repool_checkpoint` writes a copy of a ``best.pt``
 whose ``embed_from`` is changed and whose ``embedding_stats`` are recomputed
 over the SAME training patches the run used (its recorded library, split and
-patch grid), so the copy is exactly what a run with that ``embed_from`` would
-have saved from these weights. The copy records where it came from under
-``repooled_from``, and gets its own model hash (its embeddings differ).
+patch grid). The copy records where it came from under ``repooled_from``,
+and gets its own model hash (its embeddings differ). ``model.args`` is what
+the copy embeds with; ``train_config`` still records how the weights were
+trained (a view-agreement term, if the run had one, shaped the ORIGINAL
+maps, not the ones the copy reads).
 """
 
 from __future__ import annotations
@@ -53,7 +55,12 @@ def repool_checkpoint(src: "str | os.PathLike", dst: "str | os.PathLike", embed_
     if ck.get("kind") != "best":
         raise CheckpointError(f"{src}: only a best.pt can be re-pooled (this is a {ck.get('kind')!r} checkpoint)")
     args = dict(ModelConfig.from_dict(dict(ck["model"]["args"])).to_dict(), embed_from=list(embed_from))
-    config = ModelConfig.from_dict(args)  # raises ValueError naming embed_from
+    try:
+        config = ModelConfig.from_dict(args)
+    except ValueError as exc:
+        raise ValueError(f"{src}: cannot embed from {list(embed_from)}: {exc}"
+                         + (" (this checkpoint uses global pooling, which reads the latent map only)"
+                            if args["pooling"] == "global" else "")) from None
     model = AutoEncoder(config)
     model.load_state_dict(ck["model"]["state_dict"])
     tc, data = ck["train_config"], ck["data"]
@@ -63,6 +70,9 @@ def repool_checkpoint(src: "str | os.PathLike", dst: "str | os.PathLike", embed_
         library or data["library"], labels=list(d["labels"]), val_fraction=d["val_fraction"],
         split_seed=d["split_seed"], patch=d["patch_frames"], hop=d["patch_hop"],
         min_frames=d["min_clip_frames"] or max(1, d["patch_frames"] // 2), features=features)
+    if td.train.patch != d["patch_frames"]:
+        raise CheckpointError(f"{src}: the training data given are cut into {td.train.patch}-frame patches, "
+                              f"the run used {d['patch_frames']}")
     if td.selection_hash != data["selection_hash"]:
         raise CheckpointError(
             f"{src}: the library {td.library} no longer holds the clips this run trained on (selection "
