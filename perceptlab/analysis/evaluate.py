@@ -1,5 +1,8 @@
 """The genre-classification protocol of Namgyal et al. (2024), for any labelled library.
 
+(Over 700 lines: protocol, methods and report still live together here;
+they are to be split into modules of their own.)
+
 The paper's claim: an autoencoder trained with a PERCEPTUAL loss (NLPD or
 MS-SSIM on log-mel images) gives features on which logistic regression
 classifies genre better than (a) k-nearest-neighbours on the same metric

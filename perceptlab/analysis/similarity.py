@@ -191,11 +191,6 @@ def query_image(library: Library | None, query: Query, config: FeatureConfig = F
 # -- baselines: whole-clip statistics z-scored over the library ----------------
 
 _BASELINE_STATS: dict = {}
-_EMBEDDING_STATS: dict = {}
-#: Below this many distinct embedded clips, encoder embeddings are compared as
-#: the checkpoint standardised them (z-scores over a handful of clips would
-#: mostly measure those clips).
-EMBEDDING_ZSCORE_MIN_CLIPS = 8
 
 
 def _library_images(library: Library, clips: Sequence[Clip], config: FeatureConfig,
@@ -230,42 +225,6 @@ def baseline_standardisation(library: Library, metric_name: str, config: Feature
     return _BASELINE_STATS[key]
 
 
-def embedding_standardisation(library: Library, metric_name: str):
-    """The z-score statistics of an encoder's clip embeddings over every good clip of ``library``.
-
-    Encoder embeddings are compared like the baselines: each dimension
-    z-scored over the library being browsed, then cosine (or Euclidean), so
-    that no dimension's offset or spread over THESE clips dominates. None
-    for a library of fewer than :data:`EMBEDDING_ZSCORE_MIN_CLIPS` distinct clips (the raw embeddings, which
-    the checkpoint already standardised with its training statistics, are
-    used then). The statistics are over the clips whose embeddings are
-    stored (nothing is embedded, or written, to compute them). Kept per
-    process for the library's current content.
-    """
-    from perceptlab.metrics.baselines import standardise
-    from perceptlab.models.embedding_metric import find_model
-
-    model_hash = find_model(library, metric_name)["model_hash"]
-    key = (str(library.path), library.fingerprint(), model_hash, metric_name)
-    if key not in _EMBEDDING_STATS:
-        stored = library.get_embeddings(model_hash)
-        have = {c.content_hash for c in library.clips() if c.ok and c.content_hash in stored}
-        vectors = [stored[h] for h in sorted(have)]
-        stats = (standardise(np.stack(vectors))[1]
-                 if len(vectors) >= EMBEDDING_ZSCORE_MIN_CLIPS and len({v.shape for v in vectors}) == 1 else None)
-        for old in [k for k in _EMBEDDING_STATS if k[0] == key[0] and k[3] == key[3]]:
-            del _EMBEDDING_STATS[old]
-        _EMBEDDING_STATS[key] = stats
-    return _EMBEDDING_STATS[key]
-
-
-def _standardised_embeddings(library: Library | None, metric_name: str, vectors: np.ndarray) -> np.ndarray:
-    from perceptlab.metrics.baselines import apply_standardisation
-
-    stats = embedding_standardisation(library, metric_name) if library is not None else None
-    return vectors if stats is None else apply_standardisation(vectors, stats)
-
-
 def _baseline_vectors(library: Library | None, metric_name: str, images: Sequence[np.ndarray],
                       config: FeatureConfig) -> np.ndarray:
     from perceptlab.metrics.baselines import apply_standardisation, raw_vector
@@ -282,17 +241,17 @@ def _vectors_for(library: Library, metric_name: str, clips: Sequence[Clip], conf
     if _is_baseline(metric_name):
         return _baseline_vectors(library, metric_name, _library_images(library, clips, config, progress, cancel),
                                  config)
-    from perceptlab.models.embedding_metric import library_vectors
+    from perceptlab.models.embedding_metric import library_vectors, standardised_embeddings
 
-    return _standardised_embeddings(library, metric_name, library_vectors(library, metric_name, clips))
+    return standardised_embeddings(library, metric_name, library_vectors(library, metric_name, clips))
 
 
 def _query_vector(library: Library | None, metric_name: str, query: Query, config: FeatureConfig) -> np.ndarray:
     if _is_baseline(metric_name):
         return _baseline_vectors(library, metric_name, [query_full_image(library, query, config)], config)[0]
-    from perceptlab.models.embedding_metric import query_vector
+    from perceptlab.models.embedding_metric import query_vector, standardised_embeddings
 
-    return _standardised_embeddings(library, metric_name, query_vector(library, metric_name, query, config))
+    return standardised_embeddings(library, metric_name, query_vector(library, metric_name, query, config))
 
 
 def metric_inputs(library: Library, metric_name: str, clips: Sequence[Clip],

@@ -398,3 +398,46 @@ def query_vector(library: Library | None, metric_name: str, query, config=None) 
     else:
         image = file_image(query.path, enc.feature_config)
     return enc.embed_image(image, hop, pool)
+
+
+_EMBEDDING_STATS: dict = {}
+#: Below this many distinct embedded clips, encoder embeddings are compared as
+#: the checkpoint standardised them (z-scores over a handful of clips would
+#: mostly measure those clips).
+EMBEDDING_ZSCORE_MIN_CLIPS = 8
+
+
+def embedding_standardisation(library: Library, metric_name: str):
+    """The z-score statistics of an encoder's clip embeddings over every good clip of ``library``.
+
+    Encoder embeddings are compared like the baselines: each dimension
+    z-scored over the library being browsed, then cosine (or Euclidean), so
+    that no dimension's offset or spread over THESE clips dominates. None
+    for a library of fewer than :data:`EMBEDDING_ZSCORE_MIN_CLIPS` distinct clips (the raw embeddings, which
+    the checkpoint already standardised with its training statistics, are
+    used then). The statistics are over the clips whose embeddings are
+    stored (nothing is embedded, or written, to compute them). Kept per
+    process for the library's current content.
+    """
+    from perceptlab.metrics.baselines import standardise
+
+    model_hash = find_model(library, metric_name)["model_hash"]
+    key = (str(library.path), library.fingerprint(), model_hash, metric_name)
+    if key not in _EMBEDDING_STATS:
+        stored = library.get_embeddings(model_hash)
+        have = {c.content_hash for c in library.clips() if c.ok and c.content_hash in stored}
+        vectors = [stored[h] for h in sorted(have)]
+        stats = (standardise(np.stack(vectors))[1]
+                 if len(vectors) >= EMBEDDING_ZSCORE_MIN_CLIPS and len({v.shape for v in vectors}) == 1 else None)
+        for old in [k for k in _EMBEDDING_STATS if k[0] == key[0] and k[3] == key[3]]:
+            del _EMBEDDING_STATS[old]
+        _EMBEDDING_STATS[key] = stats
+    return _EMBEDDING_STATS[key]
+
+
+def standardised_embeddings(library: Library | None, metric_name: str, vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` z-scored with :func:`embedding_standardisation` (as they are when there is none)."""
+    from perceptlab.metrics.baselines import apply_standardisation
+
+    stats = embedding_standardisation(library, metric_name) if library is not None else None
+    return vectors if stats is None else apply_standardisation(vectors, stats)

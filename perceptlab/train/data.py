@@ -304,3 +304,24 @@ def load_training_data(
     train = PatchSet([images[c.content_hash] for c in train_clips], patch, hop)
     val = PatchSet([images[c.content_hash] for c in val_clips], patch, hop) if val_clips else None
     return TrainingData(train, val, train_clips, val_clips, lib_path, fingerprint, skipped)
+
+
+def embedding_stats(model, patches, batch_size: int, device, limit: int = 2048) -> dict:
+    """Mean and std of the patch embeddings over (up to ``limit``, evenly spaced) training patches.
+
+    The encoder standardises embeddings with them: the raw latent means
+    share a large common offset that makes every cosine distance ~0.
+    ``patches`` is a :class:`~perceptlab.train.data.PatchSet`.
+    """
+    n = len(patches)
+    idx = np.unique(np.linspace(0, n - 1, min(n, limit)).round().astype(np.int64))
+    was_training = model.training
+    model.eval()
+    zs = []
+    with torch.no_grad():
+        for i in range(0, len(idx), batch_size):
+            x = patches.batch(idx[i : i + batch_size]).to(device)
+            zs.append(model.embed(x).double().cpu())  # (b, D)
+    model.train(was_training)
+    z = torch.cat(zs)
+    return {"mean": z.mean(0).float(), "std": z.std(0, unbiased=False).float(), "n": int(z.shape[0])}

@@ -1,5 +1,9 @@
 """``perceptlab bench train --device cuda``: a five-minute check that a GPU trains.
 
+(One module over 700 lines on purpose: the four checks share their time
+budget, subprocess handling and report, and are read and run as one unit on
+the GPU machine.)
+
 Four checks, each reported as ok, failed or skipped, in one process that
 owns one GPU:
 

@@ -50,7 +50,7 @@ from perceptlab.models.checkpoint import (
 from perceptlab.tasks import Cancelled
 
 from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig, config_diff
-from .data import Augment, DataError, TrainingData, load_training_data
+from .data import Augment, DataError, TrainingData, embedding_stats, load_training_data
 from .distributed import DistContext
 from .losses import ReconstructionLoss, all_metrics, view_agreement
 from .progress import NullReporter, Reporter
@@ -163,27 +163,6 @@ def _with_defaults(saved: dict, defaults: dict) -> dict:
         elif isinstance(value, dict) and isinstance(out[key], dict) and key != "loss":
             out[key] = _with_defaults(out[key], value)
     return out
-
-
-def embedding_stats(model: AutoEncoder, patches, batch_size: int, device, limit: int = 2048) -> dict:
-    """Mean and std of the patch embeddings over (up to ``limit``, evenly spaced) training patches.
-
-    The encoder standardises embeddings with them: the raw latent means
-    share a large common offset that makes every cosine distance ~0.
-    ``patches`` is a :class:`~perceptlab.train.data.PatchSet`.
-    """
-    n = len(patches)
-    idx = np.unique(np.linspace(0, n - 1, min(n, limit)).round().astype(np.int64))
-    was_training = model.training
-    model.eval()
-    zs = []
-    with torch.no_grad():
-        for i in range(0, len(idx), batch_size):
-            x = patches.batch(idx[i : i + batch_size]).to(device)
-            zs.append(model.embed(x).double().cpu())  # (b, D)
-    model.train(was_training)
-    z = torch.cat(zs)
-    return {"mean": z.mean(0).float(), "std": z.std(0, unbiased=False).float(), "n": int(z.shape[0])}
 
 
 def _seed_everything(seed: int) -> None:

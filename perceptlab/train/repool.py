@@ -24,8 +24,7 @@ from perceptlab.audio.features import FeatureConfig
 from perceptlab.models.autoencoder import AutoEncoder, ModelConfig
 from perceptlab.models.checkpoint import CheckpointError, load_checkpoint, model_key, save_checkpoint
 
-from .data import load_training_data
-from .loop import embedding_stats
+from .data import embedding_stats, load_training_data
 
 
 def repool_checkpoint(src: "str | os.PathLike", dst: "str | os.PathLike", embed_from: tuple[str, ...],
