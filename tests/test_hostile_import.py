@@ -117,7 +117,7 @@ def test_embedding_under_a_new_name_says_the_old_metric_was_renamed(tmp_path):
 
 @pytest.mark.slow
 def test_peak_memory_of_an_hour_long_import_does_not_grow_with_duration(tmp_path):
-    """One hour of 44.1 kHz stereo (635 MB of WAV) imports in well under 1.5 GB.
+    """One hour of 44.1 kHz stereo (635 MB of WAV) imports in well under 2 GB.
 
     Decoding, resampling and the STFT stream block by block; what remains
     is the interpreter and torch (about 0.6 GB) and the hour's log-mel image
@@ -126,4 +126,5 @@ def test_peak_memory_of_an_hour_long_import_does_not_grow_with_duration(tmp_path
     from perceptlab.audio.bench import import_peak_rss_mb
 
     peak = import_peak_rss_mb(60.0, tmp_path)
-    assert peak < 1500, f"peak RSS {peak:.0f} MB importing a 1-hour file"
+    # 1.1-1.4 GB across runs on the 2-core build machine; 4.5 GB before streaming.
+    assert peak < 2000, f"peak RSS {peak:.0f} MB importing a 1-hour file"
