@@ -238,3 +238,23 @@ def test_migration_from_version_1_keeps_clips(tmp_path, clip_tree):
         run = lib.add_run("r", {"epochs": 1}, "/out")
         lib.update_run(run, status="completed", final_metrics={"val_loss": 0.1})
         assert lib.runs()[0]["final_metrics"] == {"val_loss": 0.1}
+
+
+def test_migration_statements_are_split_by_sqlites_tokenizer():
+    """A ';' or '--' inside a string literal neither ends a statement nor starts a comment."""
+    from perceptlab.library import schema
+
+    script = (
+        "-- a leading comment; with a semicolon\n"
+        "CREATE TABLE t (a TEXT DEFAULT 'x; -- not a comment');  -- trailing\n"
+        "INSERT INTO t VALUES ('a;b');\n"
+        "INSERT INTO t DEFAULT VALUES;\n"
+    )
+    statements = list(schema._split_sql(script))
+    assert len(statements) == 3
+    con = sqlite3.connect(":memory:")
+    for stmt in statements:
+        con.execute(stmt)
+    assert [r[0] for r in con.execute("SELECT a FROM t")] == ["a;b", "x; -- not a comment"]
+    with pytest.raises(ValueError, match="unfinished statement"):
+        list(schema._split_sql("CREATE TABLE u (a TEXT"))

@@ -167,7 +167,7 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     if version == SCHEMA_VERSION and has_format:
         return  # the usual case: no write lock taken
     # executescript() would commit on its own; run statement by statement
-    # inside one explicit transaction so a failed upgrade rolls back whole.
+    # (split by SQLite's tokenizer, see _split_sql) inside one explicit transaction so a failed upgrade rolls back whole.
     # BEGIN IMMEDIATE takes the write lock first and the version is read
     # again under it: a concurrent creator that got there first has already
     # done the work (CREATE TABLE IF NOT EXISTS would not be enough: it
@@ -190,15 +190,25 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 
 
 def _split_sql(script: str) -> Iterator[str]:
-    buf = []
-    for line in script.splitlines():
-        code = line.split("--", 1)[0]
-        buf.append(code)
-        if code.rstrip().endswith(";"):
-            stmt = "\n".join(buf).strip()
+    """The statements of a migration script, cut where SQLite's own tokenizer says one ends.
+
+    ``sqlite3.complete_statement`` is SQLite's tokenizer: a ``;`` inside a
+    string literal or a comment does not end a statement, and comments are
+    left for SQLite to skip. (``executescript`` would do the splitting for
+    us, but it commits any open transaction first, which would release the
+    lock :func:`_migrate` holds between reading the version and upgrading.)
+    """
+    buf: list[str] = []
+    for line in script.splitlines(keepends=True):
+        buf.append(line)
+        stmt = "".join(buf).strip()
+        if sqlite3.complete_statement(stmt):
             buf = []
-            if sqlite3.complete_statement(stmt):
-                yield stmt
-    rest = "\n".join(buf).strip()
-    if rest:
-        yield rest
+            yield stmt
+    rest = "".join(buf).strip()
+    if rest and not _only_comments(rest):
+        raise ValueError(f"migration script ends with an unfinished statement: {rest[:80]!r}")
+
+
+def _only_comments(sql: str) -> bool:
+    return all(not line.strip() or line.strip().startswith("--") for line in sql.splitlines())
