@@ -28,11 +28,11 @@ from PySide6.QtWidgets import (
     QComboBox,
     QGridLayout,
     QHBoxLayout,
-    QInputDialog,
     QLabel,
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSlider,
     QVBoxLayout,
     QWidget,
@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
 from perceptlab.audio.decode import load as load_audio
 from perceptlab.audio.playback import PlaybackEngine, PlaybackUnavailable
 from perceptlab.library.store import Library
+from perceptlab.listening.designs import band_of
 from perceptlab.qt.workers import QtTask, QtTaskRunner
 
 
@@ -101,6 +102,15 @@ class QtListeningView(QWidget):
         self.message = QLabel("")
         self.message.setStyleSheet("color: #c0392b")
         self.playhead = QLabel("")
+        # The completion screen: what was answered and what to do next.
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.summary.setStyleSheet("font-size: 14px")
+        self.summary.setAlignment(Qt.AlignTop | Qt.AlignLeft)
+        self.summary.hide()
+        self.value_labels: dict[str, QLabel] = {}
+        self.sound_buttons: dict[str, QPushButton] = {}
         self.timer = QTimer(self)
         self.timer.setInterval(50)
         self.timer.timeout.connect(self._on_tick)
@@ -119,7 +129,9 @@ class QtListeningView(QWidget):
         lay.addWidget(self.progress)
         lay.addWidget(self.prompt)
         lay.addLayout(self.sound_row)
-        lay.addLayout(self.rating_grid, 1)
+        lay.addLayout(self.rating_grid)
+        lay.addWidget(self.summary)
+        lay.addStretch(1)
         lay.addWidget(self.choice_label)
         lay.addWidget(self.playhead)
         bottom = QHBoxLayout()
@@ -134,6 +146,7 @@ class QtListeningView(QWidget):
         self.open_button.clicked.connect(self._on_open_clicked)
         self.new_button.clicked.connect(self._on_new_clicked)
         self.next_button.clicked.connect(self.submit)
+        self.next_button.setEnabled(False)
         self._install_keys()
 
     # -- keys -----------------------------------------------------------------------
@@ -174,18 +187,43 @@ class QtListeningView(QWidget):
         if self.library is None:
             return
         for info in list_sessions(self.library):
-            self.session_box.addItem(f"#{info.id} {info.design} · {info.listener} · {info.status} · "
-                                     f"{info.n_answered}/{info.n_trials}", info.id)
+            self.session_box.addItem(self._session_text(info), info.id)
+        self._select_session_item()
+
+    @staticmethod
+    def _session_text(info) -> str:
+        return (f"#{info.id} {info.design} · {info.listener} · {info.status} · "
+                f"{info.n_answered}/{info.n_trials}")
+
+    def _select_session_item(self) -> None:
+        """Point the session box at the open session."""
+        if self.session is None:
+            return
+        i = self.session_box.findData(self.session.id)
+        if i >= 0:
+            self.session_box.setCurrentIndex(i)
+
+    def _update_session_item(self) -> None:
+        """Rewrite the open session's entry (answered count, status) after an answer."""
+        if self.session is None:
+            return
+        i = self.session_box.findData(self.session.id)
+        if i < 0:
+            self.refresh_sessions()
+            return
+        self.session_box.setItemText(i, self._session_text(self.session.info()))
+        self.session_box.setCurrentIndex(i)
 
     def open_session(self, session_id: int) -> bool:
         """Open a session at its first unanswered trial (resume)."""
         from perceptlab.listening.session import Session
 
+        self.engine.stop()
         self.session = Session.open(self.library, session_id)
+        self._select_session_item()
         pos = self.session.next_position()
         if pos is None:
-            self.title.setText(f"Session #{session_id} is complete: every trial is answered")
-            self._clear_trial()
+            self._show_summary()
             return False
         self.show_trial(pos)
         return True
@@ -209,6 +247,9 @@ class QtListeningView(QWidget):
         self.current = None
         self.message.setText("")
         self.choice_label.setText("")
+        self.playhead.setText("")
+        self.summary.hide()
+        self.next_button.setEnabled(True)
         prog = self.session.progress()
         self.progress.setRange(0, prog.total)
         self.progress.setValue(prog.answered)
@@ -254,11 +295,69 @@ class QtListeningView(QWidget):
                 item.widget().deleteLater()
 
     def _clear_trial(self) -> None:
+        """Nothing of the last trial stays on screen: sounds, ratings, choice, playhead."""
         self.trial = None
+        if self._audio_task is not None:
+            self._audio_task.cancel()
+            self._audio_task = None
+        self._pending_play = None
+        self.timer.stop()
+        self.engine.clear()
         self._clear_layout(self.sound_row)
         self._clear_layout(self.rating_grid)
         self.sliders = {}
+        self.value_labels = {}
+        self.sound_buttons = {}
+        self.played = set()
+        self.current = None
         self.prompt.setText("")
+        self.choice_label.setText("")
+        self.playhead.setText("")
+        self.message.setText("")
+        self.next_button.setEnabled(False)
+
+    def summary_text(self) -> str:
+        """What the completion screen says about the open session."""
+        s = self.session
+        trials = s.answered_trials(include_unanswered=True)
+        answers = [t for t in trials if t.answer is not None]
+        rt = sum(float(t.answer.get("rt_ms", 0.0)) for t in answers) / 1000.0
+        minutes, seconds = divmod(int(round(rt)), 60)
+        took = f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+        lines = [f"{len(answers)} answers to {len(trials)} trials, {took} of listening "
+                 "(the sum of the time spent on each trial)."]
+        if s.design == "triplet":
+            catch = [t for t in answers if t.spec.get("catch")]
+            if catch:
+                right = sum(t.answer.get("choice") == t.spec.get("expected") for t in catch)
+                lines.append(f"{len(catch)} catch trial{'s' if len(catch) != 1 else ''} "
+                             f"(the copy of X among A and B): {right} picked correctly.")
+            else:
+                lines.append("No catch trials in this session.")
+        else:
+            low = 0
+            for t in answers:
+                hidden = [c["label"] for c in t.spec.get("conditions", []) if c.get("role") == "hidden_reference"]
+                low += any(t.answer["scores"].get(lab, 100.0) < 90 for lab in hidden)
+            lines.append(f"Hidden reference rated below 90 on {low} of {len(answers)} items "
+                         "(BS.1534 post-screening excludes a listener above 15 %).")
+        lines.append("")
+        lines.append("Next: open the Agreement tab to see how each metric agrees with these answers, "
+                     f"or run  perceptlab agreement --session {s.id}  (perceptlab listen export {s.id} "
+                     "--out answers.csv saves them). For another listener, create a new session with "
+                     "the same plan and seed: the items stay, the order changes.")
+        return "\n".join(lines)
+
+    def _show_summary(self) -> None:
+        """The completion screen of the open (fully answered) session."""
+        self._clear_trial()
+        s = self.session
+        self.progress.setRange(0, max(1, s.n_trials))
+        self.progress.setValue(s.n_trials)
+        self.progress.setFormat(f"{s.n_trials} of {s.n_trials} answered")
+        self.title.setText(f"Session #{s.id} ({s.design}) · listener {s.listener} · complete: thank you!")
+        self.summary.setText(self.summary_text())
+        self.summary.show()
 
     def _build_sound_buttons(self) -> None:
         self._clear_layout(self.sound_row)
@@ -421,12 +520,11 @@ class QtListeningView(QWidget):
         self.engine.stop()
         if nxt is None:
             self.session.complete()
-            self.progress.setValue(self.progress.maximum())
-            self.title.setText(f"Session #{self.session.id} complete: thank you!")
-            self._clear_trial()
-            self.refresh_sessions()
+            self._update_session_item()
+            self._show_summary()
             self.finished.emit(self.session.id)
         else:
+            self._update_session_item()
             self.show_trial(nxt)
         return True
 
