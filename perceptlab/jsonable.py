@@ -1,18 +1,34 @@
-"""Turning parameters and reports into JSON-safe values."""
+"""Turning parameters, reports and progress events into JSON-safe values.
+
+The one place that decides how a Python or numpy value is written as JSON:
+numpy scalars and arrays become Python numbers and lists, a non-finite float
+becomes ``null`` (JSON has no NaN or infinity, and a reader that gets
+``NaN`` fails), tuples become lists, keys become strings, and anything else
+(paths, enums) becomes its ``str``.
+"""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 
 def jsonable(obj):
-    """A copy of ``obj`` made of dicts, lists, str, int, float, bool and None.
-
-    Tuples become lists, keys become strings, anything else (paths, numpy
-    scalars, enums) becomes its ``str``.
-    """
+    """A copy of ``obj`` made of dicts, lists, str, int, float, bool and None."""
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, str) or obj is None:
         return obj
     return str(obj)

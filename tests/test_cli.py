@@ -67,3 +67,19 @@ def test_the_app_without_a_display_says_so_instead_of_aborting(monkeypatch, clip
     out = run("gui", "--library", clip_library, check=False)
     assert out.returncode == 2, out.stderr  # not Qt's SIGABRT
     assert "cannot open the window: no display" in out.stderr and "QT_QPA_PLATFORM=offscreen" in out.stderr
+
+
+def test_jsonable_is_the_one_json_sanitiser():
+    """numpy values become Python ones, non-finite floats null, anything else its str."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from perceptlab.jsonable import jsonable
+
+    out = jsonable({1: (np.float32(0.5), np.int64(3), np.bool_(True)), "a": np.array([1.0, np.nan]),
+                    "inf": float("inf"), "p": Path("/x/y.wav"), "n": None})
+    assert out == {"1": [0.5, 3, True], "a": [1.0, None], "inf": None, "p": "/x/y.wav", "n": None}
+    assert type(out["1"][1]) is int and type(out["1"][2]) is bool
+    json.dumps(out, allow_nan=False)

@@ -45,6 +45,7 @@ from typing import Sequence
 import numpy as np
 
 from perceptlab.audio.features import DEFAULT_EXCERPT_FRAMES, FeatureConfig
+from perceptlab.jsonable import jsonable
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
 
 REPORT_VERSION = 1
@@ -601,10 +602,6 @@ def _spearman(a, b) -> float:
     return spearman(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
 
 
-def _nan_to_none(v):
-    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
-
-
 def condition_means(ratings: Sequence[Rating], exclude: Sequence[str] = ()) -> list[dict]:
     """Mean score per (item, condition) over the listeners not excluded, with a t-based 95 % CI half-width."""
     from scipy import stats
@@ -639,14 +636,14 @@ def correlation_report(x: np.ndarray, y: np.ndarray) -> dict:
            "rmse": None, "rmse_raw": None}
     if n < 2:
         return out
-    out["pearson"] = _nan_to_none(_pearson(x, y))
-    out["spearman"] = _nan_to_none(_spearman(x, y))
+    out["pearson"] = jsonable(_pearson(x, y))
+    out["spearman"] = jsonable(_spearman(x, y))
     # Metrics are distances: expect the score to fall as the distance grows.
     fit = fit_monotonic_cubic(x, y, increasing=False)
     pred = fit(x)
     err = y - pred
     out["mapping"] = fit.to_json()
-    out["pearson_mapped"] = _nan_to_none(_pearson(pred, y))
+    out["pearson_mapped"] = jsonable(_pearson(pred, y))
     dof = n - 4 if fit.method in ("unconstrained", "constrained") else n - 2
     out["rmse"] = float(math.sqrt((err ** 2).sum() / dof)) if dof > 0 else None
     out["rmse_raw"] = float(math.sqrt((err ** 2).mean()))

@@ -40,6 +40,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from perceptlab.jsonable import jsonable
 from perceptlab.metrics.pyramid import N_LEVELS, P_GATHER, SIGMAS, laplacian_pyramid, safe_sqrt
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
 
@@ -355,9 +356,9 @@ def fit_ratings(images: np.ndarray, iref: Sequence[int], icond: Sequence[int], s
         dd, ss = d[mask].double().numpy(), s[mask].double().numpy()
         if dd.size < 2:
             return {"pearson": None, "spearman": None}
-        from perceptlab.analysis.agreement import _nan_to_none, _pearson
+        from perceptlab.analysis.agreement import _pearson
 
-        return {"pearson": _nan_to_none(_pearson(dd, ss)), "spearman": _nan_to_none(_spearman(dd, ss))}
+        return {"pearson": jsonable(_pearson(dd, ss)), "spearman": jsonable(_spearman(dd, ss))}
 
     with torch.no_grad():
         d0 = dist()

@@ -109,6 +109,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from perceptlab.audio.features import FeatureConfig, windows
+from perceptlab.jsonable import jsonable
 from perceptlab.library.store import Clip, Library
 from perceptlab.tasks import CancelFn, Cancelled, ProgressFn, check_cancel
 
@@ -1258,22 +1259,6 @@ def _versions() -> dict:
     return out
 
 
-def _clean(obj):
-    """JSON-safe: numpy scalars to Python, non-finite floats to None, tuples to lists."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    return obj
-
-
 def run_evaluation(
     library: Library | str | os.PathLike,
     config: EvaluateConfig = EvaluateConfig(),
@@ -1481,7 +1466,7 @@ def run_evaluation(
     report["timings"] = dict(prog.timings, total_s=round(time.perf_counter() - t_start, 3))
     report["created"] = created
     report["command"] = list(command) if command is not None else None
-    return EvaluationReport(_clean(report))
+    return EvaluationReport(jsonable(report))
 
 
 def _assemble(library: Library, data: SegmentData, config: EvaluateConfig, folds, methods: list[_Method],

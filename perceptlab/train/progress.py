@@ -10,10 +10,11 @@ at once. Non-finite floats are written as ``null`` (JSON has no NaN).
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from typing import Callable, TextIO
+
+from perceptlab.jsonable import jsonable
 
 #: Event kinds and the fields each one always carries (besides event, time).
 EVENTS = {
@@ -30,22 +31,12 @@ EVENTS = {
 }
 
 
-def _clean(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
-
-
 class Reporter:
     """Receives events; subclasses render them."""
 
     def emit(self, event: str, **fields) -> dict:
         obj = {"event": event, "time": round(time.time(), 3), **fields}
-        obj = _clean(obj)
+        obj = jsonable(obj)
         self.write(obj)
         return obj
 
