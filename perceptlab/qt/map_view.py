@@ -1,11 +1,17 @@
 """The embedding map: the library in two dimensions, coloured and shaped by label.
 
 Sources: an encoder's clip embeddings (PCA or t-SNE), or any metric's
-distance matrix (MDS). Click a point to select its clip in the library;
-hold Alt and hover to audition clips; Shift+drag a lasso to send the
-enclosed clips to the matrix view. Clips added after the map was fitted are
-placed with the fitted projection (see :mod:`perceptlab.analysis.projection`);
-Refit builds a new map.
+distance matrix (MDS). Hover a point to read its clip's name and label;
+click it to select the clip in the library (the selected clip wears a
+ring, kept across refits); hold Alt and hover to audition clips;
+Shift+drag a lasso to send the enclosed clips to the matrix view. Clips
+added after the map was fitted are placed with the fitted projection (see
+:mod:`perceptlab.analysis.projection`); Refit builds a new map.
+
+The legend is a side list (:class:`~perceptlab.qt.label_legend.QtLabelLegend`):
+every label with its marker and clip count, filterable by typing, each with
+a check box that shows or hides its points; colours and markers come from
+:func:`~perceptlab.qt.label_legend.label_styles`, a distinct pair per label.
 """
 
 from __future__ import annotations
@@ -14,15 +20,28 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QPainterPath, QPolygonF
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from perceptlab.analysis.projection import Projection, fit_distance_map, fit_embedding_map
 from perceptlab.library.store import Clip, Library
+from perceptlab.qt.label_legend import QtLabelLegend, label_styles
 from perceptlab.qt.workers import QtTask, QtTaskRunner
 
-SYMBOLS = ["o", "s", "t", "d", "star", "h", "p", "t1", "+", "x"]
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+#: Marker size on the map, and the selected clip's ring.
+POINT_SIZE, RING_SIZE = 11, 22
+#: What the map needs before it can be drawn.
+EMPTY_TEXT = ("No map yet.\n\nThe map places the library's clips by a metric's distances (MDS) or an "
+              "encoder's embeddings (PCA, t-SNE). Import clips (File ▸ Import folder…, at least 3), "
+              "choose a source above and press Refit.")
 
 
 def compute_map(library_path: str, metric: str, method: str, fitted: Projection | None = None,
@@ -121,21 +140,46 @@ class QtMapView(QWidget):
         self.runner = runner
         self.library_path: str | None = None
         self.result: dict | None = None
+        self.styles: dict[str, tuple] = {}
+        self.selected_clip_id: int | None = None
         self._task: QtTask | None = None
         self._last_audition: int | None = None
+        self._shown: np.ndarray = np.zeros(0, dtype=int)  # result indices of the drawn points
 
         self.source_box = QComboBox()
         self.method_box = QComboBox()
         self.refit_button = QPushButton("Refit")
         self.status = QLabel("")
+        self.status.setWordWrap(True)
         self.view_box = _LassoViewBox(self._on_lasso)
         self.plot_widget = pg.PlotWidget(viewBox=self.view_box)
         self.plot = self.plot_widget.getPlotItem()
         self.plot.hideAxis("bottom")
         self.plot.hideAxis("left")
-        self.legend = self.plot.addLegend(offset=(10, 10))
-        self.scatter = pg.ScatterPlotItem(size=11, pen=pg.mkPen(0, 0, 0, 120), hoverable=True)
+        self.scatter = pg.ScatterPlotItem(size=POINT_SIZE, pen=pg.mkPen(0, 0, 0, 120), hoverable=True,
+                                          hoverPen=pg.mkPen(255, 255, 255, 220, width=2), tip=self._tip)
         self.plot.addItem(self.scatter)
+        # The selected clip: a ring drawn over its marker, ignored by hover and click.
+        self.ring = pg.ScatterPlotItem(size=RING_SIZE, symbol="o", pen=pg.mkPen(255, 221, 0, width=3),
+                                       brush=None, tip=None)
+        self.ring.setZValue(10)
+        self.plot.addItem(self.ring)
+        self.empty = QLabel(EMPTY_TEXT)
+        self.empty.setWordWrap(True)
+        self.empty.setAlignment(Qt.AlignCenter)
+        self.empty.setMargin(24)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(self.plot_widget)
+        self.legend = QtLabelLegend()
+        self.legend.setMinimumWidth(150)
+        self.splitter = QSplitter(Qt.Horizontal)
+        self.splitter.addWidget(self.stack)
+        self.splitter.addWidget(self.legend)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 0)
+        self.splitter.setCollapsible(0, False)
+        self.splitter.setSizes([400, 170])
         top = QHBoxLayout()
         top.addWidget(QLabel("Map of"))
         top.addWidget(self.source_box, 1)
@@ -144,21 +188,30 @@ class QtMapView(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(top)
-        lay.addWidget(self.plot_widget, 1)
+        lay.addWidget(self.splitter, 1)
         lay.addWidget(self.status)
-        self.setToolTip("Click: select the clip. Alt+hover: listen. Shift+drag: lasso clips into the matrix view.")
+        self.plot_widget.setToolTip("")
+        self.stack.setToolTip("Hover: the clip's name and label. Click: select the clip. Alt+hover: listen. "
+                              "Shift+drag: lasso clips into the matrix view.")
+        self._show_empty(EMPTY_TEXT)
 
         self.source_box.currentIndexChanged.connect(self._on_source_changed)
         self.method_box.currentIndexChanged.connect(lambda _: self.refit())
         self.refit_button.clicked.connect(self.refit)
         self.scatter.sigClicked.connect(self._on_points_clicked)
         self.plot_widget.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.legend.visibility_changed.connect(self._on_visibility_changed)
+        self.legend.label_activated.connect(self._on_label_activated)
         # Sources are listed by refresh_sources() once the registry is loaded.
 
     def set_library(self, path: str | None) -> None:
         self.library_path = path
         self.result = None
         self.scatter.clear()
+        self.ring.clear()
+        self._shown = np.zeros(0, dtype=int)
+        self.legend.set_labels({}, {})
+        self._show_empty(EMPTY_TEXT if path else "Open a library to see its map.")
 
     def refresh_sources(self, names: list[str]) -> None:
         """List the library's encoder embeddings first (PCA / t-SNE), then the spectrogram metrics
@@ -216,43 +269,124 @@ class QtMapView(QWidget):
         if fitted is not None and (fitted["metric"], fitted["method"]) != (metric, method):
             fitted = None
         self.status.setText(f"Computing the {self.method_box.currentText()} map…")
+        if self.result is None:
+            self._show_empty(f"Computing the {self.method_box.currentText()} map of "
+                             f"{self.source_box.currentText()}…")
         task = QtTask(compute_map, self.library_path, metric, method,
                       None if fitted is None else fitted["projection"],
                       None if fitted is None else fitted["fitted_ids"])
         task.signals.finished.connect(lambda res, t=task: self._on_result(t, res))
-        task.signals.failed.connect(lambda msg, _tb: self.status.setText(f"Cannot draw the map: {msg}"))
+        task.signals.failed.connect(lambda msg, _tb, t=task: self._on_failed(t, msg))
         self._task = task
         self.runner.start(task)
         return task
+
+    def _on_failed(self, task: QtTask, message: str) -> None:
+        if task is not self._task:
+            return
+        self._task = None
+        self.status.setText(f"Cannot draw the map: {message}")
+        if self.result is None:
+            self._show_empty(f"Cannot draw the map: {message}\n\n{EMPTY_TEXT}")
 
     def _on_result(self, task: QtTask, result: dict) -> None:
         if task is not self._task:
             return
         self._task = None
         self.result = result
-        clips, coords = result["clips"], result["coords"]
-        labels = sorted({c.label or "-" for c in clips})
-        style = {lab: (PALETTE[i % len(PALETTE)], SYMBOLS[i % len(SYMBOLS)]) for i, lab in enumerate(labels)}
-        spots = [{"pos": (float(x), float(y)), "data": i, "brush": pg.mkBrush(*style[c.label or "-"][0]),
-                  "symbol": style[c.label or "-"][1]} for i, (c, (x, y)) in enumerate(zip(clips, coords))]
-        self.scatter.setData(spots)
-        self.legend.clear()
-        for lab in labels:
-            colour, symbol = style[lab]
-            self.legend.addItem(pg.ScatterPlotItem(symbol=symbol, brush=pg.mkBrush(*colour), size=10), lab)
+        clips = result["clips"]
+        counts: dict[str, int] = {}
+        for c in clips:
+            counts[_label(c)] = counts.get(_label(c), 0) + 1
+        self.styles = label_styles(counts)
+        self.legend.set_labels(counts, self.styles)
+        self._draw()
+        self.stack.setCurrentWidget(self.plot_widget)
         self.plot.autoRange()
         placed = result["placed"]
-        self.status.setText(f"{len(clips)} clips" + (f" ({placed} placed into the fitted map)" if placed else ""))
+        self.status.setText(f"{len(clips)} clips, {len(counts)} labels"
+                            + (f" ({placed} placed into the fitted map)" if placed else ""))
 
+    def _draw(self) -> None:
+        """Draw the clips of the labels the legend shows, and the ring on the selected one."""
+        if self.result is None:
+            return
+        clips, coords = self.result["clips"], self.result["coords"]
+        hidden = self.legend.hidden_labels()
+        self._shown = np.array([i for i, c in enumerate(clips) if _label(c) not in hidden], dtype=int)
+        spots = []
+        for i in self._shown:
+            colour, symbol = self.styles[_label(clips[i])]
+            spots.append({"pos": (float(coords[i, 0]), float(coords[i, 1])), "data": int(i),
+                          "brush": pg.mkBrush(*colour), "symbol": symbol})
+        self.scatter.setData(spots)
+        self._draw_ring()
+
+    def _draw_ring(self) -> None:
+        i = self.selected_index()
+        if i is None or i not in set(self._shown.tolist()):
+            self.ring.clear()
+            return
+        x, y = self.result["coords"][i]
+        self.ring.setData([{"pos": (float(x), float(y))}])
+
+    def _on_visibility_changed(self) -> None:
+        self._draw()
+        if self.result is not None:
+            n, shown = len(self.result["clips"]), len(self._shown)
+            hidden = len(self.legend.hidden_labels())
+            self.status.setText(f"{n} clips, {len(self.styles)} labels" +
+                                (f"; {shown} clips shown ({hidden} labels hidden)" if hidden else ""))
+
+    def _on_label_activated(self, label: str) -> None:
+        """Double-clicking a label in the legend shows that label alone, or every label again."""
+        others = [lab for lab in self.legend.labels() if lab != label]
+        alone = self.legend.hidden_labels() == set(others)
+        self.legend.set_hidden(others, hidden=not alone)
+        self.legend.set_hidden([label], hidden=False)
+
+    def _show_empty(self, text: str) -> None:
+        self.empty.setText(text)
+        self.stack.setCurrentWidget(self.empty)
+
+    # -- reading the map -------------------------------------------------------------
     def point_count(self) -> int:
+        """Points drawn (the clips of the labels shown)."""
         return len(self.scatter.points())
+
+    def shown_clips(self) -> list[Clip]:
+        return [] if self.result is None else [self.result["clips"][i] for i in self._shown]
 
     def clip_at(self, index: int) -> Clip:
         return self.result["clips"][index]
 
+    def hover_text(self, index: int) -> str:
+        """What hovering the ``index``-th clip shows: ``name · label`` and the map coordinates."""
+        c = self.result["clips"][index]
+        x, y = self.result["coords"][index]
+        return f"{c.name} · {_label(c)}\n({x:.3g}, {y:.3g})"
+
+    def _tip(self, x, y, data) -> str:
+        if self.result is None or data is None:
+            return ""
+        return self.hover_text(int(data))
+
+    # -- the selected clip ---------------------------------------------------------------
+    def set_selected_clip(self, clip_id: int | None) -> None:
+        """Ring the clip selected in the library (kept across refits; none if it is not on the map)."""
+        self.selected_clip_id = clip_id
+        self._draw_ring()
+
+    def selected_index(self) -> int | None:
+        if self.result is None or self.selected_clip_id is None:
+            return None
+        return next((i for i, c in enumerate(self.result["clips"]) if c.id == self.selected_clip_id), None)
+
     def _on_points_clicked(self, _item, points, *_):
         if len(points):
-            self.clip_clicked.emit(self.result["clips"][points[0].data()])
+            clip = self.result["clips"][points[0].data()]
+            self.set_selected_clip(clip.id)
+            self.clip_clicked.emit(clip)
 
     def _on_mouse_moved(self, pos) -> None:
         from PySide6.QtWidgets import QApplication
@@ -272,7 +406,12 @@ class QtMapView(QWidget):
             return
         path = QPainterPath()
         path.addPolygon(QPolygonF(points))
-        inside = [c for c, (x, y) in zip(self.result["clips"], self.result["coords"])
-                  if path.contains(QPointF(float(x), float(y)))]
+        coords = self.result["coords"]
+        inside = [self.result["clips"][i] for i in self._shown
+                  if path.contains(QPointF(float(coords[i, 0]), float(coords[i, 1])))]
         self.status.setText(f"{len(inside)} clips lassoed: shown in the matrix view")
         self.lasso_selected.emit(inside)
+
+
+def _label(clip: Clip) -> str:
+    return clip.label or "-"
