@@ -13,7 +13,7 @@ while: both functions take ``progress`` and ``cancel`` (see
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -210,6 +210,27 @@ def create_mushra_session(library, listener: str, plan: MushraPlan = MushraPlan(
     )
 
 
+def preview_item(library, design: str, plan=None, *, progress: ProgressFn | None = None,
+                 cancel: CancelFn | None = None) -> TripletItem | MushraItem:
+    """One item as ``plan`` builds them, rendered, for hearing before a session is created.
+
+    The first reference (or three clips) of the plan's choice, its seed and
+    its recipes; a triplet preview skips active selection (which would score
+    a whole pool) and catch trials. The stimuli rendered here are the ones
+    the session reuses.
+    """
+    if design == TRIPLET:
+        plan = plan or TripletPlan()
+        one = replace(plan, n_trials=1, n_catch=0, active=False, n_references=1,
+                      clip_ids=plan.clip_ids[:1] if plan.clip_ids and plan.source == "stimuli" else plan.clip_ids)
+        return triplet_items(library, one, progress=progress, cancel=cancel)[0]
+    if design == MUSHRA:
+        plan = plan or MushraPlan()
+        one = replace(plan, n_items=1, clip_ids=plan.clip_ids[:1] if plan.clip_ids else None)
+        return mushra_items_for(library, one, progress=progress, cancel=cancel)[0]
+    raise ValueError(f"unknown design {design!r}; use triplet or mushra")
+
+
 def create_session(library, design: str, listener: str, plan=None, **kwargs) -> Session:
     """Dispatch on ``design`` ("triplet" or "mushra"); ``plan`` defaults to the design's defaults."""
     if design == TRIPLET:
@@ -221,5 +242,5 @@ def create_session(library, design: str, listener: str, plan=None, **kwargs) -> 
 
 __all__: Sequence[str] = [
     "MushraPlan", "TripletPlan", "create_mushra_session", "create_session", "create_triplet_session",
-    "mushra_items_for", "triplet_items",
+    "mushra_items_for", "preview_item", "triplet_items",
 ]

@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QLabel,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QSizePolicy,
@@ -43,6 +42,15 @@ from perceptlab.audio.playback import PlaybackEngine, PlaybackUnavailable
 from perceptlab.library.store import Library
 from perceptlab.listening.designs import band_of
 from perceptlab.qt.workers import QtTask, QtTaskRunner
+
+
+def _create_session_in_worker(library_path: str, design: str, listener: str, plan, *,
+                              progress=None, cancel=None) -> int:
+    """Create a session on its own library connection (worker thread); returns its id."""
+    from perceptlab.listening.create import create_session
+
+    with Library(library_path) as lib:
+        return create_session(lib, design, listener, plan, progress=progress, cancel=cancel).id
 
 
 def _decode_sounds(sounds, rate: int) -> dict:
@@ -86,6 +94,8 @@ class QtListeningView(QWidget):
         self.runner = QtTaskRunner(self, max_threads=1)
         self._audio_task: QtTask | None = None
         self._pending_play: int | None = None
+        self.creating: QtTask | None = None
+        self.session_dialog = None
 
         self.session_box = QComboBox()
         self.open_button = QPushButton("Open")
@@ -359,48 +369,113 @@ class QtListeningView(QWidget):
         self.summary.setText(self.summary_text())
         self.summary.show()
 
+    def _sound_button(self, index: int, text: str) -> QPushButton:
+        key = "0" if index == 0 else str(index)
+        b = QPushButton(f"{text}  [{key}]")
+        b.setCheckable(True)
+        b.setMinimumHeight(36)
+        # The keys belong to the view: a focused button must not eat Space or Enter.
+        b.setFocusPolicy(Qt.NoFocus)
+        b.clicked.connect(lambda _=False, i=index: self.play_sound(i))
+        return b
+
     def _build_sound_buttons(self) -> None:
+        """Triplet: X, A, B in one row. MUSHRA puts each play button on its condition's row instead."""
         self._clear_layout(self.sound_row)
         self.sound_buttons = {}
+        if self.trial.design != "triplet":
+            return
         for i, sound in enumerate(self.trial.sounds):
-            key = "0" if i == 0 else str(i)
-            b = QPushButton(f"{sound.label}  [{key}]")
-            b.setCheckable(True)
+            b = self._sound_button(i, sound.label)
             b.setMinimumHeight(40)
-            b.clicked.connect(lambda _=False, i=i: self.play_sound(i))
             self.sound_row.addWidget(b)
             self.sound_buttons[sound.label] = b
 
     def _build_rating(self) -> None:
         self._clear_layout(self.rating_grid)
         self.sliders = {}
+        self.value_labels = {}
         t = self.trial
+        for col in range(max(3, self.rating_grid.columnCount())):
+            self.rating_grid.setColumnStretch(col, 0)
         if t.design == "triplet":
             for col, label in enumerate(t.choices):
+                self.rating_grid.setColumnStretch(col, 1)
                 b = QPushButton(f"{label} is closer to {t.reference.label}")
                 b.setMinimumHeight(36)
+                b.setFocusPolicy(Qt.NoFocus)
                 b.clicked.connect(lambda _=False, lab=label: self.choose(lab, submit=True))
                 self.rating_grid.addWidget(b, 0, col)
             return
+        # One row per sound: its play button, its slider, its score -- a slider
+        # sits beside the button that plays what it rates.
         scale = t.scale
-        for row, (name, lo, hi) in enumerate(scale.bands):
-            self.rating_grid.addWidget(QLabel(f"{name} ({lo}-{hi})"), row, 0)
-        for col, sound in enumerate(t.candidates, start=1):
-            s = QSlider(Qt.Vertical)
+        grid = self.rating_grid
+        grid.setHorizontalSpacing(12)
+        grid.setVerticalSpacing(4)
+        bands = QWidget()
+        band_row = QHBoxLayout(bands)
+        band_row.setContentsMargins(0, 0, 0, 0)
+        band_row.setSpacing(0)
+        for name, lo, hi in reversed(scale.bands):  # worst on the left, as the slider runs
+            lab = QLabel(f"{name}\n{lo}-{hi}", alignment=Qt.AlignHCenter)
+            lab.setStyleSheet("color: #555")
+            band_row.addWidget(lab, hi - lo)
+        grid.addWidget(bands, 0, 1)
+        grid.addWidget(QLabel("score", alignment=Qt.AlignCenter), 0, 2)
+        ref = self._sound_button(0, t.reference.label)
+        self.sound_buttons[t.reference.label] = ref
+        grid.addWidget(ref, 1, 0)
+        hint = QLabel("the open reference: rate each condition against it")
+        hint.setStyleSheet("color: gray")
+        grid.addWidget(hint, 1, 1, 1, 2)
+        for row, sound in enumerate(t.candidates, start=2):
+            b = self._sound_button(row - 1, sound.label)
+            self.sound_buttons[sound.label] = b
+            s = QSlider(Qt.Horizontal)
             s.setRange(scale.minimum, scale.maximum)
             s.setValue(scale.minimum)
+            s.setTickPosition(QSlider.TicksBelow)
+            s.setTickInterval(20)
+            s.setSingleStep(1)
+            s.setPageStep(5)
+            s.setFocusPolicy(Qt.NoFocus)
+            s.setMinimumWidth(220)
             s.setProperty("rated", False)
-            s.valueChanged.connect(lambda _v, s=s: s.setProperty("rated", True))
-            s.setToolTip(f"score of {sound.label}")
-            self.rating_grid.addWidget(s, 0, col, len(scale.bands), 1)
-            self.rating_grid.addWidget(QLabel(sound.label, alignment=Qt.AlignHCenter), len(scale.bands), col)
+            s.setToolTip(f"score of {sound.label} (j/k ±5, Shift+j/k ±1 for the condition last played)")
+            value = QLabel("not rated", alignment=Qt.AlignVCenter | Qt.AlignLeft)
+            value.setMinimumWidth(value.fontMetrics().horizontalAdvance("100 · Excellent") + 8)
+            value.setSizePolicy(QSizePolicy.Fixed, QSizePolicy.Preferred)
+            s.valueChanged.connect(lambda _v, lab=sound.label: self._on_slider_moved(lab))
+            s.sliderPressed.connect(lambda lab=sound.label: self._on_slider_moved(lab))
+            grid.addWidget(b, row, 0)
+            grid.addWidget(s, row, 1)
+            grid.addWidget(value, row, 2)
             self.sliders[sound.label] = s
-        self.rating_grid.setColumnStretch(len(t.candidates) + 1, 1)  # keep the sliders together on the left
+            self.value_labels[sound.label] = value
+        grid.setColumnStretch(1, 1)
         stored = (t.answer or {}).get("scores") if t.answer else None
         if stored:
             for lab, v in stored.items():
                 if lab in self.sliders:
                     self.sliders[lab].setValue(int(round(v)))
+                    self._on_slider_moved(lab)
+            self.current = None
+
+    def value_text(self, label: str) -> str:
+        """What the score label beside a slider says: ``"72 · Good"``, or ``"not rated"``."""
+        s = self.sliders[label]
+        if not s.property("rated"):
+            return "not rated"
+        return f"{s.value()} · {band_of(s.value())}"
+
+    def _on_slider_moved(self, label: str) -> None:
+        s = self.sliders.get(label)
+        if s is None:
+            return
+        s.setProperty("rated", True)
+        self.current = label  # j/k now move this one
+        self.value_labels[label].setText(self.value_text(label))
 
     # -- playing ------------------------------------------------------------------------------
     def play_sound(self, index: int) -> None:
@@ -478,8 +553,7 @@ class QtListeningView(QWidget):
         if label in self.sliders:
             s = self.sliders[label]
             s.setValue(s.value() + step)
-            s.setProperty("rated", True)
-            self.current = label
+            self._on_slider_moved(label)
 
     def current_answer(self) -> dict | None:
         t = self.trial
@@ -535,18 +609,61 @@ class QtListeningView(QWidget):
             self.open_session(int(sid))
 
     def _on_new_clicked(self) -> None:
+        self.new_session_dialog()
+
+    def new_session_dialog(self):
+        """Open the session-authoring dialog (window-modal); accepting it creates the session."""
+        from perceptlab.qt.session_dialog import QtSessionDialog
+
         if self.library is None:
-            return
-        design, ok = QInputDialog.getItem(self, "New listening session", "Design", ["triplet", "mushra"], 0, False)
-        if not ok:
-            return
-        listener, ok = QInputDialog.getText(self, "New listening session", "Listener name")
-        if not ok or not listener.strip():
-            return
-        try:
-            self.create_session(design, listener.strip())
-        except Exception as exc:  # a library too small, a stimulus that cannot be rendered
-            QMessageBox.warning(self, "Cannot create the session", str(exc))
+            self.message.setText("Open a library first: sessions are stored in it")
+            return None
+        self.engine.pause()
+        metrics = list(getattr(self.window(), "metric_names", None) or []) or None
+        dlg = QtSessionDialog(self.library, self, metrics=metrics, sample_rate=self.engine.sample_rate)
+        if self.session is not None:
+            # The next listener of the same test: the open session's plan, a new name.
+            from perceptlab.listening.create import MushraPlan, TripletPlan
+
+            stored = dict(self.session.config.get("plan") or {})
+            cls = TripletPlan if self.session.design == "triplet" else MushraPlan
+            try:
+                plan = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+                dlg.set_plan(self.session.design, plan)
+            except (TypeError, ValueError):
+                pass  # a plan stored by an older version: the dialog keeps its defaults
+        dlg.accepted.connect(lambda d=dlg: self.create_from_plan(d.design(), d.listener(), d.plan()))
+        dlg.finished.connect(dlg.deleteLater)
+        self.session_dialog = dlg
+        dlg.open()
+        return dlg
+
+    def create_from_plan(self, design: str, listener: str, plan) -> QtTask:
+        """Build the session in a worker (rendering stimuli can take a while), then open it."""
+        self.new_button.setEnabled(False)
+        self.message.setText("")
+        self.title.setText(f"Preparing a {design} session for {listener}…")
+        task = QtTask(_create_session_in_worker, self.library_path, design, listener, plan)
+        task.signals.progress.connect(
+            lambda done, total: self.title.setText(f"Preparing a {design} session for {listener}… "
+                                                   f"{done}/{total} stimuli"))
+        task.signals.finished.connect(self._on_session_created)
+        task.signals.failed.connect(self._on_session_failed)
+        task.signals.cancelled.connect(lambda: self.new_button.setEnabled(True))
+        self.creating = task
+        return self.runner.start(task)
+
+    def _on_session_created(self, session_id: int) -> None:
+        self.creating = None
+        self.new_button.setEnabled(True)
+        self.refresh_sessions()
+        self.open_session(int(session_id))
+
+    def _on_session_failed(self, message: str, _tb: str) -> None:
+        self.creating = None
+        self.new_button.setEnabled(True)
+        self.title.setText("Open or create a listening session")
+        self.message.setText(f"Cannot create the session: {message}")
 
     def close_engine(self) -> None:
         if self._audio_task is not None:
