@@ -63,17 +63,17 @@ def check_device(device: str | None) -> str:
     try:
         dev = torch.device(text)
     except (RuntimeError, ValueError):
-        raise ValueError(f"device {text!r}: not a device; use cpu, cuda or cuda:N") from None
+        raise ValueError(f"device {text}: not a device; use cpu, cuda or cuda:N") from None
     if dev.type == "cpu":
         return "cpu"
     if dev.type != "cuda":
-        raise ValueError(f"device {text!r}: matrices run on cpu or cuda, not {dev.type}")
+        raise ValueError(f"device {text}: matrices run on cpu or cuda, not {dev.type}")
     if not torch.cuda.is_available():
         raise ValueError(f"device {text}: torch sees no CUDA device on this machine "
                          "(torch.cuda.is_available() is False); use --device cpu")
     count = torch.cuda.device_count()
     if dev.index is not None and dev.index >= count:
-        raise ValueError(f"device {text!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+        raise ValueError(f"device {text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
     return text
 
 
