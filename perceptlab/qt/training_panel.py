@@ -3,23 +3,22 @@
 Pick a recipe from ``training/configs`` and adjust it (loss mix, epochs,
 batch size, latent size, device), then Launch. Each run is a separate
 ``perceptlab train`` process (see :mod:`perceptlab.qt.training_jobs`); its
-JSON-lines progress becomes live curves: the raw training loss (faint), its
-exponential moving average with the min/max envelope of the recent steps,
-and the validation loss per epoch. Several runs overlay; the log scale is a
-tick box away. The run history is the library's ``runs`` table.
+JSON-lines progress becomes live curves (:mod:`perceptlab.qt.training_curves`):
+the raw training loss (faint), its exponential moving average with the
+min/max envelope of the recent steps, and the validation loss per epoch, with
+a legend, a y range fitted to the losses, a hover readout and, before the
+first step, a line saying what the plot waits for. Several runs overlay. A
+progress bar says where the selected run stands, in epochs, steps and time
+left. The run history is the library's ``runs`` table.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
-import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -31,6 +30,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMessageBox,
     QPlainTextEdit,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QSplitter,
@@ -38,13 +38,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from perceptlab.qt.training_curves import (
+    NO_RUN,
+    WAITING,
+    QtLossPlot,
+    RunCurves,
+    fmt_duration,
+    progress_fraction,
+    progress_text,
+)
 from perceptlab.qt.training_jobs import QtTrainingJob
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "training" / "configs"
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127)]
-SMOOTH = 0.9  # EMA factor of the smoothed curve
-ENVELOPE = 10  # steps in the min/max envelope window
 
 
 def list_configs() -> list[Path]:
@@ -56,65 +63,6 @@ def read_config(path: Path) -> dict:
 
     with open(path, "rb") as fh:
         return tomllib.load(fh)
-
-
-def ema(values: list[float], alpha: float = SMOOTH) -> np.ndarray:
-    out, acc = [], None
-    for v in values:
-        acc = v if acc is None else alpha * acc + (1 - alpha) * v
-        out.append(acc)
-    return np.array(out)
-
-
-def rolling_envelope(values: list[float], window: int = ENVELOPE) -> tuple[np.ndarray, np.ndarray]:
-    v = np.asarray(values, dtype=float)
-    lo = np.array([v[max(0, i - window + 1): i + 1].min() for i in range(len(v))])
-    hi = np.array([v[max(0, i - window + 1): i + 1].max() for i in range(len(v))])
-    return lo, hi
-
-
-class _RunCurves:
-    """The plot items of one run."""
-
-    def __init__(self, plot: pg.PlotItem, name: str, colour):
-        c = pg.mkColor(*colour)
-        faint = pg.mkColor(*colour, 70)
-        self.raw = plot.plot([], [], pen=pg.mkPen(faint, width=1))
-        self.lo = pg.PlotDataItem([], [], pen=None)
-        self.hi = pg.PlotDataItem([], [], pen=None)
-        self.band = pg.FillBetweenItem(self.lo, self.hi, brush=pg.mkBrush(*colour, 40))
-        plot.addItem(self.band)
-        self.colour = c
-        self.smooth = plot.plot([], [], pen=pg.mkPen(c, width=2))
-        self.val = plot.plot([], [], pen=pg.mkPen(c, width=2, style=Qt.DashLine), symbol="o", symbolSize=6,
-                             symbolBrush=c)
-        self.items = [self.raw, self.band, self.smooth, self.val, self.lo, self.hi]
-        self.steps: list[int] = []
-        self.losses: list[float] = []
-        self.val_steps: list[int] = []
-        self.val_losses: list[float] = []
-
-    def add_event(self, ev: dict) -> None:
-        kind = ev.get("event")
-        if kind == "step" and ev.get("train_loss") is not None:
-            self.steps.append(int(ev["step"]))
-            self.losses.append(float(ev["train_loss"]))
-        elif kind == "epoch" and ev.get("val_loss") is not None:
-            self.val_steps.append(int(ev["step"]))
-            self.val_losses.append(float(ev["val_loss"]))
-
-    def redraw(self) -> None:
-        if self.steps:
-            lo, hi = rolling_envelope(self.losses)
-            self.raw.setData(self.steps, self.losses)
-            self.smooth.setData(self.steps, ema(self.losses))
-            self.lo.setData(self.steps, lo)
-            self.hi.setData(self.steps, hi)
-        self.val.setData(self.val_steps, self.val_losses)
-
-    def set_visible(self, on: bool) -> None:
-        for it in self.items:
-            it.setVisible(on)
 
 
 class QtTrainingPanel(QWidget):
@@ -133,7 +81,7 @@ class QtTrainingPanel(QWidget):
         super().__init__(parent)
         self.library_path: str | None = None
         self.jobs: dict[str, QtTrainingJob] = {}  # keyed by out_dir
-        self.curves: dict[str, _RunCurves] = {}
+        self.curves: dict[str, RunCurves] = {}
         self._colour = 0
 
         # -- the form --------------------------------------------------------
@@ -196,23 +144,27 @@ class QtTrainingPanel(QWidget):
         ll.addWidget(runs_box, 1)
 
         # -- curves and log -------------------------------------------------------------
-        self.plot_widget = pg.PlotWidget()
-        self.plot = self.plot_widget.getPlotItem()
-        self.plot.setLabel("bottom", "step")
-        self.plot.setLabel("left", "loss")
-        self.plot.showGrid(x=True, y=True, alpha=0.2)
-        self.log_box = QCheckBox("Log scale")
+        self.loss_plot = QtLossPlot()
+        self.plot_widget = self.loss_plot.plot_widget
+        self.plot = self.loss_plot.plot
         self.stats = QLabel("No run selected")
         self.stats.setWordWrap(True)
+        self.stats.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(True)
+        self.progress.setToolTip("Where the selected run stands: epochs, steps and the time left")
+        self.progress.hide()
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(2000)
+        self.log_view.setPlaceholderText("The selected run's log: one line per logged step and per epoch")
         right = QWidget()
         rr = QVBoxLayout(right)
         rr.setContentsMargins(0, 0, 0, 0)
         rr.addWidget(self.stats)
-        rr.addWidget(self.log_box)
-        rr.addWidget(self.plot_widget, 3)
+        rr.addWidget(self.progress)
+        rr.addWidget(self.loss_plot, 3)
         rr.addWidget(self.log_view, 1)
 
         split = QSplitter()
@@ -231,9 +183,9 @@ class QtTrainingPanel(QWidget):
         self.recon_button.clicked.connect(self._on_recon_clicked)
         self.run_list.currentItemChanged.connect(lambda *_: self._show_selected())
         self.run_list.itemChanged.connect(self._on_item_changed)
-        self.log_box.toggled.connect(lambda on: self.plot.setLogMode(y=on))
         self._on_config_changed()
         self._update_buttons()
+        self._refresh_plot()
 
     # -- library -----------------------------------------------------------------------
     def set_library(self, path: str | None) -> None:
@@ -305,7 +257,7 @@ class QtTrainingPanel(QWidget):
     def _add_job(self, job: QtTrainingJob, visible: bool) -> None:
         key = str(job.out_dir)
         self.jobs[key] = job
-        curves = _RunCurves(self.plot, job.name, COLOURS[self._colour % len(COLOURS)])
+        curves = self.loss_plot.add_run(job.name, COLOURS[self._colour % len(COLOURS)])
         self._colour += 1
         self.curves[key] = curves
         for ev in job.events:
@@ -315,13 +267,33 @@ class QtTrainingPanel(QWidget):
         item = QListWidgetItem()
         item.setData(Qt.UserRole, key)
         item.setForeground(curves.colour)  # the run's colour on the plot
-        item.setToolTip("solid: training loss (smoothed; band: recent min/max), dashed: validation")
         item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
         item.setCheckState(Qt.Checked if visible else Qt.Unchecked)
         self.run_list.insertItem(0, item)
         self._label_item(item, job)
         job.event.connect(lambda ev, k=key: self._on_event(k, ev))
         job.finished.connect(lambda status, k=key: self._on_finished(k, status))
+        self._refresh_plot()
+
+    def watch(self, out_dir: str | Path, name: str | None = None) -> QtTrainingJob:
+        """Show a run started elsewhere (``perceptlab train`` in a terminal, another session).
+
+        ``out_dir`` must hold the run's ``events.jsonl``; the run is ticked and
+        selected, and followed while its process lives.
+        """
+        out_dir = Path(out_dir).resolve()
+        if not (out_dir / "events.jsonl").is_file():
+            raise ValueError(f"{out_dir}: not a training run folder (it has no events.jsonl)")
+        key = str(out_dir)
+        if key in self.jobs:
+            job = self.jobs[key]
+        else:
+            job = QtTrainingJob.attach(out_dir, name or out_dir.name, self)
+            self._add_job(job, visible=True)
+        item = self._item_for(job)
+        item.setCheckState(Qt.Checked)
+        self.run_list.setCurrentItem(item)
+        return job
 
     def _item_for(self, job: QtTrainingJob) -> QListWidgetItem | None:
         for i in range(self.run_list.count()):
@@ -331,11 +303,12 @@ class QtTrainingPanel(QWidget):
         return None
 
     def _label_item(self, item: QListWidgetItem, job: QtTrainingJob) -> None:
+        # Two lines, so a narrow list shows both the name and the state.
         done = job.last("done")
         best = done.get("best_val_loss") if done else None
-        text = f"{job.name}  [{job.status}]"
+        text = f"{job.name}\n{job.status}"
         if best is not None:
-            text += f"  best {best:.4g}"
+            text += f" · best validation {best:.4g}"
         self.run_list.blockSignals(True)
         item.setText(text)
         item.setToolTip(f"{job.out_dir}\n{job.error or ''}".strip())
@@ -354,10 +327,31 @@ class QtTrainingPanel(QWidget):
         curves.add_event(ev)
         if ev.get("event") in ("step", "epoch"):
             curves.redraw()
+            if curves.visible:
+                self._refresh_plot()
+        elif ev.get("event") in ("loading", "start") and curves.visible and not curves.steps:
+            self._refresh_plot()  # the waiting line says how far loading got
         job = self.jobs[key]
         if job is self.selected_job():
             self._append_log(ev)
             self._show_stats(job)
+
+    def _refresh_plot(self) -> None:
+        """The curves of the ticked runs, or the line saying why there are none yet."""
+        if self.loss_plot.shown_runs():
+            self.loss_plot.refresh()
+            return
+        waiting = [j for k, j in self.jobs.items() if j.status == "running" and self.curves[k].visible]
+        if waiting:
+            lines = [WAITING]
+            for job in waiting:
+                where = progress_text(job.events, job.status)
+                lines.append(f"{job.name}: {where or 'starting'}")
+            self.loss_plot.show_message("\n".join(lines))
+        elif self.jobs:
+            self.loss_plot.show_message(NO_RUN + "\n(launch one from the form, or tick a run in the list)")
+        else:
+            self.loss_plot.show_message(NO_RUN)
 
     def _on_finished(self, key: str, status: str) -> None:
         job = self.jobs[key]
@@ -367,6 +361,7 @@ class QtTrainingPanel(QWidget):
         self._update_buttons()
         if job is self.selected_job():
             self._show_selected()
+        self._refresh_plot()
         if status == "failed" and self.library_path is not None:
             self._record_failure(job)
 
@@ -390,6 +385,23 @@ class QtTrainingPanel(QWidget):
                 f", validation {val:.5g}" if val is not None else "") + (" (best)" if ev.get("best") else "")
         elif kind == "error":
             line = f"ERROR ({ev.get('kind')}): {ev.get('message')}"
+        elif kind == "start":
+            line = (f"{'resumed' if ev.get('resumed_from') else 'started'} on {ev.get('device')}: "
+                    f"{ev.get('n_train', 0):,} / {ev.get('n_val', 0):,} train / validation patches from "
+                    f"{ev.get('n_train_clips', 0):,} / {ev.get('n_val_clips', 0):,} clips, "
+                    f"{ev.get('params', 0):,} parameters, {ev.get('total_steps', 0):,} steps")
+        elif kind == "done":
+            best = ev.get("best_val_loss")
+            line = (f"done in {fmt_duration(ev.get('elapsed_s'))}: best validation "
+                    f"{'-' if best is None else format(best, '.5g')} at epoch {ev.get('best_epoch')}"
+                    + (f" ({ev['stopped']})" if ev.get("stopped") else "") + f" -> {ev.get('best')}")
+        elif kind == "interrupted":
+            line = f"stopped at step {ev.get('step') or 0:,} ({ev.get('signal')})" + (
+                f"; kept {ev['checkpoint']} (Resume continues from it)" if ev.get("checkpoint") else "")
+        elif kind == "loading":
+            if ev.get("done") != ev.get("total"):
+                return  # one line when loading is complete is enough
+            line = f"loaded {ev.get('total', 0):,} clips"
         else:
             line = f"{kind}: " + ", ".join(f"{k}={v}" for k, v in ev.items()
                                            if k not in ("event", "time", "config", "skipped"))
@@ -400,16 +412,28 @@ class QtTrainingPanel(QWidget):
         head = f"<b>{job.name}</b> — {job.status}"
         if start:
             head += (f" · {start.get('device')} · {start.get('params', 0):,} parameters · "
-                     f"{start.get('n_train')}/{start.get('n_val')} train/validation patches")
+                     f"{start.get('n_train'):,} / {start.get('n_val'):,} train / validation patches")
+        if step and job.status == "running" and step.get("samples_per_s") is not None:
+            head += f" · {step['samples_per_s']:.0f} samples/s"
         parts = [head]
-        if step:
-            eta = step.get("eta_s")
-            parts.append(f"epoch {step.get('epoch')}, step {step.get('step')}/{start.get('total_steps') if start else '?'}"
-                         f", {step.get('samples_per_s', 0):.0f} samples/s"
-                         + (f", ETA {_fmt_eta(eta)}" if eta is not None and job.status == "running" else ""))
         if job.error:
             parts.append(f"<span style='color:#c0392b'>{job.error}</span>")
         self.stats.setText("<br>".join(parts))
+        self._show_progress(job)
+
+    def _show_progress(self, job: QtTrainingJob | None) -> None:
+        text = progress_text(job.events, job.status) if job is not None else ""
+        if not text:
+            self.progress.hide()
+            return
+        frac = progress_fraction(job.events)
+        self.progress.setValue(int(round(1000 * (frac or 0.0))))
+        self.progress.setFormat(text)
+        self.progress.show()
+
+    def progress_text(self) -> str:
+        """The selected run's progress line ("epoch 3 / 15 · step 1,240 / 6,200 · 12:30 left"), or ""."""
+        return "" if self.progress.isHidden() else self.progress.format()
 
     def _show_selected(self) -> None:
         job = self.selected_job()
@@ -417,6 +441,7 @@ class QtTrainingPanel(QWidget):
         self._update_buttons()
         if job is None:
             self.stats.setText("No run selected")
+            self._show_progress(None)
             return
         for ev in job.events:
             self._append_log(ev)
@@ -440,6 +465,7 @@ class QtTrainingPanel(QWidget):
         key = item.data(Qt.UserRole)
         if key in self.curves:
             self.curves[key].set_visible(item.checkState() == Qt.Checked)
+            self._refresh_plot()
 
     def _on_config_changed(self, *_):
         path = self.config_box.currentData()
@@ -495,9 +521,3 @@ class QtTrainingPanel(QWidget):
         if job is not None and job.checkpoint("best") is not None:
             self.reconstruct.emit(str(job.checkpoint("best")))
 
-
-def _fmt_eta(seconds) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
