@@ -128,6 +128,8 @@ class QtComparePanel(QWidget):
 
     computed = Signal()
 
+    NO_PAIR = "Choose clips for A and B (select a clip, then Shift+B or click a neighbour)"
+
     def __init__(self, runner: QtTaskRunner, analysis: QtLibraryAnalysis, parent=None):
         super().__init__(parent)
         self.runner = runner
@@ -138,7 +140,7 @@ class QtComparePanel(QWidget):
         self._task: QtTask | None = None
         self._marks: list = []
 
-        self.title = QLabel("Choose clips for A and B (select a clip, then Shift+B or click a neighbour)")
+        self.title = QLabel(self.NO_PAIR)
         self.title.setWordWrap(True)
         self.compared_label = QLabel("")
         self.compared_label.setWordWrap(True)
@@ -207,12 +209,34 @@ class QtComparePanel(QWidget):
         self.compared_label.setText("")
         self._clear_map()
 
-    def set_pair(self, a: Clip | None, b: Clip | None) -> None:
-        """Compare ``a`` and ``b`` in the background (None clears)."""
+    def clear(self, message: str | None = None) -> None:
+        """Show no pair: no distances, no map, ``message`` (default: how to choose a pair) as the title."""
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        had = self.result is not None
+        self.result = None
+        self.table.setRowCount(0)
+        self._fit_table_height()
+        self.compared_label.setText("")
+        self.compared_label.setToolTip("")
+        self.title.setText(message or self.NO_PAIR)
+        self._clear_map()
+        if had:
+            self.computed.emit()  # the marks of the old pair go too
+
+    def set_pair(self, a: Clip | None, b: Clip | None) -> None:
+        """Compare ``a`` and ``b`` in the background (None clears; so does a clip that failed to import)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        failed = next((c for c in (a, b) if c is not None and not c.ok), None)
+        if failed is not None:
+            self.clear(f"Nothing to compare: {failed.name} failed to import ({failed.error or 'unknown reason'})")
+            return
         if a is None or b is None or self.library_path is None:
+            if self.result is not None and (a is None or b is None):
+                self.clear()
             return
         self.title.setText(f"A: {a.name}   vs   B: {b.name}   (computing…)")
         self.compared_label.setText("")

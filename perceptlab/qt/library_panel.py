@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QComboBox,
     QHBoxLayout,
     QHeaderView,
     QLineEdit,
+    QStyle,
     QTableView,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -17,6 +21,12 @@ from PySide6.QtWidgets import (
 from perceptlab.library.store import Clip
 
 ALL_LABELS = "All labels"
+#: Text colour of a clip that failed to import (readable on light and dark rows).
+FAILED_COLOUR = QColor(200, 60, 40)
+
+
+def failed_tooltip(clip: Clip) -> str:
+    return f"{clip.name} failed to import: {clip.error or 'unknown reason'}\n{clip.path}"
 
 
 def _lufs_text(lufs: float | None) -> str:
@@ -81,7 +91,13 @@ class QtClipTableModel(QAbstractTableModel):
             return (c.name.lower(), (c.label or "").lower(), c.duration or 0.0, c.sample_rate or 0,
                     c.channels or 0, -1e9 if c.loudness is None else max(c.loudness, -1e8),
                     0 if c.ok else 1)[col]
+        if role == Qt.DecorationRole and col == 0 and not c.ok:
+            return QApplication.style().standardIcon(QStyle.SP_MessageBoxWarning)
+        if role == Qt.ForegroundRole and not c.ok:
+            return QBrush(FAILED_COLOUR)
         if role == Qt.ToolTipRole:
+            if not c.ok:
+                return failed_tooltip(c)
             if col == 5:
                 return ("Integrated loudness (ITU-R BS.1770-4) of the mono downmix; the metrics compare "
                         "every clip brought to the same loudness")
@@ -92,13 +108,21 @@ class QtClipTableModel(QAbstractTableModel):
 
 
 class QtClipFilterModel(QSortFilterProxyModel):
-    """Filters by a search text (name or label) and an exact label."""
+    """Filters by a search text (name or label), an exact label, and failed clips only."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setSortRole(Qt.UserRole)
         self._text = ""
         self._label: str | None = None
+        self._failed_only = False
+
+    def is_filtering(self) -> bool:
+        return bool(self._text) or self._label is not None or self._failed_only
+
+    def set_failed_only(self, on: bool) -> None:
+        self._failed_only = bool(on)
+        self.invalidate()
 
     def set_text(self, text: str) -> None:
         self._text = text.strip().lower()
@@ -110,6 +134,8 @@ class QtClipFilterModel(QSortFilterProxyModel):
 
     def filterAcceptsRow(self, row, parent):
         clip = self.sourceModel().clip(row)
+        if self._failed_only and clip.ok:
+            return False
         if self._label is not None and clip.label != self._label:
             return False
         if self._text and self._text not in clip.name.lower() and self._text not in (clip.label or "").lower():
@@ -124,9 +150,12 @@ class QtLibraryPanel(QWidget):
     -------
     clip_selected(object)
         The newly current :class:`Clip` (or None).
+    filter_changed()
+        The clips shown changed (search, label, failed-only, new clips).
     """
 
     clip_selected = Signal(object)
+    filter_changed = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -138,6 +167,13 @@ class QtLibraryPanel(QWidget):
         self.search.setClearButtonEnabled(True)
         self.label_filter = QComboBox()
         self.label_filter.addItem(ALL_LABELS)
+        self.label_filter.setSizeAdjustPolicy(QComboBox.AdjustToContents)
+        self.failed_only = QToolButton()
+        self.failed_only.setCheckable(True)
+        self.failed_only.setIcon(QApplication.style().standardIcon(QStyle.SP_MessageBoxWarning))
+        self.failed_only.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.failed_only.setToolTip("Show only the files that failed to import (hover one for the reason)")
+        self.failed_only.hide()
         self.table = QTableView()
         self.table.setModel(self.proxy)
         self.table.setSortingEnabled(True)
@@ -146,12 +182,16 @@ class QtLibraryPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.ExtendedSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.Stretch)
+        header.setMinimumSectionSize(36)
         self.table.setAlternatingRowColors(True)
 
         top = QHBoxLayout()
         top.addWidget(self.search, 1)
         top.addWidget(self.label_filter)
+        top.addWidget(self.failed_only)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(top)
@@ -159,6 +199,7 @@ class QtLibraryPanel(QWidget):
 
         self.search.textChanged.connect(self._on_search_changed)
         self.label_filter.currentTextChanged.connect(self._on_label_changed)
+        self.failed_only.toggled.connect(self._on_failed_only_toggled)
         self.table.selectionModel().currentRowChanged.connect(self._on_current_changed)
 
     def set_clips(self, clips: list[Clip]) -> None:
@@ -172,8 +213,21 @@ class QtLibraryPanel(QWidget):
         self.label_filter.setCurrentText(keep if keep in labels else ALL_LABELS)
         self.label_filter.blockSignals(False)
         self.proxy.set_label(None if self.label_filter.currentText() == ALL_LABELS else self.label_filter.currentText())
+        n_failed = sum(not c.ok for c in clips)
+        self.failed_only.setText(f"{n_failed} failed")
+        self.failed_only.setVisible(n_failed > 0)
+        if not n_failed and self.failed_only.isChecked():
+            self.failed_only.setChecked(False)
         if current is not None:
             self.select_clip(current.id)
+        self.filter_changed.emit()
+
+    def is_filtered(self) -> bool:
+        """True while the search, label or failed-only filter hides some clips."""
+        return self.proxy.is_filtering() and self.proxy.rowCount() < self.model.rowCount()
+
+    def failed_clips(self) -> list[Clip]:
+        return [c for c in self.model.clips() if not c.ok]
 
     def current_clip(self) -> Clip | None:
         idx = self.table.currentIndex()
@@ -202,9 +256,15 @@ class QtLibraryPanel(QWidget):
 
     def _on_search_changed(self, text: str) -> None:
         self.proxy.set_text(text)
+        self.filter_changed.emit()
 
     def _on_label_changed(self, text: str) -> None:
         self.proxy.set_label(None if text in ("", ALL_LABELS) else text)
+        self.filter_changed.emit()
+
+    def _on_failed_only_toggled(self, on: bool) -> None:
+        self.proxy.set_failed_only(on)
+        self.filter_changed.emit()
 
     def _on_current_changed(self, current, _previous) -> None:
         self.clip_selected.emit(self.current_clip())

@@ -22,9 +22,11 @@ from perceptlab.audio.features import FeatureConfig
 from perceptlab.library.features import clip_image
 from perceptlab.library.importer import import_files
 from perceptlab.library.store import Clip, Library, LibraryError
+from perceptlab.progress_text import ProgressClock
 from perceptlab.qt.agreement_view import QtAgreementView
 from perceptlab.qt.analysis_state import QtLibraryAnalysis
 from perceptlab.qt.compare_panel import QtComparePanel
+from perceptlab.qt.dialogs import QtFailuresDialog, QtShortcutsDialog, readme_path
 from perceptlab.qt.evaluation_view import QtEvaluationView
 from perceptlab.qt.library_panel import QtLibraryPanel
 from perceptlab.qt.listening_view import QtListeningView
@@ -43,6 +45,16 @@ MAX_RECENT = 8
 def settings() -> QSettings:
     """Window state and preferences (an INI file in the user config folder)."""
     return QSettings(QSettings.IniFormat, QSettings.UserScope, "perceptlab", "perceptlab")
+
+
+def _metric_title(name: str) -> str:
+    """A metric's display name ("NLPD"), or its registry name if it is not registered."""
+    try:
+        from perceptlab.metrics.registry import get_metric
+
+        return get_metric(name).display_name
+    except Exception:  # a metric dropped since: its name still says what is computed
+        return name
 
 
 def _compute_image(library_path: str, clip: Clip, config: FeatureConfig, progress=None, cancel=None):
@@ -68,6 +80,7 @@ class QtMainWindow(QMainWindow):
         self._images: dict[str, object] = {"A": None, "B": None}
 
         self.spectrogram = QtSpectrogramView(self)
+        self._spectrogram_hint = self.spectrogram.placeholder.toPlainText()
         # The centre holds the big views as tabs: listening, training, ...
         self.central_tabs = QTabWidget(self)
         self.central_tabs.setDocumentMode(True)
@@ -131,12 +144,30 @@ class QtMainWindow(QMainWindow):
         self._build_menus()
 
         self.progress = QProgressBar()
-        self.progress.setMaximumWidth(220)
+        self.progress.setMaximumWidth(160)
+        self.progress.setTextVisible(False)
         self.progress.hide()
+        # Background work says itself here, beside the bar, so the library's
+        # status and the last import's summary stay readable on the left.
+        self.progress_label = QLabel("")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.hide()
         self.status_label = QLabel("")
+        self.status_label.setMinimumWidth(120)
+        self.failed_button = QPushButton("")
+        self.failed_button.setFlat(True)
+        self.failed_button.setStyleSheet("color: rgb(200, 60, 40);")
+        self.failed_button.setToolTip("Which files failed to import, and why")
+        self.failed_button.hide()
+        self.failed_button.clicked.connect(self.show_failures)
+        self.failures_dialog: QtFailuresDialog | None = None
+        self.shortcuts_dialog: QtShortcutsDialog | None = None
+        self.import_summary = None
+        self._progress_clock: ProgressClock | None = None
+        self._analysis_clock: ProgressClock | None = None
         self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addWidget(self.failed_button)
+        self.statusBar().addPermanentWidget(self.progress_label)
         self.statusBar().addPermanentWidget(self.progress)
         self.statusBar().addPermanentWidget(self.cancel_button)
         # Playback off (no device, PortAudio failed to start): said where it stays in view.
@@ -147,6 +178,7 @@ class QtMainWindow(QMainWindow):
         self.cancel_button.clicked.connect(self._on_cancel_clicked)
 
         self.library_panel.clip_selected.connect(self._on_clip_selected)
+        self.library_panel.filter_changed.connect(self._show_library_status)
         self.setAcceptDrops(True)
         self._restore_state()
         if library_path is not None:
@@ -234,6 +266,7 @@ class QtMainWindow(QMainWindow):
             self.library.close()
         self.library = lib
         self.slots = {"A": None, "B": None}
+        self.import_summary = None  # the last import was into another library
         for panel in (self.analysis, self.compare_panel, self.neighbours_panel, self.training_panel,
                       self.map_view, self.listening_view, self.agreement_view, self.evaluation_view):
             panel.set_library(str(lib.path))
@@ -322,10 +355,57 @@ class QtMainWindow(QMainWindow):
         self.audio_status_label.setToolTip("" if ok else f"Playback is off: {why}")
 
     def _show_library_status(self) -> None:
-        clips = self.library_panel.model.clips()
+        """How many clips the library holds, and how many of them the list shows while filtered."""
+        if self.library is None:
+            return
+        panel = self.library_panel
+        clips = panel.model.clips()
         ok = sum(c.ok for c in clips)
-        self.status_label.setText(f"{ok} clips in {self.library.path}" + (
-            f" ({len(clips) - ok} failed to import)" if ok < len(clips) else ""))
+        failed = len(clips) - ok
+        if panel.is_filtered():
+            shown = panel.visible_clips()
+            shown_ok = sum(c.ok for c in shown)
+            text = f"{shown_ok:,} of {ok:,} clips in {self.library.path}"
+            if len(shown) > shown_ok:
+                text += f" and {len(shown) - shown_ok:,} of {failed:,} that failed to import"
+        else:
+            text = f"{ok:,} clips in {self.library.path}" + (f" ({failed:,} failed to import)" if failed else "")
+        self.status_label.setText(text)
+        self.status_label.setToolTip(self.import_summary.text() if self.import_summary is not None else "")
+        self._show_failed_button()
+
+    # -- failures ---------------------------------------------------------------
+    def failures(self) -> list[tuple[str, str]]:
+        """(path, reason) of every file that failed: the last import's and the library's failed clips."""
+        found: dict[str, str] = {}
+        if self.import_summary is not None:
+            found.update({str(p): r for p, r in self.import_summary.failed})
+        for c in self.library_panel.failed_clips():
+            found.setdefault(str(c.path), c.error or "unknown reason")
+        return list(found.items())
+
+    def _show_failed_button(self) -> None:
+        n = len(self.failures())
+        self.failed_button.setText(f"{n:,} failed – details")
+        self.failed_button.setVisible(n > 0)
+        if self.failures_dialog is not None and self.failures_dialog.isVisible():
+            self._fill_failures()
+
+    def _fill_failures(self) -> None:
+        failures = self.failures()
+        head = (self.import_summary.text().splitlines()[0] + ". " if self.import_summary is not None else "")
+        self.failures_dialog.set_failures(
+            failures, f"{head}{len(failures):,} file(s) could not be imported; they are listed in the library "
+                      "in red (its “failed” button shows only them).")
+
+    def show_failures(self) -> QtFailuresDialog:
+        """Open the list of files that failed to import, with the reasons."""
+        if self.failures_dialog is None:
+            self.failures_dialog = QtFailuresDialog(self)
+        self._fill_failures()
+        self.failures_dialog.show()
+        self.failures_dialog.raise_()
+        return self.failures_dialog
 
     def import_paths(self, paths: list[str]) -> QtTask | None:
         """Import files/folders in the background, with progress and cancel."""
@@ -346,7 +426,8 @@ class QtMainWindow(QMainWindow):
         task.signals.failed.connect(self._on_import_failed)
         task.signals.cancelled.connect(self._on_import_cancelled)
         self._import_task = task
-        self._show_progress("Importing…")
+        self._progress_clock = ProgressClock("importing", "files")
+        self._show_progress("importing: scanning…")
         return self.tasks.start(task)
 
     # -- recent libraries ---------------------------------------------------
@@ -368,19 +449,26 @@ class QtMainWindow(QMainWindow):
 
     # -- progress -------------------------------------------------------------
     def _show_progress(self, text: str) -> None:
-        self.status_label.setText(text)
+        self.progress_label.setText(text)
+        self.progress_label.show()
         self.progress.setRange(0, 0)
         self.progress.show()
         self.cancel_button.show()
 
     def _hide_progress(self) -> None:
+        self._progress_clock = None
         self.progress.hide()
         self.cancel_button.hide()
+        self.progress_label.setText("")
+        if self._analysis_clock is not None and self.analysis.busy():
+            self._show_analysis_progress()
 
     @Slot(int, int)
     def _on_task_progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
+        if self._progress_clock is not None:
+            self.progress_label.setText(self._progress_clock.update(done, total))
 
     @Slot()
     def _on_cancel_clicked(self) -> None:
@@ -391,11 +479,14 @@ class QtMainWindow(QMainWindow):
     def _on_import_finished(self, summary) -> None:
         self._import_task = None
         self._hide_progress()
+        self.import_summary = summary
         self.analysis.invalidate()
         self.reload_clips()
+        # The summary stays until the library's status changes (a search);
+        # the failures stay behind the "failed – details" button.
         self.status_label.setText(summary.text().splitlines()[0])
-        if summary.failed:
-            self.status_label.setToolTip(summary.text())
+        self.status_label.setToolTip(summary.text())
+        self._show_failed_button()
 
     @Slot(str, str)
     def _on_import_failed(self, message: str, _tb: str) -> None:
@@ -417,18 +508,39 @@ class QtMainWindow(QMainWindow):
         self.set_slot("A", clip)
 
     def set_slot(self, slot: str, clip: Clip | None) -> None:
-        """Put a clip in slot A or B: its audio in the player, its image in the view."""
+        """Put a clip in slot A or B: its audio in the player, its image in the view.
+
+        A clip that failed to import empties the slot (nothing stale is left
+        to hear or see) and the status bar says why. A new clip in the slot
+        heard drops the loop region, which was drawn on the old clip.
+        """
+        previous = self.slots.get(slot)
         self.slots[slot] = clip
         self._images[slot] = None
+        active = slot == self.player.engine.active_slot
+        if active and clip is not previous and (previous is None or clip is None or previous.id != clip.id):
+            self.player.clear_loop()
+            self.spectrogram.set_loop(None)
         if slot == "A":
             self.neighbours_panel.set_query(clip)
         self.compare_panel.set_pair(self.slots["A"], self.slots["B"])
         self._show_compared()  # the old pair's marks go until the new pair is compared
-        if clip is None or self.library is None or not clip.ok:
-            if slot == self.player.engine.active_slot:
-                caption = f"{clip.name}: {clip.error}" if clip is not None and clip.error else ""
-                self.spectrogram.set_image(None, caption=caption)
+        if clip is not None and not clip.ok:
+            self._unload_slot(slot)
+            reason = clip.error or "unknown reason"
+            self.status_label.setText(f"{clip.name} failed to import: {reason}")
+            self.status_label.setToolTip(clip.path)
+            if active:
+                self._show_empty_spectrogram(f"{slot}: {clip.name}  ·  failed to import",
+                                             f"{clip.name} could not be decoded: {reason}")
             return
+        if clip is None or self.library is None:
+            if active:
+                self._show_empty_spectrogram("")
+            return
+        self.player.set_clip_duration(slot, clip.duration)
+        if active and not self.player.engine.is_playing:
+            self.player.seek(0.0)
         self._load_audio(slot, clip)
         try:
             cached = self.library.get_features(clip.content_hash, self.config.hash)
@@ -438,15 +550,27 @@ class QtMainWindow(QMainWindow):
         if cached is not None:
             self._on_slot_image(slot, clip, cached)
             return
-        if slot == self.player.engine.active_slot:
-            self.spectrogram.set_image(None, caption=f"{clip.name}: computing spectrogram…")
+        if active:
+            self._show_empty_spectrogram(f"{clip.name}: computing spectrogram…")
         if self._image_task is not None:
             self._image_task.cancel()
         task = QtTask(_compute_image, str(self.library.path), clip, self.config)
         task.signals.finished.connect(lambda img, s=slot, c=clip, t=task: self._on_image_ready(t, s, c, img))
-        task.signals.failed.connect(lambda msg, _tb, c=clip: self.spectrogram.set_image(None, caption=f"{c.name}: {msg}"))
+        task.signals.failed.connect(lambda msg, _tb, c=clip: self._show_empty_spectrogram(f"{c.name}: {msg}"))
         self._image_task = task
         self.tasks.start(task)
+
+    def _unload_slot(self, slot: str) -> None:
+        old = self._audio_tasks.pop(slot, None)
+        if old is not None:
+            old.cancel()
+        self.player.unload(slot)
+
+    def _show_empty_spectrogram(self, caption: str, hint: str | None = None) -> None:
+        """No image: ``caption`` above, and ``hint`` (default: the view's own) in the empty plot."""
+        self.spectrogram.set_image(None, caption=caption)
+        # QtSpectrogramView has no call for its empty-state text: its hint item is set here.
+        self.spectrogram.placeholder.setText(hint or self._spectrogram_hint)
 
     def _on_image_ready(self, task: QtTask, slot: str, clip: Clip, image) -> None:
         if task is self._image_task:
@@ -461,8 +585,13 @@ class QtMainWindow(QMainWindow):
 
     def _show_slot(self, slot: str) -> None:
         clip, image = self.slots.get(slot), self._images.get(slot)
+        if clip is not None and not clip.ok:
+            self._show_empty_spectrogram(f"{slot}: {clip.name}  ·  failed to import",
+                                         f"{clip.name} could not be decoded: {clip.error or 'unknown reason'}")
+            return
         if clip is None or image is None:
             return
+        self.spectrogram.placeholder.setText(self._spectrogram_hint)  # for when the view is emptied later
         self.spectrogram.set_image(image, self.config, caption=f"{slot}: {clip.name}  ·  {clip.label or 'no label'}")
         self.spectrogram.set_loop(self.player.engine.loop)
         self._show_compared()
@@ -491,6 +620,7 @@ class QtMainWindow(QMainWindow):
             return
         del self._audio_tasks[slot]
         self.player.engine.load(slot, wave)
+        self.player.set_clip_duration(slot, self.player.engine.duration(slot))
         self._after_audio_loaded(slot)
 
     def _after_audio_loaded(self, slot: str) -> None:
@@ -544,12 +674,27 @@ class QtMainWindow(QMainWindow):
             self.matrix_view.set_selection(clips)
 
     def _on_analysis_progress(self, metric: str, done: int, total: int) -> None:
-        if self._import_task is None:
-            self.status_label.setText(f"Computing the {metric} distance matrix… {done}/{total}")
+        clock = self._analysis_clock
+        if clock is None or clock.metric != metric or done < clock.done:
+            clock = self._analysis_clock = ProgressClock(f"computing {_metric_title(metric)} matrix", "rows")
+            clock.metric = metric
+        clock.update(done, total)
+        if self._import_task is None and self._progress_clock is None:
+            self._show_analysis_progress()
+
+    def _show_analysis_progress(self) -> None:
+        clock = self._analysis_clock
+        self.progress_label.setText(clock.text())
+        self.progress.setRange(0, max(clock.total, 1))
+        self.progress.setValue(clock.done)
+        self.progress.show()
 
     def _on_analysis_done(self, _metric: str) -> None:
-        if self._import_task is None and not self.analysis.busy():
-            self._show_library_status()
+        if not self.analysis.busy():
+            self._analysis_clock = None
+            if self._import_task is None and self._progress_clock is None:
+                self.progress_label.setText("")
+                self.progress.hide()
 
     def _on_central_tab_changed(self, _index: int) -> None:
         # The listening screen has its own keys (0-9, a/b, Space, Enter): the
@@ -581,7 +726,8 @@ class QtMainWindow(QMainWindow):
         task.signals.finished.connect(self._on_encoder_ready)
         task.signals.failed.connect(lambda msg, _tb: (self._hide_progress(),
                                                       QMessageBox.warning(self, "Cannot use the encoder", msg)))
-        self._show_progress(f"Embedding the library with {name}…")
+        self._show_progress(f"embedding the library with {name}…")
+        self._progress_clock = ProgressClock(f"embedding the library with {name}", "clips")
         self.cancel_button.hide()
         return self.tasks.start(task)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -99,8 +101,12 @@ class QtPlayerBar(QWidget):
         self.meter.setTextVisible(False)
         self.meter.setMaximumWidth(90)
         self.meter.setToolTip("Output peak level")
-        self.time_label = QLabel("0.00 s")
-        self.time_label.setMinimumWidth(120)
+        self.time_label = QLabel("A  0.00 / 0.00 s")
+        self.time_label.setToolTip("The slot heard, the playhead and the length of that slot's clip")
+        self.time_label.setMinimumWidth(self.time_label.fontMetrics().horizontalAdvance("B  000.00 / 000.00 s") + 8)
+        # Each slot's clip length, from the library as soon as a clip is chosen
+        # (its audio may still be decoding), then from the decoded audio.
+        self._durations: dict[str, float] = {}
         self.message = QLabel("")
 
         lay = QHBoxLayout(self)
@@ -179,9 +185,16 @@ class QtPlayerBar(QWidget):
             self.play()
 
     def play(self) -> bool:
+        """Start or resume the active slot; with the loop on, from the loop start unless the playhead is in it."""
         if not self.available:
             self.message.setText(f"Playback off: {self.unavailable_reason}")
             return False
+        if not self.engine.has(self.engine.active_slot):
+            self.message.setText(f"Nothing to play: slot {self.engine.active_slot} holds no audio")
+            return False
+        loop = self.engine.loop if self.engine.loop_enabled else None
+        if loop is not None and not (loop[0] <= self.engine.position < loop[1]):
+            self.engine.seek(loop[0])
         try:
             self.engine.play()
         except PlaybackUnavailable as exc:
@@ -210,6 +223,7 @@ class QtPlayerBar(QWidget):
         self.engine.select(slot)
         (self.a_button if slot == "A" else self.b_button).setChecked(True)
         self.message.setText("")
+        self._on_tick()
         self.slot_changed.emit(slot)
 
     def switch(self) -> None:
@@ -222,6 +236,32 @@ class QtPlayerBar(QWidget):
         self.engine.seek(seconds)
         self._on_tick()
 
+    def set_clip_duration(self, slot: str, seconds: float | None) -> None:
+        """The length of the clip now in ``slot`` (None: unknown, the slot's audio says)."""
+        if seconds is None:
+            self._durations.pop(slot, None)
+        else:
+            self._durations[slot] = float(seconds)
+        self._on_tick()
+
+    def unload(self, slot: str) -> None:
+        """Empty ``slot`` (stopping it if it is the one heard): nothing is left in it to play."""
+        if slot == self.engine.active_slot:
+            self.stop()
+        self.engine.load(slot, np.zeros(0, np.float32))
+        self._durations[slot] = 0.0
+        self._on_tick()
+
+    def clear_loop(self) -> None:
+        """Forget the loop region and turn looping off."""
+        self.engine.set_loop(None, None)
+        self.loop_box.setChecked(False)
+
+    def duration(self, slot: str | None = None) -> float:
+        """The length of ``slot``'s clip (default: the slot heard), in seconds."""
+        slot = slot or self.engine.active_slot
+        return self._durations.get(slot, self.engine.duration(slot))
+
     # -- slots -----------------------------------------------------------------
     def _on_loop_toggled(self, on: bool) -> None:
         self.engine.loop_enabled = on
@@ -231,7 +271,7 @@ class QtPlayerBar(QWidget):
 
     def _on_tick(self) -> None:
         pos = self.engine.position
-        self.time_label.setText(f"{self.engine.active_slot}  {pos:5.2f} / {self.engine.duration():.2f} s")
+        self.time_label.setText(f"{self.engine.active_slot}  {pos:5.2f} / {self.duration():.2f} s")
         self.meter.setValue(int(min(1.0, self.engine.level) * 100))
         self.position_changed.emit(pos)
         if not self.engine.is_playing and self.timer.isActive():

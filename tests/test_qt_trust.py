@@ -1,0 +1,188 @@
+"""The main window tells the truth about what is selected: the player's label,
+the loop, failed clips, import summaries, filtered counts, progress with
+units, the layout and help."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("PySide6.QtWidgets")
+
+from PySide6.QtCore import Qt  # noqa: E402
+
+from audio_sink import sink_path  # noqa: E402
+
+pytestmark = pytest.mark.qt
+
+BROKEN = "broken.wav"
+
+
+@pytest.fixture
+def clip_library(tmp_path, clip_tree):
+    """The ``clip_tree`` library plus one file that cannot be decoded (overrides conftest's)."""
+    from perceptlab.library.importer import import_files
+    from perceptlab.library.store import Library
+
+    (clip_tree / "mid" / BROKEN).write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot really audio at all")
+    path = tmp_path / "lib.sqlite"
+    with Library(path) as lib:
+        summary = import_files(lib, [clip_tree])
+    assert len(summary.failed) == 1
+    return path
+
+
+@pytest.fixture
+def window(main_window):
+    return main_window
+
+
+def _clip(window, name):
+    return next(c for c in window.library_panel.model.clips() if c.name == name)
+
+
+def _select(window, qtbot, name, wait_audio=True):
+    clip = _clip(window, name)
+    assert window.library_panel.select_clip(clip.id)
+    if wait_audio:
+        qtbot.waitUntil(window.audio_ready, timeout=5000)
+    return clip
+
+
+# -- A: the player's label ---------------------------------------------------------------
+def test_the_player_label_follows_the_selected_clip_and_slot(window, qtbot):
+    _select(window, qtbot, "low_0.wav")  # 1.00 s
+    window.player.seek(0.5)
+    assert window.player.time_label.text().split() == ["A", "0.50", "/", "1.00", "s"]
+    _select(window, qtbot, "mid_1.wav")  # 1.25 s: the label says so without a key press
+    assert window.player.time_label.text().split() == ["A", "0.00", "/", "1.25", "s"]
+    window.set_slot("B", _clip(window, "high_2.wav"))  # 1.50 s
+    qtbot.waitUntil(lambda: window.audio_ready("B"), timeout=5000)
+    window.player.seek(0.3)
+    qtbot.keyClick(window, Qt.Key_Tab)  # stopped: B is lit, shown, and named by the label
+    assert window.player.b_button.isChecked() and "high_2.wav" in window.spectrogram.caption.text()
+    assert window.player.time_label.text().split() == ["B", "0.30", "/", "1.50", "s"]
+    qtbot.keyClick(window, Qt.Key_1)
+    assert window.player.time_label.text().split() == ["A", "0.30", "/", "1.25", "s"]
+
+
+def test_the_label_names_the_clip_duration_before_its_audio_is_decoded(window, qtbot):
+    _select(window, qtbot, "low_0.wav")
+    clip = _clip(window, "high_1.wav")  # 1.25 s
+    window.library_panel.select_clip(clip.id)
+    # Straight after the selection, whether or not the audio is in yet.
+    assert window.player.time_label.text().split()[-2:] == ["1.25", "s"]
+    qtbot.waitUntil(window.audio_ready, timeout=5000)
+
+
+# -- B: the loop belongs to the clip it was drawn on ---------------------------------------
+def test_selecting_another_clip_clears_the_loop(window, qtbot):
+    _select(window, qtbot, "mid_2.wav")
+    window.player.seek(0.2)
+    qtbot.keyClick(window, Qt.Key_A)
+    window.player.seek(0.9)
+    qtbot.keyClick(window, Qt.Key_B)
+    qtbot.keyClick(window, Qt.Key_Space, Qt.ShiftModifier)
+    assert window.spectrogram.loop() == pytest.approx((0.2, 0.9), abs=1e-3)
+    assert window.player.engine.loop is not None and window.player.loop_box.isChecked()
+    _select(window, qtbot, "low_1.wav")
+    assert window.spectrogram.loop() is None, "the loop is still drawn on the next clip"
+    assert window.player.engine.loop is None, "the loop is still active on the next clip"
+    assert not window.player.loop_box.isChecked()
+
+
+# -- C: a clip that failed to import ----------------------------------------------------------
+def test_a_failed_clip_is_marked_in_the_list(window):
+    model = window.library_panel.model
+    row = model.row_of(_clip(window, BROKEN).id)
+    good = model.row_of(_clip(window, "low_0.wav").id)
+    name_cell = model.index(row, 0)
+    assert model.data(name_cell, Qt.DecorationRole) is not None
+    assert model.data(model.index(good, 0), Qt.DecorationRole) is None
+    assert model.data(name_cell, Qt.ForegroundRole) is not None
+    reason = _clip(window, BROKEN).error
+    assert reason and reason in model.data(name_cell, Qt.ToolTipRole)
+    assert "failed to import" in model.data(name_cell, Qt.ToolTipRole)
+
+
+def test_selecting_a_failed_clip_unloads_it_and_says_why(window, qtbot):
+    _select(window, qtbot, "low_0.wav")
+    window.set_slot("B", _clip(window, "high_0.wav"))
+    qtbot.waitUntil(lambda: window.compare_panel.result is not None, timeout=30000)
+    assert window.player.engine.has("A")
+    broken = _select(window, qtbot, BROKEN, wait_audio=False)
+    assert not window.player.engine.has("A"), "Space would play the previously selected clip"
+    qtbot.keyClick(window, Qt.Key_Space)
+    assert not window.player.engine.is_playing
+    assert f"{BROKEN} failed to import: {broken.error}" in window.status_label.text()
+    placeholder = window.spectrogram.placeholder
+    assert placeholder.isVisible()
+    assert placeholder.toPlainText() == f"{BROKEN} could not be decoded: {broken.error}"
+    assert window.compare_panel.result is None and window.compare_panel.table.rowCount() == 0
+    assert "low_0.wav" not in window.compare_panel.title.text()
+    assert window.player.time_label.text().split()[-2:] == ["0.00", "s"]
+    # A good clip afterwards: the hint is the ordinary one again when its image is missing.
+    _select(window, qtbot, "low_1.wav")
+    assert window.spectrogram.has_image()
+    window.spectrogram.set_image(None)
+    assert "could not be decoded" not in placeholder.toPlainText() or not placeholder.isVisible()
+
+
+# -- F: the import summary stays reachable; filtered counts ---------------------------------------
+def test_the_import_summary_can_be_opened_after_matrix_progress(window, qtbot, tmp_path):
+    from conftest import write_clip
+
+    new = tmp_path / "more"
+    write_clip(new / "extra" / "e0.wav", seconds=0.5, freq=300)
+    for i in range(2):
+        (new / "extra" / f"bad{i}.wav").write_bytes(b"RIFF0000WAVEjunk" * (i + 1))
+    window.import_paths([str(new)])
+    qtbot.waitUntil(lambda: window._import_task is None, timeout=20000)
+    assert "imported 1" in window.status_label.text()
+    window.analysis.progress.emit("nlpd", 3, 10)  # a matrix starts computing
+    assert "imported 1" in window.status_label.text()
+    button = window.failed_button
+    assert button.isVisible() and button.text().startswith("3 failed")  # 2 now + 1 from before
+    button.click()
+    dialog = window.failures_dialog
+    assert dialog.isVisible()
+    rows = {dialog.table.item(r, 0).text(): dialog.table.item(r, 1).text() for r in range(dialog.table.rowCount())}
+    assert {os.path.basename(p) for p in rows} == {"bad0.wav", "bad1.wav", BROKEN}
+    assert all(reason for reason in rows.values())
+    dialog.close()
+    # The library list can show only the failed clips.
+    window.library_panel.failed_only.setChecked(True)
+    assert {c.name for c in window.library_panel.visible_clips()} == {"bad0.wav", "bad1.wav", BROKEN}
+    window.library_panel.failed_only.setChecked(False)
+    assert window.library_panel.proxy.rowCount() == 13
+
+
+def test_the_status_bar_counts_the_clips_shown_while_filtered(window, qtbot):
+    assert window.status_label.text().startswith("9 clips")
+    qtbot.keyClicks(window.library_panel.search, "low")
+    assert window.status_label.text().startswith("3 of 9 clips")
+    window.library_panel.search.clear()
+    assert window.status_label.text().startswith("9 clips")
+    window.library_panel.label_filter.setCurrentText("high")
+    assert window.status_label.text().startswith("3 of 9 clips")
+
+
+# -- G: loop on, play starts in the loop ----------------------------------------------------------
+@pytest.mark.audio
+def test_with_loop_on_play_starts_at_the_loop_start(window, qtbot):
+    sink_path()
+    assert window.player.available, window.player.unavailable_reason
+    _select(window, qtbot, "mid_2.wav")  # 1.50 s
+    window.player.seek(0.8)
+    qtbot.keyClick(window, Qt.Key_A)
+    window.player.seek(1.2)
+    qtbot.keyClick(window, Qt.Key_B)
+    qtbot.keyClick(window, Qt.Key_Space, Qt.ShiftModifier)
+    window.player.seek(0.2)  # the playhead outside the loop
+    assert window.player.play()
+    assert 0.8 - 1e-3 <= window.player.engine.position <= 1.2
+    window.player.stop()
+    assert window.player.engine.position == pytest.approx(0.8, abs=1e-3)  # Esc rewinds to the loop start
