@@ -50,7 +50,10 @@ def _create_session_in_worker(library_path: str, design: str, listener: str, pla
     from perceptlab.listening.create import create_session
 
     with Library(library_path) as lib:
-        return create_session(lib, design, listener, plan, progress=progress, cancel=cancel).id
+        try:
+            return create_session(lib, design, listener, plan, progress=progress, cancel=cancel).id
+        except KeyError as exc:  # an unknown clip id: its message, without KeyError's quotes
+            raise ValueError(exc.args[0] if exc.args else str(exc)) from None
 
 
 def _decode_sounds(sounds, rate: int) -> dict:

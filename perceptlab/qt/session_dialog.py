@@ -607,7 +607,7 @@ class QtSessionDialog(QDialog):
                 it.setCheckState(Qt.Checked)
                 break
         else:
-            self._add_recipe_item(recipe.label).setCheckState(Qt.Checked)
+            self._add_recipe_item(text).setCheckState(Qt.Checked)
         self.recipe_edit.clear()
         self._on_changed()
 
