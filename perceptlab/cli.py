@@ -102,18 +102,43 @@ def output_file(path: str | os.PathLike, what: str, suffixes: tuple[str, ...] = 
 
 
 class ProgressBar:
-    """A one-line text progress bar on stderr (silent when stderr is not a terminal)."""
+    """Progress on stderr: a one-line bar on a terminal; piped, a count line every few seconds.
 
-    def __init__(self, label: str, stream=None):
+    Piped output (a log, ``| tee``) gets lines only where ``piped_every`` is
+    given: one at the start, one every ``piped_every`` seconds
+    (``$PERCEPTLAB_PROGRESS_EVERY`` overrides it) and one at the end; else
+    nothing when stderr is not a terminal.
+    """
+
+    PIPED_EVERY_ENV = "PERCEPTLAB_PROGRESS_EVERY"
+
+    def __init__(self, label: str, stream=None, unit: str = "", piped_every: float | None = None):
+        from perceptlab.progress_text import ProgressClock, duration_text
+
+        self._duration_text = duration_text
         self.label = label
+        self.unit = unit
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty()
+        self.piped_every = None
+        if not self.enabled and piped_every is not None:
+            every = os.environ.get(self.PIPED_EVERY_ENV)
+            try:
+                self.piped_every = max(0.0, float(every)) if every else float(piped_every)
+            except ValueError:
+                raise UserError(f"${self.PIPED_EVERY_ENV}={every!r}: must be a number of seconds") from None
+        self.clock = ProgressClock(label, unit or "steps")
         self.start = time.perf_counter()
         self._last = 0.0
+        self._last_line: float | None = None
 
     def __call__(self, done: int, total: int) -> None:
+        if self.piped_every is not None:
+            self._piped(done, total)
+            return
         if not self.enabled:
             return
+        self.clock.update(done, total)
         now = time.perf_counter()
         if done < total and now - self._last < 0.1:
             return
@@ -121,10 +146,22 @@ class ProgressBar:
         width = 30
         frac = done / total if total else 0.0
         bar = "#" * int(frac * width)
-        self.stream.write(f"\r{self.label} [{bar:<{width}}] {done}/{total} {now - self.start:5.1f}s")
+        left = self.clock.left_s()
+        tail = f" · {self._duration_text(left)} left" if left is not None else ""
+        unit = f" {self.unit}" if self.unit else ""
+        self.stream.write(f"\r{self.label} [{bar:<{width}}] {done:,}/{total:,}{unit} {now - self.start:5.1f}s{tail}  ")
         if total and done >= total:
             self.stream.write("\n")
         self.stream.flush()
+
+    def _piped(self, done: int, total: int) -> None:
+        text = self.clock.update(done, total)
+        now = time.perf_counter()
+        last = total and done >= total
+        if self._last_line is None or last or now - self._last_line >= self.piped_every:
+            self._last_line = now
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
 
 def _print_json(obj) -> None:
@@ -196,7 +233,8 @@ def cmd_import(args) -> int:
             raise UserError(str(exc)) from None
     lib = _open_library(args, must_exist=False)
     try:
-        summary = import_files(lib, args.paths, labels=labels, progress=ProgressBar("importing"))
+        bar = ProgressBar("importing", unit="files", piped_every=5.0)  # piped: a count line every 5 s
+        summary = import_files(lib, args.paths, labels=labels, progress=bar)
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from None
     finally:

@@ -186,3 +186,72 @@ def test_with_loop_on_play_starts_at_the_loop_start(window, qtbot):
     assert 0.8 - 1e-3 <= window.player.engine.position <= 1.2
     window.player.stop()
     assert window.player.engine.position == pytest.approx(0.8, abs=1e-3)  # Esc rewinds to the loop start
+
+
+# -- H: progress with units ------------------------------------------------------------------------
+def test_progress_text_has_units_thousands_and_time_left():
+    from perceptlab.progress_text import ProgressClock, progress_text
+
+    assert progress_text("computing NLPD matrix", 312, 1185, "rows") == "computing NLPD matrix: 312 / 1,185 rows"
+    now = [100.0]
+    clock = ProgressClock("computing NLPD matrix", "rows", clock=lambda: now[0])
+    assert clock.update(0, 1185) == "computing NLPD matrix: 0 / 1,185 rows"  # no guess yet
+    now[0] += 0.5
+    assert "left" not in clock.update(2, 1185)  # too few steps to tell the pace
+    now[0] += 9.5
+    # 312 rows in 10 s: 873 rows left take 28 s.
+    assert clock.update(312, 1185) == "computing NLPD matrix: 312 / 1,185 rows · 0:28 left"
+    assert progress_text("importing", 12, 0, "files") == "importing: 12 files"
+
+
+def test_main_window_progress_names_the_matrix_rows_and_keeps_the_status(window):
+    status = window.status_label.text()
+    window.analysis.progress.emit("nlpd", 0, 1185)
+    window.analysis.progress.emit("nlpd", 312, 1185)
+    assert window.progress_label.text().startswith("computing NLPD matrix: 312 / 1,185 rows")
+    assert window.progress.isVisible() and window.progress.maximum() == 1185
+    assert window.status_label.text() == status
+
+
+def _import_piped(tmp_path, clip_tree, env_extra):
+    env = {**os.environ, **env_extra}
+    out = subprocess.run([sys.executable, "-m", "perceptlab.cli", "import", str(clip_tree),
+                          "--library", str(tmp_path / f"piped{len(env_extra)}.sqlite")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    return [line for line in out.stderr.splitlines() if line.startswith("importing")]
+
+
+def test_cli_import_piped_prints_count_lines(tmp_path, clip_tree):
+    # Every few seconds (here: at every file), a line with the count and the unit.
+    lines = _import_piped(tmp_path, clip_tree, {"PERCEPTLAB_PROGRESS_EVERY": "0"})
+    counts = [int(line.split(":")[1].split("/")[0]) for line in lines]
+    assert counts == list(range(10)), lines
+    assert all(line.split(" · ")[0].endswith("/ 9 files") for line in lines)
+    # By default: the start and the end at least, never one line per file for a short import.
+    lines = _import_piped(tmp_path, clip_tree, {})
+    assert lines[0] == "importing: 0 / 9 files" and lines[-1].startswith("importing: 9 / 9 files")
+    assert len(lines) < 10
+
+
+def test_cli_progress_bar_on_a_terminal_has_units_and_time_left(monkeypatch):
+    import io
+
+    from perceptlab import cli
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Tty()
+    bar = cli.ProgressBar("importing", stream=stream, unit="files", piped_every=5.0)
+    now = [0.0]
+    bar.clock.clock = lambda: now[0]
+    bar.clock._first = None
+    for done in range(0, 1201, 100):
+        now[0] += 1.0
+        bar._last = -1.0  # every report drawn
+        bar(done, 1200)
+    text = stream.getvalue()
+    assert "\r" in text and "1,200/1,200 files" in text
+    assert "0:07 left" in text.split("\r")[-8]  # 500 of 1,200 files after 5 s: 7 s left
