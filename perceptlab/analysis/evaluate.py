@@ -108,6 +108,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from perceptlab.atomic import atomic_path, atomic_write_bytes
 from perceptlab.audio.features import FeatureConfig, windows
 from perceptlab.jsonable import jsonable
 from perceptlab.library.store import Clip, Library
@@ -1213,9 +1214,8 @@ def _train_fold_encoders(library: Library, data: SegmentData, config: EvaluateCo
                 kept = {}
                 for kind, src in (("best", result.best), ("last", result.last)):
                     if src and Path(src).is_file():
-                        tmp = dest / f".{kind}.pt.tmp{os.getpid()}"
-                        shutil.copyfile(src, tmp)
-                        os.replace(tmp, dest / f"{kind}.pt")  # a rerun replaces, never half-writes
+                        with atomic_path(dest / f"{kind}.pt") as tmp:  # a rerun replaces, never half-writes
+                            shutil.copyfile(src, tmp)
                         kept[kind] = str(dest / f"{kind}.pt")
             # The best checkpoint records the best epoch; the run's result says how many it ran.
             best_epoch = (enc.metrics or {}).get("best_epoch", result.best_epoch)
@@ -1759,12 +1759,6 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_report(report: EvaluationReport | dict, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``report.json``, ``report.md``, ``chart.png`` and ``confusion/*.csv`` into ``out_dir``.
 
@@ -1793,16 +1787,16 @@ def write_report(report: EvaluationReport | dict, out_dir: str | os.PathLike) ->
             for lab, row in zip(labels, m["confusion"][level]):
                 w.writerow([lab] + row)
             p = out / "confusion" / f"{_safe(m['name'])}{'' if level == 'clip' else '.segments'}.csv"
-            _atomic_write(p, buf.getvalue().encode())
+            atomic_write_bytes(p, buf.getvalue().encode())
             paths["confusion"].append(p)
     rows = [{"label": m["name"], "value": m["clip"]["f1_weighted"]["mean"], "err": m["clip"]["f1_weighted"]["std"],
              "kind": m["kind"]} for m in methods]
     n = data["config"]["folds"]
     chart = bar_chart(rows, f"weighted F1 per clip, mean +- std over {n} folds")
     paths["chart"] = out / "chart.png"
-    _atomic_write(paths["chart"], encode_png(chart))
+    atomic_write_bytes(paths["chart"], encode_png(chart))
     paths["json"] = out / "report.json"
-    _atomic_write(paths["json"], (json.dumps(data, indent=1, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(paths["json"], (json.dumps(data, indent=1, allow_nan=False) + "\n").encode())
     paths["markdown"] = out / "report.md"
-    _atomic_write(paths["markdown"], render_markdown(data).encode())
+    atomic_write_bytes(paths["markdown"], render_markdown(data).encode())
     return paths

@@ -58,6 +58,7 @@ from typing import Sequence
 
 import numpy as np
 
+from perceptlab.atomic import atomic_path
 from perceptlab.audio.distort import Recipe
 from perceptlab.audio.features import FeatureConfig
 from perceptlab.library.store import Clip, Library
@@ -149,9 +150,8 @@ def _render(clip: Clip, variant: Variant, seed: int, out_dir: Path) -> Path:
     rate = sf.info(clip.path).samplerate
     y = apply(recipe, load(clip.path, sample_rate=None), rate)
     out = out_dir / f"{clip.id:05d}-{Path(clip.path).stem}__{recipe.slug}.wav"
-    tmp = out.with_name(out.name + ".tmp")
-    sf.write(str(tmp), y, rate, format="WAV", subtype="FLOAT")
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        sf.write(str(tmp), y, rate, format="WAV", subtype="FLOAT")
     return out
 
 

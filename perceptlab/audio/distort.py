@@ -83,6 +83,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from perceptlab.atomic import atomic_path
+
 # Sentinel for a parameter without a default.
 _REQUIRED = object()
 
@@ -804,9 +806,8 @@ def render_stimulus(library, reference, recipe: Recipe, out_dir: str | os.PathLi
     out_dir = Path(out_dir).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{ref_path.stem}-{ref_hash[:8]}__{recipe.slug}{ext}"
-    tmp = out.with_name(out.name + ".tmp")
-    sf.write(str(tmp), y, rate, format=fmt, subtype=subtype)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        sf.write(str(tmp), y, rate, format=fmt, subtype=subtype)
     content = file_hash(out)
     info = {**recipe.to_json(), "label": recipe.label, "rate": rate, "format": f"{fmt}/{subtype}",
             "frames": int(y.size), "peak": peak,

@@ -31,6 +31,7 @@ band, played, answered_at.
 
 from __future__ import annotations
 
+from perceptlab.atomic import atomic_path, atomic_write_text
 from perceptlab.jsonable import jsonable
 
 import csv
@@ -188,12 +189,10 @@ def export_session(library, session_id: int, out: str | os.PathLike) -> list[Pat
         _write_text(out, json.dumps(data, indent=2, sort_keys=False))
         return [out]
     cols, rows = csv_rows(data)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=cols)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, out)
     written.append(out)
     side = out.with_name(out.stem + ".provenance.json")
     _write_text(side, json.dumps({"format": EXPORT_FORMAT + "-provenance", "version": EXPORT_VERSION,
@@ -204,6 +203,4 @@ def export_session(library, session_id: int, out: str | os.PathLike) -> list[Pat
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text + "\n")

@@ -47,7 +47,6 @@ import os
 import pickle
 import platform
 import random
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -55,6 +54,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from perceptlab.atomic import atomic_write
 
 FORMAT = "perceptlab-autoencoder"
 FORMAT_VERSION = 1
@@ -183,33 +184,7 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> Path:
     either the old file or the new one, never a partial file.
     """
     check_plain(ckpt)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(ckpt, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-    return path
+    return atomic_write(path, lambda fh: torch.save(ckpt, fh))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
