@@ -40,6 +40,7 @@ A query may be a clip id, a path of a library clip, or any audio file.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,8 @@ from perceptlab.audio.features import (
 from perceptlab.library.features import clip_image, file_image
 from perceptlab.library.store import Clip, Library
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
+
+_log = logging.getLogger("perceptlab.indexes")
 
 #: The metrics shown by default, in display order: the perceptual metrics,
 #: then the baselines that show whether they earn their cost.
@@ -218,7 +221,9 @@ def baseline_standardisation(library: Library, metric_name: str, config: Feature
         if len(clips) < 2:
             raise ValueError(f"{metric_name}: z-scores need a library of at least 2 clips, "
                              f"{library.path} has {len(clips)}")
-        raw = np.stack([raw_vector(metric_name, clip_image(library, c, config), config) for c in clips])
+        raw = _indexed_raw_vectors(library, metric_name, clips, config)
+        if raw is None:
+            raw = np.stack([raw_vector(metric_name, clip_image(library, c, config), config) for c in clips])
         for old in [k for k in _BASELINE_STATS if k[:3] != key[:3]]:
             del _BASELINE_STATS[old]  # statistics of one library's content at a time
         _BASELINE_STATS[key] = standardise(raw)[1]
@@ -236,9 +241,62 @@ def _baseline_vectors(library: Library | None, metric_name: str, images: Sequenc
     return apply_standardisation(np.stack([raw_vector(metric_name, im, config) for im in images]), stats)
 
 
+def _library_index(library: Library, kind: str, config: FeatureConfig, progress: ProgressFn | None = None,
+                   cancel: CancelFn | None = None):
+    """The library's persistent index of ``kind``, up to date; None where it cannot be kept.
+
+    An index folder that cannot be written (a read-only location) is not
+    an error: the caller then computes from the feature cache, as without
+    an index.
+    """
+    from perceptlab.analysis.indexing import library_index
+
+    try:
+        return library_index(library, kind, config, progress, cancel)
+    except OSError as exc:
+        _log.info("no search index for %s (%s): computing from the feature cache", library.path, exc)
+        return None
+
+
+def _with_index(fn):
+    """Run ``fn()``; if an index turns out damaged while read, drop it and run once more (it is rebuilt)."""
+    from perceptlab.library.indexes import IndexDamaged
+
+    try:
+        return fn()
+    except IndexDamaged as exc:
+        from perceptlab.analysis.indexing import forget, rebuild_damaged
+
+        index = getattr(exc, "index", None)
+        if index is not None:
+            rebuild_damaged(index, str(exc))
+        forget()
+        _INDEX_CACHE.clear()
+        return fn()
+
+
+def _indexed_raw_vectors(library: Library, metric_name: str, clips: Sequence[Clip], config: FeatureConfig,
+                         progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray | None:
+    """(N, D) raw baseline vectors of ``clips`` from the library's index (None without one)."""
+    from perceptlab.analysis.indexing import index_kind
+
+    if index_kind(metric_name) != metric_name:
+        return None
+    index = _library_index(library, metric_name, config, progress, cancel)
+    if index is None or any(c.content_hash not in index.row_of for c in clips):
+        return None
+    rows = np.array([index.row_of[c.content_hash] for c in clips], dtype=np.int64)
+    return np.asarray(index.vectors()[rows], dtype=np.float32)
+
+
 def _vectors_for(library: Library, metric_name: str, clips: Sequence[Clip], config: FeatureConfig,
                  progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray:
     if _is_baseline(metric_name):
+        from perceptlab.metrics.baselines import apply_standardisation
+
+        raw = _indexed_raw_vectors(library, metric_name, clips, config, progress, cancel)
+        if raw is not None:
+            return apply_standardisation(raw, baseline_standardisation(library, metric_name, config))
         return _baseline_vectors(library, metric_name, _library_images(library, clips, config, progress, cancel),
                                  config)
     from perceptlab.models.embedding_metric import library_vectors, standardised_embeddings
@@ -566,8 +624,16 @@ def _whole_query_distances(library: Library, queries: Sequence[np.ndarray], clip
     """
     import torch
 
-    widths = library.feature_widths(config.hash)
-    lengths = np.array([widths.get(c.content_hash) or clip_image(library, c, config).shape[1] for c in clips])
+    from perceptlab.analysis.indexing import IMAGES
+
+    store = _library_index(library, IMAGES, config, cancel=cancel)
+    if store is not None and all(c.content_hash in store.row_of for c in clips):
+        lengths = store.lengths[[store.row_of[c.content_hash] for c in clips]]
+        images = _store_images(store)
+    else:
+        widths = library.feature_widths(config.hash)
+        lengths = np.array([widths.get(c.content_hash) or clip_image(library, c, config).shape[1] for c in clips])
+        images = None
     out = np.zeros((len(queries), len(clips)), dtype=np.float64)
     for qi, q in enumerate(queries):
         pair_widths = np.array([compared_width(max(q.shape[1], int(t))) for t in lengths])
@@ -575,7 +641,7 @@ def _whole_query_distances(library: Library, queries: Sequence[np.ndarray], clip
             check_cancel(cancel)
             cols = np.flatnonzero(pair_widths == w)
             group = [clips[i] for i in cols]
-            index = _cached_index(library, group, metric_name, int(w), config, cancel)
+            index = _cached_index(library, group, metric_name, int(w), config, cancel, images)
             qq = pad_frames(q, int(w))[None, None]
             out[qi, cols] = index.distances(torch.from_numpy(qq)).reshape(-1).numpy()
     return out
@@ -585,19 +651,40 @@ _INDEX_CACHE: dict = {}
 _INDEX_CACHE_SIZE = 4
 
 
+def _store_images(store):
+    """``clip -> image`` read from a persistent index (each image's checksum verified)."""
+    from perceptlab.library.indexes import IndexDamaged
+
+    def image(clip: Clip) -> np.ndarray:
+        try:
+            return store.image(store.row_of[clip.content_hash])
+        except IndexDamaged as exc:
+            exc.index = store
+            raise
+
+    return image
+
+
 def _cached_index(library: Library, clips: Sequence[Clip], metric_name: str, width: int,
-                  config: FeatureConfig, cancel: CancelFn | None):
+                  config: FeatureConfig, cancel: CancelFn | None, image_of=None):
     """An index of ``clips``' images padded to ``width``, kept for the next query on the same set.
 
     Keyed by the clips' contents (content hashes) and the feature config, so
-    a changed set never hits a stale index.
+    a changed set never hits a stale index. ``image_of(clip)`` reads an
+    image (default: the feature cache).
     """
     from perceptlab.metrics.pairwise import build_index
 
     key = (metric_name, width, config.hash, tuple(c.content_hash for c in clips))
     index = _INDEX_CACHE.get(key)
     if index is None:
-        images = _library_images(library, clips, config, cancel=cancel)
+        if image_of is None:
+            images = _library_images(library, clips, config, cancel=cancel)
+        else:
+            images = []
+            for c in clips:
+                check_cancel(cancel)
+                images.append(image_of(c))
         index = build_index(_stack_images(images, "whole", 0, width=width), metric_name, cancel=cancel)
         if len(_INDEX_CACHE) >= _INDEX_CACHE_SIZE:
             _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
@@ -616,13 +703,94 @@ class Neighbour:
                 "path": self.clip.path, "distance": self.distance}
 
 
+#: How :func:`neighbours` searches: "auto" (two stages where the library is
+#: larger than the candidate budget, else exact), "exact" or "two-stage".
+SEARCH_MODES = ("auto", "exact", "two-stage")
+
+
 def neighbours(library: Library, query: Query, metric_name: str, k: int = 5,
                config: FeatureConfig = FeatureConfig(), n_frames: int = DEFAULT_EXCERPT_FRAMES,
                candidates: Sequence[Clip] | None = None, progress: ProgressFn | None = None,
-               cancel: CancelFn | None = None, excerpt: str = "whole") -> list[Neighbour]:
-    """The ``k`` library clips closest to ``query`` (the query itself left out)."""
+               cancel: CancelFn | None = None, excerpt: str = "whole", search: str = "auto",
+               budget: int | None = None) -> list[Neighbour]:
+    """The ``k`` library clips closest to ``query`` (the query itself left out).
+
+    Whole clips under a spectrogram metric are searched through the
+    library's persistent index (:mod:`perceptlab.analysis.indexing`, updated
+    first if the library changed). With more clips than the candidate
+    ``budget`` (default :func:`perceptlab.metrics.search.default_budget`),
+    ``search="auto"`` searches in two stages (sketch candidates, then the
+    real metric on them: :func:`perceptlab.metrics.search.two_stage`); the
+    distances returned are always the real metric's. Otherwise the result is
+    the head of :func:`ranking`.
+    """
+    if search not in SEARCH_MODES:
+        raise ValueError(f"unknown search {search!r}; use one of {', '.join(SEARCH_MODES)}")
+    if k < 0:
+        raise ValueError(f"k must be at least 0, got {k}")
+    _check_excerpt(excerpt)
+    if excerpt == "whole" and not _is_vector(metric_name) and search != "exact":
+        from perceptlab.metrics.search import default_budget
+
+        budget = default_budget(metric_name) if budget is None else int(budget)
+        if budget < 1:
+            raise ValueError(f"the candidate budget must be at least 1, got {budget}")
+        pool = list(library.clips() if candidates is None else candidates)
+        if search == "two-stage" or len(pool) - 1 > max(budget, k):
+            found = _with_index(lambda: _two_stage_neighbours(library, query, metric_name, k, config, pool,
+                                                              max(budget, k), progress, cancel))
+            if found is not None:
+                return found
     ranked = ranking(library, query, metric_name, config, n_frames, candidates, progress, cancel, excerpt)
     return ranked[:k]
+
+
+_SKETCH_SEARCH: dict = {}
+
+
+def _sketch_search(store):
+    from perceptlab.metrics.search import SketchSearch
+
+    key = (str(store.directory), store.manifest.get("generation"))
+    found = _SKETCH_SEARCH.get(key)
+    if found is None:
+        _SKETCH_SEARCH.clear()
+        found = _SKETCH_SEARCH[key] = SketchSearch(store.vectors(), store.lengths, int(store.manifest["n_mels"]))
+    return found
+
+
+def _two_stage_neighbours(library: Library, query: Query, metric_name: str, k: int, config: FeatureConfig,
+                          pool: list[Clip], budget: int, progress: ProgressFn | None,
+                          cancel: CancelFn | None) -> list[Neighbour] | None:
+    from perceptlab.analysis.indexing import IMAGES
+    from perceptlab.library.indexes import IndexDamaged
+    from perceptlab.metrics.search import two_stage
+
+    store = _library_index(library, IMAGES, config, progress, cancel)
+    if store is None or any(c.content_hash not in store.row_of for c in pool):
+        return None
+    others = [c for c in pool if query.clip is None or c.id != query.clip.id]
+    if not others:
+        raise ValueError(f"{library.path}: no other clips to compare with")
+    position = {c.id: i for i, c in enumerate(others)}
+    by_row: dict[int, list[Clip]] = {}
+    for c in others:
+        by_row.setdefault(store.row_of[c.content_hash], []).append(c)
+    allowed = np.zeros(store.n_rows, dtype=bool)
+    allowed[list(by_row)] = True
+
+    def image(row: int) -> np.ndarray:
+        try:
+            return store.image(row)
+        except IndexDamaged as exc:
+            exc.index = store
+            raise
+
+    qimg = query_full_image(library, query, config)
+    rows, d = two_stage(qimg, _sketch_search(store), image, metric_name, budget, allowed, cancel)
+    found = [(float(dist), position[c.id], c) for r, dist in zip(rows, d) for c in by_row[int(r)]]
+    found.sort(key=lambda t: (t[0], t[1]))
+    return [Neighbour(i + 1, c, dist) for i, (dist, _, c) in enumerate(found[:k])]
 
 
 def ranking(library: Library, query: Query, metric_name: str, config: FeatureConfig = FeatureConfig(),
@@ -632,8 +800,18 @@ def ranking(library: Library, query: Query, metric_name: str, config: FeatureCon
     """Every candidate clip ordered by distance to ``query`` (closest first; ties by position).
 
     Whole clips by default (each pair at its own width, no alignment: the
-    numbers of :func:`library_matrix`).
+    numbers of :func:`library_matrix`). Exact: every distance is the real
+    metric's; the images (and the baselines' statistics) come from the
+    library's persistent index, so no image is decoded or read from the
+    feature cache once the index is built.
     """
+    return _with_index(lambda: _ranking(library, query, metric_name, config, n_frames, candidates, progress,
+                                        cancel, excerpt))
+
+
+def _ranking(library: Library, query: Query, metric_name: str, config: FeatureConfig, n_frames: int,
+             candidates: Sequence[Clip] | None, progress: ProgressFn | None, cancel: CancelFn | None,
+             excerpt: str) -> list[Neighbour]:
     import torch
 
     from perceptlab.metrics.pairwise import build_index

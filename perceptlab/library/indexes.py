@@ -1,0 +1,512 @@
+"""Persistent, memory-mapped, incremental clip indexes stored next to a library.
+
+A library ``lib.sqlite`` keeps its indexes in the folder ``lib.sqlite.indexes/``,
+one sub-folder per (kind, feature config): ``<kind>-<config hash>/``. The
+kind is ``images`` for the spectrogram metrics (MSE, NLPD, MS-SSIM compare
+the same whole log-mel images, so they share one store and one candidate
+sketch) or the name of a vector metric (``logmel-stats``, ``mfcc-stats``).
+Everything in the folder is derived data: it can be deleted at any time and
+is rebuilt from the library (its feature cache, or the audio files).
+
+What an index holds
+-------------------
+Rows keyed by content hash (two clips with the same content share a row),
+in blocks. Block ``bNNNNNN`` is three ``.npy`` files:
+
+- ``bNNNNNN.rows.npy``: (n, 3) int64: frames T, offset of the image in the
+  block's image file, CRC-32 of the image's bytes;
+- ``bNNNNNN.vectors.npy``: (n, D) float32: one vector per row (the
+  candidate sketch, or a baseline's raw statistics);
+- ``bNNNNNN.images.npy`` (optional): (sum T, F) float32: each row's whole
+  (F, T) image, stored transposed so that one clip is one contiguous slice.
+
+``manifest.json`` names the blocks with their content hashes, the byte size
+and CRC-32 of every rows and vectors file, the byte size of every image file,
+and the tombstones (``dead``: positions of removed rows). The files are
+opened with ``np.load(mmap_mode="r")``: opening an index reads its manifest
+and checks its small files, never the images into memory.
+
+Safety
+------
+- Every file is written under a temporary name, flushed, fsynced and renamed
+  into place; a block's files are never rewritten; the manifest is replaced
+  last (temp + rename). A process killed at any point leaves either the old
+  manifest (the half-written block is an orphan, removed by the next update)
+  or the new one.
+- :meth:`ClipIndex.open` checks the format, the sizes of every file, the
+  CRC-32 of the rows and vectors files (once per process and file version)
+  and the shapes; an image's own CRC-32 is checked each time it is read. A
+  failure raises :class:`IndexDamaged`; the caller drops the folder and
+  rebuilds it (:func:`drop`). Nothing here ever touches the library file.
+- Updates take an exclusive lock on the folder (``fcntl.flock``), so the GUI
+  and a CLI command never write the same index at once.
+
+Incremental updates
+-------------------
+:meth:`ClipIndex.update` appends new rows as new blocks (at most
+:data:`BLOCK_ROWS` rows each, so cancelling a long build keeps what was
+done) and tombstones removed ones; when tombstones exceed a quarter of the
+rows, or there are more than :data:`MAX_BLOCKS` blocks, the live rows are
+compacted into one block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
+
+log = logging.getLogger("perceptlab.indexes")
+
+#: Version of the on-disk layout; an index of another version is rebuilt.
+INDEX_FORMAT = 1
+#: Rows written per block while building (a cancelled build keeps whole blocks).
+BLOCK_ROWS = 2048
+#: More blocks than this are compacted into one.
+MAX_BLOCKS = 16
+#: Compact when more than this fraction of the rows are tombstones.
+MAX_DEAD_FRACTION = 0.25
+
+_MANIFEST = "manifest.json"
+_CRC_CHUNK = 1 << 24
+
+
+class IndexDamaged(Exception):
+    """An index folder is unreadable, inconsistent or fails a checksum."""
+
+
+def index_root(library_path: str | os.PathLike) -> Path:
+    """The folder that holds a library's indexes: ``<library>.indexes``."""
+    return Path(str(library_path) + ".indexes")
+
+
+def index_dir(library_path: str | os.PathLike, kind: str, config_hash: str) -> Path:
+    """The folder of one index: ``<library>.indexes/<kind>-<config hash>``."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in kind)
+    return index_root(library_path) / f"{safe}-{config_hash}"
+
+
+def _npy_header(rows: int, cols: int) -> bytes:
+    """A fixed-length (128-byte) .npy 1.0 header for a C-order (rows, cols) float32 array."""
+    text = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (rows, cols)
+    body = text.ljust(128 - 10 - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1")
+
+
+def _crc_file(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_CRC_CHUNK)
+            if not chunk:
+                return crc
+            crc = zlib.crc32(chunk, crc)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_npy_atomic(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# Files whose checksum this process has verified: (path, size, mtime_ns).
+_VERIFIED: set = set()
+
+
+@dataclass
+class _Block:
+    name: str
+    hashes: list
+    rows: np.ndarray  # (n, 3) int64: frames, offset, crc
+    vectors: np.ndarray  # (n, D) float32 (memory-mapped)
+    images: np.ndarray | None  # (sum T, F) float32 (memory-mapped)
+
+
+class ClipIndex:
+    """One persistent index folder (see the module notes).
+
+    Use :meth:`open` (or :meth:`create`), then :meth:`update`, :meth:`vectors`,
+    :meth:`image`. Row positions are global over the blocks, in block order;
+    :attr:`alive` marks the rows not tombstoned.
+    """
+
+    def __init__(self, directory: Path, manifest: dict, blocks: list[_Block]):
+        self.directory = Path(directory)
+        self.manifest = manifest
+        self._blocks = blocks
+        self._refresh()
+
+    # -- opening ---------------------------------------------------------------
+    @classmethod
+    def create(cls, directory: str | os.PathLike, kind: str, config: dict, config_hash: str,
+               dim: int, n_mels: int, with_images: bool, info: dict | None = None) -> "ClipIndex":
+        """An empty index (its manifest written), replacing whatever the folder held."""
+        directory = Path(directory)
+        drop(directory)
+        directory.mkdir(parents=True)
+        manifest = {
+            "format": INDEX_FORMAT, "kind": kind, "config_hash": config_hash, "config": config,
+            "dim": int(dim), "n_mels": int(n_mels), "with_images": bool(with_images),
+            "info": info or {}, "generation": 0, "blocks": [], "dead": [], "updated_at": time.time(),
+        }
+        index = cls(directory, manifest, [])
+        index._write_manifest()
+        return index
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike) -> "ClipIndex":
+        """Open an index, checking its manifest, file sizes, shapes and small-file checksums.
+
+        Raises
+        ------
+        FileNotFoundError
+            No index in ``directory``.
+        IndexDamaged
+            Anything inconsistent, with the reason.
+        """
+        directory = Path(directory)
+        path = directory / _MANIFEST
+        if not path.exists():
+            raise FileNotFoundError(f"no index in {directory}")
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise IndexDamaged(f"{path}: unreadable manifest ({exc})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT:
+            raise IndexDamaged(f"{path}: index format {manifest.get('format') if isinstance(manifest, dict) else '?'}"
+                               f", this version reads {INDEX_FORMAT}")
+        try:
+            blocks = [cls._open_block(directory, b, manifest) for b in manifest["blocks"]]
+            dead = [int(i) for i in manifest["dead"]]
+        except IndexDamaged:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexDamaged(f"{path}: malformed manifest ({exc})") from None
+        index = cls(directory, manifest, blocks)
+        if dead and (min(dead) < 0 or max(dead) >= index.n_rows):
+            raise IndexDamaged(f"{path}: a tombstone points past the {index.n_rows} rows")
+        return index
+
+    @staticmethod
+    def _open_block(directory: Path, entry: dict, manifest: dict) -> _Block:
+        name, n = entry["name"], int(entry["n"])
+        hashes = list(entry["hashes"])
+        if len(hashes) != n:
+            raise IndexDamaged(f"{directory}: block {name} lists {len(hashes)} hashes for {n} rows")
+        arrays = {}
+        for part, meta in entry["files"].items():
+            p = directory / f"{name}.{part}.npy"
+            try:
+                st = p.stat()
+            except OSError:
+                raise IndexDamaged(f"{p}: missing") from None
+            if st.st_size != int(meta["bytes"]):
+                raise IndexDamaged(f"{p}: {st.st_size} bytes, the manifest says {meta['bytes']} (truncated "
+                                   "or overwritten)")
+            if "crc32" in meta:
+                key = (str(p), st.st_size, st.st_mtime_ns)
+                if key not in _VERIFIED:
+                    if _crc_file(p) != int(meta["crc32"]):
+                        raise IndexDamaged(f"{p}: checksum mismatch (the file is damaged)")
+                    _VERIFIED.add(key)
+            try:
+                arrays[part] = np.load(p, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise IndexDamaged(f"{p}: unreadable ({exc})") from None
+        rows, vectors = arrays.get("rows"), arrays.get("vectors")
+        if rows is None or vectors is None:
+            raise IndexDamaged(f"{directory}: block {name} lacks its rows or vectors file")
+        if rows.shape != (n, 3) or vectors.shape != (n, int(manifest["dim"])) or vectors.dtype != np.float32:
+            raise IndexDamaged(f"{directory}: block {name} has rows {rows.shape}, vectors {vectors.shape} "
+                               f"{vectors.dtype}; expected ({n}, 3) and ({n}, {manifest['dim']}) float32")
+        rows = np.array(rows, dtype=np.int64)  # small: n x 3
+        images = arrays.get("images")
+        if manifest.get("with_images"):
+            if images is None:
+                raise IndexDamaged(f"{directory}: block {name} lacks its images file")
+            total = int(rows[:, 0].sum()) if n else 0
+            if images.shape != (total, int(manifest["n_mels"])) or images.dtype != np.float32:
+                raise IndexDamaged(f"{directory}: block {name} images {images.shape} {images.dtype}, expected "
+                                   f"({total}, {manifest['n_mels']}) float32")
+            ends = rows[:, 1] + rows[:, 0]
+            if n and (rows[:, 0].min() < 1 or rows[:, 1].min() < 0 or ends.max() > total):
+                raise IndexDamaged(f"{directory}: block {name} has image offsets outside its file")
+        return _Block(name, hashes, rows, vectors, images)
+
+    def _refresh(self) -> None:
+        self.hashes = [h for b in self._blocks for h in b.hashes]
+        self.n_rows = len(self.hashes)
+        self.alive = np.ones(self.n_rows, dtype=bool)
+        dead = self.manifest.get("dead", [])
+        if dead:
+            self.alive[np.asarray(dead, dtype=np.int64)] = False
+        self.lengths = (np.concatenate([b.rows[:, 0] for b in self._blocks]) if self._blocks
+                        else np.zeros(0, np.int64))
+        self._where = []  # global row -> (block, local row)
+        for bi, b in enumerate(self._blocks):
+            self._where.extend((bi, i) for i in range(len(b.hashes)))
+        self.row_of = {h: i for i, h in enumerate(self.hashes) if self.alive[i]}
+        self._vectors = None
+
+    # -- reading -----------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def n_alive(self) -> int:
+        return int(self.alive.sum())
+
+    def vectors(self) -> np.ndarray:
+        """(n_rows, D) float32: a memory map for one block, else the blocks joined (kept)."""
+        if self._vectors is None:
+            if not self._blocks:
+                self._vectors = np.zeros((0, self.dim), np.float32)
+            elif len(self._blocks) == 1:
+                self._vectors = self._blocks[0].vectors
+            else:
+                self._vectors = np.concatenate([b.vectors for b in self._blocks])
+        return self._vectors
+
+    def image(self, row: int) -> np.ndarray:
+        """Row ``row``'s whole (F, T) image, float32, its checksum verified.
+
+        Raises
+        ------
+        IndexDamaged
+            The image's bytes fail their checksum.
+        """
+        bi, i = self._where[row]
+        b = self._blocks[bi]
+        if b.images is None:
+            raise ValueError(f"{self.directory}: this index keeps no images")
+        t, off, crc = (int(v) for v in b.rows[i])
+        part = np.ascontiguousarray(b.images[off : off + t])  # (T, F)
+        if zlib.crc32(part.tobytes()) != crc:
+            raise IndexDamaged(f"{self.directory}: block {b.name} image of row {i} fails its checksum")
+        return part.T.copy()  # (F, T)
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
+
+    def status(self) -> dict:
+        return {"directory": str(self.directory), "kind": self.kind, "rows": self.n_rows,
+                "alive": self.n_alive, "dead": self.n_rows - self.n_alive, "blocks": len(self._blocks),
+                "bytes": self.size_bytes(), "generation": self.manifest.get("generation", 0)}
+
+    # -- writing -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's exclusive write lock."""
+        import fcntl
+
+        with open(self.directory / ".lock", "a+b") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _write_manifest(self) -> None:
+        self.manifest["updated_at"] = time.time()
+        self.manifest["generation"] = int(self.manifest.get("generation", 0)) + 1
+        tmp = self.directory / (_MANIFEST + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.manifest, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.directory / _MANIFEST)
+        _fsync_dir(self.directory)
+
+    def _next_name(self) -> str:
+        used = [int(b["name"][1:]) for b in self.manifest["blocks"]]
+        return f"b{(max(used) + 1 if used else 1):06d}"
+
+    def write_block(self, hashes: Sequence[str], items: Iterable[tuple[np.ndarray, np.ndarray]],
+                    cancel: CancelFn | None = None) -> dict:
+        """Write one block's files (not yet in the manifest); returns its manifest entry.
+
+        ``items`` yields ``(image (F, T), vector (D,))`` per row, in the
+        order of ``hashes``; the images are streamed to disk, never held
+        together in memory (an index without images keeps only T).
+        """
+        name = self._next_name()
+        n, dim, f = len(hashes), self.dim, int(self.manifest["n_mels"])
+        with_images = bool(self.manifest["with_images"])
+        rows = np.zeros((n, 3), dtype=np.int64)
+        vectors = np.zeros((n, dim), dtype=np.float32)
+        img_path = self.directory / f"{name}.images.npy"
+        tmp_img = img_path.with_name(img_path.name + ".tmp")
+        files: dict = {}
+        fimg = None
+        try:
+            if with_images:
+                fimg = open(tmp_img, "wb")
+                fimg.write(_npy_header(0, f))  # rewritten below with the real row count
+            count, offset = 0, 0
+            for i, (image, vec) in enumerate(items):
+                check_cancel(cancel)
+                if i >= n:
+                    raise ValueError(f"block {name}: more items than its {n} rows")
+                vectors[i] = vec
+                im = np.asarray(image, dtype="<f4")
+                if im.ndim != 2 or im.shape[0] != f or im.shape[1] < 1:
+                    raise ValueError(f"row {i} ({hashes[i]}): image {im.shape}, expected ({f}, T >= 1)")
+                rows[i, 0], rows[i, 1] = im.shape[1], offset
+                offset += im.shape[1]
+                if fimg is not None:
+                    data = np.ascontiguousarray(im.T).tobytes()
+                    rows[i, 2] = zlib.crc32(data)
+                    fimg.write(data)
+                count += 1
+            if count != n:
+                raise ValueError(f"block {name}: {count} items for {n} rows")
+            if fimg is not None:
+                fimg.seek(0)
+                fimg.write(_npy_header(offset, f))
+                fimg.flush()
+                os.fsync(fimg.fileno())
+                fimg.close()
+                fimg = None
+                os.replace(tmp_img, img_path)
+                files["images"] = {"bytes": img_path.stat().st_size}
+            for part, arr in (("rows", rows), ("vectors", vectors)):
+                p = self.directory / f"{name}.{part}.npy"
+                _write_npy_atomic(p, arr)
+                files[part] = {"bytes": p.stat().st_size, "crc32": _crc_file(p)}
+        except BaseException:
+            if fimg is not None:
+                fimg.close()
+            for p in self.directory.glob(f"{name}.*"):
+                p.unlink(missing_ok=True)
+            raise
+        return {"name": name, "n": n, "hashes": list(hashes), "files": files}
+
+    def commit(self, new_blocks: Sequence[dict] = (), dead: Iterable[int] = (),
+               drop_blocks: Sequence[str] = ()) -> None:
+        """Make written blocks and tombstones part of the index (one manifest replace)."""
+        keep = [b for b in self.manifest["blocks"] if b["name"] not in set(drop_blocks)]
+        if drop_blocks:
+            self.manifest["dead"] = []
+        else:
+            self.manifest["dead"] = sorted(set(self.manifest["dead"]) | {int(i) for i in dead})
+        self.manifest["blocks"] = keep + list(new_blocks)
+        self._write_manifest()
+        self._blocks = [self._open_block(self.directory, b, self.manifest) for b in self.manifest["blocks"]]
+        self._refresh()
+        self._remove_orphans()
+
+    def _remove_orphans(self) -> None:
+        names = {b["name"] for b in self.manifest["blocks"]}
+        for p in self.directory.iterdir():
+            if p.name.startswith("b") and p.name.split(".")[0] not in names:
+                p.unlink(missing_ok=True)
+
+    def update(self, wanted: Iterable[str], compute: Callable[[str], tuple[np.ndarray, np.ndarray]],
+               progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> dict:
+        """Bring the index to the content hashes ``wanted``: append the missing, tombstone the gone.
+
+        Parameters
+        ----------
+        wanted : iterable of str
+            Every content hash the index should hold.
+        compute : callable
+            ``compute(content_hash) -> (image (F, T), vector (D,))``.
+        progress, cancel
+            House style; progress counts the rows added. A cancelled update
+            keeps the blocks already committed.
+
+        Returns
+        -------
+        dict
+            ``{"added": n, "removed": n, "compacted": bool}``.
+        """
+        with self.locked():
+            want = dict.fromkeys(wanted)
+            gone = [i for i, h in enumerate(self.hashes) if self.alive[i] and h not in want]
+            new = [h for h in want if h not in self.row_of]
+            report(progress, 0, len(new))
+            if gone:
+                self.commit(dead=gone)
+            for s in range(0, len(new), BLOCK_ROWS):
+                part = new[s : s + BLOCK_ROWS]
+
+                def items(part=part, s=s):
+                    for j, h in enumerate(part):
+                        yield compute(h)
+                        report(progress, s + j + 1, len(new))
+
+                entry = self.write_block(part, items(), cancel)
+                self.commit([entry])
+            compacted = self._maybe_compact(cancel)
+        return {"added": len(new), "removed": len(gone), "compacted": compacted}
+
+    def _maybe_compact(self, cancel: CancelFn | None) -> bool:
+        dead = self.n_rows - self.n_alive
+        if not (len(self._blocks) > MAX_BLOCKS or (dead > 0 and dead > MAX_DEAD_FRACTION * self.n_rows)):
+            return False
+        live = np.flatnonzero(self.alive)
+        with_images = bool(self.manifest["with_images"])
+        vec = self.vectors()
+        f = int(self.manifest["n_mels"])
+
+        def items():
+            for r in live:
+                # Without images only the frame count is kept: a stand-in image carries it.
+                im = self.image(int(r)) if with_images else np.zeros((f, int(self.lengths[r])), np.float32)
+                yield im, np.asarray(vec[r])
+
+        entry = self.write_block([self.hashes[r] for r in live], items(), cancel)
+        self.commit([entry], drop_blocks=[b["name"] for b in self.manifest["blocks"]])
+        return True
+
+
+def _is_index_file(name: str) -> bool:
+    return (name in (_MANIFEST, _MANIFEST + ".tmp", ".lock")
+            or (name.startswith("b") and (name.endswith(".npy") or name.endswith(".npy.tmp"))))
+
+
+def drop(directory: str | os.PathLike) -> bool:
+    """Delete an index folder (derived data only); True if there was one.
+
+    Raises
+    ------
+    ValueError
+        The folder holds files an index never writes (it is left alone).
+    """
+    directory = Path(directory)
+    if not directory.exists():
+        return False
+    strangers = [p.name for p in directory.iterdir() if not _is_index_file(p.name)]
+    if strangers:
+        raise ValueError(f"{directory}: not an index folder (it holds {', '.join(sorted(strangers)[:3])}); "
+                         "refusing to delete it")
+    shutil.rmtree(directory)
+    return True
