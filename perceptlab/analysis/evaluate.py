@@ -96,7 +96,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -111,6 +110,7 @@ import numpy as np
 from perceptlab.atomic import atomic_path, atomic_write_bytes
 from perceptlab.audio.features import FeatureConfig, windows
 from perceptlab.jsonable import jsonable
+from perceptlab.versions import package_versions
 from perceptlab.library.store import Clip, Library
 from perceptlab.tasks import CancelFn, Cancelled, ProgressFn, check_cancel
 
@@ -1241,24 +1241,6 @@ def _train_fold_encoders(library: Library, data: SegmentData, config: EvaluateCo
 # --------------------------------------------------------------------------
 
 
-def _versions() -> dict:
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    try:
-        from perceptlab.models.checkpoint import package_versions
-
-        out.update(package_versions())
-    except Exception:  # a broken models package must not hide the evaluation
-        from perceptlab import __version__
-
-        out["perceptlab"] = __version__
-    for mod in ("sklearn", "scipy"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:
-            out[mod] = None
-    return out
-
-
 def run_evaluation(
     library: Library | str | os.PathLike,
     config: EvaluateConfig = EvaluateConfig(),
@@ -1554,7 +1536,7 @@ def _assemble(library: Library, data: SegmentData, config: EvaluateConfig, folds
         "mode": config.mode,
         "mode_description": mode_text,
         "config": config.to_dict(),
-        "versions": _versions(),
+        "versions": package_versions(),
         "seeds": {"folds": config.seed, "inner_folds": f"{config.seed} + 1000 * fold", "bootstrap": config.seed,
                   "logreg": config.seed},
         "library": {

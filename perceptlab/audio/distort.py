@@ -84,6 +84,7 @@ from typing import Any, Callable
 import numpy as np
 
 from perceptlab.atomic import atomic_path
+from perceptlab.versions import package_versions
 
 # Sentinel for a parameter without a default.
 _REQUIRED = object()
@@ -698,19 +699,6 @@ class Stimulus:
         return {"id": self.id, "reference_hash": self.reference_hash, "path": self.path,
                 "content_hash": self.content_hash, "recipe": self.recipe.to_json(),
                 "label": self.recipe.label, "info": self.info, "created_at": self.created_at}
-
-
-def package_versions() -> dict:
-    """Versions of what shapes a rendered stimulus (for provenance)."""
-    import soundfile
-    import torch
-    import torchaudio
-
-    from perceptlab import __version__
-
-    return {"perceptlab": __version__, "numpy": np.__version__, "torch": torch.__version__,
-            "torchaudio": torchaudio.__version__, "soundfile": soundfile.__version__,
-            "libsndfile": soundfile.__libsndfile_version__}
 
 
 def _row_to_stimulus(row) -> Stimulus:

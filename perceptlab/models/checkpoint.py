@@ -45,7 +45,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import platform
 import random
 import time
 import warnings
@@ -56,6 +55,7 @@ import numpy as np
 import torch
 
 from perceptlab.atomic import atomic_write
+from perceptlab.versions import package_versions
 
 FORMAT = "perceptlab-autoencoder"
 FORMAT_VERSION = 1
@@ -96,19 +96,6 @@ def model_key(ckpt: dict) -> str:
         sd["__embedding_stats.mean"] = stats["mean"]
         sd["__embedding_stats.std"] = stats["std"]
     return weights_hash(sd)
-
-
-def package_versions() -> dict:
-    from perceptlab import __version__
-
-    return {
-        "perceptlab": __version__,
-        # str(): torch.__version__ is a TorchVersion, which weights_only refuses.
-        "torch": str(torch.__version__),
-        "numpy": str(np.__version__),
-        "python": platform.python_version(),
-        "cuda": None if torch.version.cuda is None else str(torch.version.cuda),
-    }
 
 
 def rng_state() -> dict:
