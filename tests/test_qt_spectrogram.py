@@ -153,3 +153,158 @@ def test_colour_bar_handles_stay_within_the_feature_db_range(view):
         view.set_levels(-10.0, -20.0)
     view.set_levels(-60.0, 0.0)
     assert view.levels() == pytest.approx((-60.0, 0.0))
+
+
+def _mouse_move(view, pos: QPoint) -> None:
+    """A real mouse-move event over the viewport (what the hover readout listens to)."""
+    from PySide6.QtCore import QEvent
+    from PySide6.QtGui import QMouseEvent
+
+    vp = view.graphics.viewport()
+    ev = QMouseEvent(QEvent.MouseMove, QPointF(pos), QPointF(vp.mapToGlobal(pos)), Qt.NoButton, Qt.NoButton,
+                     Qt.NoModifier)
+    QApplication.sendEvent(vp, ev)
+
+
+def _two_part_wave(rate: int = 22050):
+    """1 s of silence, then 1 s alternating +-0.5 (every slice of it spans -0.5..0.5)."""
+    loud = 0.5 * (-1.0) ** np.arange(rate)
+    return np.concatenate([np.zeros(rate), loud]).astype(np.float32)
+
+
+def test_envelope_is_the_min_and_max_of_each_slice():
+    from perceptlab.qt.waveform_strip import envelope
+
+    x = np.array([0.0, 1.0, -1.0, 0.5, 0.2, -0.3, 0.0, 0.9], np.float32)
+    t, low, high = envelope(np.tile(x, 100), 8.0, 0.0, 100.0, 100)  # 100 slices of 8 samples
+    assert t.size == 100 and np.allclose(low, -1.0) and np.allclose(high, 1.0)
+    assert t[1] == pytest.approx(1.0)
+    # Fewer samples than columns: the samples themselves.
+    t, low, high = envelope(x, 8.0, 0.0, 1.0, 400)
+    assert np.array_equal(low, x) and np.array_equal(high, x) and t[-1] == pytest.approx(7 / 8)
+    with pytest.raises(ValueError, match="mono"):
+        envelope(np.zeros((4, 2)), 8.0, 0.0, 1.0, 10)
+    with pytest.raises(ValueError, match="rate"):
+        envelope(x, 0.0, 0.0, 1.0, 10)
+
+
+def test_waveform_strip_follows_the_spectrogram_and_shows_the_marks(view, qtbot):
+    from perceptlab.audio.features import FeatureConfig
+
+    cfg = FeatureConfig()
+    wave = _two_part_wave(cfg.sample_rate)
+    frames = cfg.frames_for(wave.size)
+    view.set_image(_image(frames), cfg, caption="two parts")
+    assert view.strip.scene() is None  # no strip before there is a waveform
+    view.set_waveform(wave, cfg.sample_rate)
+    strip = view.strip
+    assert strip.scene() is view.graphics.scene() and strip.has_waveform()
+    qtbot.waitUntil(lambda: strip.envelope_shown()[0].size > 0)
+    t, low, high = strip.envelope_shown()
+    quiet, loud = t < 0.95, t > 1.05
+    assert np.abs(np.concatenate([low[quiet], high[quiet]])).max() < 1e-6
+    assert high[loud].min() == pytest.approx(0.5, abs=0.02) and low[loud].max() == pytest.approx(-0.5, abs=0.02)
+    # The strip sits on the spectrogram's time axis: plot and strip start and end at the same pixel.
+    assert strip.getViewBox().sceneBoundingRect().left() == pytest.approx(
+        view.plot.getViewBox().sceneBoundingRect().left(), abs=1.0)
+    assert strip.getViewBox().sceneBoundingRect().right() == pytest.approx(
+        view.plot.getViewBox().sceneBoundingRect().right(), abs=1.0)
+    # Zooming the spectrogram zooms the strip; the envelope is redrawn for the visible part, finer.
+    at = _scene_point(view, view.plot, 1.5, 64.0)
+    _wheel(view, at, 12)
+    x0, x1 = view.plot.getViewBox().viewRange()[0]
+    assert strip.getViewBox().viewRange()[0] == pytest.approx([x0, x1], abs=1e-6) and x1 - x0 < 0.2
+    t, low, high = strip.envelope_shown()
+    assert t.min() >= x0 - 0.01 and t.max() <= x1 + 0.01 and t.size >= 50
+    # Wheel over the strip zooms time as well.
+    s_at = view.graphics.mapFromScene(strip.getViewBox().mapViewToScene(QPointF(0.5 * (x0 + x1), 0.0)))
+    _wheel(view, s_at, -3)
+    nx0, nx1 = view.plot.getViewBox().viewRange()[0]
+    assert nx1 - nx0 > 1.5 * (x1 - x0)
+    # Playhead, loop and compared region show on the strip too.
+    view.set_playhead(1.25)
+    view.set_loop((0.4, 0.9))
+    view.set_compared((0.1, 1.8), "compared with B")
+    assert strip.marks.playhead.isVisible() and strip.marks.playhead.value() == pytest.approx(1.25)
+    assert strip.marks.loop_region.isVisible() and strip.marks.loop_region.getRegion() == pytest.approx((0.4, 0.9))
+    assert all(line.isVisible() for line in strip.marks.compared_lines)
+    assert [line.value() for line in strip.marks.compared_lines] == pytest.approx([0.1, 1.8])
+    with pytest.raises(ValueError, match="mono"):
+        view.set_waveform(np.zeros((10, 2), np.float32), cfg.sample_rate)
+    with pytest.raises(ValueError, match="finite"):
+        view.set_waveform(np.array([0.0, np.nan], np.float32), cfg.sample_rate)
+
+
+def _pane_point(view, pane, tx, ty) -> QPoint:
+    return view.graphics.mapFromScene(pane.plot.getViewBox().mapViewToScene(QPointF(tx, ty)))
+
+
+def test_ab_panes_show_both_images_with_linked_axes_and_their_own_readout(view, qtbot):
+    from perceptlab.audio.features import FeatureConfig, unit_to_db
+
+    cfg = FeatureConfig()
+    img_a, img_b = _image(300, seed=1), _image(520, seed=2)
+    view.set_slot_image("A", img_a, cfg, "A: first.wav")
+    view.set_slot_image("B", img_b, cfg, "B: second.wav")
+    view.set_active_slot("B")
+    single = view.image.image.copy()
+    assert not view.panes_shown() and view.pane("B").plot.scene() is None  # single view by default
+    qtbot.mouseClick(view.panes_button, Qt.LeftButton)
+    assert view.panes_shown() and view.panes_button.isChecked()
+    pa, pb = view.pane("A"), view.pane("B")
+    assert pa.plot.scene() is view.graphics.scene() and pb.plot.scene() is view.graphics.scene()
+    np.testing.assert_allclose(pa.image.image, unit_to_db(img_a, cfg), atol=1e-4)
+    np.testing.assert_allclose(pb.image.image, unit_to_db(img_b, cfg), atol=1e-4)
+    assert "first.wav" in pa.label.text and "second.wav" in pb.label.text and "▶" in pb.label.text
+    assert pa.plot.getViewBox().sceneBoundingRect().bottom() <= pb.plot.getViewBox().sceneBoundingRect().top()
+    # Both panes span the longer clip; time zoom in B follows in A, and the other way.
+    d_b = 520 * cfg.seconds_per_frame()
+    assert pa.plot.getViewBox().viewRange()[0] == pytest.approx([0.0, d_b], abs=1e-6)
+    _wheel(view, _pane_point(view, pb, 0.6 * d_b, 64.0), 4)
+    xb = pb.plot.getViewBox().viewRange()[0]
+    assert xb[1] - xb[0] < 0.5 * d_b
+    assert pa.plot.getViewBox().viewRange()[0] == pytest.approx(xb, abs=1e-6)
+    _wheel(view, _pane_point(view, pa, 0.5 * (xb[0] + xb[1]), 64.0), 2)
+    assert pb.plot.getViewBox().viewRange()[0] == pytest.approx(pa.plot.getViewBox().viewRange()[0], abs=1e-6)
+    _wheel(view, _pane_point(view, pa, xb[0], 30.0), 3, Qt.ControlModifier)
+    assert pb.plot.getViewBox().viewRange()[1] == pytest.approx(pa.plot.getViewBox().viewRange()[1], abs=1e-6)
+    # One colour scale for both.
+    view.set_levels(-50.0, -5.0)
+    assert pa.image.getLevels() == pytest.approx((-50.0, -5.0)) and pb.image.getLevels() == pytest.approx((-50.0, -5.0))
+    # The hover readout reads the pane under the pointer: time, Hz and that clip's dB.
+    view.fit()
+    spf = cfg.seconds_per_frame()
+    for pane, img, slot in ((pa, img_a, "A"), (pb, img_b, "B")):
+        t, band = 150.5 * spf, 40.5
+        qtbot.wait(60)  # pyqtgraph drops mouse moves that come faster than its rate limit
+        _mouse_move(view, _pane_point(view, pane, t, band))
+        text = view.readout.text()
+        assert text.startswith(f"{slot}:") and "Hz" in text, text
+        p = pane.plot.getViewBox().mapSceneToView(view.graphics.mapToScene(_pane_point(view, pane, t, band)))
+        expected = float(unit_to_db(img[int(p.y()), int(p.x() / spf)], cfg))
+        assert float(text.split("Hz")[1].split("dB")[0]) == pytest.approx(expected, abs=0.06)
+        assert text == f"{slot}:  " + view.readout_at(p.x(), p.y(), slot)
+    # A's clip ends before B's: beyond it, A reads nothing and B still does.
+    assert view.readout_at(400 * spf, 40.5, "A") == "" and view.readout_at(400 * spf, 40.5, "B") != ""
+    # Compared regions per pane.
+    view.set_slot_compared("A", (0.5, 2.0), "compared with B")
+    assert view.slot_compared("A") == (0.5, 2.0) and "compared with B" in pa.label.text
+    assert all(line.isVisible() for line in pa.marks.compared_lines)
+    assert not any(line.isVisible() for line in pb.marks.compared_lines)
+    # Off again: the single view as it was.
+    qtbot.mouseClick(view.panes_button, Qt.LeftButton)
+    assert not view.panes_shown() and pb.plot.scene() is None
+    np.testing.assert_array_equal(view.image.image, single)
+    with pytest.raises(ValueError, match="slot"):
+        view.set_slot_image("C", img_a, cfg)
+    with pytest.raises(ValueError, match="n_mels"):
+        view.set_slot_image("A", np.zeros((10, 20), np.float32), cfg)
+
+
+def test_a_pane_without_a_clip_says_so(view, qtbot):
+    view.set_panes(True)
+    pa, pb = view.pane("A"), view.pane("B")
+    assert pa.placeholder.isVisible() and pb.placeholder.isVisible()
+    assert "B" in pb.placeholder.textItem.toPlainText()
+    view.set_slot_image("B", _image(200))
+    assert pa.placeholder.isVisible() and not pb.placeholder.isVisible()

@@ -101,6 +101,8 @@ class QtSpectrogramPane:
     def __init__(self, view: "QtSpectrogramView", name: str, title: str = ""):
         self.name = name
         self.label = pg.LabelItem("", justify="left", size="10pt")
+        self.label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)  # a long name is cut, never widens
+        self.label.setMaximumHeight(24)
         self.strip = QtWaveformStrip(on_region=view._on_region_dragged, on_loop_moved=view._on_region_moved)
         self.axis = QtMelAxis("left")
         self.plot = pg.PlotItem(title=title or None, viewBox=QtLoopViewBox(view._on_region_dragged),
@@ -455,21 +457,27 @@ class QtSpectrogramView(QWidget):
     def _relayout(self) -> None:
         """Place the visible panes' items in the graphics layout, the colour bar beside the spectrograms."""
         ci = self.graphics.ci
+        geometry = ci.geometry()  # an emptied layout shrinks its widget; put it back after
         ci.clear()
         row, plot_rows = 0, []
         for pane in self._visible_panes():
+            # Captions and strips keep their height; the spectrograms share what is left.
             if self._panes_on:
                 ci.addItem(pane.label, row, 0)
+                ci.layout.setRowStretchFactor(row, 0)
                 row += 1
             if self._show_strips:
                 ci.addItem(pane.strip, row, 0)
+                ci.layout.setRowStretchFactor(row, 0)
                 row += 1
             ci.addItem(pane.plot, row, 0)
+            ci.layout.setRowStretchFactor(row, 10)
             plot_rows.append(row)
             row += 1
         # Time is read on the bottom pane; the upper one keeps its ticks, not the label.
         self.panes[0].plot.setLabel("bottom", "" if self._panes_on else "time", units=None if self._panes_on else "s")
         ci.addItem(self.colorbar, plot_rows[0], 1, rowspan=plot_rows[-1] - plot_rows[0] + 1)
+        ci.setGeometry(geometry)
 
     def _pane_contents(self) -> list[tuple[QtSpectrogramPane, _Shown, str]]:
         if not self._panes_on:
