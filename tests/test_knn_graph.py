@@ -244,3 +244,52 @@ def test_rows_on_cuda_equal_rows_on_the_cpu(lib, metric, excerpt):
     g_cpu, g_gpu = knn_graph(lib, metric, 3, excerpt=excerpt), knn_graph(lib, metric, 3, excerpt=excerpt,
                                                                          device="cuda")
     np.testing.assert_allclose(g_gpu.distances, g_cpu.distances, atol=1e-4)
+
+
+# -- the matrix part of the GPU check ---------------------------------------------
+
+
+def test_matrix_gpu_check_compares_every_engine_and_flags_a_disagreement(library, one_torch_thread):
+    from perceptlab.analysis.matrix_gpu_check import run_checks
+    from perceptlab.metrics.registry import list_metrics
+
+    lines = []
+    report = run_checks(library, device="cpu", sharded=False, out=lines.append)
+    names = [c["name"] for c in report["checks"]]
+    for m in list_metrics():
+        if ":" in m.name:
+            continue
+        assert f"engine {m.name}" in names
+        assert f"rows {m.name} whole" in names
+        if m.input_kind != "vector":
+            assert f"rows {m.name} centre" in names
+    assert report["ok"] and len(lines) == len(names)
+    strict = run_checks(library, device="cpu", tolerance=-1.0, sharded=False, out=lines.append)
+    assert not strict["ok"] and not any(c["ok"] for c in strict["checks"])
+
+
+def test_matrix_gpu_check_graphs_agree_up_to_near_ties():
+    from perceptlab.analysis.matrix_gpu_check import _graphs_agree
+
+    idx = np.array([[1, 2, 3], [0, 2, 3]])
+    dist = np.array([[0.1, 0.2, 0.3], [0.1, 0.5, 0.50001]])
+    assert _graphs_agree(idx, dist, idx, dist, 1e-4) == (True, 0)
+    swapped = np.array([[1, 2, 3], [0, 3, 2]])
+    assert _graphs_agree(idx, dist, swapped, dist[:, [0, 2, 1]], 1e-4) == (True, 0), "a near-tie may swap"
+    assert _graphs_agree(idx, dist, np.array([[2, 1, 3], [0, 2, 3]]), dist, 1e-4) == (False, 1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a CUDA device")
+def test_matrix_gpu_check_without_cuda_exits_2(capsys):
+    from perceptlab.analysis.matrix_gpu_check import main as check_main
+
+    assert check_main([]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+@CUDA
+def test_matrix_gpu_check_on_cuda(library):
+    from perceptlab.analysis.matrix_gpu_check import run_checks
+
+    report = run_checks(library, device="cuda", sharded=True, out=print)
+    assert report["ok"], [c for c in report["checks"] if not c["ok"]]

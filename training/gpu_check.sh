@@ -23,6 +23,13 @@
 # to REPORT.json. Exit status: 0 every check passed; 1 a check failed (see
 # the table or "checks" in the report); 2 no CUDA device; 124 it ran past
 # 300 s (the check budgets itself 270 s, so this means something hung).
+#
+# Then, under `timeout 150` of its own, `python -m perceptlab.analysis.matrix_gpu_check`:
+# every matrix engine (mse, nlpd, msssim and the baselines; the dense engine,
+# the rows of whole clips and centre excerpts, the k-NN graph, and a
+# `torchrun ... matrix --knn 3 --device cuda` run over NCCL) on CUDA
+# against the CPU, its report in REPORT.matrix.json. A failure there makes
+# the exit status 1 when the training check passed.
 set -u
 report="${1:-gpu_check.json}"
 if command -v perceptlab >/dev/null 2>&1; then
@@ -36,5 +43,13 @@ case $status in
     0) echo "gpu_check: every check passed; report in $report" >&2 ;;
     124|137) echo "gpu_check: stopped after 300 s; $report is incomplete" >&2 ;;
     *) echo "gpu_check: exit status $status; report in $report" >&2 ;;
+esac
+mreport="${report%.json}.matrix.json"
+timeout --kill-after=15 150 "${PYTHON:-python3}" -m perceptlab.analysis.matrix_gpu_check --json "$mreport"
+mstatus=$?
+case $mstatus in
+    0) echo "gpu_check: every matrix engine agrees on CUDA; report in $mreport" >&2 ;;
+    *) echo "gpu_check: matrix check exit status $mstatus; report in $mreport" >&2
+       [ $status -eq 0 ] && status=1 ;;
 esac
 exit $status
