@@ -60,6 +60,7 @@ def _row_of(grid, widget) -> int:
 def test_mushra_rows_put_each_slider_beside_its_play_button_with_its_score(window, qtbot):
     view = window.listening_view
     view.create_session("mushra", "bo", n_items=1, must_play=True, recipes=("white_noise:snr_db=10",))
+    qtbot.waitUntil(view.sounds_ready, timeout=10000)  # decoded off the GUI thread
     t = view.trial
     labels = [s.label for s in t.candidates]
     assert len(labels) == 4  # hidden reference, two anchors, one condition

@@ -379,6 +379,9 @@ class QtListeningView(QWidget):
         b.setMinimumHeight(36)
         # The keys belong to the view: a focused button must not eat Space or Enter.
         b.setFocusPolicy(Qt.NoFocus)
+        # The sound being heard stands out: the listener always knows which one it is.
+        b.setStyleSheet("QPushButton:checked { font-weight: bold; background-color: #cfe0f4; "
+                        "border: 1px solid #3b78c3; border-radius: 3px; }")
         b.clicked.connect(lambda _=False, i=index: self.play_sound(i))
         return b
 

@@ -79,19 +79,25 @@ def render_preview(library_path: str, design: str, plan, rate: int, *, progress=
     from perceptlab.library.store import Library
     from perceptlab.listening.create import preview_item
 
+    from perceptlab.audio.distort import get_stimulus
+
     with Library(library_path) as lib:
         item = preview_item(lib, design, plan, progress=progress, cancel=cancel)
+        ref = item.x if design == TRIPLET else item.reference
+        ref_name = ref["name"]
+        if ref.get("stimulus_id") is not None:  # a render's file name spells its recipe: name the clip
+            ref_name = get_stimulus(lib, ref["stimulus_id"]).info.get("reference", {}).get("name") or ref_name
     if design == TRIPLET:
         sounds = [("X", item.x), ("A", item.a), ("B", item.b)]
         describe = (lambda d: d["name"]) if item.source == "clips" else (
-            lambda d: "the reference as is" if d["role"] == "x" else d["condition"])
+            lambda d: f"{ref_name} as is" if d["role"] == "x" else d["condition"])
     else:
         sounds = [("reference", item.reference)] + [(str(i), c) for i, c in enumerate(item.conditions, start=1)]
 
         def describe(d):
             role = _ROLE_NAMES.get(d["role"], d["role"])
             if d["role"] in ("reference", HIDDEN_REFERENCE):
-                return f"{role} ({item.name})"
+                return f"{role} ({ref_name})"
             return f"{role}: {d['condition']}"
     out = []
     for label, d in sounds:
