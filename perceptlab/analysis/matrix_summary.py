@@ -69,7 +69,7 @@ class LabelBlocks:
     sizes: np.ndarray
 
 
-def label_block_means(d: np.ndarray, labels: Sequence[str | None], cancel=None) -> LabelBlocks:
+def label_block_means(d: np.ndarray, labels: Sequence[str | None], progress=None, cancel=None) -> LabelBlocks:
     """The L x L matrix of mean distances between labels, in O(N^2) time and O(N L) extra memory.
 
     Parameters
@@ -77,10 +77,10 @@ def label_block_means(d: np.ndarray, labels: Sequence[str | None], cancel=None) 
     d : ndarray, (N, N)
         A symmetric distance matrix.
     labels : sequence of str or None, length N
-    cancel : callable, optional
-        Checked between the two passes (see :mod:`perceptlab.tasks`).
+    progress, cancel : callable, optional
+        Labels summed so far; checked after each label (see :mod:`perceptlab.tasks`).
     """
-    from perceptlab.tasks import check_cancel
+    from perceptlab.tasks import check_cancel, report
 
     d = np.asarray(d)
     if d.ndim != 2 or d.shape[0] != d.shape[1]:
@@ -102,7 +102,8 @@ def label_block_means(d: np.ndarray, labels: Sequence[str | None], cancel=None) 
     for k, (s, n) in enumerate(zip(starts, sizes)):
         for c in range(s, s + n, 512):  # a few rows at a time: one label may be the whole library
             rows[k] += d[order[c:min(c + 512, s + n)]].sum(axis=0, dtype=np.float64)
-    check_cancel(cancel)
+        check_cancel(cancel)
+        report(progress, k + 1, len(unique))
     sums = np.add.reduceat(rows[:, order], starts, axis=1)
     diag = np.bincount(code, weights=np.diag(d).astype(np.float64), minlength=len(unique))
     sums[np.diag_indices(len(unique))] -= diag

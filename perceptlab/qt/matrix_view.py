@@ -8,35 +8,115 @@ distances are whole-clip ones, each pair at its own compared width, as
 compare panel); the baselines sit beside the perceptual metrics. A table
 below gives Spearman's rank correlation between every two metrics' pair
 distances, over the same clips.
+
+Many labels: the label axis names a block at its centre only where there is
+room for the text (the others thin out; hovering the axis names any block).
+The Label list, or a double-click on the axis, zooms to one label's clips
+(then the axis names the clips); "All labels" or another double-click goes
+back. Large libraries (more than
+:data:`~perceptlab.analysis.matrix_summary.LARGE_MATRIX_CLIPS` clips) are
+shown as the mean distance of every label pair, summarised in a worker
+thread; a library without labels is shown as a stratified sample of its
+clips. Export writes the shown matrix as CSV (with the clips' ids, names and
+labels) or the view as PNG.
 """
 
 from __future__ import annotations
 
+import csv
 import textwrap
+import weakref
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, Signal
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QPushButton,
+    QMenu,
+    QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
+    QPushButton,
     QWidget,
 )
 
 from perceptlab.analysis.agreement_stats import label_order, matrix_rank_correlations
+from perceptlab.analysis.matrix_summary import (
+    LARGE_MATRIX_CLIPS,
+    LabelBlocks,
+    label_block_means,
+    label_groups,
+    label_name,
+    stratified_sample,
+    write_matrix_csv,
+)
 from perceptlab.library.store import Clip
 from perceptlab.qt.analysis_state import QtLibraryAnalysis
 from perceptlab.qt.workers import QtTask, QtTaskRunner
 
 SCOPE_LIBRARY, SCOPE_SELECTION = "Whole library", "Selected clips"
+ALL_LABELS = "All labels"
 #: Rows of the metric-vs-metric table shown without scrolling.
 CORR_ROWS_SHOWN = 6
+#: Widest label on the axis, in pixels (longer ones are elided; hover shows them whole).
+AXIS_TEXT_PX = 120
+#: Modes of the image.
+CLIPS, LABEL_MEANS = "clips", "label means"
+
+
+class _GroupAxis(pg.AxisItem):
+    """A left axis naming runs of rows (label blocks, or single clips) at their centres.
+
+    A name is drawn only where it does not touch the previous one, so 40
+    labels on 300 pixels thin out instead of overprinting; zooming in brings
+    the rest back.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__("left", *args, **kwargs)
+        self.groups: list[tuple[int, int, str]] = []
+        self.setStyle(tickLength=-4, autoExpandTextSpace=False)
+
+    def set_groups(self, groups: list[tuple[int, int, str]]) -> None:
+        self.groups = list(groups)
+        fm = QFontMetrics(self.font())
+        self._texts = {(s + e) / 2: fm.elidedText(t, Qt.ElideRight, AXIS_TEXT_PX) for s, e, t in self.groups}
+        widest = max((fm.horizontalAdvance(t) for t in self._texts.values()), default=20)
+        self.setWidth(min(widest, AXIS_TEXT_PX) + 14)
+        self.picture = None
+        self.update()
+
+    def shown_groups(self, lo: float, hi: float, size: float) -> list[tuple[int, int, str]]:
+        """The groups whose names fit on ``size`` pixels showing rows ``lo`` to ``hi``."""
+        lo, hi = min(lo, hi), max(lo, hi)  # an inverted view gives its range high to low
+        if not self.groups or hi <= lo or size <= 0:
+            return []
+        px = size / (hi - lo)  # pixels per row
+        room = QFontMetrics(self.font()).height() + 1
+        shown, last = [], -np.inf
+        for s, e, t in self.groups:
+            c = (s + e) / 2
+            if c < lo or c > hi:
+                continue
+            if (c - last) * px >= room:
+                shown.append((s, e, t))
+                last = c
+        return shown
+
+    def tickValues(self, minVal, maxVal, size):
+        return [(1.0, [(s + e) / 2 for s, e, _ in self.shown_groups(minVal, maxVal, size)])]
+
+    def tickStrings(self, values, scale, spacing):
+        return [self._texts.get(v, "") for v in values]
+
+    def group_at(self, row: float) -> tuple[int, int, str] | None:
+        return next((g for g in self.groups if g[0] <= row < g[1]), None)
 
 
 class QtMatrixView(QWidget):
@@ -57,18 +137,42 @@ class QtMatrixView(QWidget):
         self.selection: list[Clip] = []
         self._selection_matrices: dict[str, tuple[list[Clip], np.ndarray]] = {}
         self._task: QtTask | None = None
-        self.clips: list[Clip] = []
-        self.matrix: np.ndarray | None = None
+        self._summary_task: QtTask | None = None
+        self._summaries: dict[tuple, tuple] = {}  # (metric, scope) -> (weak ref to the matrix, LabelBlocks)
+        self.clips: list[Clip] = []  # the rows shown, in clip mode
+        self.matrix: np.ndarray | None = None  # the values shown (clip distances or label means)
+        self.mode = CLIPS
+        self.blocks: LabelBlocks | None = None  # in label-means mode
+        self.zoom_label: str | None = None
+        self.sampled = False
+        self.large_limit = LARGE_MATRIX_CLIPS
+        self._export_task: QtTask | None = None
+        self._corr_task: QtTask | None = None
+        self._corr_key: list | None = None
+        self.correlations: dict = {}
 
         self.metric_names: list[str] = []  # the open library's, from refresh_metrics()
         self.metric_box = QComboBox()
         self.scope_box = QComboBox()
         self.scope_box.addItems([SCOPE_LIBRARY, SCOPE_SELECTION])
         self.compute_button = QPushButton("Compute")
+        self.label_box = QComboBox()
+        self.label_box.setToolTip("Zoom to one label's clips (or double-click a label on the axis)")
+        self.label_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.label_box.setMinimumContentsLength(12)
+        self.label_box.addItem(ALL_LABELS, None)
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Save the matrix shown as CSV (with the clips' names and labels) or as PNG")
+        menu = QMenu(self.export_button)
+        self.export_csv_action = menu.addAction("Matrix as CSV…", self._on_export_csv)
+        self.export_png_action = menu.addAction("View as PNG…", self._on_export_png)
+        self.export_button.setMenu(menu)
+        self.export_button.setEnabled(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)  # a long status must not widen the dock
         self.graphics = pg.GraphicsLayoutWidget()
-        self.plot = self.graphics.addPlot()
+        self.axis = _GroupAxis()
+        self.plot = self.graphics.addPlot(axisItems={"left": self.axis})
         self.plot.setAspectLocked(True)
         self.plot.invertY(True)
         self.plot.hideAxis("bottom")
@@ -76,8 +180,19 @@ class QtMatrixView(QWidget):
         self.plot.addItem(self.image)
         self.colorbar = pg.ColorBarItem(colorMap=pg.colormap.get("viridis"), width=12, interactive=False)
         self.colorbar.setImageItem(self.image, insert_in=self.plot)
-        self._lines: list = []
+        self.block_lines = pg.PlotCurveItem(pen=pg.mkPen(255, 255, 255, 150, width=1))
+        self.plot.addItem(self.block_lines)
+        self._line_rows = 0.0
+        self.plot.getViewBox().sigTransformChanged.connect(lambda *_: self._update_lines())
+        self.empty = QLabel("")
+        self.empty.setWordWrap(True)
+        self.empty.setAlignment(Qt.AlignCenter)
+        self.empty.setMargin(16)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(self.graphics)
         self.readout = QLabel("")
+        self.readout.setWordWrap(True)
         self.corr_table = QTableWidget(0, 0)
         self.corr_table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.corr_table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
@@ -90,11 +205,16 @@ class QtMatrixView(QWidget):
         top.addWidget(self.metric_box, 1)
         top.addWidget(self.scope_box)
         top.addWidget(self.compute_button)
+        second = QHBoxLayout()
+        second.addWidget(QLabel("Label"))
+        second.addWidget(self.label_box, 1)
+        second.addWidget(self.export_button)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(top)
+        lay.addLayout(second)
         lay.addWidget(self.status)
-        lay.addWidget(self.graphics, 1)
+        lay.addWidget(self.stack, 1)
         lay.addWidget(self.readout)
         corr_title = QLabel("Rank agreement between metrics (Spearman ρ over all pairs)")
         corr_title.setWordWrap(True)
@@ -105,12 +225,14 @@ class QtMatrixView(QWidget):
         # loaded (off the GUI thread, see QtMainWindow), not here.
         self.compute_button.clicked.connect(self.compute)
         self.metric_box.currentIndexChanged.connect(lambda _: self.show_metric())
-        self.scope_box.currentIndexChanged.connect(lambda _: self.show_metric())
+        self.scope_box.currentIndexChanged.connect(lambda _: self._on_scope_changed())
+        self.label_box.currentIndexChanged.connect(lambda _: self._on_label_chosen())
         self.analysis.matrix_ready.connect(self._on_matrix_ready)
         self.analysis.matrix_failed.connect(lambda m, msg: self.status.setText(f"{m}: {msg}"))
         self.analysis.progress.connect(self._on_progress)
         self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self.graphics.scene().sigMouseClicked.connect(self._on_mouse_clicked)
+        self._show_empty()
 
     def refresh_metrics(self, names: list[str]) -> None:
         """List the open library's metrics (``names``, from the metric registry)."""
@@ -125,6 +247,8 @@ class QtMatrixView(QWidget):
         idx = self.metric_box.findData(current)
         self.metric_box.setCurrentIndex(max(idx, 0))
         self.metric_box.blockSignals(False)
+        if self.matrix is None:
+            self._show_empty()
 
     def set_selection(self, clips: list[Clip]) -> None:
         """Clips for the 'Selected clips' scope (a table selection or a lasso on the map)."""
@@ -133,7 +257,14 @@ class QtMatrixView(QWidget):
         if self.scope_box.currentText() == SCOPE_SELECTION:
             self.show_metric()
 
-    def metric(self) -> str:
+    def metric(self, *paint_device_metric):
+        """The metric shown (its registry name).
+
+        QWidget.metric(PaintDeviceMetric) has the same name; Qt calls it with
+        an argument when it paints or grabs the widget, and gets the answer.
+        """
+        if paint_device_metric:
+            return super().metric(*paint_device_metric)
         return self.metric_box.currentData()
 
     def compute(self) -> None:
@@ -181,52 +312,264 @@ class QtMatrixView(QWidget):
             return self._selection_matrices
         return {m: self.analysis.matrix(m) for m in self.metric_names if self.analysis.matrix(m)}
 
+    def _on_scope_changed(self) -> None:
+        self.zoom_label = None
+        self.show_metric()
+
+    # -- what is shown -------------------------------------------------------------
     def show_metric(self) -> None:
+        """Draw the current metric's matrix: clip by clip, one label's clips, or label means."""
         src = self._source()
         got = src.get(self.metric())
         if got is None:
-            self.image.clear()
-            self.matrix, self.clips = None, []
+            self._clear()
+            self._show_empty()
             if not self.status.text().startswith("Computing"):
-                self.status.setText("Press Compute to calculate the distance matrices")
+                self.status.setText("")
             return
         clips, d = got
-        order = label_order([c.label for c in clips])
-        self.clips = [clips[i] for i in order]
-        self.matrix = d[np.ix_(order, order)]
-        off = self.matrix[np.triu_indices(len(self.matrix), 1)]
-        levels = (float(off.min()), float(off.max())) if off.size else (0.0, 1.0)
-        self.image.setImage(self.matrix.astype(np.float32), autoLevels=False, levels=levels)
-        self.image.setRect(QRectF(0, 0, len(self.clips), len(self.clips)))
-        self.colorbar.setLevels(levels)
-        for line in self._lines:
-            self.plot.removeItem(line)
-        self._lines = []
-        for i in range(1, len(self.clips)):
-            if self.clips[i].label != self.clips[i - 1].label:
-                for angle in (0, 90):
-                    line = pg.InfiniteLine(pos=i, angle=angle, pen=pg.mkPen((255, 255, 255, 160), width=1))
-                    self.plot.addItem(line)
-                    self._lines.append(line)
-        # Label names at the centre of each group, on the left axis.
-        ticks, start = [], 0
-        for i in range(1, len(self.clips) + 1):
-            if i == len(self.clips) or self.clips[i].label != self.clips[start].label:
-                ticks.append(((start + i) / 2, self.clips[start].label or "-"))
-                start = i
-        self.plot.getAxis("left").setTicks([ticks, []])
-        self.plot.autoRange(padding=0.01)
-        n_labels = len({c.label for c in self.clips})
-        self.status.setText(f"{self.metric_box.currentText()}: {len(self.clips)} clips, {n_labels} labels, "
-                            "whole clips, sorted by label (lines between labels)")
+        self._fill_labels(clips)
+        labels = [c.label for c in clips]
+        n = len(clips)
+        if self.zoom_label is not None:
+            idx = [i for i, c in enumerate(clips) if label_name(c.label) == self.zoom_label]
+            self.sampled = len(idx) > self.large_limit
+            if self.sampled:
+                idx = [idx[k] for k in stratified_sample([clips[i].name for i in idx], self.large_limit)]
+            idx.sort(key=lambda i: clips[i].name)
+            self._show_clips([clips[i] for i in idx], d[np.ix_(idx, idx)],
+                             [(k, k + 1, clips[i].name) for k, i in enumerate(idx)])
+        elif n > self.large_limit and len({label_name(x) for x in labels}) > 1:
+            self._show_label_means(clips, d)
+        else:
+            self.sampled = n > self.large_limit
+            order = stratified_sample(labels, self.large_limit) if self.sampled else label_order(labels)
+            shown = [clips[i] for i in order]
+            self._show_clips(shown, d[np.ix_(order, order)], label_groups([c.label for c in shown]))
         self._fill_correlations(src)
 
+    def _show_clips(self, clips: list[Clip], d: np.ndarray, groups) -> None:
+        self.mode, self.blocks = CLIPS, None
+        self.clips, self.matrix = clips, d
+        lines = [] if self.zoom_label is not None else [s for s, _, _ in groups[1:]]
+        self._draw(d, groups, lines)
+        n_labels = len({label_name(c.label) for c in clips})
+        what = f"{self.metric_box.currentText()}: "
+        if self.zoom_label is not None:
+            what += f"label {self.zoom_label}, {len(clips)} clips"
+        else:
+            what += f"{len(clips)} clips, {n_labels} labels, sorted by label (lines between labels)"
+        if self.sampled:
+            what += f"; a sample of {len(clips)} clips keeping each label's share (more than "\
+                    f"{self.large_limit:,} clips)"
+        self.status.setText(what + "; whole clips")
+
+    def _show_label_means(self, clips: list[Clip], d: np.ndarray) -> None:
+        key = (self.metric(), self.scope_box.currentText())
+        cached = self._summaries.get(key)
+        if cached is not None and cached[0]() is d:
+            self._draw_label_means(cached[1], len(clips))
+            return
+        if self._summary_task is not None:
+            self._summary_task.cancel()
+        self.mode, self.blocks, self.matrix, self.clips = LABEL_MEANS, None, None, []
+        self.export_button.setEnabled(False)
+        task = QtTask(label_block_means, d, [c.label for c in clips])
+        task.signals.finished.connect(lambda res, t=task, k=key, r=weakref.ref(d), n=len(clips):
+                                      self._on_summary_done(t, k, r, n, res))
+        task.signals.failed.connect(lambda msg, _tb, t=task: self._on_summary_failed(t, msg))
+        self._summary_task = task
+        text = (f"{len(clips):,} clips: summarising the {self.metric_box.currentText()} matrix by label "
+                "(mean distance of every label pair)…")
+        self.status.setText(text)
+        self._show_empty(text)
+        self.runner.start(task)
+
+    def _on_summary_done(self, task: QtTask, key, matrix_ref, n: int, blocks: LabelBlocks) -> None:
+        if task is not self._summary_task:
+            return
+        self._summary_task = None
+        self._summaries[key] = (matrix_ref, blocks)
+        if (self.metric(), self.scope_box.currentText()) == key and self.zoom_label is None:
+            self._draw_label_means(blocks, n)
+
+    def _on_summary_failed(self, task: QtTask, message: str) -> None:
+        if task is self._summary_task:
+            self._summary_task = None
+            self.status.setText(f"Cannot summarise the matrix by label: {message}")
+            self._show_empty(self.status.text())
+
+    def _draw_label_means(self, blocks: LabelBlocks, n: int) -> None:
+        self.mode, self.blocks, self.clips = LABEL_MEANS, blocks, []
+        self.matrix = blocks.means
+        self._draw(blocks.means, [(k, k + 1, lab) for k, lab in enumerate(blocks.labels)], [])
+        self.status.setText(f"{self.metric_box.currentText()}: {n:,} clips, more than {self.large_limit:,}: "
+                            f"the mean distance of every pair of its {len(blocks.labels)} labels. "
+                            "Choose a label to see its clips.")
+
+    def _draw(self, values: np.ndarray, groups, lines: list[int]) -> None:
+        k = len(values)
+        off = values[~np.eye(k, dtype=bool)] if self.mode == CLIPS else values.ravel()
+        off = off[np.isfinite(off)]
+        levels = (float(off.min()), float(off.max())) if off.size else (0.0, 1.0)
+        if levels[1] <= levels[0]:
+            levels = (levels[0], levels[0] + 1e-12)
+        self.image.setImage(np.nan_to_num(values, nan=levels[0]).astype(np.float32), autoLevels=False,
+                            levels=levels)
+        self.image.setRect(QRectF(0, 0, k, k))
+        self.colorbar.setLevels(levels)
+        # The lines between labels, inside the image only, as one item of segments.
+        xs, ys = [], []
+        for pos in lines:
+            xs += [0, k, pos, pos]
+            ys += [pos, pos, 0, k]
+        self.block_lines.setData(np.array(xs, float), np.array(ys, float), connect="pairs")
+        self._line_rows = k / max(len(lines) + 1, 1)  # rows per label block, on average
+        self._update_lines()
+        self.axis.set_groups(groups)
+        self.plot.autoRange(padding=0.01)
+        self.stack.setCurrentWidget(self.graphics)
+        self.export_button.setEnabled(True)
+
+    def _update_lines(self) -> None:
+        """Lines between labels only where blocks are a few pixels tall: denser ones would hide the image."""
+        vb = self.plot.getViewBox()
+        px = vb.mapViewToDevice(pg.Point(0, 0)), vb.mapViewToDevice(pg.Point(0, 1))
+        if px[0] is None or px[1] is None:
+            return
+        rows_px = abs(px[1].y() - px[0].y()) * self._line_rows
+        self.block_lines.setVisible(rows_px >= 6)
+
+    def _clear(self) -> None:
+        self.image.clear()
+        self.matrix, self.clips, self.blocks, self.mode = None, [], None, CLIPS
+        self.export_button.setEnabled(False)
+
+    def _show_empty(self, text: str | None = None) -> None:
+        if text is None:
+            busy = self.scope_box.currentText() == SCOPE_LIBRARY and self.analysis.busy(self.metric())
+            if self.analysis.library_path is None:
+                text = "Open a library to see its distance matrices."
+            elif busy or self.status.text().startswith("Computing"):
+                text = "Computing the distance matrices…"
+            elif self.scope_box.currentText() == SCOPE_SELECTION:
+                text = (f"{len(self.selection)} clips selected. Select at least 2 clips in the library (or lasso "
+                        "them on the map), then press Compute to see their distance matrices.")
+            else:
+                text = ("No matrix yet. Press Compute to calculate every metric's distance matrix of the "
+                        "library's clips (in the background), shown here sorted by label.")
+        self.empty.setText(text)
+        self.stack.setCurrentWidget(self.empty)
+
+    # -- zooming to a label -------------------------------------------------------
+    def _fill_labels(self, clips: list[Clip]) -> None:
+        counts: dict[str, int] = {}
+        for c in clips:
+            counts[label_name(c.label)] = counts.get(label_name(c.label), 0) + 1
+        if [self.label_box.itemData(i) for i in range(1, self.label_box.count())] == sorted(counts) and \
+                getattr(self, "_label_counts", None) == counts:
+            return
+        self._label_counts = counts
+        self.label_box.blockSignals(True)
+        self.label_box.clear()
+        self.label_box.addItem(ALL_LABELS, None)
+        for lab in sorted(counts):
+            self.label_box.addItem(f"{lab} ({counts[lab]})", lab)
+        if self.zoom_label not in counts:
+            self.zoom_label = None
+        self.label_box.setCurrentIndex(max(0, self.label_box.findData(self.zoom_label)))
+        self.label_box.blockSignals(False)
+
+    def zoom_to_label(self, label: str | None) -> None:
+        """Show only ``label``'s clips (None: every label)."""
+        idx = self.label_box.findData(label) if label is not None else 0
+        if label is not None and idx < 0:
+            raise ValueError(f"label {label!r}: not among the clips shown")
+        self.label_box.setCurrentIndex(idx)  # -> _on_label_chosen
+
+    def _on_label_chosen(self) -> None:
+        self.zoom_label = self.label_box.currentData()
+        self.show_metric()
+
+    # -- exporting -------------------------------------------------------------------
+    def export_csv(self, path: str) -> QtTask:
+        """Write the shown matrix as CSV in a worker: clips with ids, names and labels, or the label means."""
+        if self.matrix is None:
+            raise ValueError("nothing to export: compute the matrix first")
+        if self.mode == LABEL_MEANS:
+            b = self.blocks
+            task = QtTask(_write_label_means_csv, path, b, with_progress=False)
+        else:
+            c = self.clips
+            task = QtTask(write_matrix_csv, path, [x.id for x in c], [x.name for x in c], [x.label for x in c],
+                          np.array(self.matrix), with_progress=False)
+        task.signals.finished.connect(lambda _r: self.status.setText(f"Saved {path}"))
+        task.signals.failed.connect(lambda msg, _tb: self.status.setText(f"Cannot save {path}: {msg}"))
+        self._export_task = task
+        self.status.setText(f"Saving {path}…")
+        return self.runner.start(task)
+
+    def export_png(self, path: str) -> None:
+        """Save the matrix as it is drawn (axis, colour bar) as a PNG image."""
+        if self.matrix is None:
+            raise ValueError("nothing to export: compute the matrix first")
+        if not self.graphics.grab().save(path, "PNG"):
+            raise OSError(f"{path}: cannot write the PNG image")
+        self.status.setText(f"Saved {path}")
+
+    def _on_export_csv(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export matrix as CSV", f"{self._file_stem()}.csv",
+                                              "CSV (*.csv)")
+        if path:
+            self.export_csv(path)
+
+    def _on_export_png(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export matrix view as PNG", f"{self._file_stem()}.png",
+                                              "PNG image (*.png)")
+        if path:
+            try:
+                self.export_png(path)
+            except OSError as exc:
+                self.status.setText(str(exc))
+
+    def _file_stem(self) -> str:
+        import re
+
+        stem = f"matrix-{self.metric() or 'metric'}" + (f"-{self.zoom_label}" if self.zoom_label else "")
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", stem)
+
+    # -- correlations --------------------------------------------------------------
     def _fill_correlations(self, src) -> None:
+        """Rank the metrics' pair distances against each other in a worker (millions of pairs in a
+        large library), then fill the table; the same matrices are not ranked twice."""
+        mats = {m: d for m, (clips, d) in src.items()}
+        # Weak references: a matrix the library let go is not kept alive here, and a new one is never
+        # mistaken for it.
+        same = self._corr_key is not None and [m for m, _ in self._corr_key] == list(mats) and all(
+            ref() is mats[m] for m, ref in self._corr_key)
+        if same:
+            if self._corr_task is None:
+                self._fill_corr_table(list(mats), self.correlations)
+            return
+        if self._corr_task is not None:
+            self._corr_task.cancel()
+        self._corr_key = [(m, weakref.ref(d)) for m, d in mats.items()]
+        task = QtTask(matrix_rank_correlations, mats, with_progress=False)
+        task.signals.finished.connect(lambda corr, t=task, names=list(mats): self._on_correlations(t, names, corr))
+        task.signals.failed.connect(lambda msg, _tb: self.status.setText(f"Cannot rank the metrics: {msg}"))
+        self._corr_task = task
+        self.runner.start(task)
+
+    def _on_correlations(self, task: QtTask, names: list[str], corr: dict) -> None:
+        if task is not self._corr_task:
+            return
+        self._corr_task = None
+        self.correlations = corr
+        self._fill_corr_table(names, corr)
+
+    def _fill_corr_table(self, names: list[str], corr: dict) -> None:
         from perceptlab.metrics.registry import get_metric
 
-        mats = {m: d for m, (clips, d) in src.items()}
-        names = list(mats)
-        corr = matrix_rank_correlations(mats)
         self.corr_table.setRowCount(len(names))
         self.corr_table.setColumnCount(len(names))
         labels = [get_metric(n).display_name for n in names]
@@ -268,26 +611,72 @@ class QtMatrixView(QWidget):
 
     def _on_progress(self, metric: str, done: int, total: int) -> None:
         self.status.setText(f"Computing {metric} matrix… {done}/{total}")
+        if self.matrix is None and self._summary_task is None:
+            self._show_empty(f"Computing the {metric} distance matrix… {done}/{total} clips")
 
+    # -- mouse ---------------------------------------------------------------------
     def _cell(self, scene_pos) -> tuple[int, int] | None:
         if self.matrix is None:
             return None
         p = self.plot.getViewBox().mapSceneToView(scene_pos)
         i, j = int(np.floor(p.y())), int(np.floor(p.x()))
-        n = len(self.clips)
+        n = len(self.matrix)
         return (i, j) if 0 <= i < n and 0 <= j < n else None
 
-    def _on_mouse_moved(self, pos) -> None:
-        cell = self._cell(pos)
-        if cell is None:
-            self.readout.setText("")
-            return
-        i, j = cell
+    def _axis_group(self, scene_pos) -> tuple[int, int, str] | None:
+        """The label block (or clip) whose row the mouse is on, over the label axis."""
+        if self.matrix is None or not self.axis.sceneBoundingRect().contains(scene_pos):
+            return None
+        return self.axis.group_at(self.plot.getViewBox().mapSceneToView(scene_pos).y())
+
+    def hover_text(self, i: int, j: int) -> str:
+        """The readout of cell (row ``i``, column ``j``)."""
+        if self.mode == LABEL_MEANS:
+            b = self.blocks
+            mean = b.means[i, j]
+            value = "no pair (one clip)" if not np.isfinite(mean) else f"mean {mean:.5f} over {b.pairs[i, j]:,} pairs"
+            return f"{b.labels[i]} × {b.labels[j]}: {value}"
         a, b = self.clips[i], self.clips[j]
-        self.readout.setText(f"{a.name} ({a.label}) × {b.name} ({b.label}): {self.matrix[i, j]:.5f}")
+        return f"{a.name} ({label_name(a.label)}) × {b.name} ({label_name(b.label)}): {self.matrix[i, j]:.5f}"
+
+    def _on_mouse_moved(self, pos) -> None:
+        group = self._axis_group(pos)
+        if group is not None:
+            s, e, text = group
+            text = text if self.mode == LABEL_MEANS or self.zoom_label is not None else f"{text}: {e - s} clips"
+            self.readout.setText(text + " (double-click to zoom)" if self.zoom_label is None else text)
+            self.graphics.setToolTip(text)
+            return
+        self.graphics.setToolTip("")
+        cell = self._cell(pos)
+        self.readout.setText("" if cell is None else self.hover_text(*cell))
 
     def _on_mouse_clicked(self, event) -> None:
+        double = getattr(event, "double", lambda: False)()
+        if double:
+            group = self._axis_group(event.scenePos())
+            if group is not None:
+                self.zoom_to_label(None if self.zoom_label is not None else self._group_label(group))
+                return
+            cell = self._cell(event.scenePos())
+            if cell is not None and self.mode == LABEL_MEANS:
+                self.zoom_to_label(self.blocks.labels[cell[0]])
+            return
         cell = self._cell(event.scenePos())
-        if cell is not None:
+        if cell is not None and self.mode == CLIPS:
             i, j = cell
             self.pair_clicked.emit(self.clips[i], self.clips[j])
+
+    def _group_label(self, group: tuple[int, int, str]) -> str:
+        if self.mode == LABEL_MEANS:
+            return self.blocks.labels[group[0]]
+        return label_name(self.clips[group[0]].label)
+
+
+def _write_label_means_csv(path: str, blocks: LabelBlocks) -> None:
+    """The label-means matrix as CSV: ``label,clips`` then a column per label (empty: no pair)."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["label", "clips"] + list(blocks.labels))
+        for lab, n, row in zip(blocks.labels, blocks.sizes, blocks.means):
+            w.writerow([lab, int(n)] + ["" if not np.isfinite(v) else repr(float(v)) for v in row])
