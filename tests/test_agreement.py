@@ -14,7 +14,6 @@ from perceptlab.analysis.agreement import (
     Rating,
     TripletAnswer,
     agreement_report,
-    bootstrap_ci,
     fit_monotonic_cubic,
     inter_listener_agreement,
     metric_agrees,
@@ -23,6 +22,7 @@ from perceptlab.analysis.agreement import (
     read_ratings_csv,
     triplet_report,
 )
+from perceptlab.analysis.stats import bootstrap_ci
 from perceptlab.audio.distort import Recipe, apply
 from perceptlab.library.importer import import_files
 from perceptlab.library.store import Library

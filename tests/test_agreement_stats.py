@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata, spearmanr
 
-from perceptlab.analysis.agreement_stats import label_order, matrix_rank_correlations, ranks, spearman
+from perceptlab.analysis.agreement_stats import label_order, matrix_rank_correlations
+from perceptlab.analysis.stats import ranks, spearman
 
 
 def test_ranks_average_ties_like_scipy():

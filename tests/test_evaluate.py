@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perceptlab.analysis import evaluate_stats as st
+from perceptlab.analysis import stats as st
 from perceptlab.analysis.evaluate import (
     EvaluateConfig,
     EvaluationReport,

@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from perceptlab.analysis.retrieval import bootstrap_interval, chance_rate, nearest_hits
+from perceptlab.analysis.retrieval import chance_rate, nearest_hits
+from perceptlab.analysis.stats import bootstrap_ci
 from perceptlab.cli import main
 from perceptlab.library.importer import import_files
 from perceptlab.library.store import Library
@@ -35,9 +36,9 @@ def test_nearest_hits_by_hand():
 def test_chance_and_interval():
     # 2 labels of 2 clips: a random other clip shares the label 1 time in 3.
     assert chance_rate(["a", "a", "b", "b"]) == pytest.approx(1 / 3)
-    lo, hi = bootstrap_interval(np.array([1.0] * 30 + [0.0] * 10), 2000, seed=0)
+    lo, hi = bootstrap_ci(np.array([1.0] * 30 + [0.0] * 10), 2000, seed=0)
     assert lo < 0.75 < hi and 0.55 < lo and hi < 0.9
-    assert bootstrap_interval(np.ones(5)) == (1.0, 1.0)
+    assert bootstrap_ci(np.ones(5)) == (1.0, 1.0)
 
 
 def test_retrieval_command_on_a_real_library(tmp_path, clip_tree, capsys):

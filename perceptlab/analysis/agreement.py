@@ -45,6 +45,7 @@ from typing import Sequence
 import numpy as np
 
 from perceptlab.audio.features import DEFAULT_EXCERPT_FRAMES, FeatureConfig
+from perceptlab.analysis.stats import bootstrap_ci, pearson, spearman
 from perceptlab.jsonable import jsonable
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
 
@@ -62,24 +63,6 @@ CATCH_MIN = 0.75
 # ---------------------------------------------------------------------------
 # Bootstrap
 # ---------------------------------------------------------------------------
-
-
-def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` (resampling with replacement, seeded)."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        return (math.nan, math.nan)
-    if v.size == 1 or n_boot < 1:
-        return (float(v.mean()), float(v.mean()))
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    chunk = max(1, 2_000_000 // v.size)
-    for i in range(0, n_boot, chunk):
-        j = min(n_boot, i + chunk)
-        means[i:j] = v[rng.integers(0, v.size, (j - i, v.size))].mean(1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
 
 
 def _summary(values: np.ndarray, n_boot: int, seed: int) -> dict:
@@ -547,7 +530,7 @@ def fit_monotonic_cubic(x, y, increasing: bool | None = None) -> MonotonicCubic:
         raise ValueError("fit_monotonic_cubic needs at least 2 points")
     x0, x1 = float(x.min()), float(x.max())
     if increasing is None:
-        r = _pearson(x, y)
+        r = pearson(x, y)
         increasing = not (r < 0)
     if x1 == x0:
         return MonotonicCubic((float(y.mean()), 0.0, 0.0, 0.0), x0, x1, increasing, "constant")
@@ -589,19 +572,6 @@ def _to_raw(c: np.ndarray, x0: float, s: float, increasing: bool, method: str) -
     return MonotonicCubic(tuple(float(v) for v in raw), x0, x0 + s, bool(increasing), method)
 
 
-def _pearson(a, b) -> float:
-    a = np.asarray(a, dtype=np.float64) - np.mean(a)
-    b = np.asarray(b, dtype=np.float64) - np.mean(b)
-    den = math.sqrt(float((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / den) if den > 0 else math.nan
-
-
-def _spearman(a, b) -> float:
-    from perceptlab.analysis.agreement_stats import spearman
-
-    return spearman(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
-
-
 def condition_means(ratings: Sequence[Rating], exclude: Sequence[str] = ()) -> list[dict]:
     """Mean score per (item, condition) over the listeners not excluded, with a t-based 95 % CI half-width."""
     from scipy import stats
@@ -636,14 +606,14 @@ def correlation_report(x: np.ndarray, y: np.ndarray) -> dict:
            "rmse": None, "rmse_raw": None}
     if n < 2:
         return out
-    out["pearson"] = jsonable(_pearson(x, y))
-    out["spearman"] = jsonable(_spearman(x, y))
+    out["pearson"] = jsonable(pearson(x, y))
+    out["spearman"] = jsonable(spearman(x, y))
     # Metrics are distances: expect the score to fall as the distance grows.
     fit = fit_monotonic_cubic(x, y, increasing=False)
     pred = fit(x)
     err = y - pred
     out["mapping"] = fit.to_json()
-    out["pearson_mapped"] = jsonable(_pearson(pred, y))
+    out["pearson_mapped"] = jsonable(pearson(pred, y))
     dof = n - 4 if fit.method in ("unconstrained", "constrained") else n - 2
     out["rmse"] = float(math.sqrt((err ** 2).sum() / dof)) if dof > 0 else None
     out["rmse_raw"] = float(math.sqrt((err ** 2).mean()))

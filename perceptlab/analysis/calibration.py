@@ -259,7 +259,7 @@ def fit_triplets(images: np.ndarray, ix: Sequence[int], ia: Sequence[int], ib: S
         [lo, hi], "after": [lo, hi]}, "loss": {"first", "last"}, "steps",
         "lr", "reg", "seed", "test_fraction"}`` (agreements are fractions).
     """
-    from perceptlab.analysis.agreement import bootstrap_ci
+    from perceptlab.analysis.stats import bootstrap_ci
 
     init = init or NLPDParams.default()
     ix, ia, ib = (torch.as_tensor(np.asarray(v, dtype=np.int64)) for v in (ix, ia, ib))
@@ -333,7 +333,7 @@ def fit_ratings(images: np.ndarray, iref: Sequence[int], icond: Sequence[int], s
     "n_test", "before": {"train": {"pearson", "spearman"}, "test": {...}},
     "after": {...}, ...}``).
     """
-    from perceptlab.analysis.agreement import _spearman
+    from perceptlab.analysis.stats import spearman
 
     init = init or NLPDParams.default()
     ir = torch.as_tensor(np.asarray(iref, dtype=np.int64))
@@ -356,9 +356,9 @@ def fit_ratings(images: np.ndarray, iref: Sequence[int], icond: Sequence[int], s
         dd, ss = d[mask].double().numpy(), s[mask].double().numpy()
         if dd.size < 2:
             return {"pearson": None, "spearman": None}
-        from perceptlab.analysis.agreement import _pearson
+        from perceptlab.analysis.stats import pearson
 
-        return {"pearson": jsonable(_pearson(dd, ss)), "spearman": jsonable(_spearman(dd, ss))}
+        return {"pearson": jsonable(pearson(dd, ss)), "spearman": jsonable(spearman(dd, ss))}
 
     with torch.no_grad():
         d0 = dist()

@@ -114,7 +114,7 @@ from perceptlab.versions import package_versions
 from perceptlab.library.store import Clip, Library
 from perceptlab.tasks import CancelFn, Cancelled, ProgressFn, check_cancel
 
-from . import evaluate_stats as st
+from . import stats as st
 
 FORMAT = "perceptlab-evaluation"
 FORMAT_VERSION = 1

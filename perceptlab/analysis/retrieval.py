@@ -25,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from perceptlab.analysis.stats import bootstrap_ci
 from perceptlab.audio.features import FeatureConfig
 from perceptlab.library.store import Clip, Library
 from perceptlab.tasks import CancelFn, ProgressFn
@@ -132,17 +133,6 @@ def nearest_hits(d: np.ndarray, labels: Sequence[str], k: int = 5) -> tuple[np.n
     return same[:, 0], same[:, :k].mean(axis=1)
 
 
-def bootstrap_interval(hits: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of the mean of ``hits``, resampling clips."""
-    hits = np.asarray(hits, dtype=np.float64)
-    if n_boot <= 0 or len(hits) == 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = hits[rng.integers(0, len(hits), size=(n_boot, len(hits)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return (float(lo), float(hi))
-
-
 def run_retrieval(library: Library, metrics: Sequence[str], *, config: FeatureConfig = FeatureConfig(),
                   excerpt: str = "whole", n_frames: int = DEFAULT_EXCERPT_FRAMES, n_boot: int = 2000,
                   seed: int = 0, progress: ProgressFn | None = None,
@@ -168,6 +158,6 @@ def run_retrieval(library: Library, metrics: Sequence[str], *, config: FeatureCo
         _, d = library_matrix(library, metric, clips, config=config, n_frames=n_frames, excerpt=excerpt,
                               progress=progress, cancel=cancel, inputs_cache=cache)
         hits, prec = nearest_hits(d, labels)
-        results.append(MetricRetrieval(metric, float(hits.mean()), bootstrap_interval(hits, n_boot, seed),
+        results.append(MetricRetrieval(metric, float(hits.mean()), bootstrap_ci(hits, n_boot, seed),
                                        float(prec.mean()), hits.tolist()))
     return RetrievalReport(str(library.path), clips, labels, chance_rate(labels), results, left_out)
