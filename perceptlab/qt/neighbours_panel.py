@@ -1,22 +1,30 @@
-"""The neighbours panel: "what sounds like this?" under each metric, side by side.
+"""The neighbours panel: "what sounds like this?" under one metric at a time.
 
 For the clip in slot A it ranks the whole library under every metric of the
 library (the perceptual metrics, the log-mel and MFCC statistics baselines,
-its encoders; whole clips, the numbers of ``perceptlab neighbours``) and
-shows the top k of each in its own column. A neighbour that one metric ranks
-in its top k but another ranks far down (beyond 3k) is highlighted: that is
-where the metrics disagree and listening settles it. The rank agreement of
-each pair of metrics over the whole library, for this query, is Kendall's tau.
+its encoders; whole clips, the numbers of ``perceptlab neighbours``). A combo
+box chooses the metric on display; the table lists its top k as rank, clip,
+label and distance (in the metric's own unit, said above the table), and
+for each neighbour how many of the other metrics also rank it in their top
+k. A neighbour that another metric ranks far down (beyond 3k) is marked
+orange, with a legend under the table: that is where the metrics disagree
+and listening settles it. The rank agreement of the shown metric with each
+other metric over the whole library, for this query, is Kendall's tau.
+
+The metric on display is ranked first and shown as soon as it is ready; the
+others follow. A new query empties the table at once, and the answers of an
+older query (late results, late failures) are dropped.
 """
 
 from __future__ import annotations
 
 from itertools import combinations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -33,34 +41,61 @@ from perceptlab.library.store import Clip, Library
 from perceptlab.qt.workers import QtTask, QtTaskRunner
 
 DISAGREE = QColor(255, 170, 60, 110)
-#: Narrowest a metric's column gets before the table scrolls sideways instead.
-MIN_COLUMN_WIDTH = 110
-#: Up to this many metric pairs, every Kendall tau is written out under the table.
-INLINE_TAUS = 3
+#: The table's columns; the distance column's header is the metric's name.
+COLUMNS = ("#", "Clip", "Label", "Distance", "Agree")
+RANK_COL, NAME_COL, LABEL_COL, DIST_COL, AGREE_COL = range(len(COLUMNS))
+#: A top-k neighbour that another metric ranks beyond FAR_FACTOR * k is marked.
+FAR_FACTOR = 3
+#: The table asks for room for this many rows (more scroll), so a short dock still shows a top 10.
+ROWS_IN_VIEW = 10
 
 
 def rank_all(library_path: str, query: Clip, metrics: list[str] | None, config: FeatureConfig,
-             progress=None, cancel=None) -> dict:
+             progress=None, cancel=None, first: str | None = None, on_planned=None, on_metric=None) -> dict:
     """Full rankings of the library for one query under each metric (default: all of the library's).
 
     A metric that cannot rank this library (a baseline in a library of two
     clips, an encoder whose embeddings are gone) is left out with its reason
     in ``errors``; the others are still shown.
+
+    Parameters
+    ----------
+    first : str, optional
+        Rank this metric before the others (the one a user is looking at).
+    on_planned : callable, optional
+        ``on_planned(metrics)`` once the list of metrics is known, before any is ranked.
+    on_metric : callable, optional
+        ``on_metric(metric, ranked)`` as soon as each metric's ranking is ready.
+    progress : callable, optional
+        ``progress(done, total)`` in metrics.
+
+    Returns
+    -------
+    dict
+        ``query``, ``rankings`` ({metric: [Neighbour]} in registry order),
+        ``taus`` (:func:`kendall_taus`) and ``errors`` ({metric: reason}).
     """
     with Library(library_path) as lib:
         from perceptlab.analysis.similarity import register_library_metrics
 
         available = register_library_metrics(lib)
         q = Query(query.path, query.name, query)
-        metrics = metrics or available
-        out, errors = {}, {}
-        for i, m in enumerate(metrics):
+        metrics = list(metrics or available)
+        if on_planned:
+            on_planned(list(metrics))
+        order = sorted(metrics, key=lambda m: m != first)  # stable: the rest keep their order
+        ranked, errors = {}, {}
+        for i, m in enumerate(order):
             try:
-                out[m] = ranking(lib, q, m, config, cancel=cancel)
+                ranked[m] = ranking(lib, q, m, config, cancel=cancel)
             except ValueError as exc:
                 errors[m] = str(exc)
+            else:
+                if on_metric:
+                    on_metric(m, ranked[m])
             if progress:
-                progress(i + 1, len(metrics))
+                progress(i + 1, len(order))
+    out = {m: ranked[m] for m in metrics if m in ranked}
     return {"query": query, "rankings": out, "taus": kendall_taus(out), "errors": errors}
 
 
@@ -82,8 +117,34 @@ def kendall_taus(rankings: dict[str, list]) -> dict[tuple[str, str], float]:
     return out
 
 
+def term(display_name: str) -> str:
+    """A metric's name as one term of a phrase: "1 - MS-SSIM" becomes "(1 - MS-SSIM)"."""
+    return f"({display_name})" if " - " in display_name or " + " in display_name else display_name
+
+
+def distance_unit(metric_name: str, config: FeatureConfig = FeatureConfig()) -> str:
+    """What a distance of this metric measures and in what unit, in one line."""
+    from perceptlab.metrics.registry import get_metric
+
+    m = get_metric(metric_name)
+    if metric_name == "mse":
+        return (f"mean squared difference of the log-mel images, levels scaled to 0-1 over "
+                f"{config.db_floor:g} to {config.db_ceiling:+g} dB")
+    if metric_name == "msssim":
+        return "one minus multi-scale SSIM of the log-mel images: 0 identical, 1 no structure in common"
+    if metric_name.startswith("nlpd"):
+        return "normalised Laplacian pyramid distance of the log-mel images, no unit"
+    if m.input_kind == "vector":
+        kind = "statistics" if m.params.get("baseline", False) else "embeddings"
+        distance = m.params.get("distance", "cosine")
+        if distance == "cosine":
+            return f"cosine distance of z-scored {kind}: 0 same direction, 1 unrelated, 2 opposite"
+        return f"{distance} distance of z-scored {kind}, in standard deviations"
+    return m.description or m.display_name
+
+
 class QtNeighboursPanel(QWidget):
-    """Top-k neighbours of slot A per metric.
+    """Top-k neighbours of slot A under the chosen metric.
 
     Signals
     -------
@@ -95,59 +156,108 @@ class QtNeighboursPanel(QWidget):
 
     neighbour_clicked = Signal(object)
     neighbour_activated = Signal(object)
+    # Emitted from the worker thread, delivered on the GUI thread: (query number, payload).
+    _planned = Signal(int, object)
+    _ranked = Signal(int, str, object)
 
     def __init__(self, runner: QtTaskRunner, parent=None):
         super().__init__(parent)
         self.runner = runner
         self.config = FeatureConfig()
         self.library_path: str | None = None
+        #: The complete answer for the current query (every metric, taus), or None.
         self.result: dict | None = None
+        self.taus: dict = {}
         self._task: QtTask | None = None
         self._query: Clip | None = None
+        self._generation = 0  # numbers the queries; an answer for an older number is dropped
+        self._partial: dict[str, list] = {}  # rankings of the current query that came in so far
+        self._done, self._total = 0, 0  # metrics ranked so far, of how many
 
         self.title = QLabel("Select a clip to see its nearest neighbours")
+        self.title.setWordWrap(True)
+        self.metric_box = QComboBox()
+        self.metric_box.setSizeAdjustPolicy(QComboBox.AdjustToContents)
+        self.metric_box.setToolTip("The metric whose nearest neighbours the table lists")
         self.k_box = QSpinBox()
         self.k_box.setRange(1, 50)
         self.k_box.setValue(5)
         self.k_box.setPrefix("k = ")
-        self.table = QTableWidget(0, 0)
+        self.k_box.setToolTip("How many neighbours to list")
+        self.table = QTableWidget(0, len(COLUMNS))
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.table.setSelectionBehavior(QTableWidget.SelectRows)
         self.table.setSelectionMode(QTableWidget.SingleSelection)
         self.table.setHorizontalScrollMode(QAbstractItemView.ScrollPerPixel)
         self.table.setWordWrap(False)
-        self.table.setToolTip("Click: load as B. Double-click: load as B and play. "
-                              "Orange: another metric ranks this clip far down.")
+        self.table.setTextElideMode(Qt.ElideMiddle)  # a long name keeps its start and its extension
+        self.table.verticalHeader().hide()
+        # Compact rows (a text line and a little air), so a top 10 fits a dock a third of the window high.
+        self.table.verticalHeader().setMinimumSectionSize(self.fontMetrics().height() + 2)
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 2)
+        self.table.setToolTip("Click: load as B. Double-click: load as B and play.")
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(NAME_COL, QHeaderView.Stretch)
+        self.legend = QLabel("")
+        self.legend.setWordWrap(True)
         self.tau_label = QLabel("")
         self.tau_label.setWordWrap(True)
         top = QHBoxLayout()
-        top.addWidget(self.title, 1)
+        top.setSpacing(4)
+        top.addWidget(QLabel("Ranked by"))
+        top.addWidget(self.metric_box)
         top.addWidget(self.k_box)
+        top.addStretch(1)
         lay = QVBoxLayout(self)
-        lay.setContentsMargins(4, 4, 4, 4)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.setSpacing(2)
+        lay.addWidget(self.title)
         lay.addLayout(top)
         lay.addWidget(self.table, 1)
+        lay.addWidget(self.legend)
         lay.addWidget(self.tau_label)
+        self._set_headers(None)
+        self._fit_height()
 
         self.k_box.valueChanged.connect(lambda _: self._fill())
+        self.metric_box.currentIndexChanged.connect(lambda _: self._fill())
         self.table.cellClicked.connect(self._on_cell_clicked)
         self.table.cellDoubleClicked.connect(self._on_cell_double_clicked)
+        self._planned.connect(self._on_planned)
+        self._ranked.connect(self._on_ranked)
 
+    # -- public -----------------------------------------------------------------------
     def set_library(self, path: str | None) -> None:
         self.library_path = path
-        self.result = None
-        self.table.setRowCount(0)
+        self._clear("Select a clip to see its nearest neighbours")
 
     def set_query(self, clip: Clip | None) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        """Rank the library for ``clip``; the previous clip's rows go at once."""
         self._query = clip
-        if clip is None or not clip.ok or self.library_path is None:
+        if clip is None:
+            self._clear("Select a clip to see its nearest neighbours")
             return
-        self.title.setText(f"Neighbours of {clip.name} (computing…)")
-        task = QtTask(rank_all, self.library_path, clip, None, self.config)
-        task.signals.finished.connect(lambda res, t=task: self._on_result(t, res))
-        task.signals.failed.connect(lambda msg, _tb: self.title.setText(f"Cannot rank: {msg}"))
+        if not clip.ok:
+            self._clear(f"{clip.name} could not be decoded: {clip.error or 'it was not imported'}")
+            return
+        if self.library_path is None:
+            self._clear("Open a library to see neighbours")
+            return
+        self._clear(f"Computing neighbours of {clip.name}…")
+        generation = self._generation
+
+        def planned(metrics, g=generation):
+            self._planned.emit(g, metrics)
+
+        def ranked(metric, rows, g=generation):
+            self._ranked.emit(g, metric, rows)
+
+        task = QtTask(rank_all, self.library_path, clip, None, self.config, first=self.metric(),
+                      on_planned=planned, on_metric=ranked)
+        task.signals.progress.connect(lambda done, total, g=generation: self._on_progress(g, done, total))
+        task.signals.finished.connect(lambda res, g=generation: self._on_result(g, res))
+        task.signals.failed.connect(lambda msg, _tb, g=generation: self._on_failed(g, msg))
         self._task = task
         self.runner.start(task)
 
@@ -155,84 +265,237 @@ class QtNeighboursPanel(QWidget):
         """Recompute for the current query (e.g. after a new metric was registered)."""
         self.set_query(self._query)
 
+    def metric(self) -> str | None:
+        """The metric on display."""
+        return self.metric_box.currentData()
+
+    def set_metric(self, name: str) -> None:
+        """Show this metric's neighbours (ValueError if it is not in the list)."""
+        i = self.metric_box.findData(name)
+        if i < 0:
+            shown = [self.metric_box.itemData(j) for j in range(self.metric_box.count())]
+            raise ValueError(f"metric {name!r} is not in the neighbours panel; it lists {', '.join(shown)}")
+        self.metric_box.setCurrentIndex(i)
+
     def metrics_shown(self) -> list[str]:
         return list(self.result["rankings"]) if self.result else []
 
     def top(self, metric: str) -> list:
-        """The neighbours on display for one metric."""
-        return self.result["rankings"][metric][: self.k_box.value()] if self.result else []
+        """The top k of one metric for the current query (empty until it is ranked)."""
+        rows = self.result["rankings"].get(metric) if self.result else self._partial.get(metric)
+        return list(rows or [])[: self.k_box.value()]
 
     # -- slots ------------------------------------------------------------------------
-    def _on_result(self, task: QtTask, result: dict) -> None:
-        if task is not self._task:
+    def _current(self, generation: int) -> bool:
+        return generation == self._generation
+
+    def _on_progress(self, generation: int, done: int, total: int) -> None:
+        if self._current(generation):
+            self._done, self._total = done, total
+            self._show_title()
+
+    @Slot(int, object)
+    def _on_planned(self, generation: int, metrics: list) -> None:
+        if not self._current(generation):
+            return
+        self._set_metric_list(metrics)
+        self._total = len(metrics)
+        self._show_title()
+
+    @Slot(int, str, object)
+    def _on_ranked(self, generation: int, metric: str, rows: list) -> None:
+        if not self._current(generation):
+            return
+        self._partial[metric] = rows
+        if metric == self.metric():
+            self._fill()
+
+    def _on_result(self, generation: int, result: dict) -> None:
+        if not self._current(generation):
             return
         self._task = None
         self.result = result
+        self._partial = dict(result["rankings"])
+        self.taus = result["taus"]
+        self._set_metric_list(list(result["rankings"]))
         self._fill()
+
+    def _on_failed(self, generation: int, message: str) -> None:
+        if not self._current(generation):
+            return
+        self._task = None
+        name = self._query.name if self._query is not None else "this clip"
+        self.title.setText(f"Cannot rank the library for {name}: {message}")
+        self._fit_height()
+
+    # -- drawing ----------------------------------------------------------------------
+    def _show_title(self) -> None:
+        """The query, and while it is being ranked how far that is, in metrics."""
+        if self._query is None:
+            return
+        if self._task is None:
+            self.title.setText(f"Neighbours of {self._query.name}")
+        else:
+            counted = f" {self._done} of {self._total} metrics ranked" if self._total else ""
+            self.title.setText(f"Computing neighbours of {self._query.name}…{counted}")
+        self._fit_height()
+
+    def _clear(self, title: str) -> None:
+        """Forget the current answer (an older query's late answers are dropped) and say why."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._generation += 1
+        self.result = None
+        self.taus = {}
+        self._partial = {}
+        self._done, self._total = 0, 0
+        self.title.setText(title)
+        self.table.setRowCount(0)
+        self.legend.setText("")
+        self.tau_label.setText("")
+        self.tau_label.setToolTip("")
+        self._fit_height()
+
+    def _set_metric_list(self, metrics: list[str]) -> None:
+        from perceptlab.metrics.registry import get_metric
+
+        current = self.metric()
+        names = [self.metric_box.itemData(i) for i in range(self.metric_box.count())]
+        if names == list(metrics):
+            return
+        self.metric_box.blockSignals(True)
+        self.metric_box.clear()
+        for m in metrics:
+            metric = get_metric(m)
+            self.metric_box.addItem(metric.display_name, m)
+            self.metric_box.setItemData(self.metric_box.count() - 1, self._metric_tooltip(m), Qt.ToolTipRole)
+        self.metric_box.setCurrentIndex(max(self.metric_box.findData(current), 0))
+        self.metric_box.blockSignals(False)
+        if self.metric() != current:
+            self._fill()
+
+    def _metric_tooltip(self, metric_name: str) -> str:
+        from perceptlab.metrics.registry import get_metric
+
+        m = get_metric(metric_name)
+        return f"{m.display_name}: {m.description}\nDistance: {distance_unit(metric_name, self.config)}. " \
+               "Lower is closer."
+
+    def _set_headers(self, metric_name: str | None) -> None:
+        from perceptlab.metrics.registry import get_metric
+
+        k = self.k_box.value()
+        texts = list(COLUMNS)
+        tips = ["Rank under the chosen metric (1 = closest)", "The neighbour's file name",
+                "The neighbour's label", "Distance to the selected clip; lower is closer",
+                f"Agreement across metrics: how many of the other metrics also rank this clip in their top {k}"]
+        if metric_name is not None:
+            texts[DIST_COL] = get_metric(metric_name).display_name
+            tips[DIST_COL] = self._metric_tooltip(metric_name)
+        for col, (text, tip) in enumerate(zip(texts, tips)):
+            item = QTableWidgetItem(text)
+            item.setToolTip(tip)
+            self.table.setHorizontalHeaderItem(col, item)
+
+    def _fit_height(self) -> None:
+        """Room for the top k (up to :data:`ROWS_IN_VIEW` rows) without scrolling, and for every
+        line of the wrapped texts at the panel's width (a dock gives its widget the minimum it
+        asks for, and a wrapped label alone asks for too little)."""
+        t = self.table
+        rows = min(self.k_box.value(), ROWS_IN_VIEW) if t.rowCount() else 0
+        t.setMinimumHeight(t.horizontalHeader().sizeHint().height() + rows * t.verticalHeader().defaultSectionSize()
+                           + 2 * t.frameWidth() + 2)
+        margins = self.layout().contentsMargins()
+        width = max(self.width() - margins.left() - margins.right(), 50)  # the labels span the panel
+        for label in (self.title, self.legend, self.tau_label):
+            label.setMinimumHeight(0)  # heightForWidth never answers below the minimum
+            label.setMinimumHeight(label.heightForWidth(width) if label.text() else 0)
 
     def _fill(self) -> None:
         from perceptlab.metrics.registry import get_metric
 
-        if not self.result:
+        metric = self.metric()
+        self._set_headers(metric)
+        if self._query is None or metric is None or metric not in self._partial:
+            self.table.setRowCount(0)
+            self._fit_height()
+            if metric is not None and self._query is not None and self._task is not None:
+                self.legend.setText(f"Ranking the library under {get_metric(metric).display_name}…")
+            self._show_taus(metric)
             return
         k = self.k_box.value()
-        rankings = self.result["rankings"]
-        metrics = list(rankings)
-        ranks = _rank_tables(rankings)
-        self.title.setText(f"Neighbours of {self.result['query'].name}")
-        self.table.clear()
-        self.table.setColumnCount(len(metrics))
-        self.table.setRowCount(k)
-        self.table.setHorizontalHeaderLabels([get_metric(m).display_name for m in metrics])
-        self.table.setVerticalHeaderLabels([str(i + 1) for i in range(k)])
-        for col, m in enumerate(metrics):
-            for row, n in enumerate(rankings[m][:k]):
-                item = QTableWidgetItem(f"{n.clip.name}\n{n.clip.label or '-'}  {n.distance:.5g}")
+        rows = self._partial[metric][:k]
+        others = [o for o in self._partial if o != metric]
+        ranks = _rank_tables(self._partial)
+        name = get_metric(metric).display_name
+        self._show_title()
+        self.table.setRowCount(len(rows))
+        flagged = 0
+        for row, n in enumerate(rows):
+            other_ranks = {o: ranks[o].get(n.clip.id) for o in others}
+            in_top = sum(1 for r in other_ranks.values() if r is not None and r <= k)
+            far = _ranked_far(other_ranks, k)
+            flagged += far
+            tip = (f"{n.clip.name} ({n.clip.label or 'no label'}): {n.distance:.6g} under {name}\n"
+                   + ("Ranks under the other metrics: "
+                      + ", ".join(f"{get_metric(o).display_name} #{r}" for o, r in other_ranks.items())
+                      if others else "The other metrics are still being ranked"))
+            texts = [str(n.rank), n.clip.name, n.clip.label or "-", f"{n.distance:.4g}",
+                     f"{in_top}/{len(others)}" if others else "…"]
+            for col, text in enumerate(texts):
+                item = QTableWidgetItem(text)
                 item.setData(Qt.UserRole, n.clip)
-                others = {o: ranks[o].get(n.clip.id) for o in metrics if o != m}
-                where = f"{n.clip.name} ({n.clip.label or '-'}): {n.distance:.6g} under {get_metric(m).display_name}"
-                item.setToolTip(where + "\nranks: " + ", ".join(f"{get_metric(o).display_name} #{r}"
-                                                                for o, r in others.items()))
-                if _ranked_far(others, k):
+                item.setToolTip(tip)
+                if col in (RANK_COL, DIST_COL, AGREE_COL):
+                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                if far:
                     item.setBackground(QBrush(DISAGREE))
                     item.setData(Qt.UserRole + 1, True)
                 self.table.setItem(row, col, item)
-        self.table.resizeRowsToContents()
-        self._fit_columns()
-        taus = self.result["taus"]
-        pairs = {f"{get_metric(a).display_name}–{get_metric(b).display_name}": t for (a, b), t in taus.items()}
-        every = "   ".join(f"{name} {t:+.2f}" for name, t in pairs.items())
-        if len(pairs) <= INLINE_TAUS:
-            text = f"Rank agreement over the library (Kendall τ): {every}"
-        else:  # 5 metrics make 10 pairs: the range here, every pair on hover
-            lo, hi = min(pairs, key=pairs.get), max(pairs, key=pairs.get)
-            text = (f"Rank agreement over the library (Kendall τ, {len(pairs)} pairs; hover for each): "
-                    f"from {pairs[lo]:+.2f} ({lo}) to {pairs[hi]:+.2f} ({hi})")
+        self._fit_height()
+        swatch = DISAGREE.name()
+        if others:
+            self.legend.setText(
+                f"<b>Agree</b>: in how many other metrics' top {k}. "
+                f"<span style='background-color: {swatch}'>&nbsp;&nbsp;&nbsp;&nbsp;</span> another metric "
+                f"ranks it beyond {FAR_FACTOR * k}th: they disagree ({flagged} here)")
+        else:
+            self.legend.setText("Agree: waiting for the other metrics…")
+        self.legend.setToolTip(
+            f"Agree: how many of the other {len(others)} metrics also rank the clip in their top {k}.\n"
+            f"Orange: at least one other metric ranks it beyond {FAR_FACTOR * k}th; the metrics disagree "
+            "about this clip, listen to settle it.")
+        self._show_taus(metric)
+
+    def _show_taus(self, metric: str | None) -> None:
+        """Kendall's tau of the shown metric with each other one; every pair on hover."""
+        from perceptlab.metrics.registry import get_metric
+
+        if self.result is None or metric is None:
+            self.tau_label.setText("")
+            self._fit_height()
+            return
+        shown = get_metric(metric).display_name
+        mine = {(b if a == metric else a): t for (a, b), t in self.taus.items() if metric in (a, b)}
+        parts = " · ".join(f"{term(get_metric(o).display_name)} {t:+.2f}" for o, t in mine.items())
+        text = f"Kendall τ with {term(shown)}: {parts}" if parts else ""
         errors = self.result.get("errors", {})
         if errors:
-            text += "\nNot ranked: " + "; ".join(f"{get_metric(m).display_name}: {msg}" for m, msg in errors.items())
+            text += ("\n" if text else "") + "Not ranked: " + "; ".join(
+                f"{get_metric(m).display_name}: {msg}" for m, msg in errors.items())
         self.tau_label.setText(text)
-        self.tau_label.setToolTip("Kendall τ between the metrics' distances from this clip to every other:\n"
-                                  + "\n".join(f"{name}  {t:+.2f}" for name, t in pairs.items()))
-        self.taus = taus
-
-    def _fit_columns(self) -> None:
-        """Share the width among the metrics' columns; below a readable width, scroll sideways."""
-        n = self.table.columnCount()
-        if not n:
-            return
-        header = self.table.horizontalHeader()
-        room = self.table.viewport().width()
-        if room >= n * MIN_COLUMN_WIDTH:
-            header.setSectionResizeMode(QHeaderView.Stretch)
-        else:
-            header.setSectionResizeMode(QHeaderView.Interactive)
-            for col in range(n):
-                header.resizeSection(col, MIN_COLUMN_WIDTH)
+        self._fit_height()
+        self.tau_label.setToolTip("Rank agreement over the whole library (Kendall τ; 1 = the same order, "
+                                  "0 = unrelated, -1 = reversed) between the metrics' distances from this "
+                                  "clip to every other:\n"
+                                  + "\n".join(f"{term(get_metric(a).display_name)} vs "
+                                              f"{term(get_metric(b).display_name)}  {t:+.2f}"
+                                              for (a, b), t in self.taus.items()))
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
-        self._fit_columns()
+        self._fit_height()
 
     def _clip_at(self, row: int, col: int) -> Clip | None:
         item = self.table.item(row, col)
@@ -256,7 +519,7 @@ def _rank_tables(rankings: dict[str, list]) -> dict[str, dict[int, int]]:
 
 def _ranked_far(other_ranks: dict[str, int | None], k: int) -> bool:
     """Does another metric rank this top-k neighbour beyond 3k?"""
-    return any(r is not None and r > 3 * k for r in other_ranks.values())
+    return any(r is not None and r > FAR_FACTOR * k for r in other_ranks.values())
 
 
 def disagreement_ids(result: dict, k: int) -> set[int]:
