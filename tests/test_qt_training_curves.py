@@ -213,7 +213,7 @@ def test_progress_says_epochs_steps_and_time_left(panel, tmp_path, qtbot):
         job = panel.watch(run.folder, "long")
         qtbot.waitUntil(lambda: "step 1,240" in panel.progress_text(), timeout=5000)
         assert panel.progress_text() == "epoch 4 / 15 · step 1,240 / 6,200 · 12:30 left"
-        assert panel.progress.isVisible() and panel.progress.value() == 200  # 1,240 of 6,200 in 1/1000
+        assert panel.progress_row.isVisible() and panel.progress.value() == 200  # 1,240 of 6,200 in 1/1000
         assert "samples/s" in panel.stats.text()
         run.step(1260, 0.0121, eta_s=3725.0)
         qtbot.waitUntil(lambda: "1:02:05 left" in panel.progress_text(), timeout=5000)
@@ -242,3 +242,33 @@ def test_progress_and_range_numbers():
     cancelled = [{"event": "start", "config": {"epochs": 15}, "total_steps": 6200, "epoch": 0, "step": 0},
                  {"event": "step", "epoch": 2, "step": 700, "eta_s": 10.0}]
     assert progress_text(cancelled, "cancelled") == "epoch 2 / 15 · step 700 / 6,200 · cancelled"
+
+
+def test_a_narrow_panel_wraps_the_legend_and_keeps_the_readout_inside(panel, run, qtbot):
+    # At 1280 x 800 the docks leave the Training tab about 570 px: the panel must not need more.
+    assert panel.minimumSizeHint().width() <= 540
+    steps = logged_steps(2000)
+    run.start()
+    for s, v in zip(steps, losses_between(0.8, 0.9, len(steps))):
+        run.step(s, v)
+        if s % STEPS_PER_EPOCH == 0:
+            run.epoch(s // STEPS_PER_EPOCH, 0.85)
+    panel.watch(run.folder, "demo-nlpd")
+    plot = panel.loss_plot
+    qtbot.waitUntil(lambda: not plot.is_empty() and len(plot.shown_runs()[0].val_steps) == 5, timeout=5000)
+    panel.resize(540, 700)
+    qtbot.waitUntil(lambda: panel.width() == 540, timeout=2000)
+    qtbot.wait(50)
+    page = plot.stack.currentWidget().rect()
+    rows = set()
+    for key, label in plot.legend_labels.items():
+        box = label.rect().translated(label.mapTo(plot.stack.currentWidget(), label.rect().topLeft()))
+        assert page.contains(box), (key, box, page)  # nothing cut off at the right
+        rows.add(box.top())
+    assert len(rows) >= 2  # wrapped
+    assert plot.plot_widget.height() > 250  # the plot keeps most of the height
+    for step in (steps[0], 1000, steps[-1]):  # left edge, middle, right edge
+        plot.hover_at(step)
+        shown = plot.text.mapRectToView(plot.text.boundingRect())
+        (x0, x1), _ = plot.plot.vb.viewRange()
+        assert x0 - 1e-6 <= shown.left() and shown.right() <= x1 + 1e-6, step

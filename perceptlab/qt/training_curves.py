@@ -26,13 +26,13 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt
+from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, QRect, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
-    QGridLayout,
     QHBoxLayout,
     QLabel,
+    QLayout,
     QPushButton,
     QStackedWidget,
     QVBoxLayout,
@@ -320,6 +320,68 @@ def _sample_pixmap(key: str, w: int = 34, h: int = 16) -> QPixmap:
     return pm
 
 
+class _FlowLayout(QLayout):
+    """Items left to right, wrapping to a new row when the width runs out (Qt's flow layout example).
+
+    The legend and the scale controls share one row on a wide panel and wrap
+    on a narrow one, so the legend never sets the panel's minimum width.
+    """
+
+    def __init__(self, parent=None, spacing: int = 12, row_spacing: int = 2):
+        super().__init__(parent)
+        self._items = []
+        self._spacing = spacing
+        self._row_spacing = row_spacing
+        self.setContentsMargins(0, 0, 0, 0)
+
+    def addItem(self, item):  # noqa: N802 - Qt's name
+        self._items.append(item)
+
+    def count(self):
+        return len(self._items)
+
+    def itemAt(self, i):  # noqa: N802
+        return self._items[i] if 0 <= i < len(self._items) else None
+
+    def takeAt(self, i):  # noqa: N802
+        return self._items.pop(i) if 0 <= i < len(self._items) else None
+
+    def expandingDirections(self):  # noqa: N802
+        return Qt.Orientation(0)
+
+    def hasHeightForWidth(self):  # noqa: N802
+        return True
+
+    def heightForWidth(self, width):  # noqa: N802
+        return self._arrange(QRect(0, 0, width, 0), move=False)
+
+    def setGeometry(self, rect):  # noqa: N802
+        super().setGeometry(rect)
+        self._arrange(rect, move=True)
+
+    def sizeHint(self):  # noqa: N802
+        return self.minimumSize()
+
+    def minimumSize(self):  # noqa: N802
+        size = QSize()
+        for item in self._items:
+            size = size.expandedTo(item.minimumSize())
+        return size
+
+    def _arrange(self, rect: QRect, move: bool) -> int:
+        x, y, row_h = rect.x(), rect.y(), 0
+        for item in self._items:
+            hint = item.sizeHint()
+            if x + hint.width() > rect.right() + 1 and row_h > 0:  # wrap
+                x, y = rect.x(), y + row_h + self._row_spacing
+                row_h = 0
+            if move:
+                item.setGeometry(QRect(QPoint(x, y), hint))
+            x += hint.width() + self._spacing
+            row_h = max(row_h, hint.height())
+        return y + row_h - rect.y()
+
+
 class _LeaveFilter(QObject):
     def __init__(self, on_leave, parent=None):
         super().__init__(parent)
@@ -350,21 +412,22 @@ class QtLossPlot(QWidget):
                                    " border: 1px solid #c8c8c8; }")
 
         # -- legend and scale
-        legend = QGridLayout()
-        legend.setHorizontalSpacing(6)
-        legend.setVerticalSpacing(2)
+        top = _FlowLayout()
         self.legend_labels: dict[str, QLabel] = {}
-        for i, (key, text, tip) in enumerate(LEGEND):
+        for key, text, tip in LEGEND:
+            entry = QWidget()
+            el = QHBoxLayout(entry)
+            el.setContentsMargins(0, 0, 0, 0)
+            el.setSpacing(5)
             icon = QLabel()
             icon.setPixmap(_sample_pixmap(key))
-            icon.setToolTip(tip)
             label = QLabel(text)
-            label.setToolTip(tip)
+            for w in (entry, icon, label):
+                w.setToolTip(tip)
+            el.addWidget(icon)
+            el.addWidget(label)
             self.legend_labels[key] = label
-            legend.addWidget(icon, i // 2, 3 * (i % 2))
-            legend.addWidget(label, i // 2, 3 * (i % 2) + 1)
-        legend.setColumnMinimumWidth(2, 10)
-        legend.setColumnStretch(5, 1)
+            top.addWidget(entry)
         self.scale_box = QComboBox()
         for key, text in SCALES.items():
             self.scale_box.addItem(text, key)
@@ -373,14 +436,13 @@ class QtLossPlot(QWidget):
         self.fit_button = QPushButton("Fit")
         self.fit_button.setToolTip("Fit the axes to the shown losses again (after zooming or panning)")
         self.fit_button.setEnabled(False)
-        controls = QVBoxLayout()  # stacked: the legend's two rows leave the width to the plot
-        controls.setSpacing(2)
-        controls.addWidget(self.scale_box)
-        controls.addWidget(self.fit_button)
-        top = QHBoxLayout()
-        top.setContentsMargins(0, 0, 0, 0)
-        top.addLayout(legend, 1)
-        top.addLayout(controls)
+        controls = QWidget()
+        cl = QHBoxLayout(controls)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.setSpacing(4)
+        cl.addWidget(self.scale_box)
+        cl.addWidget(self.fit_button)
+        top.addWidget(controls)
 
         self.plot_widget = pg.PlotWidget()
         self.plot = self.plot_widget.getPlotItem()
@@ -531,8 +593,12 @@ class QtLossPlot(QWidget):
             if first is None:
                 first = (r, i)
             plain.append(text)
-            where, _, losses = text.partition(" · loss ")  # two short lines fit beside the cursor
-            lines.append(f"<span style='color:{r.colour.name()}'>■</span> {where}<br>&nbsp;&nbsp;&nbsp;loss {losses}")
+            # Short lines, so the readout fits beside the cursor on a narrow plot.
+            where, _, losses = text.partition(" · loss ")
+            losses, _, val = losses.partition(" · val ")
+            pad = "<br>&nbsp;&nbsp;&nbsp;"
+            lines.append(f"<span style='color:{r.colour.name()}'>■</span> {where}{pad}loss {losses}"
+                         + (f"{pad}val {val}" if val else ""))
         if first is None:
             self.clear_hover()
             return ""

@@ -150,11 +150,22 @@ class QtTrainingPanel(QWidget):
         self.stats = QLabel("No run selected")
         self.stats.setWordWrap(True)
         self.stats.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        # The words beside a thin bar: text drawn across a bar's edge is hard to read.
+        self.progress_label = QLabel()
+        self.progress_label.setToolTip("Where the selected run stands: epochs, steps and the time left")
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
-        self.progress.setTextVisible(True)
-        self.progress.setToolTip("Where the selected run stands: epochs, steps and the time left")
-        self.progress.hide()
+        self.progress.setTextVisible(False)
+        self.progress.setFixedHeight(8)
+        self.progress.setToolTip(self.progress_label.toolTip())
+        self.progress_label.setWordWrap(True)
+        self.progress_row = QWidget()
+        pr = QVBoxLayout(self.progress_row)
+        pr.setContentsMargins(0, 0, 0, 0)
+        pr.setSpacing(2)
+        pr.addWidget(self.progress_label)
+        pr.addWidget(self.progress)
+        self.progress_row.hide()
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(2000)
@@ -163,7 +174,7 @@ class QtTrainingPanel(QWidget):
         rr = QVBoxLayout(right)
         rr.setContentsMargins(0, 0, 0, 0)
         rr.addWidget(self.stats)
-        rr.addWidget(self.progress)
+        rr.addWidget(self.progress_row)
         rr.addWidget(self.loss_plot, 3)
         rr.addWidget(self.log_view, 1)
 
@@ -424,16 +435,16 @@ class QtTrainingPanel(QWidget):
     def _show_progress(self, job: QtTrainingJob | None) -> None:
         text = progress_text(job.events, job.status) if job is not None else ""
         if not text:
-            self.progress.hide()
+            self.progress_row.hide()
             return
         frac = progress_fraction(job.events)
         self.progress.setValue(int(round(1000 * (frac or 0.0))))
-        self.progress.setFormat(text)
-        self.progress.show()
+        self.progress_label.setText(text)
+        self.progress_row.show()
 
     def progress_text(self) -> str:
         """The selected run's progress line ("epoch 3 / 15 · step 1,240 / 6,200 · 12:30 left"), or ""."""
-        return "" if self.progress.isHidden() else self.progress.format()
+        return "" if self.progress_row.isHidden() else self.progress_label.text()
 
     def _show_selected(self) -> None:
         job = self.selected_job()
