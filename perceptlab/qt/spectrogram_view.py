@@ -36,7 +36,16 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QGraphicsItem,
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from perceptlab.audio.features import FeatureConfig, mel_frequencies, unit_to_db
 from perceptlab.qt.time_axes import ZOOM_HELP, QtLoopViewBox, QtMelAxis, hz_label  # noqa: F401 (re-exported)
@@ -95,14 +104,27 @@ def _as_image(image, config: FeatureConfig) -> np.ndarray:
     return unit_to_db(arr, config)
 
 
+class QtPaneCaption(pg.LabelItem):
+    """A pane's caption: one line, cut at the pane's width instead of widening the view."""
+
+    def __init__(self):
+        super().__init__("", justify="left", size="10pt")
+        self.setFlag(QGraphicsItem.ItemClipsChildrenToShape, True)
+        self.setMaximumHeight(24)
+
+    def updateMin(self):
+        super().updateMin()
+        self.setMinimumWidth(0)
+        self._sizeHint[Qt.SizeHint.MinimumSize] = (0, self._sizeHint[Qt.SizeHint.MinimumSize][1])
+        self.updateGeometry()
+
+
 class QtSpectrogramPane:
     """One pane: a caption, a waveform strip and a spectrogram plot, on one time axis."""
 
     def __init__(self, view: "QtSpectrogramView", name: str, title: str = ""):
         self.name = name
-        self.label = pg.LabelItem("", justify="left", size="10pt")
-        self.label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)  # a long name is cut, never widens
-        self.label.setMaximumHeight(24)
+        self.label = QtPaneCaption()
         self.strip = QtWaveformStrip(on_region=view._on_region_dragged, on_loop_moved=view._on_region_moved)
         self.axis = QtMelAxis("left")
         self.plot = pg.PlotItem(title=title or None, viewBox=QtLoopViewBox(view._on_region_dragged),
@@ -223,7 +245,7 @@ class QtSpectrogramView(QWidget):
         self.panes_button.setToolTip(PANES_HELP)
         self.panes_button.toggled.connect(self.set_panes)
         self.readout = QLabel("")
-        self.readout.setMinimumWidth(280)
+        self.readout.setMinimumWidth(self.readout.fontMetrics().horizontalAdvance("B:    00.00 s     00000 Hz    -00.0 dB  "))
         self.readout.setToolTip("Time, frequency and level under the pointer")
         self.caption = QLabel("")
         self.compared_label = QLabel("")
@@ -235,20 +257,21 @@ class QtSpectrogramView(QWidget):
         # The caption, and under it what the metrics compared (a line kept
         # even when empty, so the image does not jump when a result arrives).
         self.compared_label.setMinimumHeight(self.compared_label.fontMetrics().height())
-        captions = QVBoxLayout()
-        captions.setSpacing(0)
-        captions.addWidget(self.caption)
-        captions.addWidget(self.compared_label)
+        # Two rows: the caption and the view's buttons; what was compared and the hover readout.
         controls = QHBoxLayout()
-        controls.addLayout(captions, 1)
-        controls.addWidget(self.readout)
+        controls.addWidget(self.caption, 1)
         controls.addWidget(self.fit_button)
         controls.addWidget(self.panes_button)
         controls.addWidget(QLabel("colours"))
         controls.addWidget(self.cmap_box)
+        info = QHBoxLayout()
+        info.addWidget(self.compared_label, 1)
+        info.addWidget(self.readout)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
         lay.addLayout(controls)
+        lay.addLayout(info)
         lay.addWidget(self.graphics, 1)
 
         self.cmap_box.currentTextChanged.connect(self._on_cmap_changed)
@@ -328,6 +351,7 @@ class QtSpectrogramView(QWidget):
             return
         self._panes_on = on
         self._relayout()
+        self._show_compared_label()
         self._refresh(fit=True)
         self.panes_changed.emit(on)
 
@@ -376,13 +400,17 @@ class QtSpectrogramView(QWidget):
         s = self._single
         s.compared = None if region is None or s.db is None else (float(region[0]), float(region[1]))
         s.compared_text = text if s.compared is not None else ""
-        shown = s.compared is not None
-        self.compared_label.setText(f"▮ {text}" if shown and text else "")
-        self.compared_label.setToolTip(f"{text}\n\n{COMPARED_HELP}" if shown and text else COMPARED_HELP)
+        self._show_compared_label()
         if not self._panes_on:
             main = self.panes[0]
             main.marks.set_compared(s.compared, s.duration())
             main.strip.marks.set_compared(s.compared, s.duration())
+
+    def _show_compared_label(self) -> None:
+        # In the panes each pane's caption says what was compared of its clip.
+        text = "" if self._panes_on or self._single.compared is None else self._single.compared_text
+        self.compared_label.setText(f"▮ {text}" if text else "")
+        self.compared_label.setToolTip(f"{text}\n\n{COMPARED_HELP}" if text else COMPARED_HELP)
 
     def compared(self) -> tuple[float, float] | None:
         """The marked compared region of the single view, in seconds, or None."""
