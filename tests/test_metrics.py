@@ -422,3 +422,20 @@ def test_registry_register_and_replace():
         unregister_metric("test:l1")
     with pytest.raises(ValueError, match="direction"):
         Metric(name="sim", display_name="s", fn=mse, direction="higher_is_closer")
+
+
+def test_the_ssim_map_shown_to_users_is_the_metrics_own_first_scale():
+    """At one scale, MS-SSIM is 1 - the mean of the SSIM map the compare panel draws."""
+    from perceptlab.analysis.local_maps import ssim_map as panel_map
+    from perceptlab.metrics.ssim import msssim, n_scales, ssim_map
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 1, 10, 40, generator=g, dtype=torch.float64)
+    y = (x + 0.2 * torch.rand(3, 1, 10, 40, generator=g, dtype=torch.float64)).clamp(0, 1)
+    assert n_scales(10, 40) == 1
+    m = ssim_map(x, y)
+    assert m.shape == (3, 1, 4, 34)
+    torch.testing.assert_close(1 - m.mean(dim=(-2, -1))[:, 0], msssim(x, y), rtol=0, atol=1e-12)
+    shown = panel_map(x[0, 0].numpy(), y[0, 0].numpy())  # 1 - SSIM, zero where the window cannot centre
+    assert shown.shape == (10, 40) and not shown[:3].any() and not shown[:, :3].any()
+    np.testing.assert_allclose(shown[3:7, 3:37], (1 - m[0, 0]).numpy(), atol=1e-6)

@@ -125,6 +125,21 @@ def luminance(mu_x: torch.Tensor, mu_y: torch.Tensor) -> torch.Tensor:
     return (2.0 * mu_x * mu_y + C1) / (mu_x * mu_x + mu_y * mu_y + C1)
 
 
+def cs_map(
+    mu_x: torch.Tensor,
+    var_x: torch.Tensor,
+    mu_y: torch.Tensor,
+    var_y: torch.Tensor,
+    exy: torch.Tensor,
+) -> torch.Tensor:
+    """The contrast-structure map (2 cov + C2) / (var_x + var_y + C2).
+
+    ``exy`` is G * (x y) of the mean-free images, ``mu``/``var`` come from
+    them too (:func:`scale_stats`). Arguments broadcast.
+    """
+    return (2.0 * (exy - mu_x * mu_y) + C2) / (var_x + var_y + C2)
+
+
 def cs_mean(
     mu_x: torch.Tensor,
     var_x: torch.Tensor,
@@ -135,14 +150,24 @@ def cs_mean(
 ) -> torch.Tensor:
     """Image mean of the cs map, or of lum * cs (the SSIM map) when ``lum`` is given.
 
-    ``exy`` is G * (x y) of the mean-free images, ``mu``/``var`` come from
-    them too (:func:`scale_stats`). Arguments broadcast; the result drops the
-    last two dimensions.
+    Arguments as in :func:`cs_map`; the result drops the last two dimensions.
     """
-    cs_map = (2.0 * (exy - mu_x * mu_y) + C2) / (var_x + var_y + C2)
+    m = cs_map(mu_x, var_x, mu_y, var_y, exy)
     if lum is not None:
-        cs_map = lum * cs_map
-    return cs_map.mean(dim=(-2, -1))
+        m = lum * m
+    return m.mean(dim=(-2, -1))
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The SSIM map at the finest scale: (..., H, W) images give (..., H - 6, W - 6).
+
+    Where the window fits only (no padding), from the same statistics the
+    metric uses, so a map shown to a user is the metric's own first scale.
+    """
+    sx, sy = scale_stats(x, 1)[0], scale_stats(y, 1)[0]
+    exy = gaussian_valid(sx.image * sy.image, _TAPS)
+    lum = luminance(sx.mu + sx.mean, sy.mu + sy.mean)
+    return lum * cs_map(sx.mu, sx.var, sy.mu, sy.var, exy)
 
 
 def combine(means: Sequence[torch.Tensor], weights: Sequence[float], cs_floor: float) -> torch.Tensor:
