@@ -308,3 +308,78 @@ def test_a_pane_without_a_clip_says_so(view, qtbot):
     assert "B" in pb.placeholder.textItem.toPlainText()
     view.set_slot_image("B", _image(200))
     assert pa.placeholder.isVisible() and not pb.placeholder.isVisible()
+
+
+def test_shift_wheel_scrolls_time_and_the_wheel_over_an_axis_zooms_that_axis(view):
+    d = view.duration()
+    at = _scene_point(view, view.plot, 0.5 * d, 64.0)
+    _wheel(view, at, 6)
+    x0, x1, y0, y1 = _ranges(view.plot)
+    _wheel(view, at, 2, Qt.ShiftModifier)  # scroll towards the start, same width
+    sx0, sx1, sy0, sy1 = _ranges(view.plot)
+    assert sx1 - sx0 == pytest.approx(x1 - x0, rel=1e-6) and sx0 < x0 - 0.1 * (x1 - x0)
+    assert (sy0, sy1) == pytest.approx((y0, y1))
+    _wheel(view, at, 200, Qt.ShiftModifier)  # never before the clip's start
+    assert _ranges(view.plot)[0] == pytest.approx(0.0, abs=1e-9)
+    _wheel(view, at, -200, Qt.ShiftModifier)  # nor after its end
+    assert _ranges(view.plot)[1] == pytest.approx(d, abs=1e-9)
+    # The plain wheel over the frequency axis zooms frequency (Audacity's vertical ruler).
+    view.fit()
+    axis = view.plot.getAxis("left")
+    over_axis = view.graphics.mapFromScene(axis.mapToScene(axis.boundingRect().center()))
+    _wheel(view, over_axis, 3)
+    x0, x1, y0, y1 = _ranges(view.plot)
+    assert (x0, x1) == pytest.approx((0.0, d), abs=1e-6) and y1 - y0 < 0.6 * N_MELS
+
+
+def test_the_f_key_fits_only_while_the_view_has_focus(qtbot):
+    from PySide6.QtWidgets import QLineEdit, QVBoxLayout, QWidget
+
+    from perceptlab.qt.spectrogram_view import QtSpectrogramView
+
+    box = QWidget()
+    qtbot.addWidget(box)
+    search = QLineEdit()
+    view = QtSpectrogramView()
+    lay = QVBoxLayout(box)
+    lay.addWidget(search)
+    lay.addWidget(view)
+    box.resize(900, 600)
+    box.show()
+    qtbot.waitExposed(box)
+    view.set_image(_image())
+    _wheel(view, _scene_point(view, view.plot, 2.0, 64.0), 5)
+    zoomed = _ranges(view.plot)
+    search.setFocus()
+    qtbot.waitUntil(search.hasFocus)
+    qtbot.keyClick(search, Qt.Key_F)
+    assert search.text() == "f" and _ranges(view.plot) == pytest.approx(zoomed)  # typing, not fitting
+    view.graphics.setFocus()
+    qtbot.waitUntil(view.graphics.hasFocus)
+    qtbot.keyClick(view.graphics, Qt.Key_F)
+    assert _ranges(view.plot) == pytest.approx((0.0, view.duration(), 0.0, N_MELS), abs=1e-9)
+
+
+def test_click_on_the_strip_seeks_and_hovering_it_reads_the_time(view, qtbot):
+    view.set_waveform(_two_part_wave(), 22050)
+    strip = view.strip
+    qtbot.wait(60)
+    at = view.graphics.mapFromScene(strip.getViewBox().mapViewToScene(QPointF(1.5, 0.0)))
+    t = strip.getViewBox().mapSceneToView(view.graphics.mapToScene(at)).x()
+    _mouse_move(view, at)
+    assert view.readout.text().strip() == f"{t:.2f} s"
+    with qtbot.waitSignal(view.seek_requested, timeout=2000) as seek:
+        qtbot.mouseClick(view.graphics.viewport(), Qt.LeftButton, pos=at)
+    assert seek.args[0] == pytest.approx(t, abs=1e-6)
+
+
+def test_a_real_click_on_the_spectrogram_seeks(view, qtbot):
+    at = _scene_point(view, view.plot, 2.0, 50.0)
+    t = view.plot.getViewBox().mapSceneToView(view.graphics.mapToScene(at)).x()
+    with qtbot.waitSignal(view.seek_requested, timeout=2000) as seek:
+        qtbot.mouseClick(view.graphics.viewport(), Qt.LeftButton, pos=at)
+    assert seek.args[0] == pytest.approx(t, abs=1e-6)
+    # A click beside the image (on the colour bar) does not.
+    bar_at = view.graphics.mapFromScene(view.colorbar.mapToScene(view.colorbar.boundingRect().center()))
+    with qtbot.assertNotEmitted(view.seek_requested, wait=300):
+        qtbot.mouseClick(view.graphics.viewport(), Qt.LeftButton, pos=bar_at)

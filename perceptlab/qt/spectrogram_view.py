@@ -588,7 +588,7 @@ class QtSpectrogramView(QWidget):
         self.readout.setText(f"{prefix}{text}" if text else "")
 
     def _on_mouse_clicked(self, event) -> None:
-        if event.button() != 1:
+        if event.button() != Qt.LeftButton:  # (an enum: never equal to the int 1)
             return
         hit = self._pane_at(event.scenePos())
         if hit is None or hit[1].db is None:
