@@ -45,12 +45,16 @@ def main(argv: list[str]) -> int:
     _wait(app, lambda: w.metrics_loaded, 120)
     # The right-hand docks get most of the room, as a user drags them: the map and matrix are the subject.
     _wait(app, lambda: True)
-    w.resizeDocks([w.matrix_dock], [760], Qt.Horizontal)
-    w.resizeDocks([w.neighbours_dock, w.matrix_dock], [120, 640], Qt.Vertical)
-    _wait(app, lambda: True)
+
+    def enlarge(dock):
+        w.resizeDocks([dock], [700], Qt.Horizontal)
+        w.resizeDocks([w.neighbours_dock, dock], [130, 620], Qt.Vertical)
+        _wait(app, lambda: True)
+        print(dock.objectName(), dock.size(), file=sys.stderr)
 
     mv = w.map_view
     w.map_dock.raise_()
+    enlarge(w.map_dock)
     idx = mv.source_box.findData("nlpd")
     mv.source_box.setCurrentIndex(max(idx, 0))
     mv.refit()
@@ -64,6 +68,11 @@ def main(argv: list[str]) -> int:
 
     xv = w.matrix_view
     w.matrix_dock.raise_()
+    # Undocked, as a user studying the matrix would: a square image needs height.
+    w.matrix_dock.setFloating(True)
+    w.matrix_dock.resize(720, 760)
+    w.matrix_dock.move(w.x() + 280, w.y() + 20)
+    _wait(app, lambda: True)
     xv.metric_box.setCurrentIndex(max(xv.metric_box.findData("nlpd"), 0))
     xv.compute()
     _wait(app, lambda: xv.matrix is not None and xv.corr_table.rowCount() == len(xv.metric_names)

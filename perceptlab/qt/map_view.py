@@ -148,6 +148,7 @@ class QtMapView(QWidget):
 
         self.source_box = QComboBox()
         self.method_box = QComboBox()
+        self.method_box.setSizeAdjustPolicy(QComboBox.AdjustToContents)  # "MDS of distances" whole
         self.refit_button = QPushButton("Refit")
         self.status = QLabel("")
         self.status.setWordWrap(True)

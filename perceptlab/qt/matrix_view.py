@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
     QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
+    QToolButton,
     QVBoxLayout,
     QPushButton,
     QWidget,
@@ -216,9 +217,17 @@ class QtMatrixView(QWidget):
         lay.addWidget(self.status)
         lay.addWidget(self.stack, 1)
         lay.addWidget(self.readout)
-        corr_title = QLabel("Rank agreement between metrics (Spearman ρ over all pairs)")
-        corr_title.setWordWrap(True)
-        lay.addWidget(corr_title)
+        # The table folds away to give the matrix the room.
+        self.corr_toggle = QToolButton()
+        self.corr_toggle.setText("Rank agreement between metrics (Spearman ρ over all pairs)")
+        self.corr_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.corr_toggle.setArrowType(Qt.DownArrow)
+        self.corr_toggle.setCheckable(True)
+        self.corr_toggle.setChecked(True)
+        self.corr_toggle.setAutoRaise(True)
+        self.corr_toggle.setToolTip("Show or fold the table of rank agreement between the metrics")
+        self.corr_toggle.toggled.connect(self._on_corr_toggled)
+        lay.addWidget(self.corr_toggle)
         lay.addWidget(self.corr_table)
 
         # The metric list is filled by refresh_metrics() once the registry is
@@ -358,7 +367,7 @@ class QtMatrixView(QWidget):
         if self.zoom_label is not None:
             what += f"label {self.zoom_label}, {len(clips)} clips"
         else:
-            what += f"{len(clips)} clips, {n_labels} labels, sorted by label (lines between labels)"
+            what += f"{len(clips)} clips, {n_labels} labels, sorted by label"
         if self.sampled:
             what += f"; a sample of {len(clips)} clips keeping each label's share (more than "\
                     f"{self.large_limit:,} clips)"
@@ -584,6 +593,10 @@ class QtMatrixView(QWidget):
                 self.corr_table.setItem(i, j, QTableWidgetItem("" if v is None else f"{v:.3f}"))
         self._fit_corr_height()
         self.correlations = corr
+
+    def _on_corr_toggled(self, shown: bool) -> None:
+        self.corr_table.setVisible(shown)
+        self.corr_toggle.setArrowType(Qt.DownArrow if shown else Qt.RightArrow)
 
     def _fit_corr_height(self) -> None:
         """As tall as its rows, up to :data:`CORR_ROWS_SHOWN` (a library with many encoders scrolls)."""
