@@ -383,3 +383,17 @@ def test_a_real_click_on_the_spectrogram_seeks(view, qtbot):
     bar_at = view.graphics.mapFromScene(view.colorbar.mapToScene(view.colorbar.boundingRect().center()))
     with qtbot.assertNotEmitted(view.seek_requested, wait=300):
         qtbot.mouseClick(view.graphics.viewport(), Qt.LeftButton, pos=bar_at)
+
+
+def test_the_single_view_keeps_its_empty_hint_through_the_panes(view):
+    view.set_image(None)
+    view.set_empty_hint("bad.wav could not be decoded: truncated")
+    assert view.placeholder.isVisible() and view.placeholder.toPlainText() == "bad.wav could not be decoded: truncated"
+    view.set_active_slot("A")  # redraws: the hint stays
+    view.set_panes(True)
+    assert view.pane("A").placeholder.toPlainText().startswith("A:")
+    view.set_panes(False)
+    assert view.placeholder.toPlainText() == "bad.wav could not be decoded: truncated"
+    view.placeholder.setText("computing…")  # set directly, as the main window does
+    view.set_slot_waveform("A", np.zeros(100, np.float32), 22050)
+    assert view.placeholder.toPlainText() == "computing…"

@@ -57,6 +57,7 @@ COMPARED_HELP = ("Between the dashed amber lines: the part of this clip the metr
 PANES_HELP = ("A/B panes: A above, B below, with linked time and frequency axes and one colour scale "
               "(Sonic Visualiser's panes). Off: the selected slot's clip alone.")
 SLOTS = ("A", "B")
+EMPTY_HINT = "Select a clip in the library to see its log-mel spectrogram"
 AXIS_WIDTH = 70  # every left axis the same width, so the linked time axes line up
 MIN_FRAMES_SHOWN = 4  # the deepest time zoom, in spectrogram frames
 MIN_BANDS_SHOWN = 4  # the deepest frequency zoom, in mel bands
@@ -142,21 +143,23 @@ class QtSpectrogramPane:
         self.placeholder = pg.TextItem("", color=(190, 190, 190), anchor=(0.5, 0.5))
         self.plot.addItem(self.placeholder, ignoreBounds=True)
         self.strip.setXLink(self.plot)
+        self.placeholder.setText(EMPTY_HINT)
         self.shown = _Shown()
         self.freqs = mel_frequencies(FeatureConfig())
 
     def viewbox(self) -> pg.ViewBox:
         return self.plot.getViewBox()
 
-    def show(self, shown: _Shown, config: FeatureConfig, empty_text: str, levels) -> None:
-        """Draw ``shown`` (an empty pane shows ``empty_text`` over a 5 s frame)."""
+    def show(self, shown: _Shown, config: FeatureConfig, empty_text: str | None, levels) -> None:
+        """Draw ``shown``; empty, the pane shows its hint (``empty_text``, None: as it is) over a 5 s frame."""
         self.shown = shown
         cfg = shown.config or config
         self.freqs = mel_frequencies(cfg)
         self.axis.set_bands(self.freqs)
         if shown.db is None:
             self.image.clear()
-            self.placeholder.setText(empty_text)
+            if empty_text is not None:
+                self.placeholder.setText(empty_text)
             self.placeholder.setPos(_EMPTY_SECONDS / 2, cfg.n_mels / 2)
             self.placeholder.setVisible(True)
         else:
@@ -201,6 +204,7 @@ class QtSpectrogramView(QWidget):
         self._show_strips = False  # set once the view is given a waveform: no empty strip before
         self._loop: tuple[float, float] | None = None
         self._playhead: float | None = None
+        self._single_hint = EMPTY_HINT
 
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setToolTip(ZOOM_HELP)
@@ -350,6 +354,10 @@ class QtSpectrogramView(QWidget):
         if on == self._panes_on:
             return
         self._panes_on = on
+        if on:
+            self._single_hint = self.panes[0].placeholder.toPlainText()
+        else:
+            self.panes[0].placeholder.setText(self._single_hint)
         self._relayout()
         self._show_compared_label()
         self._refresh(fit=True)
@@ -368,6 +376,12 @@ class QtSpectrogramView(QWidget):
         extent = self._time_extent()
         for pane in self._visible_panes():
             pane.viewbox().setRange(xRange=(0.0, extent), yRange=(0.0, float(pane.n_mels(self.config))), padding=0)
+
+    def set_empty_hint(self, text: str) -> None:
+        """The text the single view shows while it has no image (default: how to get one)."""
+        self._single_hint = text or EMPTY_HINT
+        if not self._panes_on:
+            self.panes[0].placeholder.setText(self._single_hint)
 
     def set_levels(self, low_db: float, high_db: float) -> None:
         """Set the displayed dB range (what the colour bar handles do), within the config's dB range."""
@@ -509,7 +523,7 @@ class QtSpectrogramView(QWidget):
 
     def _pane_contents(self) -> list[tuple[QtSpectrogramPane, _Shown, str]]:
         if not self._panes_on:
-            return [(self.panes[0], self._single, "Select a clip in the library to see its log-mel spectrogram")]
+            return [(self.panes[0], self._single, None)]  # the single view's hint is what was last set
         return [(pane, self._slots[s], f"{s}: no clip yet (the selected clip is A; Shift+B loads B)")
                 for pane, s in zip(self.panes, SLOTS)]
 
