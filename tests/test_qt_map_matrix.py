@@ -254,7 +254,14 @@ def test_the_legend_lists_every_label_and_its_filter_hides_points(map_view, qtbo
     view.refit()
     qtbot.waitUntil(lambda: view._task is None, timeout=60000)
     assert view.point_count() == N_LABELS * PER_LABEL - len(hidden) + PER_LABEL
-    assert "hidden" in legend.summary.text() or "shown" in legend.summary.text()
+    brass = {c.label for c in view.result["clips"] if "brass" in c.label}
+    assert legend.summary.text() == f"{N_LABELS} labels, {N_LABELS - len(brass) + 1} shown"
+    # Double-clicking a label shows it alone; again: every label.
+    item = legend.list.item(5)
+    legend.list.itemDoubleClicked.emit(item)
+    assert {view.clip_at(p.data()).label for p in view.scatter.points()} == {item.data(Qt.UserRole)}
+    legend.list.itemDoubleClicked.emit(item)
+    assert view.point_count() == N_LABELS * PER_LABEL and not legend.hidden_labels()
 
 
 @pytest.mark.qt
@@ -418,7 +425,9 @@ def test_a_large_matrix_is_summarised_by_label_in_a_worker(qtbot, tmp_path):
     labels = [f"label {i % n_labels:02d}" for i in range(n)]
     centre = rng.normal(size=(n_labels, 4)) * 3
     x = centre[np.arange(n) % n_labels] + rng.normal(size=(n, 4))
-    d = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    sq = (x ** 2).sum(1)
+    d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0))
+    np.fill_diagonal(d, 0)
     clips = [_clip(i, labels[i]) for i in range(n)]
 
     runner = QtTaskRunner()
@@ -442,7 +451,7 @@ def test_a_large_matrix_is_summarised_by_label_in_a_worker(qtbot, tmp_path):
     assert view.stack.currentWidget() is view.empty
     qtbot.waitUntil(lambda: view.blocks is not None, timeout=60000)
     timer.stop()
-    assert returned < 1.0 and len(ticks) >= 2  # the event loop ran while the worker summed
+    assert returned < 2.0 and len(ticks) >= 2  # the event loop ran while the worker summed
     assert view.image.image.shape == (n_labels, n_labels) and view.blocks.labels[0] == "label 00"
     a = [i for i in range(n) if labels[i] == "label 03"]
     b = [i for i in range(n) if labels[i] == "label 07"]

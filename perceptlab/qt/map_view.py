@@ -315,12 +315,12 @@ class QtMapView(QWidget):
         clips, coords = self.result["clips"], self.result["coords"]
         hidden = self.legend.hidden_labels()
         self._shown = np.array([i for i, c in enumerate(clips) if _label(c) not in hidden], dtype=int)
-        spots = []
-        for i in self._shown:
-            colour, symbol = self.styles[_label(clips[i])]
-            spots.append({"pos": (float(coords[i, 0]), float(coords[i, 1])), "data": int(i),
-                          "brush": pg.mkBrush(*colour), "symbol": symbol})
-        self.scatter.setData(spots)
+        brushes = {lab: pg.mkBrush(*colour) for lab, (colour, _) in self.styles.items()}  # one per label
+        labels = [_label(clips[i]) for i in self._shown]
+        xy = np.asarray(coords, dtype=float)[self._shown].reshape(-1, 2)
+        self.scatter.setData(x=xy[:, 0], y=xy[:, 1], data=self._shown,
+                             brush=[brushes[lab] for lab in labels],
+                             symbol=[self.styles[lab][1] for lab in labels])
         self._draw_ring()
 
     def _draw_ring(self) -> None:
