@@ -299,17 +299,6 @@ class _Run:
         except Exception:  # the run record is a convenience; never fail training for it
             self.run_id = None
 
-    def _finish_run(self, data: TrainingData, **fields) -> None:
-        if not self.dist.is_main or self.run_id is None:
-            return
-        try:
-            from perceptlab.library.store import Library
-
-            with Library(data.library) as lib:
-                lib.update_run(self.run_id, ended_at=time.time(), **fields)
-        except Exception:
-            pass
-
     # -- checkpoints -------------------------------------------------------------
     def _checkpoint(self, kind: str) -> dict:
         st = self.state
@@ -444,7 +433,7 @@ class _Run:
             return self._loop(net, model, data, sampler, loss_fn, per_rank_batch, steps_per_epoch,
                               total_steps, use_amp, amp_dtype)
         except (ConfigError, DataError, CheckpointError, TrainError) as exc:
-            self._finish_run(data, status="failed", error=str(exc))
+            self._finish_run("failed", error=str(exc))
             raise
         except Exception as exc:
             if _is_oom(exc):
@@ -453,9 +442,9 @@ class _Run:
                 msg = (f"out of memory on {device} with batch_size = {cfg.batch_size}: lower it "
                        f"(--set batch_size={max(1, cfg.batch_size // 2)})"
                        + ("" if use_amp else " or turn on amp = true") + f"; {self.last_path} was left as it was")
-                self._finish_run(data, status="failed", error=msg)
+                self._finish_run("failed", error=msg)
                 raise TrainError(msg, "oom") from None
-            self._finish_run(data, status="failed", error=f"{type(exc).__name__}: {exc}")
+            self._finish_run("failed", error=f"{type(exc).__name__}: {exc}")
             raise
 
     def _loop(self, net, model, data, sampler, loss_fn, per_rank_batch, steps_per_epoch, total_steps,
@@ -543,7 +532,7 @@ class _Run:
                       best_epoch=st["best_epoch"], best=str(self.best_path), last=str(self.last_path),
                       elapsed_s=round(st["wall_s"] + time.perf_counter() - self.t_session, 3),
                       stopped=stopped_because)
-        self._finish_run_status("completed")
+        self._finish_run("completed")
         return TrainResult("completed", st["epoch"], st["global_step"], best_val, st["best_epoch"],
                            str(self.best_path), str(self.last_path), st["history"])
 
@@ -675,11 +664,12 @@ class _Run:
         last = self._save("last")
         self.rep.emit("interrupted", epoch=st["epoch"] + (1 if st["epoch_step"] else 0), step=st["global_step"],
                       signal=self.stop.signal or "cancel", checkpoint=last)
-        self._finish_run_status("cancelled")
+        self._finish_run("cancelled")
         return TrainResult("interrupted", st["epoch"], st["global_step"], st["best"], st["best_epoch"],
                            str(self.best_path) if self.best_path.exists() else None, last, st["history"])
 
-    def _finish_run_status(self, status: str) -> None:
+    def _finish_run(self, status: str, error: str | None = None) -> None:
+        """Record how the run ended (completed, cancelled or failed) with where it got to."""
         if not self.dist.is_main or self.run_id is None:
             return
         st = self.state
@@ -688,12 +678,12 @@ class _Run:
 
             with Library(self.data_desc["library"]) as lib:
                 lib.update_run(
-                    self.run_id, status=status, ended_at=time.time(),
+                    self.run_id, status=status, ended_at=time.time(), error=error,
                     final_metrics={"best_val_loss": st["best"], "best_epoch": st["best_epoch"],
                                    "epochs": st["epoch"], "step": st["global_step"],
                                    "history": st["history"][-1:] if st["history"] else []},
                     best_checkpoint=str(self.best_path.resolve()) if self.best_path.exists() else None,
                     last_checkpoint=str(self.last_path.resolve()) if self.last_path.exists() else None,
                 )
-        except Exception:
+        except Exception:  # the run record is a convenience; never fail training for it
             pass
