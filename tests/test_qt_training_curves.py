@@ -267,8 +267,20 @@ def test_a_narrow_panel_wraps_the_legend_and_keeps_the_readout_inside(panel, run
         rows.add(box.top())
     assert len(rows) >= 2  # wrapped
     assert plot.plot_widget.height() > 250  # the plot keeps most of the height
-    for step in (steps[0], 1000, steps[-1]):  # left edge, middle, right edge
-        plot.hover_at(step)
+
+    def inside():
         shown = plot.text.mapRectToView(plot.text.boundingRect())
         (x0, x1), _ = plot.plot.vb.viewRange()
-        assert x0 - 1e-6 <= shown.left() and shown.right() <= x1 + 1e-6, step
+        return x0 - 1e-6 <= shown.left() and shown.right() <= x1 + 1e-6
+
+    for step in (steps[0], 1000, steps[-1]):  # left edge, middle, right edge
+        plot.hover_at(step)
+        qtbot.wait(100)  # painted, the range brought up to date
+        assert inside(), step
+    # New steps widen the x range under a readout at the right edge: it stays inside.
+    plot.hover_at(steps[-1])
+    for s in range(2020, 4001, 20):
+        run.step(s, 0.85)
+    qtbot.waitUntil(lambda: plot.shown_runs()[0].steps[-1] == 4000, timeout=5000)
+    qtbot.wait(100)
+    assert plot.text.isVisible() and inside()

@@ -401,6 +401,7 @@ class QtLossPlot(QWidget):
         super().__init__(parent)
         self.runs: list[RunCurves] = []
         self.readout = ""  # the hover text now shown ("" when none)
+        self._hover: tuple[float, float | None] | None = None  # where the readout is, to re-place it
         self._fit = True  # fit y to the data on every change, until the user zooms or pans
         self._log = False
 
@@ -483,6 +484,7 @@ class QtLossPlot(QWidget):
         self.scale_box.currentIndexChanged.connect(lambda *_: self.refresh())
         self.fit_button.clicked.connect(self._on_fit_clicked)
         self.plot.vb.sigRangeChangedManually.connect(self._on_range_changed_manually)
+        self.plot.vb.sigRangeChanged.connect(self._on_range_changed)
         self.plot_widget.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self._leave = _LeaveFilter(self.clear_hover, self)
         self.plot_widget.installEventFilter(self._leave)
@@ -581,8 +583,10 @@ class QtLossPlot(QWidget):
         Returns the readout: one line per shown run that has a step near x,
         prefixed with the run's name when several runs are shown.
         """
+        # The x range follows new steps lazily; bring it up to date so the readout is placed in it.
+        self.plot.vb.updateAutoRange()
         runs = self.shown_runs()
-        lines, plain, first = [], [], None
+        wide, narrow, plain, first = [], [], [], None
         for r in runs:
             i = r.nearest(x)
             if i is None:
@@ -593,12 +597,14 @@ class QtLossPlot(QWidget):
             if first is None:
                 first = (r, i)
             plain.append(text)
-            # Short lines, so the readout fits beside the cursor on a narrow plot.
+            # Two short lines, or four shorter ones on a narrow plot: it must fit beside the cursor.
             where, _, losses = text.partition(" · loss ")
             losses, _, val = losses.partition(" · val ")
-            pad = "<br>&nbsp;&nbsp;&nbsp;"
-            lines.append(f"<span style='color:{r.colour.name()}'>■</span> {where}{pad}loss {losses}"
-                         + (f"{pad}val {val}" if val else ""))
+            loss, _, smoothed = losses.partition(" (smoothed ")
+            mark, pad = f"<span style='color:{r.colour.name()}'>■</span>", "<br>&nbsp;&nbsp;&nbsp;"
+            wide.append(f"{mark} {where}{pad}loss {losses}" + (f" · val {val}" if val else ""))
+            narrow.append(f"{mark} {where}{pad}loss {loss}{pad}smoothed {smoothed.rstrip(')')}"
+                          + (f"{pad}val {val}" if val else ""))
         if first is None:
             self.clear_hover()
             return ""
@@ -609,11 +615,15 @@ class QtLossPlot(QWidget):
         self.vline.setPos(step)
         self.hline.setPos(yv)
         self.marker.setData([step], [yv])
-        self.text.setHtml("<div style='font-size:9pt'>" + "<br>".join(lines) + "</div>")
+        for lines in (wide, narrow):
+            self.text.setHtml("<div style='font-size:9pt'>" + "<br>".join(lines) + "</div>")
+            if self.text.boundingRect().width() <= 0.45 * self.plot.vb.width():
+                break
         self._place_text(step, yv if y_view is None else y_view)
         for it in (self.vline, self.hline, self.marker, self.text):
             it.show()
         self.readout = "\n".join(plain)
+        self._hover = (x, y_view)
         return self.readout
 
     def _place_text(self, x: float, y: float) -> None:
@@ -637,7 +647,14 @@ class QtLossPlot(QWidget):
         self.text.setAnchor((0.0, 0.0))
         self.text.setPos(left, top)
 
+    def _on_range_changed(self, *_):
+        # New steps widen the x range, a zoom changes both: keep the readout inside the plot.
+        if self._hover is not None and self.text.isVisible():
+            self._place_text(float(self.vline.value()), self._hover[1] if self._hover[1] is not None
+                             else float(self.hline.value()))
+
     def clear_hover(self) -> None:
         for it in (self.vline, self.hline, self.marker, self.text):
             it.hide()
         self.readout = ""
+        self._hover = None

@@ -86,6 +86,9 @@ class QtTrainingPanel(QWidget):
 
         # -- the form --------------------------------------------------------
         self.config_box = QComboBox()
+        # Sized to the names, not the longest one: the form must leave the curves their width.
+        self.config_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.config_box.setMinimumContentsLength(6)
         for p in list_configs():
             self.config_box.addItem(p.stem, str(p))
         self.name_edit = QLineEdit()
