@@ -160,7 +160,6 @@ class QtSpectrogramPane:
             self.image.clear()
             if empty_text is not None:
                 self.placeholder.setText(empty_text)
-            self.placeholder.setPos(_EMPTY_SECONDS / 2, cfg.n_mels / 2)
             self.placeholder.setVisible(True)
         else:
             self.placeholder.setVisible(False)
@@ -533,6 +532,10 @@ class QtSpectrogramView(QWidget):
             if self._panes_on:
                 pane.label.setText(self._pane_caption(pane, shown))
         self._update_limits()
+        extent = self._time_extent()
+        for pane, _shown, _t in self._pane_contents():
+            # An empty pane's hint sits in the middle of what the panes span.
+            pane.placeholder.setPos(extent / 2, pane.n_mels(self.config) / 2)
         for marks in self._all_marks():
             marks.set_loop(self._loop)
         self._draw_playheads()
