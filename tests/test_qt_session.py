@@ -46,7 +46,8 @@ def test_session_box_counts_answers_and_completion_shows_a_summary(window, qtbot
     text = view.summary.text()
     assert "5 answers" in text and "5 trials" in text
     assert "1 catch" in text
-    assert f"perceptlab agreement --session {sid}" in text
+    assert view.commands.isVisible()
+    assert f"perceptlab agreement --session {sid} --library {view.library.path}" in view.commands.toPlainText()
     assert "Agreement tab" in text
     # Opening the completed session again shows the same summary, not a stale trial.
     view.open_session(sid)

@@ -1,5 +1,13 @@
 """The listening screen: triplet (2AFC) and MUSHRA tests, driven by keyboard.
 
+MUSHRA lays each condition out as one row: its play button, its 0-100
+slider and its score with the band name ("72 · Good"), so a slider sits
+beside the button that plays what it rates. "New session…" opens
+:class:`perceptlab.qt.session_dialog.QtSessionDialog`; the session is built
+in a worker thread. The session box counts answers as they are given, and a
+finished session shows a summary (answers, listening time, catch trials) and
+what to do next instead of the last trial.
+
 Keys (the whole flow works without a mouse):
 
 * ``0`` or ``r`` play the reference (X); ``1``-``9`` play a candidate
@@ -20,15 +28,18 @@ unanswered trial.
 
 from __future__ import annotations
 
+import html
+import shlex
 import time
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtGui import QFontDatabase, QKeySequence, QShortcut, QTextOption
 from PySide6.QtWidgets import (
     QComboBox,
     QGridLayout,
     QHBoxLayout,
     QLabel,
+    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSizePolicy,
@@ -118,10 +129,18 @@ class QtListeningView(QWidget):
         # The completion screen: what was answered and what to do next.
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.RichText)
         self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.summary.setStyleSheet("font-size: 14px")
         self.summary.setAlignment(Qt.AlignTop | Qt.AlignLeft)
         self.summary.hide()
+        # Copyable commands; a long library path wraps inside the box instead of widening the page.
+        self.commands = QPlainTextEdit()
+        self.commands.setReadOnly(True)
+        self.commands.setWordWrapMode(QTextOption.WrapAtWordBoundaryOrAnywhere)
+        self.commands.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
+        self.commands.setFixedHeight(4 * self.commands.fontMetrics().lineSpacing() + 12)
+        self.commands.hide()
         self.value_labels: dict[str, QLabel] = {}
         self.sound_buttons: dict[str, QPushButton] = {}
         self.timer = QTimer(self)
@@ -144,6 +163,7 @@ class QtListeningView(QWidget):
         lay.addLayout(self.sound_row)
         lay.addLayout(self.rating_grid)
         lay.addWidget(self.summary)
+        lay.addWidget(self.commands)
         lay.addStretch(1)
         lay.addWidget(self.choice_label)
         lay.addWidget(self.playhead)
@@ -154,6 +174,7 @@ class QtListeningView(QWidget):
         keys = QLabel("Keys: 0/r reference · 1-9 candidates · Space play/pause · a/b loop points · "
                       "Shift+Space loop · j/k rating −/+ · Enter answer and next")
         keys.setStyleSheet("color: gray")
+        keys.setWordWrap(True)  # a narrow window wraps the key list instead of scrolling the page
         lay.addWidget(keys)
 
         self.open_button.clicked.connect(self._on_open_clicked)
@@ -191,6 +212,11 @@ class QtListeningView(QWidget):
         self.library_path = path
         self.library = Library(path) if path else None
         self.session = None
+        self._clear_trial()  # nothing of another library's session stays on screen
+        self.summary.hide()
+        self.commands.hide()
+        self.progress.reset()
+        self.title.setText("Open or create a listening session")
         self.refresh_sessions()
 
     def refresh_sessions(self) -> None:
@@ -262,6 +288,7 @@ class QtListeningView(QWidget):
         self.choice_label.setText("")
         self.playhead.setText("")
         self.summary.hide()
+        self.commands.hide()
         self.next_button.setEnabled(True)
         prog = self.session.progress()
         self.progress.setRange(0, prog.total)
@@ -330,20 +357,24 @@ class QtListeningView(QWidget):
         self.next_button.setEnabled(False)
 
     def summary_text(self) -> str:
-        """What the completion screen says about the open session."""
+        """What the completion screen says about the open session (rich text)."""
         s = self.session
         trials = s.answered_trials(include_unanswered=True)
         answers = [t for t in trials if t.answer is not None]
         rt = sum(float(t.answer.get("rt_ms", 0.0)) for t in answers) / 1000.0
         minutes, seconds = divmod(int(round(rt)), 60)
         took = f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
-        lines = [f"{len(answers)} answers to {len(trials)} trials, {took} of listening "
+
+        def count(n, word):
+            return f"{n} {word}" + ("" if n == 1 else "s")
+
+        lines = [f"{count(len(answers), 'answer')} to {count(len(trials), 'trial')}, {took} of listening "
                  "(the sum of the time spent on each trial)."]
         if s.design == "triplet":
             catch = [t for t in answers if t.spec.get("catch")]
             if catch:
                 right = sum(t.answer.get("choice") == t.spec.get("expected") for t in catch)
-                lines.append(f"{len(catch)} catch trial{'s' if len(catch) != 1 else ''} "
+                lines.append(f"{count(len(catch), 'catch trial')} "
                              f"(the copy of X among A and B): {right} picked correctly.")
             else:
                 lines.append("No catch trials in this session.")
@@ -354,12 +385,16 @@ class QtListeningView(QWidget):
                 low += any(t.answer["scores"].get(lab, 100.0) < 90 for lab in hidden)
             lines.append(f"Hidden reference rated below 90 on {low} of {len(answers)} items "
                          "(BS.1534 post-screening excludes a listener above 15 %).")
-        lines.append("")
-        lines.append("Next: open the Agreement tab to see how each metric agrees with these answers, "
-                     f"or run  perceptlab agreement --session {s.id}  (perceptlab listen export {s.id} "
-                     "--out answers.csv saves them). For another listener, create a new session with "
-                     "the same plan and seed: the items stay, the order changes.")
-        return "\n".join(lines)
+        return ("".join(f"<p>{html.escape(line)}</p>" for line in lines)
+                + "<p><b>Next</b>: open the <b>Agreement tab</b> to see how well each metric agrees with "
+                  "these answers, or run the commands below. For another listener, <b>New session…</b> "
+                  "starts from this session's plan and seed: the items stay the same, their order changes.</p>")
+
+    def summary_commands(self) -> str:
+        """The command lines that analyse and export the open session."""
+        lib = shlex.quote(str(self.library.path))
+        return (f"perceptlab agreement --session {self.session.id} --library {lib}\n"
+                f"perceptlab listen export {self.session.id} --out answers.csv --library {lib}")
 
     def _show_summary(self) -> None:
         """The completion screen of the open (fully answered) session."""
@@ -371,6 +406,8 @@ class QtListeningView(QWidget):
         self.title.setText(f"Session #{s.id} ({s.design}) · listener {s.listener} · complete: thank you!")
         self.summary.setText(self.summary_text())
         self.summary.show()
+        self.commands.setPlainText(self.summary_commands())
+        self.commands.show()
 
     def _sound_button(self, index: int, text: str) -> QPushButton:
         key = "0" if index == 0 else str(index)

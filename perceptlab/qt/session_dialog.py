@@ -96,7 +96,9 @@ def render_preview(library_path: str, design: str, plan, rate: int, *, progress=
 
         def describe(d):
             role = _ROLE_NAMES.get(d["role"], d["role"])
-            if d["role"] in ("reference", HIDDEN_REFERENCE):
+            if d["role"] == "reference":
+                return ref_name
+            if d["role"] == HIDDEN_REFERENCE:
                 return f"{role} ({ref_name})"
             return f"{role}: {d['condition']}"
     out = []
@@ -239,7 +241,7 @@ class QtSessionDialog(QDialog):
         self.preview_button = QPushButton("Preview trial")
         self.stop_button = QPushButton("Stop")
         self.preview_list = QListWidget()
-        self.preview_list.setMaximumHeight(120)
+        self.preview_list.setMaximumHeight(160)
         self.preview_message = QLabel("Render one trial of this plan and hear it before creating the session.")
         self.preview_message.setWordWrap(True)
         self.preview_message.setStyleSheet("color: gray")
