@@ -255,3 +255,176 @@ def test_cli_progress_bar_on_a_terminal_has_units_and_time_left(monkeypatch):
     text = stream.getvalue()
     assert "\r" in text and "1,200/1,200 files" in text
     assert "0:07 left" in text.split("\r")[-8]  # 500 of 1,200 files after 5 s: 7 s left
+
+
+# -- H: the reconstructions' player ------------------------------------------------------------------
+@pytest.mark.audio
+def test_play_reconstruction_shows_a_playhead_and_stops(window, qtbot):
+    from pathlib import Path
+
+    sink_path()
+    ckpt = Path(__file__).resolve().parents[1] / "assets" / "models" / "demo-nlpd.pt"
+    view = window.recon_view
+    window._on_reconstruct(str(ckpt))
+    assert window.recon_dock.isVisible()
+    qtbot.waitUntil(lambda: view.result is not None, timeout=60000)
+    assert not view.stop_button.isEnabled() and view.playhead() is None
+    seen = []  # (position, playhead shown) at each tick
+    view.position_changed.connect(lambda pos: seen.append((pos, view.playhead())))
+    view.play(0, "recons")
+    qtbot.waitUntil(lambda: len(seen) > 0, timeout=60000)
+    assert "reconstruction" in view.now_playing.text() or view.playing is None
+    qtbot.waitUntil(lambda: view.playing is None, timeout=30000)  # played to its end
+    assert all(head == pytest.approx(pos) for pos, head in seen)
+    positions = [pos for pos, _head in seen]
+    assert positions == sorted(positions) and positions[-1] > 0.5
+    assert view.playhead() is None and not view.stop_button.isEnabled()
+    # Stop while it plays (the test sink plays faster than real time: it may be over already).
+    view.last_audio = None
+    view.play(1, "inputs")
+    qtbot.waitUntil(lambda: view.last_audio is not None, timeout=60000)
+    view.stop_button.click()
+    assert not view.engine.is_playing and view.playhead() is None and not view.stop_button.isEnabled()
+    assert view.now_playing.text() == ""
+
+
+# -- I: the layout -------------------------------------------------------------------------------------
+def _right_area(window, dock):
+    return window.dockWidgetArea(dock)
+
+
+def test_the_default_layout_fits_1280x800(window, qtbot):
+    window.resize(1280, 800)
+    window.reset_layout()
+    qtbot.wait(50)
+    assert window.width() == 1280, "a page or panel asks for more than 1280 px"
+    sizes = window.default_dock_sizes()
+    assert abs(window.library_dock.width() - sizes["library"]) <= 12
+    assert window.library_dock.width() >= 290
+    search = window.library_panel.search
+    assert search.width() >= search.fontMetrics().horizontalAdvance(search.placeholderText())
+    assert window.compare_panel.graphics.height() >= 140  # the difference map can be read
+    assert window.central_tabs.width() >= 500
+    for tab in range(window.central_tabs.count()):  # no page widens the window
+        window.central_tabs.setCurrentIndex(tab)
+        qtbot.wait(10)
+        assert window.width() == 1280, window.central_tabs.tabText(tab)
+    window.central_tabs.setCurrentIndex(0)
+
+
+def test_view_reset_layout_restores_the_default_docks(window, qtbot):
+    window.resize(1280, 800)
+    window.reset_layout()
+    qtbot.wait(50)
+    default_width = window.library_dock.width()
+    default_neighbours = window.neighbours_dock.height()
+    window.library_dock.setFloating(True)
+    window.neighbours_dock.close()
+    window.addDockWidget(Qt.LeftDockWidgetArea, window.compare_dock)
+    action = next(a for a in window.view_menu.actions() if a.text().replace("&", "") == "Reset layout")
+    action.trigger()
+    qtbot.wait(50)
+    assert not window.library_dock.isFloating() and window.library_dock.isVisible()
+    assert window.dockWidgetArea(window.library_dock) == Qt.LeftDockWidgetArea
+    assert window.neighbours_dock.isVisible()
+    for dock in (window.neighbours_dock, window.compare_dock, window.matrix_dock, window.map_dock):
+        assert window.dockWidgetArea(dock) == Qt.RightDockWidgetArea
+    assert abs(window.library_dock.width() - default_width) <= 12
+    assert abs(window.neighbours_dock.height() - default_neighbours) <= 12
+    assert not window.recon_dock.isVisible()
+
+
+def test_reconstructions_do_not_squeeze_the_other_panels(window, qtbot):
+    window.resize(1280, 800)
+    window.reset_layout()
+    qtbot.wait(50)
+    before = (window.library_dock.width(), window.neighbours_dock.height(), window.neighbours_dock.width())
+    # A result with four rows of images, as a trained encoder gives.
+    import numpy as np
+
+    from perceptlab.audio.features import FeatureConfig
+
+    clips = window.library_panel.model.clips()[:4]
+    images = np.random.default_rng(0).uniform(0, 1, (4, 128, 128)).astype(np.float32)
+    window.recon_dock.show()
+    window.recon_dock.raise_()
+    window.recon_view._on_result({"clips": clips, "inputs": images, "recons": images, "config": FeatureConfig(),
+                                  "name": "encoder"})
+    qtbot.wait(100)
+    after = (window.library_dock.width(), window.neighbours_dock.height(), window.neighbours_dock.width())
+    assert all(abs(a - b) <= 12 for a, b in zip(after, before)), (before, after)
+    assert window.width() == 1280 and window.height() == 800
+    window.recon_dock.close()
+    qtbot.wait(50)
+    after = (window.library_dock.width(), window.neighbours_dock.height(), window.neighbours_dock.width())
+    assert all(abs(a - b) <= 12 for a, b in zip(after, before)), (before, after)
+
+
+def test_an_older_saved_layout_is_not_restored(qtbot, tmp_path):
+    from perceptlab.qt.main_window import QtMainWindow, settings
+
+    w = QtMainWindow(library_path=tmp_path / "a.sqlite")
+    qtbot.addWidget(w)
+    w.library_dock.hide()
+    old_state = w.saveState()  # version 0: what older versions saved
+    w.close()
+    settings().setValue("window/state", old_state)
+    w2 = QtMainWindow(library_path=tmp_path / "a.sqlite")
+    qtbot.addWidget(w2)
+    w2.show()
+    qtbot.waitExposed(w2)
+    assert w2.library_dock.isVisible()
+    w2.library_dock.hide()
+    w2.close()  # saved with the current version: restored
+    w3 = QtMainWindow(library_path=tmp_path / "a.sqlite")
+    qtbot.addWidget(w3)
+    w3.show()
+    qtbot.waitExposed(w3)
+    assert not w3.library_dock.isVisible()
+    w3.close()
+
+
+# -- J: help --------------------------------------------------------------------------------------------
+def test_keyboard_shortcuts_lists_every_installed_shortcut(window, qtbot):
+    from PySide6.QtGui import QAction, QKeySequence, QShortcut
+
+    help_menu = next(m.menu() for m in window.menuBar().actions() if m.text().replace("&", "") == "Help")
+    action = next(a for a in help_menu.actions() if a.text().replace("&", "") == "Keyboard shortcuts")
+    action.trigger()
+    dialog = window.shortcuts_dialog
+    assert dialog.isVisible()
+    shown = {key for _where, key in dialog.keys()}
+    installed = {sc.key().toString(QKeySequence.NativeText) for sc in window.findChildren(QShortcut)}
+    installed |= {seq.toString(QKeySequence.NativeText) for a in window.findChildren(QAction) for seq in a.shortcuts()}
+    installed.discard("")
+    assert installed - shown == set()
+    assert len(installed) >= 25  # the player's, the listening screen's, the menus'
+    rows = {(w, k): dialog.table.item(r, 2).text() for r, (w, k) in enumerate(dialog.keys())}
+    assert "play / pause" in rows[("Main window", "Space")]
+    assert "reference" in rows[("Listening test", "0")]
+    assert all(text and text != "—" for text in rows.values()), [k for k, t in rows.items() if t == "—"]
+
+
+def test_documentation_opens_the_local_readme(window, monkeypatch):
+    from pathlib import Path
+
+    from PySide6.QtGui import QDesktopServices
+
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", staticmethod(lambda url: opened.append(url) or True))
+    help_menu = next(m.menu() for m in window.menuBar().actions() if m.text().replace("&", "") == "Help")
+    docs = next(a.menu() for a in help_menu.actions() if a.menu() is not None)
+    titles = [a.text() for a in docs.actions()]
+    assert "Training encoders" in titles
+    next(a for a in docs.actions() if a.text() == "Training encoders").trigger()
+    url = opened[-1]
+    assert url.isLocalFile() and url.toLocalFile().endswith("README.md") and url.fragment() == "training-encoders"
+    readme = Path(url.toLocalFile()).read_text(encoding="utf-8")
+    # Every section offered is a heading of the README.
+    import re
+
+    anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+               for h in re.findall(r"^#+ (.+)$", readme, flags=re.M)}
+    from perceptlab.qt.main_window import README_SECTIONS
+
+    assert {a for _t, a in README_SECTIONS if a} <= anchors

@@ -95,7 +95,7 @@ def _screen_of(obj, window) -> str:
         # A page of a QTabWidget sits in its QStackedWidget.
         if parent is not None and isinstance(parent.parentWidget(), QTabWidget):
             tabs = parent.parentWidget()
-            index = tabs.indexOf(w)
+            index = QTabWidget.indexOf(tabs, w)  # the holder itself (a scroll area), not its page
             if index >= 0:
                 return tabs.tabText(index).replace("&", "")
         w = parent
@@ -119,12 +119,13 @@ def installed_shortcuts(window) -> list[tuple[str, str, str]]:
             seen.add((screen, key))
             rows.append((screen, key, what or "—"))
     for act in window.findChildren(QAction):
+        screen = "Menus" if act.parent() is window else _screen_of(act, window)
         for seq in act.shortcuts():
             key = seq.toString(QKeySequence.NativeText)
-            if not key or ("Menus", key) in seen:
+            if not key or (screen, key) in seen:
                 continue
-            seen.add(("Menus", key))
-            rows.append(("Menus", key, act.text().replace("&", "").rstrip("…") or act.toolTip()))
+            seen.add((screen, key))
+            rows.append((screen, key, act.text().replace("&", "").rstrip("…") or act.toolTip() or "—"))
     return rows
 
 

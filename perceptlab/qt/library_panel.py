@@ -172,7 +172,6 @@ class QtLibraryPanel(QWidget):
         self.failed_only.setCheckable(True)
         self.failed_only.setIcon(QApplication.style().standardIcon(QStyle.SP_MessageBoxWarning))
         self.failed_only.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        self.failed_only.setToolTip("Show only the files that failed to import (hover one for the reason)")
         self.failed_only.hide()
         self.table = QTableView()
         self.table.setModel(self.proxy)
@@ -182,10 +181,16 @@ class QtLibraryPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.ExtendedSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
+        # The name keeps room for a typical file name; the other columns fit their
+        # contents, and a narrow panel scrolls sideways rather than cutting names to "br…".
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.Stretch)
-        header.setMinimumSectionSize(36)
+        header.setSectionResizeMode(0, QHeaderView.Interactive)
+        header.setStretchLastSection(True)
+        self.table.setColumnWidth(0, self.fontMetrics().horizontalAdvance("strings_08.flac") + 40)
+        self.table.setTextElideMode(Qt.ElideMiddle)
+        self.search.setMinimumWidth(self.fontMetrics().horizontalAdvance("Search name or label…") + 30)
         self.table.setAlternatingRowColors(True)
 
         top = QHBoxLayout()
@@ -214,7 +219,9 @@ class QtLibraryPanel(QWidget):
         self.label_filter.blockSignals(False)
         self.proxy.set_label(None if self.label_filter.currentText() == ALL_LABELS else self.label_filter.currentText())
         n_failed = sum(not c.ok for c in clips)
-        self.failed_only.setText(f"{n_failed} failed")
+        self.failed_only.setText(f"{n_failed:,}")
+        self.failed_only.setToolTip(f"{n_failed:,} file(s) failed to import: show only them "
+                                    "(hover one for the reason)")
         self.failed_only.setVisible(n_failed > 0)
         if not n_failed and self.failed_only.isChecked():
             self.failed_only.setChecked(False)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Slot
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
-    QTabWidget,
 )
 
 from perceptlab.audio.decode import load as load_audio
@@ -35,11 +34,28 @@ from perceptlab.qt.matrix_view import QtMatrixView
 from perceptlab.qt.reconstruction_view import QtReconstructionView
 from perceptlab.qt.training_panel import QtTrainingPanel
 from perceptlab.qt.neighbours_panel import QtNeighboursPanel
+from perceptlab.qt.page_tabs import QtPageTabs
 from perceptlab.qt.player_bar import QtPlayerBar
 from perceptlab.qt.spectrogram_view import QtSpectrogramView
 from perceptlab.qt.workers import QtTask, QtTaskRunner
 
 MAX_RECENT = 8
+#: The version of the saved dock layout: raised when the default layout changes,
+#: so a state saved by an older one is not restored.
+STATE_VERSION = 2
+#: Help > Documentation: README sections (title, GitHub-style anchor).
+README_SECTIONS = (
+    ("README (all of it)", ""),
+    ("The app", "the-app"),
+    ("Command line", "command-line"),
+    ("How audio becomes an image (the measurement path)", "how-audio-becomes-an-image-the-measurement-path"),
+    ("The metrics", "the-metrics"),
+    ("Training encoders", "training-encoders"),
+    ("Does the paper's claim hold on your data?", "does-the-papers-claim-hold-on-your-data"),
+    ("Listening tests and agreement", "listening-tests-and-agreement"),
+    ("The library", "the-library"),
+    ("Benchmarks", "benchmarks"),
+)
 
 
 def settings() -> QSettings:
@@ -82,13 +98,12 @@ class QtMainWindow(QMainWindow):
         self.spectrogram = QtSpectrogramView(self)
         self._spectrogram_hint = self.spectrogram.placeholder.toPlainText()
         # The centre holds the big views as tabs: listening, training, ...
-        self.central_tabs = QTabWidget(self)
+        self.central_tabs = QtPageTabs(self)
         self.central_tabs.setDocumentMode(True)
-        self.central_tabs.addTab(self.spectrogram, "Spectrogram")
+        self.central_tabs.addTab(self.spectrogram, "Spectrogram", scroll=False)
         self.setCentralWidget(self.central_tabs)
         self.library_panel = QtLibraryPanel(self)
         self.library_dock = self._add_dock("Library", self.library_panel, Qt.LeftDockWidgetArea)
-        self.resizeDocks([self.library_dock], [440], Qt.Horizontal)
         self.player = QtPlayerBar(parent=self)
         self.player_dock = self._add_dock("Player", self.player, Qt.TopDockWidgetArea)
         self.player.position_changed.connect(self.spectrogram.set_playhead)
@@ -120,18 +135,13 @@ class QtMainWindow(QMainWindow):
         self.central_tabs.currentChanged.connect(self._on_central_tab_changed)
         self.map_dock = self._add_dock("Map", self.map_view, Qt.RightDockWidgetArea)
         self.recon_dock = self._add_dock("Reconstructions", self.recon_view, Qt.RightDockWidgetArea)
-        self.tabifyDockWidget(self.compare_dock, self.matrix_dock)
-        self.tabifyDockWidget(self.matrix_dock, self.map_dock)
-        self.tabifyDockWidget(self.map_dock, self.recon_dock)
-        self.compare_dock.raise_()
+        self._layout_docks()
         self.training_panel.use_encoder.connect(self.use_encoder)
         self.training_panel.reconstruct.connect(self._on_reconstruct)
         self.map_view.clip_clicked.connect(lambda c: self.library_panel.select_clip(c.id))
         self.map_view.audition.connect(self._on_audition)
         self.map_view.lasso_selected.connect(self._on_lasso)
         self._preview = None
-        self.resizeDocks([self.neighbours_dock], [520], Qt.Horizontal)
-        self.resizeDocks([self.neighbours_dock, self.compare_dock], [430, 520], Qt.Vertical)
         self.neighbours_panel.neighbour_clicked.connect(self._on_neighbour_clicked)
         self.neighbours_panel.neighbour_activated.connect(self._on_neighbour_activated)
         self.matrix_view.pair_clicked.connect(self._on_pair_clicked)
@@ -180,6 +190,7 @@ class QtMainWindow(QMainWindow):
         self.library_panel.clip_selected.connect(self._on_clip_selected)
         self.library_panel.filter_changed.connect(self._show_library_status)
         self.setAcceptDrops(True)
+        self._layout_sized = False
         self._restore_state()
         if library_path is not None:
             self.open_library(library_path)
@@ -213,32 +224,125 @@ class QtMainWindow(QMainWindow):
         self.view_menu.addAction(self.player_dock.toggleViewAction())
         for dock in (self.neighbours_dock, self.compare_dock, self.matrix_dock, self.map_dock, self.recon_dock):
             self.view_menu.addAction(dock.toggleViewAction())
+        self.view_menu.addSeparator()
+        self.reset_layout_action = QAction("&Reset layout", self)
+        self.reset_layout_action.setToolTip("Every panel back in its default place and size")
+        self.reset_layout_action.triggered.connect(self.reset_layout)
+        self.view_menu.addAction(self.reset_layout_action)
         play_menu = self.menuBar().addMenu("&Playback")
         act = QAction("Load selected clip as &B", self, shortcut=QKeySequence("Shift+B"))
         act.triggered.connect(self._on_load_as_b)
         play_menu.addAction(act)
         self.library_panel.table.addAction(act)
         self.library_panel.table.setContextMenuPolicy(Qt.ActionsContextMenu)
+        help_menu = self.menuBar().addMenu("&Help")
+        act = QAction("&Keyboard shortcuts", self, shortcut=QKeySequence("F1"))
+        act.triggered.connect(self.show_shortcuts)
+        help_menu.addAction(act)
+        self.docs_menu = help_menu.addMenu("&Documentation")
+        for title, anchor in README_SECTIONS:
+            act = self.docs_menu.addAction(title)
+            act.triggered.connect(lambda _=False, a=anchor: self.open_documentation(a))
         self._refresh_recent_menu()
+
+    # -- help -----------------------------------------------------------------------
+    def show_shortcuts(self) -> QtShortcutsDialog:
+        """Help > Keyboard shortcuts: every key of every screen, read from the installed shortcuts."""
+        if self.shortcuts_dialog is None:
+            self.shortcuts_dialog = QtShortcutsDialog(self)
+        else:
+            self.shortcuts_dialog.refresh(self)
+        self.shortcuts_dialog.show()
+        self.shortcuts_dialog.raise_()
+        return self.shortcuts_dialog
+
+    def documentation_url(self, anchor: str = "") -> QUrl:
+        """The local README.md (a section of it, with ``anchor``) as a file URL."""
+        url = QUrl.fromLocalFile(str(readme_path()))
+        if anchor:
+            url.setFragment(anchor)
+        return url
+
+    def open_documentation(self, anchor: str = "") -> bool:
+        """Open the README (at a section) with the desktop's viewer for it; no network."""
+        path = readme_path()
+        if not path.is_file():
+            self.status_label.setText(f"Documentation: {path} is missing (it ships with the source)")
+            return False
+        ok = QDesktopServices.openUrl(self.documentation_url(anchor))
+        if not ok:
+            self.status_label.setText(f"Documentation: no program opens {path}; it is plain text, read it in any editor")
+        return ok
 
     def _install_shortcuts(self) -> None:
         # Window-wide keys; a focused text field keeps its printable keys.
         keys = {
-            "Space": self.player.toggle,
-            "Escape": self.player.stop,
-            "Shift+Space": self.player.toggle_loop,
-            "1": lambda: self.player.select("A"),
-            "2": lambda: self.player.select("B"),
-            "Tab": self.player.switch,
-            "A": lambda: self._set_loop_point(0),
-            "B": lambda: self._set_loop_point(1),
+            "Space": (self.player.toggle, "play / pause the slot heard"),
+            "Escape": (self.player.stop, "stop and rewind (to the loop start with the loop on)"),
+            "Shift+Space": (self.player.toggle_loop, "loop on / off"),
+            "1": (lambda: self.player.select("A"), "hear slot A, keeping the position"),
+            "2": (lambda: self.player.select("B"), "hear slot B, keeping the position"),
+            "Tab": (self.player.switch, "switch between A and B, keeping the position"),
+            "A": (lambda: self._set_loop_point(0), "loop start at the playhead"),
+            "B": (lambda: self._set_loop_point(1), "loop end at the playhead"),
         }
         self._shortcuts = []
-        for key, fn in keys.items():
+        for key, (fn, what) in keys.items():
             sc = QShortcut(QKeySequence(key), self)
             sc.setContext(Qt.WindowShortcut)
+            sc.setWhatsThis(what)
             sc.activated.connect(fn)
             self._shortcuts.append(sc)
+
+    # -- layout -------------------------------------------------------------------
+    def _layout_docks(self) -> None:
+        """Put every dock where the default layout has it (sizes: :meth:`_size_docks`)."""
+        for dock in self.findChildren(QDockWidget):
+            dock.setFloating(False)
+        self.addDockWidget(Qt.TopDockWidgetArea, self.player_dock)
+        self.addDockWidget(Qt.LeftDockWidgetArea, self.library_dock)
+        # Right: the neighbours above; compare, matrix, map and reconstructions as tabs below.
+        for dock in (self.neighbours_dock, self.compare_dock, self.matrix_dock, self.map_dock, self.recon_dock):
+            self.addDockWidget(Qt.RightDockWidgetArea, dock, Qt.Vertical)
+        self.tabifyDockWidget(self.compare_dock, self.matrix_dock)
+        self.tabifyDockWidget(self.matrix_dock, self.map_dock)
+        self.tabifyDockWidget(self.map_dock, self.recon_dock)
+        for dock in (self.player_dock, self.library_dock, self.neighbours_dock, self.compare_dock,
+                     self.matrix_dock, self.map_dock):
+            dock.show()
+        # Reconstructions is shown when asked for, as a tab: it never takes room from the others.
+        self.recon_dock.hide()
+        self.compare_dock.raise_()
+
+    def default_dock_sizes(self) -> dict[str, int]:
+        """The default layout's dock sizes in pixels for the window's size now."""
+        w, h = self.width(), self.height()
+        return {
+            "library": int(min(max(0.24 * w, 290), 440)),
+            "right": int(min(max(0.30 * w, 380), 560)),
+            # Of the right column's height: the neighbours' table of 5 and its notes; the compare
+            # panel the rest (its table and a difference map a few mel bands tall per pixel).
+            "neighbours": int(min(max(0.34 * (h - 140), 210), 360)),
+        }
+
+    def _size_docks(self) -> None:
+        sizes = self.default_dock_sizes()
+        self.resizeDocks([self.library_dock, self.neighbours_dock], [sizes["library"], sizes["right"]],
+                         Qt.Horizontal)
+        rest = max(self.height() - 140 - sizes["neighbours"], 300)
+        self.resizeDocks([self.neighbours_dock, self.compare_dock], [sizes["neighbours"], rest], Qt.Vertical)
+
+    def reset_layout(self) -> None:
+        """View > Reset layout: every dock back in its default place, at its default size."""
+        self._layout_docks()
+        self._size_docks()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self._layout_sized:
+            self._layout_sized = True
+            if not self._layout_restored:
+                self._size_docks()
 
     def _restore_state(self) -> None:
         s = settings()
@@ -246,8 +350,8 @@ class QtMainWindow(QMainWindow):
         state = s.value("window/state")
         if geometry is not None:
             self.restoreGeometry(geometry)
-        if state is not None:
-            self.restoreState(state)
+        # A state saved by an older layout (other docks, cramped sizes) is not restored.
+        self._layout_restored = state is not None and bool(self.restoreState(state, STATE_VERSION))
         cmap = s.value("view/colormap")
         if cmap:
             self.spectrogram.set_colormap(str(cmap))
@@ -741,6 +845,7 @@ class QtMainWindow(QMainWindow):
 
     def _on_reconstruct(self, checkpoint: str) -> None:
         if self.library is not None:
+            self.recon_dock.show()
             self.recon_dock.raise_()
             self.recon_view.show_checkpoint(str(self.library.path), checkpoint)
 
@@ -837,7 +942,7 @@ class QtMainWindow(QMainWindow):
                 return
         s = settings()
         s.setValue("window/geometry", self.saveGeometry())
-        s.setValue("window/state", self.saveState())
+        s.setValue("window/state", self.saveState(STATE_VERSION))
         s.setValue("view/colormap", self.spectrogram.cmap_box.currentText())
         s.setValue("player/autoplay", self.player.autoplay_box.isChecked())
         s.setValue("player/match_loudness", self.player.match_box.isChecked())

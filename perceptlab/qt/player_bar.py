@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSlider,
     QWidget,
 )
@@ -108,6 +109,10 @@ class QtPlayerBar(QWidget):
         # (its audio may still be decoding), then from the decoded audio.
         self._durations: dict[str, float] = {}
         self.message = QLabel("")
+        # Takes the room that is left and is cut there (its tooltip has it all): a long
+        # message must not widen the window.
+        self.message.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.message.setMinimumWidth(60)
 
         lay = QHBoxLayout(self)
         lay.setContentsMargins(4, 2, 4, 2)
@@ -167,7 +172,7 @@ class QtPlayerBar(QWidget):
                 self.message.setText("")
         else:
             self.message.setText(f"Playback off: {why}")
-            self.message.setToolTip(why)
+            self.message.setToolTip(f"Playback off: {why}")
 
     def set_audio_available(self, ok: bool, why: str = "", emit: bool = True) -> None:
         """Enable or disable the transport, showing ``why`` on the bar and in its tooltips."""
