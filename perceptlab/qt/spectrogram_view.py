@@ -48,7 +48,7 @@ from PySide6.QtWidgets import (
 )
 
 from perceptlab.audio.features import FeatureConfig, mel_frequencies, unit_to_db
-from perceptlab.qt.time_axes import ZOOM_HELP, QtLoopViewBox, QtMelAxis, hz_label  # noqa: F401 (re-exported)
+from perceptlab.qt.time_axes import ZOOM_HELP, QtLoopViewBox, QtMelAxis
 from perceptlab.qt.waveform_strip import COMPARED_COLOUR, QtTimeMarks, QtWaveformStrip
 
 COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis")
@@ -248,7 +248,8 @@ class QtSpectrogramView(QWidget):
         self.panes_button.setToolTip(PANES_HELP)
         self.panes_button.toggled.connect(self.set_panes)
         self.readout = QLabel("")
-        self.readout.setMinimumWidth(self.readout.fontMetrics().horizontalAdvance("B:    00.00 s     00000 Hz    -00.0 dB  "))
+        widest = "B:    00.00 s     00000 Hz    -00.0 dB  "  # the readout keeps its place as it changes
+        self.readout.setMinimumWidth(self.readout.fontMetrics().horizontalAdvance(widest))
         self.readout.setToolTip("Time, frequency and level under the pointer")
         self.caption = QLabel("")
         self.compared_label = QLabel("")
