@@ -577,3 +577,19 @@ def test_repooling_reads_the_embedding_from_other_maps_of_the_same_weights(libra
         repool_checkpoint(src, tmp_path / "bad.pt", ("stage9",))
     with pytest.raises(CheckpointError, match="only a best.pt"):
         repool_checkpoint(tmp_path / "run" / "last.pt", tmp_path / "bad.pt", ("latent",))
+
+
+def test_a_run_that_fails_is_recorded_as_failed_with_the_reason(library, tmp_path, monkeypatch):
+    from perceptlab.train import loop
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("the disk went away")
+
+    monkeypatch.setattr(loop._Run, "_loop", broken)
+    cfg = tiny_config(library, tmp_path / "run", epochs=1)
+    with pytest.raises(RuntimeError, match="the disk went away"):
+        train(cfg)
+    with Library(library) as lib:
+        run = next(r for r in lib.runs() if r["out_dir"] == str((tmp_path / "run").resolve()))
+    assert run["status"] == "failed" and run["error"] == "RuntimeError: the disk went away"
+    assert run["ended_at"] is not None and run["final_metrics"]["step"] == 0
