@@ -293,3 +293,30 @@ def test_matrix_gpu_check_on_cuda(library):
 
     report = run_checks(library, device="cuda", sharded=True, out=print)
     assert report["ok"], [c for c in report["checks"] if not c["ok"]]
+
+
+def test_pieces_of_rows_merge_into_the_whole_graph(lib, one_torch_thread):
+    """Rows cut anywhere (as shards cut them) give, merged, the graph of all rows at once."""
+    from perceptlab.analysis.knn_graph import merge_top_k, upper_knn, upper_rows
+
+    engine = RowEngine(lib, "nlpd", memory_budget_mb=24 * 14 * 4 / (1 << 20))  # blocks of four rows
+    whole_i, whole_d = upper_knn(engine, 5, 0, 14)
+    idx, dist = np.full((14, 5), -1), np.full((14, 5), np.inf)
+    for r0, r1 in ((0, 3), (3, 4), (4, 11), (11, 14)):
+        part_i, part_d = upper_knn(engine, 5, r0, r1)
+        assert part_i.shape == (14 - r0, 5)
+        idx[r0:], dist[r0:] = merge_top_k(idx[r0:], dist[r0:], part_i, part_d, 5)
+    np.testing.assert_array_equal(idx, whole_i)
+    np.testing.assert_array_equal(dist, whole_d)
+    d = upper_rows(engine, 0, 14)
+    np.testing.assert_array_equal(d, d.T)
+    np.testing.assert_array_equal(upper_rows(engine, 4, 11), d[4:11, 4:])
+
+
+def test_merge_keeps_the_closest_and_the_lower_index_on_ties():
+    from perceptlab.analysis.knn_graph import merge_top_k
+
+    idx, dist = merge_top_k(np.array([[7, 2, -1]]), np.array([[0.3, 0.5, np.inf]]),
+                            np.array([[5, 1]]), np.array([[0.3, 0.1]]), 3)
+    np.testing.assert_array_equal(idx, [[1, 5, 7]])
+    np.testing.assert_array_equal(dist, [[0.1, 0.3, 0.3]])

@@ -160,3 +160,13 @@ def test_nccl_under_torchrun_without_cuda_says_use_gloo(library, tmp_path, monke
     assert main(["matrix", "--library", str(library), "--knn", "2", "--device", "cuda",
                  "--out", str(tmp_path / "g.npz")]) == 2
     assert "device cuda: torch sees no CUDA device" in capsys.readouterr().err
+
+
+def test_shards_are_dealt_back_and_forth():
+    from perceptlab.analysis.sharding import shard_owner
+
+    assert [shard_owner(s, 2) for s in range(8)] == [0, 1, 1, 0, 0, 1, 1, 0]
+    assert [shard_owner(s, 3) for s in range(6)] == [0, 1, 2, 2, 1, 0]
+    # Shard s of 16 costs about 16 - s (its rows meet every later clip): two ranks share it evenly.
+    cost = [sum(16 - s for s in range(16) if shard_owner(s, 2) == r) for r in (0, 1)]
+    assert cost[0] == cost[1]

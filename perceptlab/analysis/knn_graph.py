@@ -3,10 +3,13 @@
 An all-pairs matrix grows as N^2 in time and in memory (80 GB of float64 at
 100,000 clips). Most uses need only each clip's closest few: the k-NN graph,
 (N, K) indices and (N, K) distances. It is computed here in blocks of rows:
-each block is a (B, N) slab of distances from B clips to every clip, reduced
-to its top K at once, so the dense N x N never exists. Memory is the clips'
-images and per-clip transforms (the same O(N) the dense matrix keeps) plus
-one (B, N) slab within ``memory_budget_mb``.
+a block of B rows computes a (B, N - r0) slab of distances from its clips
+to every clip from its first row r0 on (each pair once, the upper triangle,
+as the dense matrix does), and each pair (i, j) is offered as a candidate
+to row i and to row j of a running (N, K) top K (:func:`upper_knn`), so the
+dense N x N never exists. Memory is the clips' images and per-clip
+transforms (the same O(N) the dense matrix keeps) plus one (B, N) slab
+within ``memory_budget_mb``.
 
 Every distance follows the rule of
 :func:`perceptlab.analysis.similarity.library_matrix`: whole clips each pair
@@ -128,7 +131,7 @@ class RowEngine:
         self.memory_budget_mb = float(memory_budget_mb)
         self.cancel = cancel
         self.vector = get_metric(metric_name).input_kind == "vector"
-        self._indexes: dict[int, object] = {}
+        self._indexes: dict[tuple, object] = {}
         if self.vector or excerpt == "centre":
             # One array for all clips, one index over it: a block of rows is a
             # block of queries.
@@ -149,48 +152,67 @@ class RowEngine:
     # -- how many rows a block holds -------------------------------------------
 
     def block_rows(self) -> int:
-        """Rows per block: the (B, N) float64 slab, its sort order and a copy within the budget."""
+        """Rows per block.
+
+        A block of B rows computes its distances to the clips from its first
+        row on (the upper triangle; the pairs before it were counted by
+        earlier blocks), so B is kept well below N: N / 32 rounded up, at
+        least 16, and within the budget for the (B, N) float64 slab, its
+        sort order and a copy.
+        """
         per_row = 24 * self.n
-        return int(max(1, min(self.n, self.memory_budget_mb * _MB // per_row, 1024)))
+        return int(max(1, min(self.n, self.memory_budget_mb * _MB // per_row, 1024,
+                              max(16, -(-self.n // 32)))))
 
     # -- the distances ---------------------------------------------------------
 
-    def _index(self, key, build):
-        index = self._indexes.get(key)
-        if index is None:
-            index = build()
-            self._indexes[key] = index
-        return index
-
     def rows(self, r0: int, r1: int) -> np.ndarray:
         """(r1 - r0, N) float64: distances from clips r0..r1-1 to every clip (0 to itself)."""
+        return self.block(r0, r1, 0)
+
+    def upper(self, r0: int, r1: int) -> np.ndarray:
+        """(r1 - r0, N - r0) float64: distances from clips r0..r1-1 to clips r0..N-1."""
+        return self.block(r0, r1, r0)
+
+    def block(self, r0: int, r1: int, c0: int) -> np.ndarray:
+        """(r1 - r0, N - c0) float64: distances from clips r0..r1-1 to clips c0..N-1 (0 to itself)."""
         import torch
 
-        from perceptlab.metrics.pairwise import build_index
-
-        if not 0 <= r0 < r1 <= self.n:
-            raise ValueError(f"rows {r0}..{r1}: outside the {self.n} clips")
+        if not (0 <= r0 < r1 <= self.n and 0 <= c0 < self.n):
+            raise ValueError(f"rows {r0}..{r1}, columns from {c0}: outside the {self.n} clips")
         check_cancel(self.cancel)
         b = r1 - r0
         if self._inputs is not None:
-            index = self._index("all", lambda: build_index(self._inputs, self.metric_name, device=self.device,
-                                                           memory_budget_mb=self.memory_budget_mb,
-                                                           cancel=self.cancel))
+            index = self._build(("all", c0), lambda: self._inputs[c0:])
             q = torch.from_numpy(np.ascontiguousarray(self._inputs[r0:r1]))
-            out = index.distances(q).reshape(b, self.n).numpy().astype(np.float64, copy=True)
+            out = index.distances(q).reshape(b, self.n - c0).numpy().astype(np.float64, copy=True)
         else:
-            out = self._whole_rows(r0, r1)
-        out[np.arange(b), np.arange(r0, r1)] = 0.0
+            out = self._whole_block(r0, r1, c0)
+        rows = np.arange(r0, r1)
+        own = rows >= c0
+        out[np.flatnonzero(own), rows[own] - c0] = 0.0
         return out
 
-    def _whole_rows(self, r0: int, r1: int) -> np.ndarray:
+    def _build(self, key, specs):
+        """The index of ``specs()``; the ones over every clip (column 0 on) are kept for the next block."""
+        from perceptlab.metrics.pairwise import build_index
+
+        index = self._indexes.get(key)
+        if index is None:
+            index = build_index(specs(), self.metric_name, device=self.device,
+                                memory_budget_mb=self.memory_budget_mb, cancel=self.cancel)
+            if key[1] == 0:
+                self._indexes[key] = index
+        return index
+
+    def _whole_block(self, r0: int, r1: int, c0: int) -> np.ndarray:
         """Whole clips, each pair at the compared width of its longer clip.
 
         For each rung w: the block's rows no longer than w against the
-        clips of width w (an index per rung, kept), and the block's rows of
-        width w against every shorter clip padded to w (an index of those
-        rows, queried by the shorter clips: the orientation of the dense
-        matrix, in chunks within the budget).
+        columns of width w (an index of those columns), and the block's rows
+        of width w against every shorter column padded to w (an index of
+        those rows, queried by the shorter clips). Either way the index holds
+        the longer clip of the pair, as in the dense matrix.
         """
         import torch
 
@@ -198,25 +220,22 @@ class RowEngine:
 
         widths = self._widths
         rows = np.arange(r0, r1)
-        out = np.zeros((r1 - r0, self.n), dtype=np.float64)
+        out = np.zeros((r1 - r0, self.n - c0), dtype=np.float64)
         for w in self._rungs:
             check_cancel(self.cancel)
-            cols = np.flatnonzero(widths == w)
+            cols = c0 + np.flatnonzero(widths[c0:] == w)
             near = rows[widths[rows] <= w]
             # Queries padded to w go in chunks of a quarter of the budget.
             chunk = max(1, int(self.memory_budget_mb * _MB // (4 * 4 * self._images[0].shape[0] * w)))
-            if near.size:
-                index = self._index(w, lambda: build_index(_stack([self._images[j] for j in cols], w),
-                                                           self.metric_name, device=self.device,
-                                                           memory_budget_mb=self.memory_budget_mb,
-                                                           cancel=self.cancel))
+            if near.size and cols.size:
+                index = self._build((w, c0), lambda: _stack([self._images[j] for j in cols], w))
                 for s0 in range(0, near.size, chunk):
                     check_cancel(self.cancel)
                     part = near[s0 : s0 + chunk]
                     q = torch.from_numpy(_stack([self._images[i] for i in part], w))
-                    out[np.ix_(part - r0, cols)] = index.distances(q).reshape(part.size, cols.size).numpy()
+                    out[np.ix_(part - r0, cols - c0)] = index.distances(q).reshape(part.size, cols.size).numpy()
             own = rows[widths[rows] == w]
-            shorter = np.flatnonzero(widths < w)
+            shorter = c0 + np.flatnonzero(widths[c0:] < w)
             if own.size and shorter.size:
                 index = build_index(_stack([self._images[i] for i in own], w), self.metric_name,
                                     device=self.device, memory_budget_mb=self.memory_budget_mb,
@@ -226,7 +245,7 @@ class RowEngine:
                     part = shorter[s0 : s0 + chunk]
                     q = torch.from_numpy(_stack([self._images[j] for j in part], w))
                     block = index.distances(q).reshape(part.size, own.size).numpy()
-                    out[np.ix_(own - r0, part)] = block.T
+                    out[np.ix_(own - r0, part - c0)] = block.T
         return out
 
 
@@ -369,32 +388,76 @@ def make_graph(engine: RowEngine, indices: np.ndarray, distances: np.ndarray, k:
                                engine.n_frames))
 
 
-def knn_rows(engine: RowEngine, k: int, r0: int, r1: int, progress: ProgressFn | None = None,
-             cancel: CancelFn | None = None, done_before: int = 0,
-             total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` of rows r0..r1-1, block by block; ``progress`` counts rows."""
-    total = engine.n if total is None else total
-    idx = np.empty((r1 - r0, k), dtype=np.int64)
-    dist = np.empty((r1 - r0, k), dtype=np.float64)
+def merge_top_k(idx_a: np.ndarray, dist_a: np.ndarray, idx_b: np.ndarray, dist_b: np.ndarray,
+                k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row by row, the ``k`` closest of two candidate lists (index -1: no candidate, at inf).
+
+    Equal distances keep the lower index first, the rule of :func:`top_k`.
+    """
+    idx = np.concatenate([idx_a, idx_b], axis=1)
+    dist = np.concatenate([dist_a, dist_b], axis=1)
+    by_index = np.argsort(np.where(idx < 0, np.iinfo(np.int64).max, idx), axis=1, kind="stable")
+    idx, dist = np.take_along_axis(idx, by_index, 1), np.take_along_axis(dist, by_index, 1)
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(idx, order, 1), np.take_along_axis(dist, order, 1)
+
+
+def upper_knn(engine: RowEngine, k: int, r0: int, r1: int, progress: ProgressFn | None = None,
+              cancel: CancelFn | None = None, done_before: int = 0,
+              total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The closest ``k`` candidates that the pairs of rows r0..r1-1 give rows r0..N-1.
+
+    Each block of rows computes its distances to the clips from its first
+    row on (each pair once, as the dense matrix does); a pair (i, j) is a
+    candidate of row i and of row j. Returns (N - r0, k) indices and
+    distances (index -1 where a row has fewer candidates so far); rows
+    r0..r1-1 still lack the pairs with clips before r0, which the shards
+    before them bring (:func:`merge_top_k`). ``progress`` counts rows.
+    """
+    n = engine.n
+    total = n if total is None else total
+    idx = np.full((n - r0, k), -1, dtype=np.int64)
+    dist = np.full((n - r0, k), np.inf)
     step = engine.block_rows()
     for b0 in range(r0, r1, step):
         check_cancel(cancel)
         b1 = min(b0 + step, r1)
-        idx[b0 - r0 : b1 - r0], dist[b0 - r0 : b1 - r0] = top_k(engine.rows(b0, b1), k, b0)
+        b = b1 - b0
+        u = engine.upper(b0, b1)  # (B, N - b0)
+        u[np.arange(b), np.arange(b)] = np.inf  # a clip is not its own neighbour
+        order = np.argsort(u, axis=1, kind="stable")[:, :k]
+        rows = slice(b0 - r0, b1 - r0)
+        idx[rows], dist[rows] = merge_top_k(idx[rows], dist[rows], order + b0,
+                                            np.take_along_axis(u, order, 1), k)
+        if b1 < n:
+            later = u[:, b:].T  # (N - b1, B): the block's rows as candidates of the clips after it
+            order = np.argsort(later, axis=1, kind="stable")[:, :k]
+            rows = slice(b1 - r0, n - r0)
+            idx[rows], dist[rows] = merge_top_k(idx[rows], dist[rows], order + b0,
+                                                np.take_along_axis(later, order, 1), k)
         report(progress, done_before + b1 - r0, total)
     return idx, dist
 
 
-def dense_rows(engine: RowEngine, r0: int, r1: int, progress: ProgressFn | None = None,
+def upper_rows(engine: RowEngine, r0: int, r1: int, progress: ProgressFn | None = None,
                cancel: CancelFn | None = None, done_before: int = 0, total: int | None = None) -> np.ndarray:
-    """Rows r0..r1-1 of the dense matrix, block by block; ``progress`` counts rows."""
+    """(r1 - r0, N - r0): rows r0..r1-1 of the dense matrix from column r0 on.
+
+    Each pair is computed once; within rows r0..r1-1 the entries below the
+    diagonal are their mirror, so the part is exactly symmetric. With r0 = 0
+    and r1 = N it is the whole matrix. ``progress`` counts rows.
+    """
     total = engine.n if total is None else total
-    out = np.empty((r1 - r0, engine.n), dtype=np.float64)
+    out = np.empty((r1 - r0, engine.n - r0), dtype=np.float64)
     step = engine.block_rows()
     for b0 in range(r0, r1, step):
         check_cancel(cancel)
         b1 = min(b0 + step, r1)
-        out[b0 - r0 : b1 - r0] = engine.rows(b0, b1)
+        a0, a1 = b0 - r0, b1 - r0
+        out[a0:a1, a0:] = engine.upper(b0, b1)
+        out[a0:a1, :a0] = out[:a0, a0:a1].T
+        tile = out[a0:a1, a0:a1]
+        out[a0:a1, a0:a1] = np.triu(tile) + np.triu(tile, 1).T  # the block's own pairs once
         report(progress, done_before + b1 - r0, total)
     return out
 
@@ -416,7 +479,7 @@ def knn_graph(library: Library, metric_name: str, k: int, clips: Sequence[Clip] 
     if not 1 <= k <= engine.n - 1:
         raise ValueError(f"k={k}: must be between 1 and {engine.n - 1} (the other clips of {library.path})")
     report(progress, 0, engine.n)
-    idx, dist = knn_rows(engine, k, 0, engine.n, progress, cancel)
+    idx, dist = upper_knn(engine, k, 0, engine.n, progress, cancel)
     return make_graph(engine, idx, dist, k)
 
 

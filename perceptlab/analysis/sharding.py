@@ -4,16 +4,21 @@
 starts P x M copies of the command with ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK`` set. The rows 0..N-1 are cut into shards of ``shard_rows``
 rows (a function of N alone, so a rerun with another number of processes
-still finds its shards); shard s goes to rank s mod WORLD_SIZE. Each rank
-computes its shards with :class:`perceptlab.analysis.knn_graph.RowEngine`
-and writes each one atomically (temp + rename) as ``shard-NNNNN.npz`` and
+still finds its shards), dealt to the ranks back and forth
+(:func:`shard_owner`). A shard of rows r0..r1-1 computes their pairs with
+every clip from r0 on, each pair once (the pairs with earlier clips belong
+to earlier shards): for a dense matrix its rows from column r0 on, for a
+k-NN graph the closest K candidates those pairs give each row r0..N-1
+(:func:`perceptlab.analysis.knn_graph.upper_knn`). Each rank writes each of
+its shards atomically (temp + rename) as ``shard-NNNNN.npz`` and
 then its manifest ``shard-NNNNN.json`` naming the library (path and content
 fingerprint), the metric, the feature config hash, the comparison, the
 clips, the row range and the SHA-256 of the .npz. A shard counts as written
 only when its manifest matches the run and its checksum matches the file,
 so a rerun skips those and recomputes the missing, damaged or foreign ones.
 
-Rank 0 then assembles the result. Shards written on another machine reach
+Rank 0 then assembles the result: the graph by merging every shard's
+candidates row by row, the matrix through a memory map of the .npy. Shards written on another machine reach
 it through the process group when its own shard folder lacks them (a
 folder all machines share needs no transfer). Without torchrun everything
 runs as one process (world size 1), resumable in the same way.
@@ -36,7 +41,7 @@ from typing import Callable
 
 import numpy as np
 
-from perceptlab.analysis.knn_graph import RowEngine, atomic_write, dense_rows, knn_rows
+from perceptlab.analysis.knn_graph import RowEngine, atomic_write, merge_top_k, upper_knn, upper_rows
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
 
 SHARD_FORMAT = "perceptlab-matrix-shard/1"
@@ -223,6 +228,16 @@ def shard_ranges(n: int, shard_rows: int) -> list[tuple[int, int]]:
     return [(r0, min(r0 + shard_rows, n)) for r0 in range(0, n, shard_rows)]
 
 
+def shard_owner(s: int, world: int) -> int:
+    """The rank that computes shard ``s``: back and forth over the ranks (0 1 1 0 0 1 ...).
+
+    A shard of early rows costs more than one of late rows (its rows meet
+    every later clip), so a plain round robin would load rank 0 most.
+    """
+    turn, place = divmod(s, world)
+    return place if turn % 2 == 0 else world - 1 - place
+
+
 def run_key(library, metric_name: str, clips, config, excerpt: str, n_frames: int, kind: str,
             k: int | None, shard_rows: int) -> dict:
     """What a shard must match to be reused: the library, metric, features, clips and cut."""
@@ -338,7 +353,7 @@ def compute_shards(engine_factory: Callable[[], RowEngine], engine_n: int, key: 
     env = group.env
     folder.mkdir(parents=True, exist_ok=True)
     ranges = shard_ranges(engine_n, shard_rows)
-    mine = [s for s in range(len(ranges)) if s % env.world == env.rank]
+    mine = [s for s in range(len(ranges)) if shard_owner(s, env.world) == env.rank]
     problems = {s: shard_problem(folder, key, s, ranges[s]) for s in mine}
     todo = [s for s in mine if problems[s] is not None]
     total_rows = sum(ranges[s][1] - ranges[s][0] for s in todo)
@@ -349,10 +364,10 @@ def compute_shards(engine_factory: Callable[[], RowEngine], engine_n: int, key: 
         check_cancel(cancel)
         r0, r1 = ranges[s]
         if kind == "knn":
-            idx, dist = knn_rows(engine, k, r0, r1, progress, cancel, done_before=done, total=total_rows)
+            idx, dist = upper_knn(engine, k, r0, r1, progress, cancel, done_before=done, total=total_rows)
             arrays = {"indices": idx, "distances": dist}
         else:
-            arrays = {"rows": dense_rows(engine, r0, r1, progress, cancel, done_before=done, total=total_rows)}
+            arrays = {"rows": upper_rows(engine, r0, r1, progress, cancel, done_before=done, total=total_rows)}
         write_shard(folder, key, s, (r0, r1), arrays, env.rank)
         done += r1 - r0
     counts = {"reused": len(mine) - len(todo), "computed": len(todo),
@@ -366,7 +381,7 @@ def compute_shards(engine_factory: Callable[[], RowEngine], engine_n: int, key: 
     lacking = group.broadcast(lacking)
     sent = {}
     for s in lacking:
-        if s % env.world == env.rank and not env.is_main:
+        if shard_owner(s, env.world) == env.rank and not env.is_main:
             sent[s] = _shard_bytes(folder, s)
     received = 0
     if lacking and env.enabled:
@@ -390,40 +405,32 @@ def compute_shards(engine_factory: Callable[[], RowEngine], engine_n: int, key: 
 
 
 def assemble_knn(folder: Path, n: int, k: int, shard_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """The (N, K) indices and distances from the shards."""
-    idx = np.empty((n, k), dtype=np.int64)
-    dist = np.empty((n, k), dtype=np.float64)
+    """The (N, K) indices and distances: every shard's candidates merged row by row."""
+    idx = np.full((n, k), -1, dtype=np.int64)
+    dist = np.full((n, k), np.inf)
     for s, (r0, r1) in enumerate(shard_ranges(n, shard_rows)):
-        part = read_shard(folder, s)
-        idx[r0:r1], dist[r0:r1] = part["indices"], part["distances"]
+        part = read_shard(folder, s)  # rows r0..N-1
+        idx[r0:], dist[r0:] = merge_top_k(idx[r0:], dist[r0:], part["indices"], part["distances"], k)
+    if (idx < 0).any():
+        raise ShardingError(f"{folder}: the shards leave rows without {k} neighbours; remove the folder and rerun")
     return idx, dist
 
 
-def assemble_dense(folder: Path, n: int, shard_rows: int, out: Path, tile: int = 2048) -> Path:
+def assemble_dense(folder: Path, n: int, shard_rows: int, out: Path) -> Path:
     """Write the (N, N) float64 matrix to ``out`` (.npy) from the shards, without holding it in RAM.
 
-    Rows come from the shards through a memory map; then each pair of
-    entries (i, j), (j, i), computed by different rows, is set to their mean,
-    tile by tile, so the matrix is exactly symmetric with a zero diagonal
-    (they differ by float rounding, ~1e-7).
+    Shard r0..r1-1 holds its rows from column r0 on; they and their mirror
+    (the same columns below) go into a memory map, so every pair comes from
+    the one shard that computed it and the matrix is exactly symmetric.
     """
     out = Path(out)
     tmp = out.with_name(f".{out.name}.assembling.npy")
     m = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64, shape=(n, n))
     try:
         for s, (r0, r1) in enumerate(shard_ranges(n, shard_rows)):
-            m[r0:r1] = read_shard(folder, s)["rows"]
-        for a0 in range(0, n, tile):
-            a1 = min(a0 + tile, n)
-            for b0 in range(a0, n, tile):
-                b1 = min(b0 + tile, n)
-                upper = np.array(m[a0:a1, b0:b1])
-                lower = np.array(m[b0:b1, a0:a1]).T
-                mean = (upper + lower) / 2.0
-                m[a0:a1, b0:b1] = mean
-                m[b0:b1, a0:a1] = mean.T
-        idx = np.arange(n)
-        m[idx, idx] = 0.0
+            rows = read_shard(folder, s)["rows"]  # (r1 - r0, N - r0)
+            m[r0:r1, r0:] = rows
+            m[r0:, r0:r1] = rows.T
         m.flush()
         del m
         os.replace(tmp, out)
@@ -454,12 +461,6 @@ class MatrixRun:
     device: str = "cpu"
     backend: str | None = None
     env: DistEnv = field(default_factory=DistEnv)
-
-
-def _symmetric(d: np.ndarray) -> np.ndarray:
-    d = (d + d.T) / 2.0
-    np.fill_diagonal(d, 0.0)
-    return d
 
 
 def matrix_rows(library, metric_name: str, *, knn: int | None = None, out: Path | None = None, config=None,
@@ -506,12 +507,12 @@ def matrix_rows(library, metric_name: str, *, knn: int | None = None, out: Path 
         e = engine()
         report(progress, 0, n)
         if kind == "knn":
-            idx, dist = knn_rows(e, knn, 0, n, progress, cancel)
+            idx, dist = upper_knn(e, knn, 0, n, progress, cancel)
             run.graph = make_graph(e, idx, dist, knn)
             if out is not None:
                 run.out = run.graph.save(out)
         else:
-            run.matrix = _symmetric(dense_rows(e, 0, n, progress, cancel))
+            run.matrix = upper_rows(e, 0, n, progress, cancel)
             if out is not None:
                 atomic_write(Path(out), lambda f: np.save(f, run.matrix))
                 run.out = Path(out)
