@@ -1,4 +1,4 @@
-"""Turning parameters, reports and progress events into JSON-safe values.
+"""Turning parameters, reports and progress events into JSON-safe values, and config dicts back into dataclasses.
 
 The one place that decides how a Python or numpy value is written as JSON:
 numpy scalars and arrays become Python numbers and lists, a non-finite float
@@ -10,6 +10,7 @@ becomes ``null`` (JSON has no NaN or infinity, and a reader that gets
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import numpy as np
 
@@ -32,3 +33,27 @@ def jsonable(obj):
     if isinstance(obj, str) or obj is None:
         return obj
     return str(obj)
+
+
+def dataclass_from_dict(cls, data: dict, what: str, defaults: dict | None = None):
+    """``cls(**data)`` for a config read back from a file or checkpoint, refusing unknown keys.
+
+    Parameters
+    ----------
+    cls : dataclass type
+    data : dict
+        The stored fields.
+    what : str
+        What the dict is, for the message ("feature config").
+    defaults : dict, optional
+        Values for keys that older files did not record (a stored key wins).
+
+    Raises
+    ------
+    ValueError
+        A key ``cls`` does not have, named in the message.
+    """
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} keys: {sorted(unknown)}")
+    return cls(**{**(defaults or {}), **data})

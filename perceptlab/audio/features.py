@@ -152,15 +152,12 @@ class FeatureConfig:
         """Rebuild a config; one written before loudness alignment existed
         (no ``loudness_target`` key, e.g. in an older checkpoint) keeps the
         level as recorded, as it was computed then."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown feature config keys: {sorted(unknown)}")
+        from perceptlab.jsonable import dataclass_from_dict
+
         data = dict(data)
-        data.setdefault("loudness_target", None)
-        if data["loudness_target"] in ("off", "none"):
+        if data.get("loudness_target") in ("off", "none"):
             data["loudness_target"] = None
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "feature config", defaults={"loudness_target": None})
 
     def frames_for(self, n_samples: int) -> int:
         """Number of frames a signal of ``n_samples`` gives (centred frames)."""

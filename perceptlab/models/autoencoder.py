@@ -25,10 +25,12 @@ SyncBatchNorm.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from perceptlab.jsonable import dataclass_from_dict
 
 
 POOLINGS = ("time", "global")
@@ -132,12 +134,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         # Checkpoints written before pooling was recorded used the global mean of the latent.
-        return cls(**{"pooling": "global", "embed_from": ["latent"], **data})
+        return dataclass_from_dict(cls, data, "model config", defaults={"pooling": "global", "embed_from": ["latent"]})
 
 
 def _stage(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
