@@ -31,8 +31,15 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
-    library = Path(argv[0])
+    library = Path(argv[0]).resolve()
     out = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent
+    # A settings folder of its own: the window state it leaves (an undocked matrix) is not the user's.
+    import os
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="perceptlab-shots-")
+    for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+        os.environ[var] = os.path.join(home, var.lower())
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QApplication
 
@@ -50,7 +57,6 @@ def main(argv: list[str]) -> int:
         w.resizeDocks([dock], [700], Qt.Horizontal)
         w.resizeDocks([w.neighbours_dock, dock], [130, 620], Qt.Vertical)
         _wait(app, lambda: True)
-        print(dock.objectName(), dock.size(), file=sys.stderr)
 
     mv = w.map_view
     w.map_dock.raise_()

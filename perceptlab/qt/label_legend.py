@@ -223,6 +223,9 @@ class QtLabelLegend(QWidget):
 
     def _update_summary(self) -> None:
         n = len(self._counts)
+        if n == 0:
+            self.summary.setText("")
+            return
         shown = n - len(self._hidden)
         listed = len(self.listed_labels())
         text = f"{n} labels, {shown} shown" if n != shown else f"{n} label{'s' if n != 1 else ''}"

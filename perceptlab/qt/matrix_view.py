@@ -67,6 +67,8 @@ ALL_LABELS = "All labels"
 CORR_ROWS_SHOWN = 6
 #: Widest label on the axis, in pixels (longer ones are elided; hover shows them whole).
 AXIS_TEXT_PX = 120
+#: Widest clip name on the axis (a zoomed label block), in pixels.
+CLIP_TEXT_PX = 170
 #: Modes of the image.
 CLIPS, LABEL_MEANS = "clips", "label means"
 
@@ -84,12 +86,13 @@ class _GroupAxis(pg.AxisItem):
         self.groups: list[tuple[int, int, str]] = []
         self.setStyle(tickLength=-4, autoExpandTextSpace=False)
 
-    def set_groups(self, groups: list[tuple[int, int, str]]) -> None:
+    def set_groups(self, groups: list[tuple[int, int, str]], elide=Qt.ElideRight, width: int = AXIS_TEXT_PX) -> None:
+        """Name these runs of rows; a name wider than ``width`` pixels is elided (``elide``: which end)."""
         self.groups = list(groups)
         fm = QFontMetrics(self.font())
-        self._texts = {(s + e) / 2: fm.elidedText(t, Qt.ElideRight, AXIS_TEXT_PX) for s, e, t in self.groups}
+        self._texts = {(s + e) / 2: fm.elidedText(t, elide, width) for s, e, t in self.groups}
         widest = max((fm.horizontalAdvance(t) for t in self._texts.values()), default=20)
-        self.setWidth(min(widest, AXIS_TEXT_PX) + 14)
+        self.setWidth(min(widest, width) + 14)
         self.picture = None
         self.update()
 
@@ -435,7 +438,11 @@ class QtMatrixView(QWidget):
         self.block_lines.setData(np.array(xs, float), np.array(ys, float), connect="pairs")
         self._line_rows = k / max(len(lines) + 1, 1)  # rows per label block, on average
         self._update_lines()
-        self.axis.set_groups(groups)
+        if self.mode == CLIPS and self.zoom_label is not None:
+            # Clip names: their ends tell them apart (``blues.00042.wav``, ``..._lowpass.flac``).
+            self.axis.set_groups(groups, Qt.ElideLeft, CLIP_TEXT_PX)
+        else:
+            self.axis.set_groups(groups)
         self.plot.autoRange(padding=0.01)
         self.stack.setCurrentWidget(self.graphics)
         self.export_button.setEnabled(True)
