@@ -228,6 +228,28 @@ class FitResult:
     history: list[float] = field(default_factory=list)
 
 
+def _adam_fit(loss_fn, parameters, steps: int, lr: float, progress: ProgressFn | None,
+              cancel: CancelFn | None) -> list[float]:
+    """Full-batch Adam on ``loss_fn()`` for ``steps`` steps; the loss of each step."""
+    opt = torch.optim.Adam(parameters, lr=lr)
+    history = []
+    report(progress, 0, steps)
+    for step in range(steps):
+        check_cancel(cancel)
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        history.append(float(loss.detach()))
+        report(progress, step + 1, steps)
+    return history
+
+
+def _loss_summary(history: list[float], steps: int, lr: float, reg: float, seed: int, test_fraction: float) -> dict:
+    return {"loss": {"first": history[0] if history else None, "last": history[-1] if history else None},
+            "steps": steps, "lr": lr, "reg": reg, "seed": seed, "test_fraction": test_fraction}
+
+
 def fit_triplets(images: np.ndarray, ix: Sequence[int], ia: Sequence[int], ib: Sequence[int],
                  chose_a: Sequence[bool], *, keys: Sequence[str] | None = None, init: NLPDParams | None = None,
                  steps: int = 300, lr: float = 0.05, reg: float = 1e-3, test_fraction: float = 0.3,
@@ -286,19 +308,12 @@ def fit_triplets(images: np.ndarray, ix: Sequence[int], ia: Sequence[int], ib: S
         scale = float(m0[train].std()) or 1.0
         model.log_alpha.fill_(math.log(1.0 / scale))
     before_tr, before_te = agreement(m0, train), agreement(m0, test)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    history = []
-    report(progress, 0, steps)
-    for step in range(steps):
-        check_cancel(cancel)
-        opt.zero_grad()
-        m = margins()
-        logits = model.log_alpha.exp() * m[train]
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y[train]) + reg * model.penalty()
-        loss.backward()
-        opt.step()
-        history.append(float(loss.detach()))
-        report(progress, step + 1, steps)
+
+    def loss():
+        logits = model.log_alpha.exp() * margins()[train]
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, y[train]) + reg * model.penalty()
+
+    history = _adam_fit(loss, model.parameters(), steps, lr, progress, cancel)
     with torch.no_grad():
         m1 = margins()
     after_tr, after_te = agreement(m1, train), agreement(m1, test)
@@ -308,8 +323,7 @@ def fit_triplets(images: np.ndarray, ix: Sequence[int], ia: Sequence[int], ib: S
         "after": {"train": float(after_tr.mean()), "test": float(after_te.mean())},
         "test_ci": {"before": list(bootstrap_ci(before_te, n_boot, seed)),
                     "after": list(bootstrap_ci(after_te, n_boot, seed))},
-        "loss": {"first": history[0] if history else None, "last": history[-1] if history else None},
-        "steps": steps, "lr": lr, "reg": reg, "seed": seed, "test_fraction": test_fraction,
+        **_loss_summary(history, steps, lr, reg, seed, test_fraction),
     }
     return FitResult(model.params(), rep, history)
 
@@ -362,25 +376,15 @@ def fit_ratings(images: np.ndarray, iref: Sequence[int], icond: Sequence[int], s
 
     with torch.no_grad():
         d0 = dist()
-    opt = torch.optim.Adam([model.log_sigma, *model.log_w], lr=lr)
-    history = []
-    report(progress, 0, steps)
-    for step in range(steps):
-        check_cancel(cancel)
-        opt.zero_grad()
-        loss = _pearson_t(dist()[train], s[train]) + reg * model.penalty()
-        loss.backward()
-        opt.step()
-        history.append(float(loss.detach()))
-        report(progress, step + 1, steps)
+    history = _adam_fit(lambda: _pearson_t(dist()[train], s[train]) + reg * model.penalty(),
+                        [model.log_sigma, *model.log_w], steps, lr, progress, cancel)
     with torch.no_grad():
         d1 = dist()
     rep = {
         "design": "ratings", "n_train": int(train.sum()), "n_test": int(test.sum()),
         "before": {"train": corr(d0, train), "test": corr(d0, test)},
         "after": {"train": corr(d1, train), "test": corr(d1, test)},
-        "loss": {"first": history[0] if history else None, "last": history[-1] if history else None},
-        "steps": steps, "lr": lr, "reg": reg, "seed": seed, "test_fraction": test_fraction,
+        **_loss_summary(history, steps, lr, reg, seed, test_fraction),
     }
     return FitResult(model.params(), rep, history)
 
