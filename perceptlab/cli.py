@@ -473,8 +473,10 @@ def cmd_neighbours(args) -> int:
         _register(lib)
         metrics = metric_names(args.metric)
         query = resolve(lib, args.clip)
+        if args.budget is not None and args.budget < 1:
+            raise UserError(f"--budget must be at least 1, got {args.budget}")
         results = {m: neighbours(lib, query, m, args.k, _feature_config(args), n_frames=args.frames,
-                                 excerpt=args.excerpt) for m in metrics}
+                                 excerpt=args.excerpt, search=args.search, budget=args.budget) for m in metrics}
     if args.json:
         _print_json({"library": str(lib.path), "query": query.to_json(), "k": args.k,
                      **_comparison_json(args),
@@ -485,6 +487,47 @@ def cmd_neighbours(args) -> int:
             print(f"{_display(m)}:")
             for n in ns:
                 print(f"  {n.rank:>2}. {n.distance:10.6f}  [{n.clip.id}] {n.clip.name}  ({n.clip.label or '-'})")
+    return 0
+
+
+def cmd_index(args) -> int:
+    from perceptlab.analysis import indexing
+
+    path = _library_path(args)
+    if not path.exists():
+        raise UserError(f"{path}: no library here yet; create one with `perceptlab import DIR --library {path}`")
+    if args.action == "build":
+        last = [0.0]
+
+        def progress(done, total):
+            now = time.monotonic()
+            if sys.stderr.isatty() and total and now - last[0] > 0.5:
+                last[0] = now
+                print(f"\rindexing {100 * done // total:3d}%", end="", file=sys.stderr, flush=True)
+
+        try:
+            result = indexing.update_library_indexes(path, _feature_config(args), progress=progress)
+        except OSError as exc:
+            raise UserError(f"{indexing.index_root(path)}: cannot write the indexes ({exc})") from None
+        if sys.stderr.isatty():
+            print("", file=sys.stderr)
+    elif args.action == "status":
+        result = indexing.index_status(path, _feature_config(args))
+    else:
+        result = {"dropped": indexing.drop_library_indexes(path)}
+    if args.json:
+        _print_json({"library": str(path), "action": args.action, **result})
+    elif args.action == "drop":
+        print("\n".join(f"dropped {d}" for d in result["dropped"]) or "no indexes")
+    else:
+        for kind, st in result.items():
+            if st is None:
+                print(f"{kind:13s} not built")
+            elif "damaged" in st:
+                print(f"{kind:13s} damaged: {st['damaged']}")
+            else:
+                print(f"{kind:13s} {st['alive']} clips ({st['dead']} removed, {st['blocks']} blocks), "
+                      f"{st['bytes'] / 1e6:.1f} MB  {st['directory']}")
     return 0
 
 
@@ -607,6 +650,17 @@ def cmd_bench(args) -> int:
             print("")
             run_whole_clip_bench(n=args.whole, out=print)
         return 0
+    if args.what == "neighbours":
+        from perceptlab.metrics.bench_neighbours import run_neighbours_bench
+
+        emit = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
+        try:
+            results = run_neighbours_bench(n=args.n or 100_000, out=emit)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        if args.json:
+            print(json.dumps(jsonable(results), indent=2))
+        return 0
     if args.what == "gui":
         try:
             from perceptlab.qt.bench import run_gui_bench
@@ -706,8 +760,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("clip", metavar="CLIP", help="clip id, or a path (inside the library or not)")
     p.add_argument("--metric", default=None, help="comma-separated metrics (default: mse,nlpd,msssim)")
     p.add_argument("-k", type=int, default=5, help="how many neighbours (default 5)")
+    p.add_argument("--search", choices=["auto", "exact", "two-stage"], default="auto",
+                   help="auto (default): two stages (sketch candidates, then the real metric) when the library "
+                        "has more clips than the candidate budget; exact: every clip by the real metric")
+    p.add_argument("--budget", type=int, default=None,
+                   help="candidates the real metric re-ranks in two-stage search (default per metric)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_neighbours)
+
+    p = sub.add_parser("index", parents=[common],
+                       help="the library's search indexes (next to it, in <library>.indexes): build, status, drop")
+    p.add_argument("action", choices=["build", "status", "drop"], help="build (or update), show, or delete them")
+    p.add_argument("--loudness", default="-23", metavar="LUFS|off",
+                   help="feature config: loudness target (default -23 LUFS; off for none)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("train", parents=[common], help="train an autoencoder (JSON lines on stdout when piped)")
     p.add_argument("--config", metavar="FILE.toml", default=None, help="training config (see training/README.md)")
@@ -734,7 +801,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("bench", parents=[common], help="benchmarks (ratios against a baseline in the same process)")
-    p.add_argument("what", choices=["import", "memory", "metrics", "gui", "train"], help="what to measure")
+    p.add_argument("what", choices=["import", "memory", "metrics", "gui", "train", "neighbours"],
+                   help="what to measure")
     p.add_argument("--n", type=int, default=None,
                    help="problem size (clips; minutes for memory; timed steps for train)")
     p.add_argument("--whole", type=int, default=500, metavar="N",
@@ -743,7 +811,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train: auto (the CPU, and CUDA when present), cpu, or cuda: the GPU check "
                         "(bf16 AMP and torch.compile throughput, torchrun, NCCL, out of memory; exit 1 "
                         "if a check fails, 2 without a GPU)")
-    p.add_argument("--json", action="store_true", help="train: print the results as JSON (the lines go to stderr)")
+    p.add_argument("--json", action="store_true",
+                   help="train, neighbours: print the results as JSON (the lines go to stderr)")
     p.set_defaults(func=cmd_bench)
 
     from perceptlab.analysis.evaluate_cli import add_evaluate_parser

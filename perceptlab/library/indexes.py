@@ -15,8 +15,9 @@ in blocks. Block ``bNNNNNN`` is three ``.npy`` files:
 
 - ``bNNNNNN.rows.npy``: (n, 3) int64: frames T, offset of the image in the
   block's image file, CRC-32 of the image's bytes;
-- ``bNNNNNN.vectors.npy``: (n, D) float32: one vector per row (the
-  candidate sketch, or a baseline's raw statistics);
+- ``bNNNNNN.vectors.npy``: (D, n) float32: one vector per row (the
+  candidate sketch, or a baseline's raw statistics), stored by dimension so
+  that a search reading some of the dimensions reads only those pages;
 - ``bNNNNNN.images.npy`` (optional): (sum T, F) float32: each row's whole
   (F, T) image, stored transposed so that one clip is one contiguous slice.
 
@@ -141,7 +142,7 @@ class _Block:
     name: str
     hashes: list
     rows: np.ndarray  # (n, 3) int64: frames, offset, crc
-    vectors: np.ndarray  # (n, D) float32 (memory-mapped)
+    vectors: np.ndarray  # (D, n) float32 (memory-mapped)
     images: np.ndarray | None  # (sum T, F) float32 (memory-mapped)
 
 
@@ -239,9 +240,9 @@ class ClipIndex:
         rows, vectors = arrays.get("rows"), arrays.get("vectors")
         if rows is None or vectors is None:
             raise IndexDamaged(f"{directory}: block {name} lacks its rows or vectors file")
-        if rows.shape != (n, 3) or vectors.shape != (n, int(manifest["dim"])) or vectors.dtype != np.float32:
+        if rows.shape != (n, 3) or vectors.shape != (int(manifest["dim"]), n) or vectors.dtype != np.float32:
             raise IndexDamaged(f"{directory}: block {name} has rows {rows.shape}, vectors {vectors.shape} "
-                               f"{vectors.dtype}; expected ({n}, 3) and ({n}, {manifest['dim']}) float32")
+                               f"{vectors.dtype}; expected ({n}, 3) and ({manifest['dim']}, {n}) float32")
         rows = np.array(rows, dtype=np.int64)  # small: n x 3
         images = arrays.get("images")
         if manifest.get("with_images"):
@@ -285,14 +286,14 @@ class ClipIndex:
         return int(self.alive.sum())
 
     def vectors(self) -> np.ndarray:
-        """(n_rows, D) float32: a memory map for one block, else the blocks joined (kept)."""
+        """(n_rows, D) float32 (a Fortran-order view): a memory map for one block, else the blocks joined (kept)."""
         if self._vectors is None:
             if not self._blocks:
                 self._vectors = np.zeros((0, self.dim), np.float32)
             elif len(self._blocks) == 1:
-                self._vectors = self._blocks[0].vectors
+                self._vectors = self._blocks[0].vectors.T
             else:
-                self._vectors = np.concatenate([b.vectors for b in self._blocks])
+                self._vectors = np.concatenate([b.vectors for b in self._blocks], axis=1).T
         return self._vectors
 
     def image(self, row: int) -> np.ndarray:
@@ -361,7 +362,7 @@ class ClipIndex:
         n, dim, f = len(hashes), self.dim, int(self.manifest["n_mels"])
         with_images = bool(self.manifest["with_images"])
         rows = np.zeros((n, 3), dtype=np.int64)
-        vectors = np.zeros((n, dim), dtype=np.float32)
+        vectors = np.zeros((dim, n), dtype=np.float32)
         img_path = self.directory / f"{name}.images.npy"
         tmp_img = img_path.with_name(img_path.name + ".tmp")
         files: dict = {}
@@ -375,7 +376,7 @@ class ClipIndex:
                 check_cancel(cancel)
                 if i >= n:
                     raise ValueError(f"block {name}: more items than its {n} rows")
-                vectors[i] = vec
+                vectors[:, i] = vec
                 im = np.asarray(image, dtype="<f4")
                 if im.ndim != 2 or im.shape[0] != f or im.shape[1] < 1:
                     raise ValueError(f"row {i} ({hashes[i]}): image {im.shape}, expected ({f}, T >= 1)")

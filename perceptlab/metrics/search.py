@@ -9,23 +9,34 @@ width (:func:`whole_distances`, the same rule and numbers as
 
 Two stages (:func:`two_stage`)
 ------------------------------
-1. Candidates. Every clip has a small *sketch* (:func:`sketch`): its image
-   padded with silence (or cut) to :data:`SKETCH_FRAMES` frames and
-   average-pooled to :data:`SKETCH_SHAPE` cells (512 numbers for 128 mel
-   bands: 8 bands x 8 frames per cell). Since both images of a pair are
-   padded with silence, the summed squared difference of two padded images
-   is approximately ``cell area * |sketch_a - sketch_b|^2`` (a lower bound,
-   by Jensen), whatever their pair width; divided by ``F * pair width`` it
-   approximates the pair's MSE. That estimate, one matrix-vector product
-   over the memory-mapped (N, 512) sketches plus the exact pair widths from
-   the clips' lengths, ranks all N clips; the best ``budget`` go on.
-   The same estimate serves NLPD and MS-SSIM: both are dominated by where
-   the two images' energy differs, which the pooled image keeps.
+1. Candidates. Every clip has a *sketch* (:func:`sketch`, 1,024 numbers
+   for 128 mel bands), kept in the index and searched with matrix-vector
+   products over its memory map:
+
+   - the pooled image: the clip padded with silence (or cut) to
+     :data:`SKETCH_FRAMES` frames and average-pooled to
+     :data:`SKETCH_SHAPE` cells (8 bands x 8 frames). Both images of a pair
+     are padded with silence, so their summed squared difference is about
+     ``cell area * |pooled_a - pooled_b|^2`` (a lower bound, by Jensen)
+     whatever the pair width; divided by ``F * pair width`` (exact, from
+     the clips' lengths) it estimates the pair's MSE;
+   - pyramid projections: the clip's normalised Laplacian pyramid (NLPD's
+     transform), with at least :data:`PYRAMID_MARGIN` frames of silence
+     after the clip so that the edge the pair's padding puts at its end is
+     there, each level projected to :data:`PYRAMID_DIMS` numbers by a fixed
+     random Gaussian matrix (Johnson-Lindenstrauss: squared distances
+     between projections estimate the level's summed squared differences).
+     ``mean over levels of sqrt(estimate / level pixels at the pair width)``
+     estimates NLPD, and serves MS-SSIM too (both weigh local structure
+     relative to local contrast; pooled MSE ranks MS-SSIM worse).
+
+   The ``budget`` clips with the smallest estimates go on.
 2. Re-ranking. The candidates are compared with the query by the real
-   metric on their whole images, by exactly the rule of stage 0, and
-   sorted. The result is the exact top-k whenever the true top-k are among
-   the candidates (always when ``budget`` covers the set); the measured
-   recall is in the README (``perceptlab bench neighbours``).
+   metric on their whole images, by exactly the rule of
+   :func:`whole_distances`, and sorted. The result is the exact top-k
+   whenever the true top-k are among the candidates (always when
+   ``budget`` covers the set); the measured recall is in the README
+   (``perceptlab bench neighbours``).
 
 Only the first :data:`SKETCH_FRAMES` frames (about 6 s) of a clip shape its
 sketch: in a library of long recordings the candidate stage judges their
@@ -65,7 +76,7 @@ SKETCH_SHAPE = (16, 32)
 #: Candidates re-ranked by the real metric per query (per metric: see
 #: :func:`default_budget`).
 DEFAULT_BUDGET = 200
-_BUDGETS = {"mse": 400, "nlpd": 200, "msssim": 160}
+_BUDGETS = {"mse": 400, "nlpd": 120, "msssim": 100}
 #: Numbers per pyramid level in the pyramid part of a sketch.
 PYRAMID_DIMS = (128, 128, 96, 64, 64, 32)
 #: Length of a whole sketch: the pooled image, then the pyramid projections.
@@ -220,10 +231,21 @@ def whole_distances(query: np.ndarray, images: Sequence[np.ndarray] | Callable[[
         for j, i in enumerate(cols):
             im = get(int(i))
             x[j, 0, :, : im.shape[1]] = im
-        index = build_index(x, metric_name, memory_budget_mb=memory_budget_mb, cancel=cancel)
+        index = _index_for(x, metric_name, memory_budget_mb, cancel)
         q = pad_frames(np.asarray(query, np.float32), int(w))[None, None]
         out[cols] = index.distances(torch.from_numpy(q)).reshape(-1).numpy()
     return out
+
+
+def _index_for(x: np.ndarray, metric_name: str, memory_budget_mb: float, cancel: Optional[CancelFn]):
+    """The metric's index of x, without re-checking the values of images an index already checked."""
+    from .pairwise import MSEIndex, MSSSIMIndex, NLPDIndex, build_index
+    from .registry import get_metric
+
+    m = get_metric(metric_name)
+    if m.index in (MSEIndex, MSSSIMIndex, NLPDIndex):
+        return m.index(x, memory_budget_mb=memory_budget_mb, cancel=cancel, validate=False)
+    return build_index(x, metric_name, memory_budget_mb=memory_budget_mb, cancel=cancel)
 
 
 class SketchSearch:

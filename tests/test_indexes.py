@@ -1,0 +1,309 @@
+"""Persistent search indexes: incremental updates, damage, staleness, two-stage search, the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, write_clip
+
+from perceptlab.analysis import indexing
+from perceptlab.analysis.similarity import Query, neighbours, pair_distances, ranking
+from perceptlab.library.importer import import_files
+from perceptlab.library.indexes import ClipIndex, IndexDamaged, index_dir
+from perceptlab.library.store import Library
+
+IMAGE_METRICS = ("mse", "nlpd", "msssim")
+ALL_METRICS = IMAGE_METRICS + ("logmel-stats", "mfcc-stats")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state(one_torch_thread):
+    indexing.forget()
+    yield
+    indexing.forget()
+
+
+def _tree(root: Path, n: int, start: int = 0) -> list[Path]:
+    """``n`` distinct clips of different lengths (0.8-2.3 s) and pitches."""
+    return [write_clip(root / f"c{i:02d}.wav", seconds=0.8 + 0.15 * (i % 11), freq=150.0 * 1.13 ** i,
+                       amp=0.2 + 0.05 * (i % 7)) for i in range(start, start + n)]
+
+
+def _q(lib: Library, clip) -> Query:
+    return Query(clip.path, clip.name, clip)
+
+
+def _index(lib_path: Path, kind: str = "images") -> ClipIndex:
+    from perceptlab.audio.features import FeatureConfig
+
+    return ClipIndex.open(index_dir(lib_path, kind, FeatureConfig().hash))
+
+
+def _ranks(lib: Library, metric: str, **kw) -> dict:
+    return {c.content_hash: [(n.clip.content_hash, n.distance) for n in ranking(lib, _q(lib, c), metric, **kw)]
+            for c in lib.clips()}
+
+
+def test_incremental_index_equals_one_built_from_scratch(tmp_path):
+    files = _tree(tmp_path / "audio", 12)
+    lib_path = tmp_path / "lib.sqlite"
+    with Library(lib_path) as lib:
+        import_files(lib, files[:8])
+        for m in ALL_METRICS:  # builds every index on first use
+            ranking(lib, _q(lib, lib.clips()[0]), m)
+        first = _index(lib_path)
+        blocks_before = [b["name"] for b in first.manifest["blocks"]]
+        assert first.n_alive == 8
+
+        import_files(lib, [files[8]])  # one new clip: one new block, nothing rebuilt
+        ranking(lib, _q(lib, lib.clips()[0]), "nlpd")
+        grown = _index(lib_path)
+        assert [b["name"] for b in grown.manifest["blocks"]][: len(blocks_before)] == blocks_before
+        assert len(grown.manifest["blocks"]) == len(blocks_before) + 1 and grown.n_alive == 9
+
+        import_files(lib, files[9:])
+        gone = [c.id for c in lib.clips() if c.name in ("c01.wav", "c05.wav")]
+        lib.remove_clips(gone)
+        incremental = {m: _ranks(lib, m) for m in ALL_METRICS}
+        updated = _index(lib_path)
+        assert updated.n_alive == 10 and updated.n_rows - updated.n_alive == 2  # tombstones
+
+        indexing.drop_library_indexes(lib_path)
+        scratch = {m: _ranks(lib, m) for m in ALL_METRICS}
+        rebuilt = _index(lib_path)
+        assert rebuilt.n_rows == rebuilt.n_alive == 10
+        for h, row in rebuilt.row_of.items():
+            np.testing.assert_array_equal(rebuilt.image(row), updated.image(updated.row_of[h]))
+            np.testing.assert_array_equal(rebuilt.vectors()[row], updated.vectors()[updated.row_of[h]])
+    for m in ALL_METRICS:
+        for h, ranked in scratch[m].items():
+            got = incremental[m][h]
+            assert [a for a, _ in got] == [a for a, _ in ranked], m
+            np.testing.assert_allclose([d for _, d in got], [d for _, d in ranked], rtol=1e-9, atol=1e-12)
+
+
+def test_index_is_memory_mapped_and_compacts(tmp_path):
+    files = _tree(tmp_path / "audio", 10)
+    lib_path = tmp_path / "lib.sqlite"
+    with Library(lib_path) as lib:
+        import_files(lib, files)
+        ranking(lib, _q(lib, lib.clips()[0]), "mse")
+        lib.remove_clips([c.id for c in lib.clips()[:4]])  # 40% tombstones: compacted
+        ranking(lib, _q(lib, lib.clips()[0]), "mse")
+    index = _index(lib_path)
+    assert isinstance(index._blocks[0].images, np.memmap)
+    assert isinstance(index.vectors().base, np.memmap) or isinstance(index.vectors(), np.memmap)
+    assert len(index.manifest["blocks"]) == 1 and index.n_rows == index.n_alive == 6
+    assert sorted(p.name for p in index.directory.glob("b*")) == sorted(
+        f"{index.manifest['blocks'][0]['name']}.{part}.npy" for part in ("images", "rows", "vectors"))
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["vectors-flip", "images-flip", "images-truncate", "manifest-garbage"])
+def test_damaged_index_is_detected_and_rebuilt(tmp_path, caplog, damage):
+    files = _tree(tmp_path / "audio", 7)
+    lib_path = tmp_path / "lib.sqlite"
+    with Library(lib_path) as lib:
+        import_files(lib, files)
+        query = _q(lib, lib.clips()[2])
+        before = {m: [(n.clip.id, n.distance) for n in ranking(lib, query, m)] for m in ("nlpd", "logmel-stats")}
+    index = _index(lib_path)
+    block = index.manifest["blocks"][0]["name"]
+    d = index.directory
+    if damage == "vectors-flip":
+        _flip(d / f"{block}.vectors.npy", 200)
+    elif damage == "images-flip":
+        _flip(d / f"{block}.images.npy", 128 + 4 * 500)  # inside the first image's bytes
+    elif damage == "images-truncate":
+        p = d / f"{block}.images.npy"
+        p.write_bytes(p.read_bytes()[:-1000])
+    else:
+        (d / "manifest.json").write_text("{not json")
+    if damage != "images-flip":
+        with pytest.raises(IndexDamaged):
+            ClipIndex.open(d)
+    indexing.forget()
+    from perceptlab.library import indexes as store
+
+    store._VERIFIED.clear()  # as in a new process: checksums are verified again
+    caplog.set_level(logging.WARNING, logger="perceptlab.indexes")
+    with Library(lib_path) as lib:
+        after = {m: [(n.clip.id, n.distance) for n in ranking(lib, query, m)] for m in ("nlpd", "logmel-stats")}
+        n_clips = lib.count()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("damaged, dropped and rebuilt" in m for m in messages), messages
+    assert indexing.LAST_EVENTS and "damaged" in indexing.LAST_EVENTS[-1][1]
+    for m in before:
+        assert [i for i, _ in after[m]] == [i for i, _ in before[m]]
+        np.testing.assert_allclose([x for _, x in after[m]], [x for _, x in before[m]], rtol=1e-9)
+    assert n_clips == 7  # the library itself is untouched
+    assert ClipIndex.open(d).n_alive == 7
+
+
+def test_stale_index_is_updated_before_searching(tmp_path):
+    files = _tree(tmp_path / "audio", 8)
+    lib_path = tmp_path / "lib.sqlite"
+    with Library(lib_path) as lib:
+        import_files(lib, files[:6])
+        q = _q(lib, lib.clips()[0])
+        assert len(neighbours(lib, q, "mse", k=10)) == 5
+        # The library changes behind the index: another connection (another program) imports.
+        with Library(lib_path) as other:
+            import_files(other, files[6:])
+            other.remove_clips([other.clips()[3].id])
+        found = neighbours(lib, q, "mse", k=3, search="two-stage", budget=3)
+        names = {n.clip.name for n in found}
+    assert len(found) == 3 and _index(lib_path).n_alive == 7
+    with Library(lib_path) as lib:
+        exact = [n.clip.name for n in ranking(lib, _q(lib, lib.clip(q.clip.id)), "mse")]
+    assert {"c06.wav", "c07.wav"} & set(exact) and names <= set(exact)
+
+
+def test_two_stage_returns_the_exact_top_k_when_the_budget_covers_the_library(tmp_path):
+    files = _tree(tmp_path / "audio", 11)
+    lib_path = tmp_path / "lib.sqlite"
+    with Library(lib_path) as lib:
+        import_files(lib, files)
+        for m in IMAGE_METRICS:
+            for c in lib.clips()[::3]:
+                exact = ranking(lib, _q(lib, c), m)[:4]
+                two = neighbours(lib, _q(lib, c), m, k=4, search="two-stage", budget=10)
+                assert [n.clip.id for n in two] == [n.clip.id for n in exact], m
+                np.testing.assert_allclose([n.distance for n in two], [n.distance for n in exact], rtol=1e-6)
+                # and the distances are the pairs' own (no alignment): the documented rule
+                for n in two[:2]:
+                    ref = pair_distances(lib, _q(lib, c), _q(lib, n.clip), [m], align=False)[m]
+                    assert n.distance == pytest.approx(ref, rel=1e-5, abs=1e-7)
+
+
+def test_a_small_budget_still_gives_real_distances(tmp_path):
+    files = _tree(tmp_path / "audio", 10)
+    lib_path = tmp_path / "lib.sqlite"
+    with Library(lib_path) as lib:
+        import_files(lib, files)
+        c = lib.clips()[4]
+        exact = {n.clip.id: n.distance for n in ranking(lib, _q(lib, c), "nlpd")}
+        two = neighbours(lib, _q(lib, c), "nlpd", k=3, search="two-stage", budget=3)
+    assert len(two) == 3
+    for n in two:
+        assert n.distance == pytest.approx(exact[n.clip.id], rel=1e-6)
+    assert [n.distance for n in two] == sorted(n.distance for n in two)
+    with pytest.raises(ValueError, match="budget"):
+        with Library(lib_path) as lib:
+            neighbours(lib, _q(lib, lib.clips()[0]), "nlpd", search="two-stage", budget=0)
+    with pytest.raises(ValueError, match="unknown search"):
+        with Library(lib_path) as lib:
+            neighbours(lib, _q(lib, lib.clips()[0]), "nlpd", search="fast")
+
+
+_KILLED_UPDATE = """
+import sys, time
+from perceptlab.library import indexes
+indexes.BLOCK_ROWS = 2
+from perceptlab.analysis.indexing import library_index
+from perceptlab.library.store import Library
+import perceptlab.analysis.indexing as ix
+slow = ix.vector_of
+def vector_of(kind, image, config):
+    time.sleep(0.4)
+    return slow(kind, image, config)
+ix.vector_of = vector_of
+with Library(sys.argv[1]) as lib:
+    print("start", flush=True)
+    library_index(lib, "images")
+"""
+
+
+def test_an_update_killed_midway_leaves_a_consistent_index(tmp_path):
+    files = _tree(tmp_path / "audio", 9)
+    lib_path = tmp_path / "lib.sqlite"
+    with Library(lib_path) as lib:
+        import_files(lib, files[:3])
+        ranking(lib, _q(lib, lib.clips()[0]), "mse")
+        import_files(lib, files[3:])
+    with subprocess.Popen([sys.executable, "-c", _KILLED_UPDATE, str(lib_path)], stdout=subprocess.PIPE,
+                          text=True) as proc:
+        assert proc.stdout.readline().strip() == "start"
+        time.sleep(1.6)  # a block or two committed, one being written
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    partial = _index(lib_path)  # opens: the manifest is the old one or a newer complete one
+    assert 3 <= partial.n_alive < 9
+    with Library(lib_path) as lib:
+        got = [(n.clip.id, n.distance) for n in ranking(lib, _q(lib, lib.clips()[0]), "mse")]
+        indexing.drop_library_indexes(lib_path)
+        ref = [(n.clip.id, n.distance) for n in ranking(lib, _q(lib, lib.clips()[0]), "mse")]
+    assert [i for i, _ in got] == [i for i, _ in ref]
+    np.testing.assert_allclose([d for _, d in got], [d for _, d in ref], rtol=1e-9)
+    final = _index(lib_path)
+    names = {b["name"] for b in final.manifest["blocks"]}
+    assert all(p.name.split(".")[0] in names for p in final.directory.glob("b*"))  # no orphans left
+
+
+def test_drop_refuses_a_folder_that_is_not_an_index(tmp_path):
+    from perceptlab.library.indexes import drop
+
+    d = tmp_path / "x"
+    d.mkdir()
+    (d / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not an index folder"):
+        drop(d)
+    assert (d / "notes.txt").exists()
+
+
+def test_cli_neighbours_unchanged_against_the_exact_path_and_index_commands(tmp_path):
+    files = _tree(tmp_path / "audio", 9)
+    lib_path = tmp_path / "lib.sqlite"
+    with Library(lib_path) as lib:
+        import_files(lib, files)
+        query = lib.clips()[3]
+    out = {}
+    for search in ("exact", "auto", "two-stage"):
+        extra = ["--budget", "8"] if search == "two-stage" else []
+        r = run_cli("neighbours", query.id, "--library", lib_path, "--metric", ",".join(ALL_METRICS), "-k", "4",
+                    "--search", search, *extra, "--json")
+        out[search] = json.loads(r.stdout)["neighbours"]
+    for m in ALL_METRICS:
+        ref = [(n["id"], n["distance"]) for n in out["exact"][m]]
+        for search in ("auto", "two-stage"):
+            got = [(n["id"], n["distance"]) for n in out[search][m]]
+            assert [i for i, _ in got] == [i for i, _ in ref], (m, search)
+            np.testing.assert_allclose([d for _, d in got], [d for _, d in ref], rtol=1e-6)
+    status = json.loads(run_cli("index", "status", "--library", lib_path, "--json").stdout)
+    assert status["images"]["alive"] == 9 and status["logmel-stats"]["alive"] == 9
+    dropped = json.loads(run_cli("index", "drop", "--library", lib_path, "--json").stdout)["dropped"]
+    assert len(dropped) == 3 and not Path(str(lib_path) + ".indexes").exists()
+    built = json.loads(run_cli("index", "build", "--library", lib_path, "--json").stdout)
+    assert {k: v["alive"] for k, v in built.items() if k in indexing.KINDS} == {k: 9 for k in indexing.KINDS}
+    bad = run_cli("index", "status", "--library", tmp_path / "none.sqlite", check=False)
+    assert bad.returncode != 0 and "no library here yet" in bad.stderr
+
+
+def test_update_library_indexes_reports_progress_and_cancels(tmp_path):
+    from perceptlab.tasks import Cancelled
+
+    files = _tree(tmp_path / "audio", 5)
+    lib_path = tmp_path / "lib.sqlite"
+    with Library(lib_path) as lib:
+        import_files(lib, files)
+    with pytest.raises(Cancelled):
+        indexing.update_library_indexes(lib_path, cancel=lambda: True)
+    seen = []
+    result = indexing.update_library_indexes(lib_path, progress=lambda d, t: seen.append((d, t)))
+    assert set(result) == set(indexing.KINDS) and all(v["alive"] == 5 for v in result.values())
+    assert seen[-1][0] == seen[-1][1] and all(0 <= d <= t for d, t in seen)
