@@ -503,3 +503,8 @@ def test_a_large_unlabelled_matrix_is_shown_as_a_sample(qtbot, tmp_path):
     assert "a sample of 100 clips" in view.status.text()
     ids = [c.id for c in view.clips]
     np.testing.assert_allclose(view.matrix, d[np.ix_(ids, ids)])
+    # Zoomed to the (one) label, a label larger than the limit is shown as every k-th clip by name.
+    view.zoom_to_label("-")
+    names = sorted(c.name for c in clips)
+    assert len(view.clips) == 100 and [c.name for c in view.clips] == [names[round(k * 299 / 99)] for k in range(100)]
+    assert "label -, 100 clips" in view.status.text()

@@ -346,9 +346,9 @@ class QtMatrixView(QWidget):
         if self.zoom_label is not None:
             idx = [i for i, c in enumerate(clips) if label_name(c.label) == self.zoom_label]
             self.sampled = len(idx) > self.large_limit
-            if self.sampled:
-                idx = [idx[k] for k in stratified_sample([clips[i].name for i in idx], self.large_limit)]
             idx.sort(key=lambda i: clips[i].name)
+            if self.sampled:  # one label larger than the limit: every k-th of its clips, by name
+                idx = [idx[k] for k in np.unique(np.linspace(0, len(idx) - 1, self.large_limit).round().astype(int))]
             self._show_clips([clips[i] for i in idx], d[np.ix_(idx, idx)],
                              [(k, k + 1, clips[i].name) for k, i in enumerate(idx)])
         elif n > self.large_limit and len({label_name(x) for x in labels}) > 1:
@@ -374,7 +374,8 @@ class QtMatrixView(QWidget):
         if self.sampled:
             what += f"; a sample of {len(clips)} clips keeping each label's share (more than "\
                     f"{self.large_limit:,} clips)"
-        self.status.setText(what + "; whole clips")
+        hint = "" if self.zoom_label is None else " (double-click the axis for every label)"
+        self.status.setText(what + "; whole clips" + hint)
 
     def _show_label_means(self, clips: list[Clip], d: np.ndarray) -> None:
         key = (self.metric(), self.scope_box.currentText())
@@ -417,7 +418,7 @@ class QtMatrixView(QWidget):
         self._draw(blocks.means, [(k, k + 1, lab) for k, lab in enumerate(blocks.labels)], [])
         self.status.setText(f"{self.metric_box.currentText()}: {n:,} clips, more than {self.large_limit:,}: "
                             f"the mean distance of every pair of its {len(blocks.labels)} labels. "
-                            "Choose a label to see its clips.")
+                            "Choose a label (or double-click one) to see its clips.")
 
     def _draw(self, values: np.ndarray, groups, lines: list[int]) -> None:
         k = len(values)
