@@ -97,8 +97,7 @@ def sound_image(library, sound: dict, config: FeatureConfig = FeatureConfig()) -
     feature cache keyed by their content hash, checked against the file.
     """
     from perceptlab.audio.decode import AudioError
-    from perceptlab.library.features import clip_image, file_image
-    from perceptlab.library.store import file_hash
+    from perceptlab.library.features import clip_image, content_image, file_image
 
     if library is not None and sound.get("clip_id") is not None:
         try:
@@ -107,19 +106,12 @@ def sound_image(library, sound: dict, config: FeatureConfig = FeatureConfig()) -
             clip = None
         if clip is not None and clip.content_hash == sound.get("content_hash", clip.content_hash):
             return clip_image(library, clip, config)
+    content = sound.get("content_hash")
+    if library is not None and content:
+        return content_image(library, sound["path"], content, config, since="the listening test was made")
     path = Path(sound["path"])
     if not path.exists():
         raise AudioError(path, "file has moved or been deleted")
-    content = sound.get("content_hash")
-    if library is not None and content:
-        cached = library.get_features(content, config.hash)
-        if cached is not None:
-            return cached
-        if file_hash(path) != content:
-            raise AudioError(path, "file has changed since the listening test was made")
-        image = file_image(path, config)
-        library.put_features(content, config.hash, image)
-        return image
     return file_image(path, config)
 
 

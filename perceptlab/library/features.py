@@ -51,16 +51,33 @@ def clip_image(library: Library, clip: Clip, config: FeatureConfig = FeatureConf
     """
     if not clip.ok:
         raise AudioError(clip.path, f"was not imported: {clip.error}")
-    image = library.get_features(clip.content_hash, config.hash)
+    return content_image(library, clip.path, clip.content_hash, config, since="it was imported",
+                         remedy="; import it again")
+
+
+def content_image(library: Library, path: str | os.PathLike, content_hash: str,
+                  config: FeatureConfig = FeatureConfig(), *, since: str, remedy: str = "") -> np.ndarray:
+    """The image of the file whose content hash is ``content_hash``, from the cache or computed and cached.
+
+    The file is decoded only on a cache miss, and only after its hash is
+    checked, so a changed file never puts a wrong image under an old hash.
+    ``since`` names when the hash was taken, for the messages.
+
+    Raises
+    ------
+    AudioError
+        The file is gone, has changed, or no longer decodes.
+    """
+    image = library.get_features(content_hash, config.hash)
     if image is not None:
         return image
-    path = Path(clip.path)
+    path = Path(path)
     if not path.exists():
-        raise AudioError(path, "file has moved or been deleted since it was imported")
-    if file_hash(path) != clip.content_hash:
-        raise AudioError(path, "file has changed since it was imported; import it again")
+        raise AudioError(path, f"file has moved or been deleted since {since}")
+    if file_hash(path) != content_hash:
+        raise AudioError(path, f"file has changed since {since}{remedy}")
     image = file_image(path, config)
-    library.put_features(clip.content_hash, config.hash, image)
+    library.put_features(content_hash, config.hash, image)
     return image
 
 
