@@ -70,6 +70,12 @@ def test_the_labels_library_refuses_bad_sizes(tmp_path):
         mod.write_stimuli(tmp_path, demo_dir=tmp_path / "missing")
 
 
+def test_the_labels_library_script_says_what_is_wrong(tmp_path, capsys):
+    assert _builder().main([str(tmp_path / "out"), "--labels", "0"]) == 2
+    assert "make_labels_library: --labels: between 1 and 48 (one per demo clip), got 0" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "labels.sqlite").exists()
+
+
 @pytest.mark.parametrize("n", [2, 10, 40, 100])
 def test_every_label_gets_its_own_colour_and_marker(n):
     from perceptlab.qt.label_legend import label_styles
@@ -119,7 +125,7 @@ def test_label_block_means_equal_the_mean_over_each_label_pair():
 def test_a_stratified_sample_keeps_every_label():
     from perceptlab.analysis.matrix_summary import stratified_sample
 
-    labels = [f"big" for _ in range(900)] + [f"small{i % 50}" for i in range(100)] + [None] * 3
+    labels = ["big"] * 900 + [f"small{i % 50}" for i in range(100)] + [None] * 3
     idx = stratified_sample(labels, 200, seed=1)
     assert len(idx) == 200 and len(set(idx.tolist())) == 200
     got = [labels[i] for i in idx]
