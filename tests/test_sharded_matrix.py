@@ -63,7 +63,7 @@ def test_two_gloo_processes_give_the_single_process_graph_and_resume_per_shard(l
         single = knn_graph(lib, "msssim", 3)
     sharded = KnnGraph.load(out)
     np.testing.assert_array_equal(sharded.indices, single.indices)
-    np.testing.assert_allclose(sharded.distances, single.distances, atol=1e-9)
+    np.testing.assert_allclose(sharded.distances, single.distances, atol=1e-6)
     np.testing.assert_array_equal(sharded.clip_ids, single.clip_ids)
 
     # A shard lost, one damaged, and the temporary file of a write that was
@@ -85,7 +85,7 @@ def test_two_gloo_processes_give_the_single_process_graph_and_resume_per_shard(l
     assert not list(folder.glob("*.tmp")), "the killed write's leftover is gone"
     resumed = KnnGraph.load(out)
     np.testing.assert_array_equal(resumed.indices, single.indices)
-    np.testing.assert_allclose(resumed.distances, single.distances, atol=1e-9)
+    np.testing.assert_allclose(resumed.distances, single.distances, atol=1e-6)
 
 
 def test_two_gloo_processes_give_the_dense_matrix(library, tmp_path):
