@@ -134,6 +134,11 @@ def test_dialog_fields_become_the_stored_triplet_plan(window, qtbot, clip_librar
     dlg.listener_edit.setText("   ")
     assert any(e.startswith("Listener:") for e in dlg.errors())
     assert "Listener:" in dlg.errors_label.text() and not dlg.create_button.isEnabled()
+    # Typing in the dialog types: the listening screen's keys (digits, r, a, b, Space) stay out of it.
+    dlg.listener_edit.clear()
+    dlg.listener_edit.setFocus()
+    qtbot.keyClicks(dlg.listener_edit, "bar 10")
+    assert dlg.listener_edit.text() == "bar 10" and view.engine.slots == []
     dlg.listener_edit.setText("eve")
     # Pick clips with the search box: three "low" clips give 3 triplets at most.
     _search_and_check(dlg, "low_")

@@ -709,6 +709,11 @@ class QtListeningView(QWidget):
         self.message.setText(f"Cannot create the session: {message}")
 
     def close_engine(self) -> None:
+        import shiboken6
+
+        dlg = self.session_dialog
+        if dlg is not None and shiboken6.isValid(dlg) and dlg.isVisible():
+            dlg.done(0)  # stops its preview's worker and audio before the window goes
         if self._audio_task is not None:
             self._audio_task.cancel()
         self.runner.shutdown(5000)
