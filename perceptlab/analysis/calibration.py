@@ -523,8 +523,8 @@ def calibrate(library, session_ids: Sequence[int], name: str, *, steps: int = 30
     loss on mean scores (:func:`fit_ratings`). Screening is applied first
     (catch trials / BS.1534 post-screening).
 
-    ``threads`` sets torch's intra-op threads for the fit and restores them
-    after (process-wide; the CLI passes 1). The fit is many small tensor
+    ``threads`` caps torch's intra-op threads for the fit
+    (:func:`perceptlab.threads.limited_threads`; the CLI passes 1). The fit is many small tensor
     operations: on two cores shared with other work, torch's default two
     threads made it 10x slower than one (measured: 20 steps on the demo
     library, 32.5 s against 2.9 s).
@@ -536,16 +536,11 @@ def calibrate(library, session_ids: Sequence[int], name: str, *, steps: int = 30
         "sessions", "n_train", "n_test", "before", "after", ...,
         "params": {"sigmas", "taps"}, "default_params": {...}}``.
     """
-    if threads is None:
+    from perceptlab.threads import limited_threads
+
+    with limited_threads(threads):
         return _calibrate(library, session_ids, name, steps, lr, reg, test_fraction, seed, save, n_frames,
                           progress, cancel)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
-        return _calibrate(library, session_ids, name, steps, lr, reg, test_fraction, seed, save, n_frames,
-                          progress, cancel)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _calibrate(library, session_ids, name, steps, lr, reg, test_fraction, seed, save, n_frames, progress, cancel):

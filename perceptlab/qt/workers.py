@@ -19,24 +19,15 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from perceptlab.tasks import Cancelled
 
 
-_threads_limited = False
-_threads_lock = threading.Lock()
-
-
 def _leave_a_core_for_the_gui() -> None:
-    """Cap torch's intra-op threads at cores - 1, once, from a worker thread.
+    """Cap torch's intra-op threads at cores - 1 (through the one owner of the count).
 
     With every core busy in a matrix computation the GUI thread waits for the
     scheduler and the event loop stutters; one free core keeps it smooth.
     """
-    global _threads_limited
-    with _threads_lock:  # two workers starting at once set it once, not concurrently
-        if _threads_limited:
-            return
-        import torch
+    from perceptlab.threads import set_default_threads
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-        _threads_limited = True
+    set_default_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
 class _Signals(QObject):
