@@ -1,8 +1,10 @@
 """Tabs whose pages scroll when the window is smaller than a page would like.
 
-A page with a wide form (training, listening test, evaluation) would
+A page with a wide form (the agreement report, the evaluation) would
 otherwise set the whole window's minimum width: at 1280 px the docks were
-squeezed to make room for it. Here such a page sits in a scroll area; the
+squeezed to make room for it. Here such a page sits in a scroll area (a page
+that fits, or that lays itself out for any width, is added with
+``scroll=False``); the
 tab widget's calls (``indexOf``, ``widget``, ``currentWidget``,
 ``setCurrentWidget``) still take and give the page itself.
 """
