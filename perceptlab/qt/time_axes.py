@@ -96,17 +96,21 @@ class QtMelAxis(pg.AxisItem):
         self._pos = np.array([0.0, 1.0])
         self._hz = np.array([0.0, 1.0])
         self._labels: dict[float, str] = {}
+        self._memo: tuple | None = None  # (key, ticks): the axis asks again on every repaint
 
     def set_bands(self, centres: np.ndarray) -> None:
         """Band centres in Hz, low first; extended half a band beyond each end."""
         c = np.asarray(centres, dtype=np.float64)
         if c.ndim != 1 or c.size < 2 or not np.all(np.diff(c) > 0):
             raise ValueError(f"mel band centres must be an increasing 1-D array of 2 or more, got shape {c.shape}")
+        if c.shape == self._hz[1:-1].shape and np.array_equal(c, self._hz[1:-1]):
+            return  # the same bands: the ticks drawn stay right
         n = c.size
         below = max(c[0] - 0.5 * (c[1] - c[0]), 0.0)  # linear at the low end (mel is linear below 1 kHz)
         above = c[-1] * np.sqrt(c[-1] / c[-2]) if c[-1] >= 1000 else c[-1] + 0.5 * (c[-1] - c[-2])
         self._pos = np.concatenate([[0.0], np.arange(n) + 0.5, [float(n)]])
         self._hz = np.concatenate([[below], c, [above]])
+        self._memo = None
         self.picture = None
         self.update()
 
@@ -123,6 +127,15 @@ class QtMelAxis(pg.AxisItem):
         return 1.4 * QFontMetrics(self.style.get("tickFont") or self.font()).height()
 
     def tickValues(self, minVal, maxVal, size):
+        key = (float(minVal), float(maxVal), float(size), self.min_gap_px())
+        if self._memo is not None and self._memo[0] == key:
+            self._labels = self._memo[2]
+            return self._memo[1]
+        ticks = self._tick_values(minVal, maxVal, size)
+        self._memo = (key, ticks, self._labels)
+        return ticks
+
+    def _tick_values(self, minVal, maxVal, size):
         lo, hi = max(min(minVal, maxVal), self._pos[0]), min(max(minVal, maxVal), self._pos[-1])
         if hi <= lo or size <= 0:
             return []
