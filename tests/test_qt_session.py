@@ -145,6 +145,7 @@ def test_dialog_fields_become_the_stored_triplet_plan(window, qtbot, clip_librar
     assert dlg.chosen_radio.isChecked() and len(dlg.chosen_clip_ids()) == 3
     dlg.trials_spin.setValue(4)
     assert "Trials: 4 asked, but the chosen 3 clips give at most 3 triplets" in dlg.errors_label.text()
+    assert dlg.capacity_label.text() == "3 clips give at most 3 distinct triplets"
     assert not dlg.create_button.isEnabled()
     _search_and_check(dlg, "mid_")
     dlg.trials_spin.setValue(61)

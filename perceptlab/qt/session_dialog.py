@@ -213,6 +213,9 @@ class QtSessionDialog(QDialog):
         self.pool_spin.setRange(1, 1000)
         self.pool_spin.setValue(TripletPlan.pool_factor)
         self.pool_spin.setSuffix(" × trials")
+        self.capacity_label = QLabel("")
+        self.capacity_label.setStyleSheet("color: gray")
+        self.capacity_label.setWordWrap(True)
         self.anchors_check = QCheckBox("3.5 kHz and 7 kHz low-pass anchors (BS.1534-3)")
         self.anchors_check.setChecked(MushraPlan.anchors)
 
@@ -283,6 +286,7 @@ class QtSessionDialog(QDialog):
         form = QFormLayout(self.items_box)
         self.trials_label = QLabel("Trials")
         form.addRow(self.trials_label, self.trials_spin)
+        form.addRow("", self.capacity_label)
         self.source_label = QLabel("Source")
         form.addRow(self.source_label, self.source_box)
         self.catch_label = QLabel("Catch trials")
@@ -518,6 +522,26 @@ class QtSessionDialog(QDialog):
             out.append(f"Stimuli folder: {d} is a file, not a folder")
         return out
 
+    def capacity(self) -> str:
+        """What the current choices can give: distinct triplets, or conditions per MUSHRA item."""
+        m = self.n_clips()
+        recipes = self.checked_recipes()
+        if self.design() == TRIPLET:
+            if self.source_box.currentData() == "clips":
+                return f"{m} clips give at most {m * (m - 1) * (m - 2) // 2 if m >= 3 else 0} distinct triplets"
+            r = len({_recipe_key(t) for t in recipes if Recipe.parse(t).kind != "identity"})
+            n = self.trials_spin.value()
+            refs = m if self.chosen_clip_ids() else min(m, self.references_spin.value() or max(2, math.ceil(n / 5)))
+            pairs = r * (r - 1) // 2
+            return (f"{refs} reference{'s' if refs != 1 else ''} × {pairs} pairs of the {r} recipes: "
+                    f"at most {refs * pairs} triplets")
+        anchor_keys = {a.key for a in anchor_recipes()} if self.anchors_check.isChecked() else set()
+        tests = {_recipe_key(t) for t in recipes
+                 if Recipe.parse(t).kind != "identity" and _recipe_key(t) not in anchor_keys}
+        n_anchors = 2 if self.anchors_check.isChecked() else 0
+        return (f"{1 + n_anchors + len(tests)} conditions per item: hidden reference, {n_anchors} anchors, "
+                f"{len(tests)} recipes")
+
     def _on_changed(self, *_args) -> None:
         triplet = self.design() == TRIPLET
         stimuli = triplet and self.source_box.currentData() == "stimuli"
@@ -550,6 +574,7 @@ class QtSessionDialog(QDialog):
         self.recipes_box.setToolTip("" if not triplet or stimuli else "triplets of library clips use no recipes")
         self.label_box.setEnabled(self.clip_mode_name() == LABEL)
         self.clip_count.setText(f"{self.n_clips()} of {len(self.clips)} clips")
+        self.capacity_label.setText(self.capacity())
         errors = self.errors()
         self.errors_label.setText("\n".join(errors))
         self.create_button.setEnabled(not errors)
