@@ -118,9 +118,13 @@ def test_fit_button_and_key_fit_the_image_exactly(view, qtbot):
     assert view.plot.autoBtn is None or not view.plot.autoBtn.isVisible()
 
 
-def test_frequency_ticks_stay_readable_at_every_zoom(view):
+@pytest.mark.parametrize("band, height", [(64.0, 560), (126.0, 560), (2.0, 560), (126.0, 300)])
+def test_frequency_ticks_stay_readable_at_every_zoom(view, qtbot, band, height):
+    view.resize(900, height)
+    qtbot.waitUntil(lambda: view.graphics.height() < height - 20)
+    view.fit()
     axis = view.plot.getAxis("left")
-    at = _scene_point(view, view.plot, 1.0, 64.0)
+    at = _scene_point(view, view.plot, 1.0, band)
     for step in range(12):
         y0, y1 = view.plot.getViewBox().viewRange()[1]
         height = view.plot.getViewBox().height()

@@ -21,17 +21,18 @@ ZOOM_HELP = ("Wheel: zoom time around the pointer  ·  Ctrl+wheel (or wheel over
              "frequency  ·  Shift+wheel: scroll in time  ·  drag: pan  ·  Shift+drag: mark a loop  ·  "
              "F or Fit: the whole clip")
 
-# Mantissa ladders, coarse to fine: 10^k, then 1-2-5, then ever finer steps.
+# Mantissa ladders, coarse to fine: 10^k, 1-2-5, 1-9, then steps of 0.5,
+# 0.25, 0.1, 0.05, 0.025 and 0.01 of a decade's unit.
 _LADDERS = (
     np.array([1.0]),
     np.array([1.0, 2.0, 5.0]),
-    np.arange(1.0, 10.0, 1.0),
-    np.arange(1.0, 10.0, 0.5),
-    np.arange(1.0, 10.0, 0.2),
-    np.arange(1.0, 10.0, 0.1),
-    np.arange(1.0, 10.0, 0.05),
-    np.arange(1.0, 10.0, 0.02),
-    np.arange(1.0, 10.0, 0.01),
+    np.arange(1, 10) / 1.0,
+    np.arange(2, 20) / 2.0,
+    np.arange(4, 40) / 4.0,
+    np.arange(10, 100) / 10.0,
+    np.arange(20, 200) / 20.0,
+    np.arange(40, 400) / 40.0,
+    np.arange(100, 1000) / 100.0,
 )
 
 
@@ -142,22 +143,29 @@ class QtMelAxis(pg.AxisItem):
         px_per_band = size / (abs(maxVal - minVal) or 1.0)
         gap = self.min_gap_px() / px_per_band  # in bands
         f_lo, f_hi = float(self.hz_at(lo)), float(self.hz_at(hi))
+        # Each ladder offers the values whose own neighbours on that ladder
+        # are far enough away. The finest ladder that fits a stretch of the
+        # axis labels all of it (even steps); coarser ones fill the stretches
+        # where it does not; no two labels closer than a label's height.
+        k_lo = int(np.floor(np.log10(max(f_lo, 1.0)))) - 1
+        k_hi = int(np.ceil(np.log10(max(f_hi, 1.0))))
+        offers: list[tuple[int, float, float]] = []  # (ladder, Hz, position)
+        for level, mantissas in enumerate(_LADDERS):
+            values = np.unique(np.round(np.concatenate([mantissas * 10.0 ** k for k in range(k_lo, k_hi + 1)]), 6))
+            values = values[(values >= self._hz[0]) & (values <= self._hz[-1])]  # beyond, positions clamp
+            pos = self.position_of(values)
+            d = np.diff(pos)
+            room = np.minimum(np.concatenate([[np.inf], d]), np.concatenate([d, [np.inf]]))
+            keep = (room >= gap) & (values >= f_lo) & (values <= f_hi)
+            offers.extend((level, float(hz), float(p)) for hz, p in zip(values[keep], pos[keep]))
         chosen: list[float] = []  # positions, kept sorted
         labels: dict[float, str] = {}
-        most = int(size / self.min_gap_px()) + 1
-        for mantissas in _LADDERS:
-            k_lo = int(np.floor(np.log10(max(f_lo, 1.0))))
-            k_hi = int(np.ceil(np.log10(max(f_hi, 1.0))))
-            values = np.unique(np.round(np.concatenate([mantissas * 10.0 ** k for k in range(k_lo, k_hi + 1)]), 6))
-            values = values[(values >= f_lo) & (values <= f_hi)]
-            for hz, pos in zip(values, self.position_of(values)):
-                i = int(np.searchsorted(chosen, pos))
-                if (i > 0 and pos - chosen[i - 1] < gap) or (i < len(chosen) and chosen[i] - pos < gap):
-                    continue
-                chosen.insert(i, float(pos))
-                labels[float(pos)] = hz_label(float(hz))
-            if len(chosen) >= max(3, most // 2):
-                break
+        for _level, hz, pos in sorted(offers, key=lambda o: (-o[0], o[1])):
+            i = int(np.searchsorted(chosen, pos))
+            if (i > 0 and pos - chosen[i - 1] < gap) or (i < len(chosen) and chosen[i] - pos < gap):
+                continue
+            chosen.insert(i, pos)
+            labels[pos] = hz_label(hz)
         self._labels = labels
         return [(1.0, chosen)]
 
