@@ -96,7 +96,6 @@ class QtMainWindow(QMainWindow):
         self._images: dict[str, object] = {"A": None, "B": None}
 
         self.spectrogram = QtSpectrogramView(self)
-        self._spectrogram_hint = self.spectrogram.placeholder.toPlainText()
         # The centre holds the big views as tabs: listening, training, ...
         self.central_tabs = QtPageTabs(self)
         self.central_tabs.setDocumentMode(True)
@@ -672,9 +671,8 @@ class QtMainWindow(QMainWindow):
 
     def _show_empty_spectrogram(self, caption: str, hint: str | None = None) -> None:
         """No image: ``caption`` above, and ``hint`` (default: the view's own) in the empty plot."""
+        self.spectrogram.set_empty_hint(hint or "")
         self.spectrogram.set_image(None, caption=caption)
-        # QtSpectrogramView has no call for its empty-state text: its hint item is set here.
-        self.spectrogram.placeholder.setText(hint or self._spectrogram_hint)
 
     def _on_image_ready(self, task: QtTask, slot: str, clip: Clip, image) -> None:
         if task is self._image_task:
@@ -695,7 +693,7 @@ class QtMainWindow(QMainWindow):
             return
         if clip is None or image is None:
             return
-        self.spectrogram.placeholder.setText(self._spectrogram_hint)  # for when the view is emptied later
+        self.spectrogram.set_empty_hint("")  # the ordinary hint, for when the view is emptied later
         self.spectrogram.set_image(image, self.config, caption=f"{slot}: {clip.name}  ·  {clip.label or 'no label'}")
         self.spectrogram.set_loop(self.player.engine.loop)
         self._show_compared()
