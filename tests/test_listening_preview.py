@@ -41,3 +41,17 @@ def test_triplet_preview_skips_active_selection_and_catch_trials(clip_library):
 def test_preview_of_an_unknown_design_says_which():
     with pytest.raises(ValueError, match="unknown design 'abx'"):
         preview_item(None, "abx")
+
+
+def test_preview_of_a_random_draw_is_one_of_the_sessions_items(clip_library):
+    with Library(clip_library) as lib:
+        plan = MushraPlan(n_items=3, recipes=("white_noise:snr_db=15",), seed=9)
+        item = preview_item(lib, "mushra", plan)
+        session = create_session(lib, "mushra", "joy", plan)
+        refs = {t.spec["reference"]["content_hash"] for t in session.answered_trials(include_unanswered=True)}
+        assert item.reference["content_hash"] in refs
+        plan = TripletPlan(n_trials=5, seed=3, shuffle=False, n_catch=0)
+        item = preview_item(lib, "triplet", plan)
+        first = create_session(lib, "triplet", "joy", plan).spec(0)
+        assert [item.x["clip_id"], item.a["clip_id"], item.b["clip_id"]] == \
+            [first["x"]["clip_id"], first["a"]["clip_id"], first["b"]["clip_id"]]

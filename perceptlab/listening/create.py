@@ -214,19 +214,26 @@ def preview_item(library, design: str, plan=None, *, progress: ProgressFn | None
                  cancel: CancelFn | None = None) -> TripletItem | MushraItem:
     """One item as ``plan`` builds them, rendered, for hearing before a session is created.
 
-    The first reference (or three clips) of the plan's choice, its seed and
-    its recipes; a triplet preview skips active selection (which would score
-    a whole pool) and catch trials. The stimuli rendered here are the ones
-    the session reuses.
+    MUSHRA and stimulus triplets: the first reference the plan itself would
+    draw (the same seed), with the plan's recipes; clip triplets: the plan's
+    first triplet. A triplet preview skips active selection (which would
+    score a whole pool) and catch trials. The stimuli rendered here are the
+    ones the session reuses.
     """
     if design == TRIPLET:
         plan = plan or TripletPlan()
+        first = plan.clip_ids[:1] if plan.clip_ids else None
+        if plan.source == "stimuli" and not first:
+            n_refs = plan.n_references or max(2, -(-plan.n_trials // 5))
+            first = (references_from_library(library, n_refs, plan.seed)[0].id,)
         one = replace(plan, n_trials=1, n_catch=0, active=False, n_references=1,
-                      clip_ids=plan.clip_ids[:1] if plan.clip_ids and plan.source == "stimuli" else plan.clip_ids)
+                      clip_ids=first if plan.source == "stimuli" else plan.clip_ids)
         return triplet_items(library, one, progress=progress, cancel=cancel)[0]
     if design == MUSHRA:
         plan = plan or MushraPlan()
-        one = replace(plan, n_items=1, clip_ids=plan.clip_ids[:1] if plan.clip_ids else None)
+        first = plan.clip_ids[:1] if plan.clip_ids else (
+            references_from_library(library, plan.n_items, plan.seed)[0].id,)
+        one = replace(plan, n_items=1, clip_ids=first)
         return mushra_items_for(library, one, progress=progress, cancel=cancel)[0]
     raise ValueError(f"unknown design {design!r}; use triplet or mushra")
 
