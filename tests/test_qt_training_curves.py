@@ -120,6 +120,8 @@ def test_the_y_range_fits_losses_at_0_8_to_0_9_and_leaves_zero_out(panel, run, q
     panel.watch(run.folder, "demo-nlpd")
     curves = panel.curves[str(run.folder.resolve())]
     qtbot.waitUntil(lambda: len(curves.steps) == len(steps), timeout=5000)
+    bar = panel.log_view.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum(), timeout=2000)  # latest lines
     lo, hi = panel.loss_plot.y_range()
     assert not panel.loss_plot.is_log()
     assert 0.7 < lo < 0.81, (lo, hi)  # 0 is far below the range

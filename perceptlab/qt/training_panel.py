@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -422,7 +422,11 @@ class QtTrainingPanel(QWidget):
         else:
             line = f"{kind}: " + ", ".join(f"{k}={v}" for k, v in ev.items()
                                            if k not in ("event", "time", "config", "skipped"))
+        bar = self.log_view.verticalScrollBar()
+        follow = bar.value() >= bar.maximum() - 1  # at the end: keep following; scrolled up: stay
         self.log_view.appendPlainText(line)
+        if follow:  # after the new lines are laid out (wrapped lines add to the range late)
+            QTimer.singleShot(0, self.log_view, lambda: bar.setValue(bar.maximum()))
 
     def _show_stats(self, job: QtTrainingJob) -> None:
         start, step = job.last("start"), job.last("step")
