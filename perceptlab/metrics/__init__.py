@@ -110,7 +110,15 @@ from .pairwise import (
     nearest,
     nlpd_matrix,
 )
-from .registry import Metric, _register_builtins, get_metric, list_metrics, register_metric, unregister_metric
+from .registry import (
+    Metric,
+    _register_builtins,
+    get_metric,
+    list_metrics,
+    loss_names,
+    register_metric,
+    unregister_metric,
+)
 from .validation import check_inputs
 
 _register_builtins()
@@ -130,6 +138,7 @@ __all__ = [
     "embedding_metric",
     "get_metric",
     "list_metrics",
+    "loss_names",
     "mse",
     "mse_matrix",
     "msssim",

@@ -60,6 +60,10 @@ class Metric:
         ``"spectrogram"`` or ``"vector"``.
     min_side : int
         Smallest min(F, T) the metric accepts (spectrograms only).
+    trainable : bool
+        ``fn`` is differentiable with finite gradients on (B, 1, F, T)
+        images and cheap enough per batch to be a training loss (and a
+        validation figure of every run); see :func:`loss_names`.
     """
 
     name: str
@@ -72,6 +76,7 @@ class Metric:
     index: Optional[Callable[..., Any]] = None
     input_kind: str = "spectrogram"
     min_side: int = 1
+    trainable: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -85,6 +90,8 @@ class Metric:
             raise ValueError(f"metric {self.name!r}: input_kind must be one of {INPUT_KINDS}")
         if not callable(self.fn):
             raise ValueError(f"metric {self.name!r}: fn must be callable")
+        if self.trainable and self.input_kind != "spectrogram":
+            raise ValueError(f"metric {self.name!r}: only a spectrogram metric can be a training loss")
 
 
 _REGISTRY: Dict[str, Metric] = {}
@@ -146,6 +153,11 @@ def list_metrics() -> List[Metric]:
         return list(_REGISTRY.values())
 
 
+def loss_names() -> List[str]:
+    """Names of the metrics an autoencoder can be trained with, in registry order."""
+    return [m.name for m in list_metrics() if m.trainable]
+
+
 def _register_builtins() -> None:
     from functools import partial
 
@@ -170,6 +182,7 @@ def _register_builtins() -> None:
             description="Mean squared difference of the log-mel images; the non-perceptual baseline.",
             pairwise=mse_matrix,
             index=MSEIndex,
+            trainable=True,
         ),
         replace=True,
     )
@@ -190,6 +203,7 @@ def _register_builtins() -> None:
             ),
             pairwise=nlpd_matrix,
             index=NLPDIndex,
+            trainable=True,
         ),
         replace=True,
     )
@@ -213,6 +227,7 @@ def _register_builtins() -> None:
             pairwise=partial(msssim_matrix, cs_floor=_ms.CS_FLOOR),
             index=partial(MSSSIMIndex, cs_floor=_ms.CS_FLOOR),
             min_side=_ms.MIN_SIDE,
+            trainable=True,
         ),
         replace=True,
     )

@@ -24,9 +24,10 @@ import torch
 
 from perceptlab.models.autoencoder import AutoEncoder, ModelConfig, count_parameters
 
+from perceptlab.metrics import loss_names
+
 from .losses import ReconstructionLoss
 
-LOSSES = ("mse", "nlpd", "msssim")
 
 
 def _patches(n: int, f: int = 128, t: int = 128, seed: int = 0) -> torch.Tensor:
@@ -199,11 +200,11 @@ def run_train_bench(steps: int = 8, batch: int = 32, rounds: int = 3,
             key = f"{dev.type}" + ("" if tag == "fp32" else f" {tag}")
             name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
             n = steps if dev.type == "cpu" else max(steps, 20)
-            fns = {loss: _make_step(loss, dev, batch, amp) for loss in LOSSES}
+            fns = {loss: _make_step(loss, dev, batch, amp) for loss in loss_names()}
             res = measure(fns, steps=n, rounds=rounds, warmup=2)
-            best = {loss: res[loss]["samples_per_s"] for loss in LOSSES}
+            best = {loss: res[loss]["samples_per_s"] for loss in loss_names()}
             out(f"{key} ({name}):")
-            for loss in LOSSES:
+            for loss in loss_names():
                 note = f"   {res[loss]['not_finite']}" if res[loss]["not_finite"] else ""
                 out(f"  {loss:<7} {best[loss]:9.1f} samples/s   step cost x{best['mse'] / best[loss]:5.2f} of MSE{note}")
             results[key] = best

@@ -25,7 +25,6 @@ from typing import Any
 from perceptlab.audio.features import FeatureConfig
 from perceptlab.models.autoencoder import ModelConfig
 
-LOSSES = ("mse", "nlpd", "msssim")
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -213,17 +212,20 @@ def _section(cls, raw: Any, prefix: str, skip: tuple = ()) -> dict:
 
 
 def _parse_loss(raw: Any) -> dict[str, float]:
+    from perceptlab.metrics import loss_names
+
+    losses = loss_names()
     if isinstance(raw, str):
         raw = {raw: 1.0}
     if not isinstance(raw, dict):
         raise ConfigError(
-            f"loss: must be a loss name ({' | '.join(LOSSES)}) or a table of weights such as "
+            f"loss: must be a loss name ({' | '.join(losses)}) or a table of weights such as "
             f"{{nlpd = 1.0, mse = 0.1}}, got {raw!r}"
         )
     out = {}
     for name, w in raw.items():
-        if name not in LOSSES:
-            raise ConfigError(f"loss.{name}: unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+        if name not in losses:
+            raise ConfigError(f"loss.{name}: unknown loss {name!r}; choose from {', '.join(losses)}")
         w = _coerce(f"loss.{name}", w, float)
         if w < 0:
             raise ConfigError(f"loss.{name}: weight must be >= 0, got {w}")

@@ -65,9 +65,10 @@ from typing import Callable, Iterator
 
 import torch
 
+from perceptlab.metrics import loss_names
 from perceptlab.models.autoencoder import AutoEncoder, ModelConfig
 
-from .bench import LOSSES, TrainStep, amp_dtype, measure
+from .bench import TrainStep, amp_dtype, measure
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -516,7 +517,7 @@ def check_throughput(gpu: torch.device, *, cpu_batch: int = 32, gpu_batch: int =
 
     def run(device, batch, amp, steps, rounds_, warmup, model=None):
         fns = {loss: TrainStep(loss, device, batch, amp, model=model, model_config=model_config)
-               for loss in LOSSES}
+               for loss in loss_names()}
         try:
             return measure(fns, steps=steps, rounds=rounds_, warmup=warmup)
         finally:
@@ -537,7 +538,7 @@ def check_throughput(gpu: torch.device, *, cpu_batch: int = 32, gpu_batch: int =
             model = AutoEncoder(model_config).to(gpu)
             net = torch.compile(model, dynamic=False)  # one compile shared by the three losses
             res_comp = run(gpu, gpu_batch, True, gpu_steps, rounds, 3, model=net)
-            check.details["compile_warmup_s"] = round(res_comp[LOSSES[0]]["warmup_s"], 1)
+            check.details["compile_warmup_s"] = round(res_comp[loss_names()[0]]["warmup_s"], 1)
             check.details["compiled_case_s"] = round(time.perf_counter() - t0, 1)
         except Exception as exc:  # no compiler, an unsupported op, ...: the eager figures still stand
             check.notes.append(f"torch.compile failed, compiled figures skipped: {_first_line(exc)}")
@@ -549,7 +550,7 @@ def check_throughput(gpu: torch.device, *, cpu_batch: int = 32, gpu_batch: int =
         check.notes.append("torch.compile not run")
 
     rows = []
-    for loss in LOSSES:
+    for loss in loss_names():
         c = res_cpu[loss]["samples_per_s"]
         e = res_eager[loss]["samples_per_s"]
         row = {"loss": loss, "cpu_samples_per_s": round(c, 1), "cpu_batch": cpu_batch,

@@ -15,12 +15,13 @@ import torch
 
 
 def metric_fn(name: str) -> Callable[..., torch.Tensor]:
-    from perceptlab import metrics
+    """The distance function of a registered trainable metric (see ``Metric.trainable``)."""
+    from perceptlab.metrics import get_metric, list_metrics, loss_names
 
-    try:
-        return {"mse": metrics.mse, "nlpd": metrics.nlpd, "msssim": metrics.msssim}[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; choose from mse, nlpd, msssim") from None
+    m = {m.name: m for m in list_metrics()}.get(name)
+    if m is None or not m.trainable:
+        raise ValueError(f"unknown loss {name!r}; choose from {', '.join(loss_names())}")
+    return get_metric(name).fn
 
 
 class ReconstructionLoss:
@@ -52,13 +53,15 @@ class ReconstructionLoss:
 
 
 def all_metrics(recon: torch.Tensor, target: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """(B,) MSE, NLPD and 1 - MS-SSIM of a batch (validation reports all three)."""
-    from perceptlab.metrics import n_scales
+    """(B,) distances of a batch under every trainable metric whose size limit the patches meet
+    (validation reports them all: MSE, NLPD and 1 - MS-SSIM today)."""
+    from perceptlab.metrics import list_metrics
 
     recon = recon.float()
     target = target.float()
-    names = ["mse", "nlpd"] + (["msssim"] if n_scales(target.shape[-2], target.shape[-1]) else [])
-    return {k: metric_fn(k)(recon, target, validate=False) for k in names}
+    side = min(target.shape[-2], target.shape[-1])
+    return {m.name: m.fn(recon, target, validate=False) for m in list_metrics()
+            if m.trainable and side >= m.min_side}
 
 
 def view_agreement(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
