@@ -3,9 +3,13 @@
     Xvfb :91 -screen 0 1920x1080x24 &
     DISPLAY=:91 OMP_NUM_THREADS=1 python docs/screenshots/main_window_shots.py [--size 1280x800] [--out DIR]
 
-The demo clips are imported into a fresh library in a temporary folder; the
-user's settings are not read (a temporary config folder), so the window
-shows the default layout.
+The demo clips, and a copy of one delayed by 90 ms with white noise 20 dB
+below it, are
+imported into a fresh library in a temporary folder; the user's settings are
+not read (a temporary config folder), so the window shows the default layout.
+A is the piano clip, B its noisy delayed copy: the Compare panel says they
+were time-aligned and where they differ; compare-panel.png shows B, whose
+lead-in the spectrogram dims as left out of the comparison.
 """
 
 from __future__ import annotations
@@ -51,16 +55,28 @@ def main() -> int:
     from perceptlab.library.store import Library
     from perceptlab.qt.main_window import QtMainWindow
 
+    import numpy as np
+    import soundfile as sf
+
+    source = sorted((demo_dir() / "piano").iterdir())[0]
+    wave, rate = sf.read(str(source), dtype="float32")
+    noise = np.random.default_rng(0).standard_normal(wave.shape).astype(np.float32)
+    noise *= np.sqrt(np.mean(wave ** 2) / np.mean(noise ** 2)) * 10 ** (-20 / 20)
+    delayed = np.concatenate([np.zeros((int(0.09 * rate),) + wave.shape[1:], np.float32), wave + noise])
+    copies = tmp / "copies" / "piano"
+    copies.mkdir(parents=True)
+    copy_name = f"{source.stem}-noisy-delayed.flac"
+    sf.write(str(copies / copy_name), delayed, rate)
     lib_path = tmp / "demo.sqlite"
     with Library(lib_path) as lib:
-        import_files(lib, [demo_dir()])
+        import_files(lib, [demo_dir(), tmp / "copies"])
     w = QtMainWindow(library_path=lib_path)
     w.resize(width, height)
     w.show()
     _wait(app, lambda: w.metrics_loaded)
     clips = w.library_panel.model.clips()
-    a = next(c for c in clips if c.label == "piano")
-    b = [c for c in clips if c.label == "piano" and c.id != a.id][0]
+    a = next(c for c in clips if c.name == source.name)
+    b = next(c for c in clips if c.name == copy_name)
     w.library_panel.select_clip(a.id)
     _wait(app, lambda: w.spectrogram.has_image())
     w.set_slot("B", b)
@@ -73,7 +89,22 @@ def main() -> int:
         time.sleep(0.05)
     out = Path(args.out)
     w.grab().save(str(out / f"main-window{args.suffix}.png"))
-    w.compare_dock.grab().save(str(out / f"compare-panel{args.suffix}.png"))
+    # B's spectrogram with the compared region marked, beside the Compare panel.
+    from PySide6.QtCore import QRect
+
+    w.player.select("B")
+    _wait(app, lambda: w.spectrogram.compared() is not None)
+    if hasattr(w.spectrogram, "fit"):  # the whole clip, as the A shot shows it
+        w.spectrogram.fit()
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.02)
+
+    left = w.centralWidget().geometry().left()
+    top = w.centralWidget().geometry().top()
+    dock = w.compare_dock.geometry()
+    w.grab(QRect(left, top, w.width() - left, dock.bottom() - top + 1)).save(
+        str(out / f"compare-panel{args.suffix}.png"))
     w._close_decided = True
     w.close()
     return 0

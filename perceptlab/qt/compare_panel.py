@@ -265,12 +265,13 @@ class QtComparePanel(QWidget):
             return None
         c = self.result["comparison"]
         region = c.region_a if slot == "A" else c.region_b
+        # Short: it shares a line with the spectrogram's controls.
         if c.excerpt != "whole":
             what = "centre excerpt"
         elif c.lag_s:
-            what = f"time-aligned, lag {1000 * c.lag_s:+.0f} ms"
+            what = f"lag {1000 * c.lag_s:+.0f} ms"
         else:
-            what = "the whole clip"
+            what = "whole clip"
         text = f"compared with {'B' if slot == 'A' else 'A'}: {_span(region)} ({what})"
         return tuple(region), text
 
