@@ -258,7 +258,8 @@ def test_segment_distances_blocked_path_matches_the_dense_one():
 
 
 def test_claim_verdict_for_constructed_comparisons():
-    from perceptlab.analysis.evaluate import _claim
+    from perceptlab.analysis.evaluate import claim_pairs, compare_pairs
+    from perceptlab.analysis.evaluate.claim import _claim
 
     rng = np.random.default_rng(4)
     shared = rng.normal(0.0, 0.02, 500)  # the same resamples for every method: paired
@@ -270,7 +271,11 @@ def test_claim_verdict_for_constructed_comparisons():
         ranked = [{"name": n, "kind": kinds[n][0], "loss": kinds[n][1]} for n in scores]
         boot = {n: v + shared + jitter * rng.normal(0.0, 1.0, shared.size) for n, v in scores.items()}
         folds = {n: [v, v + 0.01, v - 0.01] for n, v in scores.items()}
-        return _claim(ranked, boot, folds, cfg, [])
+        compared = compare_pairs([(a, b) for _, a, b in claim_pairs(ranked)], folds, boot, cfg)
+        out = _claim(ranked, compared, cfg, [])
+        for p in out["parts"]:  # the verdict reuses the comparison it was given, unchanged
+            assert {k: p[k] for k in compared[p["a"], p["b"]]} == compared[p["a"], p["b"]]
+        return out
 
     c = verdict({"logreg:ae-nlpd": 0.9, "knn-cv:nlpd": 0.6})
     assert c["verdict"] == "supported" and [p["status"] for p in c["parts"]] == ["supported"]

@@ -18,6 +18,8 @@ from test_evaluate import GENRES, SMALL, train_tiny, write_genres, write_tiny_to
 
 from perceptlab.analysis import evaluate as ev
 from perceptlab.analysis.evaluate import EvaluateConfig, EvaluationReport, run_evaluation
+from perceptlab.analysis.evaluate.checkpoints import _convergence
+from perceptlab.analysis.evaluate import claim as ev_claim
 from perceptlab.library.importer import import_files
 from perceptlab.library.store import Library
 
@@ -121,14 +123,14 @@ def _fake_encoder(path, best_epoch, saved_epoch, epochs, name="x", history_val=0
 
 
 def test_convergence_reads_progress_history_and_config(tmp_path):
-    c = ev._convergence(_fake_encoder(tmp_path / "best.pt", 78, 78, 80))  # the shipped demo models
+    c = _convergence(_fake_encoder(tmp_path / "best.pt", 78, 78, 80))  # the shipped demo models
     assert (c["best_at_last_epoch"], c["last_epoch"], c["source"]) == (False, 80, "its training config's epochs")
-    c = ev._convergence(_fake_encoder(tmp_path / "best.pt", 80, 80, 80))
+    c = _convergence(_fake_encoder(tmp_path / "best.pt", 80, 80, 80))
     assert c["best_at_last_epoch"] and c["last_epoch"] == 80
     # a last.pt records epochs after its best one: converged, whatever the config said
-    c = ev._convergence(_fake_encoder(tmp_path / "last.pt", 5, 9, 20))
+    c = _convergence(_fake_encoder(tmp_path / "last.pt", 5, 9, 20))
     assert (c["best_at_last_epoch"], c["last_epoch"], c["source"]) == (False, 9, "the checkpoint's progress")
-    c = ev._convergence(_fake_encoder(tmp_path / "b.pt", 3, 3, None, history_val=None))
+    c = _convergence(_fake_encoder(tmp_path / "b.pt", 3, 3, None, history_val=None))
     assert c["best_at_last_epoch"] and not c["validated"]
     assert "best training loss (no validation split)" in ev.not_converged_warning("m", 3, 3, c["validated"])
 
@@ -270,7 +272,7 @@ def _headline(scores: dict[str, float], jitter: float = 0.02) -> dict:
     rng = np.random.default_rng(5)
     shared = rng.normal(0.0, 0.02, 500)  # the same resamples for every method: paired
     boot = {n: v + shared + jitter * rng.normal(0.0, 1.0, 500) for n, v in scores.items()}
-    return ev._headline(_entries(scores), boot, EvaluateConfig(metrics=("nlpd",)))
+    return ev_claim._headline(_entries(scores), boot, EvaluateConfig(metrics=("nlpd",)))
 
 
 def test_headline_names_the_best_method_and_a_baseline_win_first():

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .report_png import KIND_COLORS
+from ..report_png import KIND_COLORS
 
 _KIND_TEXT = {
     "knn": "k-NN, fixed k",
@@ -40,7 +40,7 @@ def _methods(data: dict) -> list[dict]:
     return sorted(data["methods"], key=lambda m: m["rank"])
 
 
-def render_markdown(data: dict) -> str:
+def _body_markdown(data: dict) -> str:
     cfg, lib, seg = data["config"], data["library"], data["segments"]
     claim = data["claim"]
     level = f"{cfg['confidence']:.0%}"
@@ -149,7 +149,7 @@ def render_markdown(data: dict) -> str:
     return "\n".join(out)
 
 
-def render_text(data: dict) -> str:
+def _table_text(data: dict) -> str:
     """The results table, the verdict and the warnings as plain text."""
     cfg = data["config"]
     lines = [f"{'#':>2}  {'method':<24} {'weighted F1':>15}  {'accuracy':>15}  {'macro F1':>15}  "
@@ -169,3 +169,32 @@ def render_text(data: dict) -> str:
     for w in data["warnings"]:
         lines.append(f"warning: {w}")
     return "\n".join(lines)
+
+
+def render_text(data: dict) -> str:
+    """The terminal summary of a report dict: the headline line, then the renderer's table and verdict."""
+    head = (data.get("headline") or {}).get("text")
+    body = _table_text(data)
+    return f"headline: {head}\n{body}" if head else body
+
+
+def render_markdown(data: dict) -> str:
+    """``report.md`` of a report dict: the headline under the title and the kept encoders' files."""
+    text = _body_markdown(data)
+    head = (data.get("headline") or {}).get("text")
+    if head:
+        title, sep, rest = text.partition("\n\n")
+        text = f"{title}{sep}**{head}**\n\n{rest}"
+    kept = [r for r in (data.get("encoders") or {}).get("runs", []) if r.get("kept")]
+    if kept:
+        lines = ["## Kept encoders", "",
+                 "Each fold's autoencoders, trained on that fold's training clips only (`best.pt` for use, "
+                 "`last.pt` to resume):", ""]
+        for r in kept:
+            conv = " -- best at the last epoch: not converged" if r.get("best_at_last_epoch") else ""
+            lines.append(f"* fold {r['fold']}, {r['loss']}: `{r['kept']['best']}`, `{r['kept']['last']}` "
+                         f"(best epoch {r['best_epoch']} of {r['epochs']}){conv}")
+        block = "\n".join(lines) + "\n\n"
+        at = text.find("## Files\n")
+        text = text[:at] + block + text[at:] if at >= 0 else text + "\n" + block
+    return text
