@@ -120,3 +120,146 @@ def test_a_clip_that_failed_to_import_clears_the_panel_and_says_why(window_with_
     w.library_panel.select_clip(good.id)
     qtbot.waitUntil(lambda: panel.result is not None and panel.result["query"].id == good.id, timeout=30000)
     assert _shown_clip_ids(panel) and "could not be decoded" not in panel.title.text()
+
+
+@pytest.fixture
+def demo_window(qtbot, tmp_path):
+    """The main window at 1280 x 800 on the demo clips (48 clips, five metrics)."""
+    from perceptlab.cli import demo_dir
+    from perceptlab.library.importer import import_files
+    from perceptlab.library.store import Library
+    from perceptlab.qt.main_window import QtMainWindow
+
+    path = tmp_path / "demo.sqlite"
+    with Library(path) as lib:
+        import_files(lib, [demo_dir()])
+    w = QtMainWindow(library_path=path)
+    qtbot.addWidget(w, before_close_func=_wind_down)
+    w.resize(1280, 800)
+    w.show()
+    qtbot.waitExposed(w)
+    qtbot.waitUntil(lambda: w.metrics_loaded, timeout=30000)
+    yield w
+    _delete_closed_widgets()
+
+
+FIVE = ["mse", "nlpd", "msssim", "logmel-stats", "mfcc-stats"]
+
+
+def _fits(widget, text: str, width: int, margin: int = 6) -> bool:
+    return widget.fontMetrics().horizontalAdvance(text) + margin <= width
+
+
+def test_five_metrics_and_a_top_10_read_well_in_the_dock_at_1280_by_800(demo_window, qtbot):
+    from perceptlab.metrics.registry import get_metric
+    from perceptlab.qt.neighbours_panel import AGREE_COL, DIST_COL, NAME_COL, disagreement_ids
+
+    w = demo_window
+    panel = w.neighbours_panel
+    panel.k_box.setValue(10)
+    query = _clip(w, "piano_03.flac")
+    w.library_panel.select_clip(query.id)
+    qtbot.waitUntil(lambda: panel.result is not None and panel.result["query"].id == query.id, timeout=60000)
+    qtbot.wait(50)
+    listed = [panel.metric_box.itemData(i) for i in range(panel.metric_box.count())]
+    assert set(FIVE) <= set(listed) and set(FIVE) <= set(panel.metrics_shown())
+    t = panel.table
+    header = t.horizontalHeader()
+    flagged_any = False
+    for metric in FIVE:
+        panel.set_metric(metric)
+        qtbot.wait(20)
+        assert panel.metric() == metric
+        # Ten rows, every one of them in view without scrolling.
+        assert t.rowCount() == 10
+        last = t.visualItemRect(t.item(9, NAME_COL))
+        assert last.top() >= 0 and last.bottom() <= t.viewport().height(), (metric, last, t.viewport().size())
+        # No header text is elided: each fits its column.
+        for col in range(t.columnCount()):
+            text = t.horizontalHeaderItem(col).text()
+            assert _fits(header, text, header.sectionSize(col), margin=8), (metric, text, header.sectionSize(col))
+        assert t.horizontalHeaderItem(DIST_COL).text() == get_metric(metric).display_name
+        assert "Lower is closer" in t.horizontalHeaderItem(DIST_COL).toolTip()
+        # Every name is whole, and the rows are this metric's top 10.
+        top = panel.top(metric)
+        assert [t.item(r, NAME_COL).data(Qt.UserRole).id for r in range(10)] == [n.clip.id for n in top]
+        for r in range(10):
+            name = t.item(r, NAME_COL).text()
+            assert name == top[r].clip.name and _fits(t, name, t.columnWidth(NAME_COL)), name
+        # Agreement across metrics: how many of the other metrics' top 10 hold the clip.
+        others = [m for m in panel.metrics_shown() if m != metric]
+        for r, n in enumerate(top):
+            expected = sum(n.clip.id in {o.clip.id for o in panel.top(m)} for m in others)
+            assert t.item(r, AGREE_COL).text() == f"{expected}/{len(others)}"
+        # The orange mark: exactly the clips another metric ranks beyond 30th.
+        far = disagreement_ids({"rankings": {m: panel.result["rankings"][m] for m in [metric] + others}}, 10)
+        mine = {n.clip.id for n in top}
+        flagged = {t.item(r, 0).data(Qt.UserRole).id for r in range(10) if t.item(r, 0).data(Qt.UserRole + 1)}
+        ranks = {m: {n.clip.id: n.rank for n in panel.result["rankings"][m]} for m in others}
+        assert flagged == {i for i in mine & far if any(ranks[m].get(i, 0) > 30 for m in others)}
+        flagged_any |= bool(flagged)
+        # The legend and the rank agreement are in view, below the table, inside the panel.
+        assert panel.legend.isVisible() and "beyond 30th" in panel.legend.text()
+        assert f"({len(flagged)} here)" in panel.legend.text()
+        assert t.geometry().bottom() < panel.legend.geometry().top() < panel.tau_label.geometry().top()
+        assert panel.tau_label.geometry().bottom() <= panel.height()
+        tau_text = panel.tau_label.text()
+        assert tau_text.startswith("Kendall τ with ")
+        for o in others:
+            shown = get_metric(o).display_name
+            assert (f"({shown})" if " - " in shown else shown) in tau_text
+    assert flagged_any  # the demo clips do disagree somewhere, so the mark was checked for real
+    # "1 - MS-SSIM" is one term wherever it is named beside another metric.
+    assert "(1 - MS-SSIM)" in panel.tau_label.text() and "MSE–1" not in panel.tau_label.toolTip()
+    assert panel.tau_label.toolTip().count("\n") == len(panel.taus) and len(panel.taus) == 10
+
+
+def test_click_loads_b_and_k_is_adjustable(demo_window, qtbot):
+    from perceptlab.qt.neighbours_panel import NAME_COL
+
+    w = demo_window
+    panel = w.neighbours_panel
+    query = _clip(w, "organ_02.flac")
+    w.library_panel.select_clip(query.id)
+    qtbot.waitUntil(lambda: panel.result is not None and panel.result["query"].id == query.id, timeout=60000)
+    panel.set_metric("nlpd")
+    top = panel.top("nlpd")
+    assert len(top) == 5 and query.id not in [n.clip.id for n in top]
+    assert [n.distance for n in top] == sorted(n.distance for n in top)
+    rect = panel.table.visualItemRect(panel.table.item(1, NAME_COL))
+    qtbot.mouseClick(panel.table.viewport(), Qt.LeftButton, pos=rect.center())
+    assert w.slots["B"].id == top[1].clip.id
+    panel.k_box.setValue(3)
+    assert panel.table.rowCount() == 3 and panel.table.horizontalHeaderItem(4).text() == "Agree"
+    with pytest.raises(ValueError, match="not in the neighbours panel"):
+        panel.set_metric("no-such-metric")
+
+
+def test_the_shown_metric_is_ranked_first_and_reported_as_it_is_ready(tmp_path, clip_library):
+    from perceptlab.audio.features import FeatureConfig
+    from perceptlab.library.store import Library
+    from perceptlab.qt.neighbours_panel import rank_all
+
+    with Library(clip_library) as lib:
+        query = lib.clips()[0]
+    planned, order, progress = [], [], []
+    res = rank_all(str(clip_library), query, None, FeatureConfig(), first="msssim",
+                   on_planned=planned.append, on_metric=lambda m, rows: order.append((m, len(rows))),
+                   progress=lambda done, total: progress.append((done, total)))
+    assert order[0] == ("msssim", 8) and len(order) == len(planned[0])
+    assert list(res["rankings"]) == planned[0]  # the result keeps the registry order
+    assert progress == [(i + 1, len(planned[0])) for i in range(len(planned[0]))]
+
+
+def test_the_bench_library_is_real_distinct_files(tmp_path):
+    from perceptlab.library.store import Library
+    from perceptlab.qt.bench import build_bench_library
+
+    path = build_bench_library(tmp_path, n=52)  # every demo clip, then four varied copies
+    with Library(path) as lib:
+        clips = lib.clips()
+    assert len(clips) == 52 and all(c.ok for c in clips)
+    assert len({c.content_hash for c in clips}) == 52
+    assert sum(c.name.endswith("_01.wav") for c in clips) == 4
+    with pytest.raises(ValueError, match="at least 2 clips"):
+        build_bench_library(tmp_path / "one", n=1)

@@ -265,6 +265,10 @@ class QtNeighboursPanel(QWidget):
         """Recompute for the current query (e.g. after a new metric was registered)."""
         self.set_query(self._query)
 
+    def query(self) -> Clip | None:
+        """The clip whose neighbours are shown or being computed."""
+        return self._query
+
     def metric(self) -> str | None:
         """The metric on display."""
         return self.metric_box.currentData()
@@ -274,7 +278,8 @@ class QtNeighboursPanel(QWidget):
         i = self.metric_box.findData(name)
         if i < 0:
             shown = [self.metric_box.itemData(j) for j in range(self.metric_box.count())]
-            raise ValueError(f"metric {name!r} is not in the neighbours panel; it lists {', '.join(shown)}")
+            raise ValueError(f"metric {name!r} is not in the neighbours panel; "
+                             f"it lists {', '.join(shown) or 'none yet'}")
         self.metric_box.setCurrentIndex(i)
 
     def metrics_shown(self) -> list[str]:
