@@ -3,11 +3,14 @@
 An all-pairs matrix grows as N^2 in time and in memory (80 GB of float64 at
 100,000 clips). Most uses need only each clip's closest few: the k-NN graph,
 (N, K) indices and (N, K) distances. It is computed here in blocks of rows:
-a block of B rows computes a (B, N - r0) slab of distances from its clips
-to every clip from its first row r0 on (each pair once, the upper triangle,
-as the dense matrix does), and each pair (i, j) is offered as a candidate
-to row i and to row j of a running (N, K) top K (:func:`upper_knn`), so the
-dense N x N never exists. Memory is the clips' images and per-clip
+a block of B rows takes a (B, N - r0) slab of distances from its clips to
+every clip from its first row r0 on (the upper triangle: each pair's
+distance comes from the row of its earlier clip, so graph and matrix are
+exactly symmetric), and each pair (i, j) is offered as a candidate to row i
+and to row j of a running (N, K) top K (:func:`upper_knn`), so the dense
+N x N never exists. (The slab is cut from full rows: the metric indexes
+over every clip are built once and kept, which costs less than indexes of
+the later clips built again for every block.) Memory is the clips' images and per-clip
 transforms (the same O(N) the dense matrix keeps) plus one (B, N) slab
 within ``memory_budget_mb``.
 
@@ -181,6 +184,12 @@ class RowEngine:
         if not (0 <= r0 < r1 <= self.n and 0 <= c0 < self.n):
             raise ValueError(f"rows {r0}..{r1}, columns from {c0}: outside the {self.n} clips")
         check_cancel(self.cancel)
+        if c0 > 0:
+            # The metric indexes over every clip are built once and kept;
+            # one over the clips from c0 on would be built again for each
+            # block (each clip's transforms once per block), which costs
+            # more than the pairs before c0 that this computes and drops.
+            return self.block(r0, r1, 0)[:, c0:]
         b = r1 - r0
         if self._inputs is not None:
             index = self._build(("all", c0), lambda: self._inputs[c0:])
