@@ -109,7 +109,7 @@ class QtPaneCaption(pg.LabelItem):
     """A pane's caption: one line, cut at the pane's width instead of widening the view."""
 
     def __init__(self):
-        super().__init__("", justify="left", size="10pt")
+        super().__init__("", justify="left", size="9pt")
         self.setFlag(QGraphicsItem.ItemClipsChildrenToShape, True)
         self.setMaximumHeight(24)
 

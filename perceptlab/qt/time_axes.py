@@ -21,19 +21,21 @@ ZOOM_HELP = ("Wheel: zoom time around the pointer  ·  Ctrl+wheel (or wheel over
              "frequency  ·  Shift+wheel: scroll in time  ·  drag: pan  ·  Shift+drag: mark a loop  ·  "
              "F or Fit: the whole clip")
 
-# Mantissa ladders, coarse to fine: 10^k, 1-2-5, 1-9, then steps of 0.5,
-# 0.25, 0.1, 0.05, 0.025 and 0.01 of a decade's unit.
+# Mantissa ladders, coarse to fine, each holding the one before: 10^k, 1-2-5,
+# 1-9, then steps of 0.5, 0.1, 0.05 and 0.01 of a decade's unit. (Nested, so
+# where a finer one takes over the coarser values stay and the steps stay even.)
 _LADDERS = (
     np.array([1.0]),
     np.array([1.0, 2.0, 5.0]),
     np.arange(1, 10) / 1.0,
     np.arange(2, 20) / 2.0,
-    np.arange(4, 40) / 4.0,
     np.arange(10, 100) / 10.0,
     np.arange(20, 200) / 20.0,
-    np.arange(40, 400) / 40.0,
     np.arange(100, 1000) / 100.0,
 )
+# Steps of 0.2 and 0.02 fill, last, what the nested ladders leave bare (a
+# short plot zoomed in where the scale is logarithmic).
+_FILL_LADDERS = (np.arange(5, 50) / 5.0, np.arange(50, 500) / 50.0)
 
 
 def hz_label(hz: float) -> str:
@@ -125,7 +127,7 @@ class QtMelAxis(pg.AxisItem):
 
     def min_gap_px(self) -> float:
         """The least distance between two labels: a label's height and some air."""
-        return 1.4 * QFontMetrics(self.style.get("tickFont") or self.font()).height()
+        return 1.8 * QFontMetrics(self.style.get("tickFont") or self.font()).height()
 
     def tickValues(self, minVal, maxVal, size):
         key = (float(minVal), float(maxVal), float(size), self.min_gap_px())
@@ -150,17 +152,23 @@ class QtMelAxis(pg.AxisItem):
         k_lo = int(np.floor(np.log10(max(f_lo, 1.0)))) - 1
         k_hi = int(np.ceil(np.log10(max(f_hi, 1.0))))
         offers: list[tuple[int, float, float]] = []  # (ladder, Hz, position)
-        for level, mantissas in enumerate(_LADDERS):
-            values = np.unique(np.round(np.concatenate([mantissas * 10.0 ** k for k in range(k_lo, k_hi + 1)]), 6))
-            values = values[(values >= self._hz[0]) & (values <= self._hz[-1])]  # beyond, positions clamp
-            pos = self.position_of(values)
-            d = np.diff(pos)
-            room = np.minimum(np.concatenate([[np.inf], d]), np.concatenate([d, [np.inf]]))
-            keep = (room >= gap) & (values >= f_lo) & (values <= f_hi)
-            offers.extend((level, float(hz), float(p)) for hz, p in zip(values[keep], pos[keep]))
+        for level, mantissas in enumerate(_LADDERS + _FILL_LADDERS):
+            # Room is judged within each decade: a ladder's step grows tenfold across 10^k.
+            for k in range(k_lo, k_hi + 1):
+                values = np.round(np.append(mantissas, 10.0) * 10.0 ** k, 6)
+                values = values[(values >= self._hz[0]) & (values <= self._hz[-1])]  # beyond, positions clamp
+                if values.size == 0:
+                    continue
+                pos = self.position_of(values)
+                d = np.diff(pos)
+                room = np.minimum(np.concatenate([[np.inf], d]), np.concatenate([d, [np.inf]]))
+                keep = (room >= gap) & (values >= f_lo) & (values <= f_hi) & (values < 10.0 ** (k + 1))
+                offers.extend((level, float(hz), float(q)) for hz, q in zip(values[keep], pos[keep]))
         chosen: list[float] = []  # positions, kept sorted
         labels: dict[float, str] = {}
-        for _level, hz, pos in sorted(offers, key=lambda o: (-o[0], o[1])):
+        n_nested = len(_LADDERS)
+        order = sorted(offers, key=lambda o: (o[0] >= n_nested, -o[0] if o[0] < n_nested else o[0], o[1]))
+        for _level, hz, pos in order:
             i = int(np.searchsorted(chosen, pos))
             if (i > 0 and pos - chosen[i - 1] < gap) or (i < len(chosen) and chosen[i] - pos < gap):
                 continue
