@@ -499,7 +499,7 @@ class QtMainWindow(QMainWindow):
         head = (self.import_summary.text().splitlines()[0] + ". " if self.import_summary is not None else "")
         self.failures_dialog.set_failures(
             failures, f"{head}{len(failures):,} file(s) could not be imported; they are listed in the library "
-                      "in red (its “failed” button shows only them).")
+                      "in red, and the ⚠ button beside its label filter shows only them.")
 
     def show_failures(self) -> QtFailuresDialog:
         """Open the list of files that failed to import, with the reasons."""
