@@ -139,8 +139,12 @@ def test_the_import_summary_can_be_opened_after_matrix_progress(window, qtbot, t
     write_clip(new / "extra" / "e0.wav", seconds=0.5, freq=300)
     for i in range(2):
         (new / "extra" / f"bad{i}.wav").write_bytes(b"RIFF0000WAVEjunk" * (i + 1))
-    window.import_paths([str(new)])
+    task = window.import_paths([str(new)])
+    said = []  # the progress text after each report (this slot runs after the window's)
+    task.signals.progress.connect(lambda _d, _t: said.append(window.progress_label.text()))
     qtbot.waitUntil(lambda: window._import_task is None, timeout=20000)
+    assert said and said[-1].startswith("importing: 3 / 3 files"), said
+    assert window.progress_label.text() == ""
     assert "imported 1" in window.status_label.text()
     window.analysis.progress.emit("nlpd", 3, 10)  # a matrix starts computing
     assert "imported 1" in window.status_label.text()
