@@ -9,8 +9,7 @@ training engine. Segments are 32 frames with a hop of 16.
 from __future__ import annotations
 
 import json
-import struct
-import zlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,6 @@ from perceptlab.analysis.evaluate import (
     segment_distances,
     write_report,
 )
-from perceptlab.analysis.report_png import bar_chart, encode_png
 from perceptlab.library.importer import import_files
 from perceptlab.library.store import Library
 from perceptlab.tasks import Cancelled
@@ -157,23 +155,18 @@ def assert_scores_match_predictions(data: dict) -> None:
             assert len(v["folds"]) == n_folds and v["mean"] == pytest.approx(np.mean(v["folds"]), abs=1e-12)
 
 
-def read_png(blob: bytes) -> np.ndarray:
-    assert blob[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, chunks = 8, []
-    while pos < len(blob):
-        (n,) = struct.unpack(">I", blob[pos : pos + 4])
-        kind, data = blob[pos + 4 : pos + 8], blob[pos + 8 : pos + 8 + n]
-        (crc,) = struct.unpack(">I", blob[pos + 8 + n : pos + 12 + n])
-        assert crc == zlib.crc32(kind + data) & 0xFFFFFFFF, kind
-        chunks.append((kind, data))
-        pos += 12 + n
-    assert chunks[0][0] == b"IHDR" and chunks[-1][0] == b"IEND"
-    w, h, depth, ctype = struct.unpack(">IIBB", chunks[0][1][:10])
-    assert (depth, ctype) == (8, 2)
-    raw = zlib.decompress(b"".join(d for k, d in chunks if k == b"IDAT"))
-    rows = np.frombuffer(raw, dtype=np.uint8).reshape(h, 1 + 3 * w)
-    assert (rows[:, 0] == 0).all()
-    return rows[:, 1:].reshape(h, w, 3)
+def read_png(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 pixels of a PNG, read back with matplotlib."""
+    from matplotlib.image import imread
+
+    img = imread(str(path))  # (H, W, 3 or 4) float in [0, 1]
+    return np.round(img[..., :3] * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def knn_report(library) -> EvaluationReport:
+    """A real report without encoders (k-NN on MSE and the baselines): seconds, not minutes."""
+    return run_evaluation(library, EvaluateConfig(metrics=("mse",), **SMALL))
 
 
 # --------------------------------------------------------------------------
@@ -294,16 +287,74 @@ def test_claim_verdict_for_constructed_comparisons():
     assert verdict({"logreg:ae-mse": 0.9, "knn-cv:nlpd": 0.6})["verdict"] == "untestable"
 
 
-def test_png_encoder_round_trips_and_the_chart_draws():
-    img = np.zeros((3, 4, 3), dtype=np.uint8)
-    img[1, 2] = (255, 10, 20)
-    assert (read_png(encode_png(img)) == img).all()
-    chart = bar_chart([{"label": "knn:nlpd", "value": 0.5, "err": 0.1, "kind": "knn"},
-                       {"label": "logreg:ae-nlpd", "value": 0.9, "err": 0.05, "kind": "logreg-ae"}], "title")
-    back = read_png(encode_png(chart))
-    assert back.shape == chart.shape and (back == chart).all()
-    assert ((back == (225, 125, 40)).all(-1)).sum() > 1000  # the logreg-ae bar is there
-    assert (back == 0).all(-1).sum() > 500  # text and axes
+def test_chart_draws_the_report_numbers_as_png_and_svg(knn_report, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from perceptlab.analysis.evaluate.chart import KIND_COLORS, chart_figure, chart_rows, write_chart
+
+    data = knn_report.data
+    rows = chart_rows(data)
+    methods = knn_report.methods
+    assert [r["label"] for r in rows] == [m["name"] for m in methods]
+    for r, m in zip(rows, methods):
+        assert r["value"] == m["clip"]["f1_weighted"]["mean"] and r["err"] == m["clip"]["f1_weighted"]["std"]
+    # The figure's bars and whiskers are those numbers, best at the top.
+    fig = chart_figure(rows, "t")
+    ax = fig.axes[0]
+    bars = [p for p in ax.patches if p.get_height() > 0]
+    assert [b.get_width() for b in bars] == pytest.approx([r["value"] for r in rows], abs=1e-12)
+    assert [b.get_y() + b.get_height() / 2 for b in bars] == pytest.approx(list(range(len(rows))))
+    ylim = ax.get_ylim()
+    assert ylim[0] > ylim[1]  # inverted: row 0 (the best) on top
+    for b, r in zip(bars, rows):
+        assert tuple(round(255 * c) for c in b.get_facecolor()[:3]) == KIND_COLORS[r["kind"]]
+    (whiskers,) = [c for c in ax.collections if len(c.get_segments()) == len(rows)]
+    for seg, r, yi in zip(whiskers.get_segments(), rows, range(len(rows))):
+        assert seg[:, 0] == pytest.approx([r["value"] - r["err"], r["value"] + r["err"]], abs=1e-12)
+        assert seg[:, 1] == pytest.approx([yi, yi])
+    assert [t.get_text() for t in ax.get_yticklabels()] == [r["label"] for r in rows]
+
+    paths = write_chart(data, tmp_path)
+    png = read_png(paths["png"])
+    assert png.shape[0] > 150 and png.shape[1] > 600
+    for kind in {r["kind"] for r in rows}:  # every kind's bar colour is there, over many pixels
+        assert (np.abs(png.astype(int) - KIND_COLORS[kind]).max(-1) <= 2).sum() > 200, kind
+    svg = ET.parse(paths["svg"]).getroot()
+    assert svg.tag.endswith("svg")
+    text = paths["svg"].read_text()
+    assert all(r["label"] in text for r in rows) and f"{rows[0]['value']:.3f}" in text
+    first = {k: p.read_bytes() for k, p in paths.items()}
+    again = write_chart(data, tmp_path / "again")
+    assert {k: p.read_bytes() for k, p in again.items()} == first  # no date, fixed ids: same bytes
+
+
+def test_without_matplotlib_the_report_skips_the_chart_and_says_what_to_install(knn_report, tmp_path,
+                                                                                 monkeypatch, capsys):
+    from perceptlab.analysis import evaluate as ev
+    from perceptlab.cli import main
+
+    out = tmp_path / "out"
+    write_report(knn_report, out)
+    assert (out / "chart.png").exists() and (out / "chart.svg").exists()
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.patches"):
+        monkeypatch.setitem(sys.modules, name, None)  # import matplotlib -> ImportError
+    paths = write_report(knn_report, out)
+    assert paths["chart"] is None and paths["chart_svg"] is None
+    (note,) = paths["notes"]
+    assert "matplotlib" in note and "pip install 'perceptlab[report]'" in note
+    # the earlier run's chart is gone, so the folder holds no chart of another report
+    assert not (out / "chart.png").exists() and not (out / "chart.svg").exists()
+    md = paths["markdown"].read_text()
+    assert "chart.png" not in md and "perceptlab[report]" in md
+    assert EvaluationReport.load(out).to_json() == knn_report.to_json()  # the rest is all there
+    # the command says it too, and does not list a chart it did not write
+    monkeypatch.setattr(ev, "run_evaluation", lambda *a, **kw: knn_report)
+    (tmp_path / "x.sqlite").touch()  # the command checks that the library exists before running
+    assert main(["evaluate", "--library", str(tmp_path / "x.sqlite"), "--metrics", "mse",
+                 "--out", str(tmp_path / "cli")]) == 0
+    captured = capsys.readouterr()
+    assert "chart skipped" in captured.err and "pip install 'perceptlab[report]'" in captured.err
+    assert "chart.png" not in captured.out.splitlines()[-1]
 
 
 def test_config_rejects_bad_options():
@@ -336,7 +387,7 @@ def test_evaluate_command_with_checkpoints_end_to_end(library, tmp_path, capsys)
     printed = capsys.readouterr().out
     assert "logreg:ae-nlpd" in printed and "claim:" in printed
     assert printed.splitlines()[0].startswith("headline: ")  # the best method before any table
-    for name in ("report.json", "report.md", "chart.png"):
+    for name in ("report.json", "report.md", "chart.png", "chart.svg"):
         assert (out / name).stat().st_size > 0
     data = json.loads((out / "report.json").read_text())
     report = EvaluationReport.from_json(data)
@@ -379,8 +430,9 @@ def test_evaluate_command_with_checkpoints_end_to_end(library, tmp_path, capsys)
                                         "not significant": "inconclusive"}[part["status"]]
     n_methods = len(data["methods"])
     assert len(data["comparisons"]) == n_methods * (n_methods - 1) // 2
-    png = read_png((out / "chart.png").read_bytes())
+    png = read_png(out / "chart.png")
     assert png.shape[0] > 100 and png.shape[1] > 400
+    assert "chart.png" in printed.splitlines()[-1] and "![weighted F1 per method](chart.png)" in md
 
 
 def test_train_config_mode_trains_per_fold_without_test_clips(library, tmp_path):

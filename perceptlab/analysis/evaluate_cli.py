@@ -18,8 +18,9 @@ def add_evaluate_parser(sub, common) -> None:
             "Test the claim of Namgyal et al. (2024) on the library: per method, weighted F1, accuracy and "
             "macro F1 as mean +- std over stratified folds grouped by clip, paired comparisons with "
             "bootstrap CIs, a headline naming the best method against the best perceptual encoder, and a "
-            "verdict. Writes report.json, report.md, chart.png and confusion/*.csv into --out (and, with "
-            "--train-config, each fold's encoders into OUT/encoders/)."
+            "verdict. Writes report.json, report.md, chart.png, chart.svg and confusion/*.csv into --out "
+            "(and, with --train-config, each fold's encoders into OUT/encoders/). The chart needs "
+            "matplotlib: pip install 'perceptlab[report]'."
         ),
     )
     p.add_argument("--metrics", default="mse,nlpd,msssim,logmel-stats,mfcc-stats",
@@ -102,6 +103,8 @@ def cmd_evaluate(args) -> int:
         print(f"perceptlab: error: training failed: {exc}", file=sys.stderr)
         return 1
     paths = write_report(report, args.out)
+    for note in paths["notes"]:
+        print(f"perceptlab evaluate: {note}", file=sys.stderr)
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -111,6 +114,6 @@ def cmd_evaluate(args) -> int:
         if kept:
             print(f"\nencoders: {len(kept)} per-fold encoders (best.pt, last.pt) kept in "
                   f"{report.data['encoders']['kept']}")
-        print(f"\nreport: {Path(paths['markdown']).resolve()} (and report.json, chart.png, confusion/*.csv); "
-              f"{time.perf_counter() - t0:.1f} s")
+        also = ", ".join(["report.json"] + (["chart.png", "chart.svg"] if paths["chart"] else []) + ["confusion/*.csv"])
+        print(f"\nreport: {Path(paths['markdown']).resolve()} (and {also}); {time.perf_counter() - t0:.1f} s")
     return 0

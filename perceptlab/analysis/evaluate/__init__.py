@@ -108,6 +108,7 @@ from __future__ import annotations
 
 from .assemble import compare_pairs
 from .checkpoints import not_converged_warning, recorded_files
+from .chart import ChartUnavailable, chart_rows, write_chart
 from .claim import claim_pairs, is_baseline_method
 from .classifiers import aggregate_proba, aggregate_votes, knn_sorted, knn_vote, logmel_features
 from .config import (
@@ -128,9 +129,9 @@ from .run import run_evaluation
 
 __all__ = [
     "CLAIM", "FORMAT", "FORMAT_VERSION", "PERCEPTUAL_LOSSES", "TRAIN_LOSSES",
-    "BaselineDistances", "EvaluateConfig", "EvaluationReport", "SegmentData",
-    "aggregate_proba", "aggregate_votes", "claim_pairs", "compare_pairs", "cosine_distances", "embed_segments",
+    "BaselineDistances", "ChartUnavailable", "EvaluateConfig", "EvaluationReport", "SegmentData",
+    "aggregate_proba", "aggregate_votes", "chart_rows", "claim_pairs", "compare_pairs", "cosine_distances", "embed_segments",
     "is_baseline_method", "knn_sorted", "knn_vote", "load_segments", "logmel_features", "make_folds",
     "not_converged_warning", "recorded_files", "render_markdown", "render_text", "run_evaluation",
-    "segment_distances", "subset_library", "write_report",
+    "segment_distances", "subset_library", "write_chart", "write_report",
 ]

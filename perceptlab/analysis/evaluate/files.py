@@ -9,25 +9,32 @@ from pathlib import Path
 
 from perceptlab.atomic import atomic_write_bytes
 
+from .chart import ChartUnavailable, write_chart
 from .markdown import render_markdown
 from .report import EvaluationReport
+
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
 def write_report(report: EvaluationReport | dict, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md``, ``chart.png`` and ``confusion/*.csv`` into ``out_dir``.
+    """Write ``report.json``, ``report.md``, ``chart.png``, ``chart.svg`` and ``confusion/*.csv``
+    into ``out_dir``.
+
+    The chart needs matplotlib (the ``report`` extra). Without it the chart
+    is skipped (a chart left there by an earlier run is removed, so the
+    folder never shows another report's chart), ``report.md`` says so, and
+    the returned ``notes`` say what to install.
 
     Returns
     -------
     dict
-        {"json", "markdown", "chart", "confusion": [paths]}.
+        {"json", "markdown", "chart" (the PNG, or None), "chart_svg" (or None),
+        "confusion": [paths], "notes": [str]}.
     """
     import csv
     import io
-
-    from ..report_png import bar_chart, encode_png
 
     data = report.data if isinstance(report, EvaluationReport) else report
     out = Path(out_dir).expanduser()
@@ -46,14 +53,20 @@ def write_report(report: EvaluationReport | dict, out_dir: str | os.PathLike) ->
             p = out / "confusion" / f"{_safe(m['name'])}{'' if level == 'clip' else '.segments'}.csv"
             atomic_write_bytes(p, buf.getvalue().encode())
             paths["confusion"].append(p)
-    rows = [{"label": m["name"], "value": m["clip"]["f1_weighted"]["mean"], "err": m["clip"]["f1_weighted"]["std"],
-             "kind": m["kind"]} for m in methods]
-    n = data["config"]["folds"]
-    chart = bar_chart(rows, f"weighted F1 per clip, mean +- std over {n} folds")
-    paths["chart"] = out / "chart.png"
-    atomic_write_bytes(paths["chart"], encode_png(chart))
+    paths["notes"] = []
+    try:
+        chart = write_chart(data, out)
+    except ChartUnavailable as exc:
+        for name in ("chart.png", "chart.svg"):
+            (out / name).unlink(missing_ok=True)
+        paths["chart"] = paths["chart_svg"] = None
+        note = f"chart skipped: {exc}"
+        paths["notes"].append(note)
+    else:
+        paths["chart"], paths["chart_svg"] = chart["png"], chart["svg"]
+        note = None
     paths["json"] = out / "report.json"
     atomic_write_bytes(paths["json"], (json.dumps(data, indent=1, allow_nan=False) + "\n").encode())
     paths["markdown"] = out / "report.md"
-    atomic_write_bytes(paths["markdown"], render_markdown(data).encode())
+    atomic_write_bytes(paths["markdown"], render_markdown(data, chart_note=note).encode())
     return paths

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ..report_png import KIND_COLORS
+from .chart import KIND_COLORS
 
 _KIND_TEXT = {
     "knn": "k-NN, fixed k",
@@ -40,7 +40,7 @@ def _methods(data: dict) -> list[dict]:
     return sorted(data["methods"], key=lambda m: m["rank"])
 
 
-def _body_markdown(data: dict) -> str:
+def _body_markdown(data: dict, chart_note: str | None = None) -> str:
     cfg, lib, seg = data["config"], data["library"], data["segments"]
     claim = data["claim"]
     level = f"{cfg['confidence']:.0%}"
@@ -75,9 +75,13 @@ def _body_markdown(data: dict) -> str:
         out.append(f"| {m['rank']} | `{m['name']}` | {_pm(c['f1_weighted'])} | {_f(c['f1_weighted']['pooled'])} "
                    f"{_ci_plain(c['f1_weighted'].get('ci'))} "
                    f"| {_pm(c['accuracy'])} | {_pm(c['f1_macro'])} | {_pm(s['f1_weighted'])} | {m['params_summary']} |")
-    out += ["", "![weighted F1 per method](chart.png)", "",
-            "Chart: bars are the mean clip-level weighted F1, whiskers ± one std over folds; colours: "
-            + "; ".join(f"{_KIND_TEXT[k]} = rgb{KIND_COLORS[k]}" for k in KIND_COLORS) + ".", ""]
+    if chart_note:
+        out += ["", f"*{chart_note[:1].upper()}{chart_note[1:]}.*", ""]
+    else:
+        out += ["", "![weighted F1 per method](chart.png)", "",
+                "Chart (also `chart.svg`): bars are the mean clip-level weighted F1, whiskers ± one std over "
+                "folds; colours: " + "; ".join(f"{_KIND_TEXT[k]} = rgb{KIND_COLORS[k]}" for k in KIND_COLORS) + ".",
+                ""]
     out += ["Methods:", ""] + [f"* `{m['name']}`: {m['description']}." for m in _methods(data)] + [""]
 
     out += ["## The paper's claim", "", f"> {claim['statement']}", "",
@@ -133,7 +137,7 @@ def _body_markdown(data: dict) -> str:
     out.append("")
 
     out += ["## Files", "", "* `report.json`: every number, per fold, the folds, predictions, config, versions.",
-            "* `chart.png`: the chart above.",
+            *([] if chart_note else ["* `chart.png`, `chart.svg`: the chart above."]),
             "* `confusion/<method>.csv` (clips) and `confusion/<method>.segments.csv`: rows true, columns "
             "predicted, pooled over folds.", ""]
     if lib["failed"] or lib["skipped"]:
@@ -178,9 +182,12 @@ def render_text(data: dict) -> str:
     return f"headline: {head}\n{body}" if head else body
 
 
-def render_markdown(data: dict) -> str:
-    """``report.md`` of a report dict: the headline under the title and the kept encoders' files."""
-    text = _body_markdown(data)
+def render_markdown(data: dict, chart_note: str | None = None) -> str:
+    """``report.md`` of a report dict: the headline under the title and the kept encoders' files.
+
+    ``chart_note`` (why there is no chart) replaces the chart's image link.
+    """
+    text = _body_markdown(data, chart_note)
     head = (data.get("headline") or {}).get("text")
     if head:
         title, sep, rest = text.partition("\n\n")
