@@ -120,6 +120,7 @@ def test_the_y_range_fits_losses_at_0_8_to_0_9_and_leaves_zero_out(panel, run, q
     panel.watch(run.folder, "demo-nlpd")
     curves = panel.curves[str(run.folder.resolve())]
     qtbot.waitUntil(lambda: len(curves.steps) == len(steps), timeout=5000)
+    assert not curves.band.path().isEmpty()  # the envelope is drawn
     bar = panel.log_view.verticalScrollBar()
     qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum(), timeout=2000)  # latest lines
     lo, hi = panel.loss_plot.y_range()
@@ -143,6 +144,11 @@ def test_auto_scale_turns_log_when_the_loss_spans_decades(panel, run, qtbot):
     qtbot.waitUntil(lambda: len(plot.shown_runs()) == 1 and len(plot.shown_runs()[0].steps) == len(steps),
                     timeout=5000)
     assert plot.scale() == "auto" and plot.is_log()
+    # The envelope band's edges follow the log axis too (they are not the plot's own items).
+    run_curves = plot.shown_runs()[0]
+    lo_env, hi_env = (np.asarray(c.curve.getData()[1]) for c in (run_curves.lo, run_curves.hi))
+    assert lo_env == pytest.approx(np.log10(np.minimum.accumulate(losses)), rel=1e-9)  # falling losses
+    assert hi_env.max() == pytest.approx(math.log10(max(losses)), rel=1e-9)
     assert plot.plot.getAxis("left").labelText == "loss (log scale)"
     lo, hi = plot.y_range()
     assert 1e-3 < lo < 0.01 and 1.0 < hi < 20.0, (lo, hi)

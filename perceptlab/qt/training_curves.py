@@ -206,9 +206,10 @@ class RunCurves:
         c = pg.mkColor(*colour)
         self.colour = c
         self.raw = plot.plot([], [], pen=pg.mkPen(pg.mkColor(*colour, 80), width=1))
-        # The envelope's edges are not on the plot: only the band between them is.
-        self.lo = pg.PlotDataItem([], [], pen=None)
-        self.hi = pg.PlotDataItem([], [], pen=None)
+        # The envelope's edges are not on the plot: only the band between them is. They need a
+        # pen, if an invisible one: without any, pyqtgraph builds no path and the band is empty.
+        self.lo = pg.PlotDataItem([], [], pen=pg.mkPen(None))
+        self.hi = pg.PlotDataItem([], [], pen=pg.mkPen(None))
         self.band = pg.FillBetweenItem(self.lo, self.hi, brush=pg.mkBrush(*colour, 45))
         plot.addItem(self.band)
         self.smooth = plot.plot([], [], pen=pg.mkPen(c, width=2))
