@@ -654,8 +654,10 @@ def cmd_bench(args) -> int:
         from perceptlab.metrics.bench_neighbours import run_neighbours_bench
 
         emit = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
+        if args.queries < 1:
+            raise UserError(f"--queries must be at least 1, got {args.queries}")
         try:
-            results = run_neighbours_bench(n=args.n or 100_000, out=emit)
+            results = run_neighbours_bench(n=args.n or 100_000, queries=args.queries, out=emit)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         if args.json:
@@ -811,6 +813,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train: auto (the CPU, and CUDA when present), cpu, or cuda: the GPU check "
                         "(bf16 AMP and torch.compile throughput, torchrun, NCCL, out of memory; exit 1 "
                         "if a check fails, 2 without a GPU)")
+    p.add_argument("--queries", type=int, default=50, metavar="Q",
+                   help="neighbours: top-10 queries timed and checked for recall (default 50)")
     p.add_argument("--json", action="store_true",
                    help="train, neighbours: print the results as JSON (the lines go to stderr)")
     p.set_defaults(func=cmd_bench)
