@@ -267,3 +267,34 @@ def test_the_bench_library_is_real_distinct_files(tmp_path):
     assert sum(c.name.endswith("_01.wav") for c in clips) == 4
     with pytest.raises(ValueError, match="at least 2 clips"):
         build_bench_library(tmp_path / "one", n=1)
+
+
+@pytest.fixture
+def long_named_metric():
+    """MSE again under a long display name (as an encoder's are), for as long as the test runs."""
+    from dataclasses import replace
+
+    from perceptlab.metrics.registry import get_metric, register_metric, unregister_metric
+
+    metric = register_metric(replace(get_metric("mse"), name="mse-long-name",
+                                     display_name="Embedding of a long-named encoder (cosine)"))
+    yield metric.name
+    unregister_metric(metric.name)
+
+
+def test_a_long_metric_name_does_not_squeeze_the_clip_names(long_named_metric, main_window, qtbot):
+    from perceptlab.qt.neighbours_panel import DIST_COL, NAME_COL
+
+    w, panel = main_window, main_window.neighbours_panel
+    query = _clip(w, "mid_1.wav")
+    w.library_panel.select_clip(query.id)
+    qtbot.waitUntil(lambda: panel.result is not None and panel.result["query"].id == query.id, timeout=30000)
+    assert long_named_metric in panel.metrics_shown()
+    panel.set_metric(long_named_metric)
+    t = panel.table
+    head = t.horizontalHeaderItem(DIST_COL)
+    assert head.text() == "Distance" and "long-named encoder" in head.toolTip()
+    assert [t.item(r, DIST_COL).text() for r in range(t.rowCount())] == \
+        [f"{n.distance:.4g}" for n in panel.top(long_named_metric)]
+    assert _fits(t, "low_0.wav", t.columnWidth(NAME_COL))
+    assert panel.metric_box.width() < panel.width() / 2

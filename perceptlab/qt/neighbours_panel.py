@@ -177,7 +177,9 @@ class QtNeighboursPanel(QWidget):
         self.title = QLabel("Select a clip to see its nearest neighbours")
         self.title.setWordWrap(True)
         self.metric_box = QComboBox()
-        self.metric_box.setSizeAdjustPolicy(QComboBox.AdjustToContents)
+        # Long names (an encoder's) are cut short in the closed box, never in its list.
+        self.metric_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.metric_box.setMinimumContentsLength(12)
         self.metric_box.setToolTip("The metric whose nearest neighbours the table lists")
         self.k_box = QSpinBox()
         self.k_box.setRange(1, 50)
@@ -396,7 +398,10 @@ class QtNeighboursPanel(QWidget):
                 "The neighbour's label", "Distance to the selected clip; lower is closer",
                 f"Agreement across metrics: how many of the other metrics also rank this clip in their top {k}"]
         if metric_name is not None:
-            texts[DIST_COL] = get_metric(metric_name).display_name
+            name = get_metric(metric_name).display_name
+            # A name longer than a number (an encoder's) would squeeze the clip names: "Distance" then.
+            fits = self.fontMetrics().horizontalAdvance(name) <= self.fontMetrics().horizontalAdvance("0" * 14)
+            texts[DIST_COL] = name if fits else "Distance"
             tips[DIST_COL] = self._metric_tooltip(metric_name)
         for col, (text, tip) in enumerate(zip(texts, tips)):
             item = QTableWidgetItem(text)
