@@ -432,3 +432,23 @@ def test_documentation_opens_the_local_readme(window, monkeypatch):
     from perceptlab.qt.main_window import README_SECTIONS
 
     assert {a for _t, a in README_SECTIONS if a} <= anchors
+
+
+# -- the A/B panes and the map follow the selection ---------------------------------------
+def test_the_ab_panes_show_the_clips_in_a_and_b_and_the_map_rings_the_selection(window, qtbot):
+    view = window.spectrogram
+    view.set_panes(True)
+    a = _select(window, qtbot, "low_0.wav")
+    b = _clip(window, "mid_1.wav")
+    window.set_slot("B", b)
+    qtbot.waitUntil(lambda: view._slots["A"].db is not None and view._slots["B"].db is not None, timeout=10000)
+    qtbot.waitUntil(lambda: view._slots["A"].samples is not None and view._slots["B"].samples is not None,
+                    timeout=10000)
+    assert view._slots["A"].caption.startswith(f"A: {a.name}") and view._slots["B"].caption.startswith(f"B: {b.name}")
+    assert view._slots["B"].duration() == pytest.approx(b.duration, abs=0.05)
+    window.player.select("B")
+    assert view.active_slot() == "B"
+    # A new B empties its pane at once: nothing of the old clip is left to see.
+    window.set_slot("B", _clip(window, "high_0.wav"))
+    assert view._slots["B"].samples is None and view._slots["B"].caption.startswith("B: high_0.wav")
+    assert window.map_view.selected_clip_id == a.id

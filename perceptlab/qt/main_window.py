@@ -138,6 +138,7 @@ class QtMainWindow(QMainWindow):
         self.training_panel.use_encoder.connect(self.use_encoder)
         self.training_panel.reconstruct.connect(self._on_reconstruct)
         self.map_view.clip_clicked.connect(lambda c: self.library_panel.select_clip(c.id))
+        self.library_panel.clip_selected.connect(lambda c: self.map_view.set_selected_clip(None if c is None else c.id))
         self.map_view.audition.connect(self._on_audition)
         self.map_view.lasso_selected.connect(self._on_lasso)
         self._preview = None
@@ -228,6 +229,8 @@ class QtMainWindow(QMainWindow):
         self.reset_layout_action.setToolTip("Every panel back in its default place and size")
         self.reset_layout_action.triggered.connect(self.reset_layout)
         self.view_menu.addAction(self.reset_layout_action)
+        self.view_menu.addSeparator()
+        self.view_menu.addAction(self.spectrogram.fit_action)
         play_menu = self.menuBar().addMenu("&Playback")
         act = QAction("Load selected clip as &B", self, shortcut=QKeySequence("Shift+B"))
         act.triggered.connect(self._on_load_as_b)
@@ -354,6 +357,7 @@ class QtMainWindow(QMainWindow):
         cmap = s.value("view/colormap")
         if cmap:
             self.spectrogram.set_colormap(str(cmap))
+        self.spectrogram.set_panes(s.value("view/ab_panes", False, type=bool))
         self.player.autoplay_box.setChecked(s.value("player/autoplay", False, type=bool))
         self.player.match_box.setChecked(s.value("player/match_loudness", False, type=bool))
 
@@ -620,6 +624,9 @@ class QtMainWindow(QMainWindow):
         previous = self.slots.get(slot)
         self.slots[slot] = clip
         self._images[slot] = None
+        # The A/B panes hold both slots; this one's old image and waveform go now.
+        self.spectrogram.set_slot_image(slot, None, caption=f"{slot}: {clip.name}" if clip is not None else "")
+        self.spectrogram.set_slot_waveform(slot, None)
         active = slot == self.player.engine.active_slot
         if active and clip is not previous and (previous is None or clip is None or previous.id != clip.id):
             self.player.clear_loop()
@@ -682,10 +689,13 @@ class QtMainWindow(QMainWindow):
 
     def _on_slot_image(self, slot: str, clip: Clip, image) -> None:
         self._images[slot] = image
+        self.spectrogram.set_slot_image(slot, image, self.config,
+                                        caption=f"{slot}: {clip.name}  ·  {clip.label or 'no label'}")
         if slot == self.player.engine.active_slot:
             self._show_slot(slot)
 
     def _show_slot(self, slot: str) -> None:
+        self.spectrogram.set_active_slot(slot)
         clip, image = self.slots.get(slot), self._images.get(slot)
         if clip is not None and not clip.ok:
             self._show_empty_spectrogram(f"{slot}: {clip.name}  ·  failed to import",
@@ -706,6 +716,9 @@ class QtMainWindow(QMainWindow):
             self.spectrogram.set_compared(None)
         else:
             self.spectrogram.set_compared(*shown)
+        for s in ("A", "B"):  # each pane marks its own clip's compared region
+            region = self.compare_panel.compared_region(s, self.slots["A"], self.slots["B"])
+            self.spectrogram.set_slot_compared(s, *(region or (None,)))
 
     def _load_audio(self, slot: str, clip: Clip) -> None:
         old = self._audio_tasks.pop(slot, None)
@@ -722,6 +735,7 @@ class QtMainWindow(QMainWindow):
             return
         del self._audio_tasks[slot]
         self.player.engine.load(slot, wave)
+        self.spectrogram.set_slot_waveform(slot, wave, self.config.sample_rate)
         self.player.set_clip_duration(slot, self.player.engine.duration(slot))
         self._after_audio_loaded(slot)
 
@@ -942,6 +956,7 @@ class QtMainWindow(QMainWindow):
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState(STATE_VERSION))
         s.setValue("view/colormap", self.spectrogram.cmap_box.currentText())
+        s.setValue("view/ab_panes", self.spectrogram.panes_shown())
         s.setValue("player/autoplay", self.player.autoplay_box.isChecked())
         s.setValue("player/match_loudness", self.player.match_box.isChecked())
         self.player.close_engine()
