@@ -297,20 +297,24 @@ def test_matrix_gpu_check_on_cuda(library):
 
 def test_pieces_of_rows_merge_into_the_whole_graph(lib, one_torch_thread):
     """Rows cut anywhere (as shards cut them) give, merged, the graph of all rows at once."""
-    from perceptlab.analysis.knn_graph import merge_top_k, upper_knn, upper_rows
+    from perceptlab.analysis.knn_graph import dense_matrix, merge_top_k, owned_knn, owned_rows, place_owned
 
     engine = RowEngine(lib, "nlpd", memory_budget_mb=24 * 14 * 4 / (1 << 20))  # blocks of four rows
-    whole_i, whole_d = upper_knn(engine, 5, 0, 14)
+    whole_i, whole_d = owned_knn(engine, 5, 0, 14)
     idx, dist = np.full((14, 5), -1), np.full((14, 5), np.inf)
     for r0, r1 in ((0, 3), (3, 4), (4, 11), (11, 14)):
-        part_i, part_d = upper_knn(engine, 5, r0, r1)
-        assert part_i.shape == (14 - r0, 5)
-        idx[r0:], dist[r0:] = merge_top_k(idx[r0:], dist[r0:], part_i, part_d, 5)
+        part_i, part_d = owned_knn(engine, 5, r0, r1)
+        assert part_i.shape == (14, 5)
+        idx, dist = merge_top_k(idx, dist, part_i, part_d, 5)
     np.testing.assert_array_equal(idx, whole_i)
     np.testing.assert_array_equal(dist, whole_d)
-    d = upper_rows(engine, 0, 14)
+    d = dense_matrix(engine)
     np.testing.assert_array_equal(d, d.T)
-    np.testing.assert_array_equal(upper_rows(engine, 4, 11), d[4:11, 4:])
+    m = np.zeros((14, 14))
+    for r0, r1 in ((0, 5), (5, 14)):
+        place_owned(m, r0, owned_rows(engine, r0, r1))
+    np.fill_diagonal(m, 0.0)
+    np.testing.assert_array_equal(m, d)
 
 
 def test_merge_keeps_the_closest_and_the_lower_index_on_ties():

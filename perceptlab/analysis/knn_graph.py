@@ -2,16 +2,14 @@
 
 An all-pairs matrix grows as N^2 in time and in memory (80 GB of float64 at
 100,000 clips). Most uses need only each clip's closest few: the k-NN graph,
-(N, K) indices and (N, K) distances. It is computed here in blocks of rows:
-a block of B rows takes a (B, N - r0) slab of distances from its clips to
-every clip from its first row r0 on (the upper triangle: each pair's
-distance comes from the row of its earlier clip, so graph and matrix are
-exactly symmetric), and each pair (i, j) is offered as a candidate to row i
-and to row j of a running (N, K) top K (:func:`upper_knn`), so the dense
-N x N never exists. (The slab is cut from full rows: the metric indexes
-over every clip are built once and kept, which costs less than indexes of
-the later clips built again for every block.) Memory is the clips' images and per-clip
-transforms (the same O(N) the dense matrix keeps) plus one (B, N) slab
+(N, K) indices and (N, K) distances. It is computed here in blocks of rows.
+Every pair is owned by one of its two clips (the narrower, or the earlier of
+two as wide: :meth:`RowEngine.owned`); a block of B rows computes the pairs
+its rows own, a (B, N) slab, and offers each distance as a candidate to
+both clips' running (N, K) top K (:func:`owned_knn`), so every pair is
+computed once, results are exactly symmetric and the dense N x N never
+exists. Memory is the clips' images and metric indexes (the same O(N) the
+dense matrix keeps, built once and kept) plus one (B, N) slab
 within ``memory_budget_mb``.
 
 Every distance follows the rule of
@@ -155,17 +153,9 @@ class RowEngine:
     # -- how many rows a block holds -------------------------------------------
 
     def block_rows(self) -> int:
-        """Rows per block.
-
-        A block of B rows computes its distances to the clips from its first
-        row on (the upper triangle; the pairs before it were counted by
-        earlier blocks), so B is kept well below N: N / 32 rounded up, at
-        least 16, and within the budget for the (B, N) float64 slab, its
-        sort order and a copy.
-        """
+        """Rows per block: the (B, N) float64 slab, its sort order and a copy within the budget."""
         per_row = 24 * self.n
-        return int(max(1, min(self.n, self.memory_budget_mb * _MB // per_row, 1024,
-                              max(16, -(-self.n // 32)))))
+        return int(max(1, min(self.n, self.memory_budget_mb * _MB // per_row, 1024)))
 
     # -- the distances ---------------------------------------------------------
 
@@ -173,9 +163,32 @@ class RowEngine:
         """(r1 - r0, N) float64: distances from clips r0..r1-1 to every clip (0 to itself)."""
         return self.block(r0, r1, 0)
 
-    def upper(self, r0: int, r1: int) -> np.ndarray:
-        """(r1 - r0, N - r0) float64: distances from clips r0..r1-1 to clips r0..N-1."""
-        return self.block(r0, r1, r0)
+    def owned(self, r0: int, r1: int) -> np.ndarray:
+        """(r1 - r0, N): the distances of the pairs that rows r0..r1-1 own, NaN elsewhere.
+
+        Clip i owns the pair (i, j) when j is wider (compared at a higher
+        rung; the pair is then computed in i's row, the narrower clip queried
+        against the wider one's group, as the dense matrix does) or as wide
+        and later (j > i). Every pair has exactly one owner, so offering each
+        owned distance to both rows computes every pair once across blocks
+        and shards, with exactly symmetric results.
+        """
+        check_cancel(self.cancel)
+        if self._inputs is not None:
+            d = self.block(r0, r1, 0)
+        else:
+            # Only the pairs a row owns: the row against its own and wider
+            # groups (no index of the block's rows queried by narrower clips).
+            d = self._whole_block(r0, r1, 0, narrow_only=True)
+        rows = np.arange(r0, r1)[:, None]
+        cols = np.arange(self.n)[None, :]
+        if self._inputs is not None:
+            mine = cols > rows
+        else:
+            wr, wc = self._widths[rows], self._widths[cols]
+            mine = (wc > wr) | ((wc == wr) & (cols > rows))
+        d[~mine] = np.nan
+        return d
 
     def block(self, r0: int, r1: int, c0: int) -> np.ndarray:
         """(r1 - r0, N - c0) float64: distances from clips r0..r1-1 to clips c0..N-1 (0 to itself)."""
@@ -184,12 +197,6 @@ class RowEngine:
         if not (0 <= r0 < r1 <= self.n and 0 <= c0 < self.n):
             raise ValueError(f"rows {r0}..{r1}, columns from {c0}: outside the {self.n} clips")
         check_cancel(self.cancel)
-        if c0 > 0:
-            # The metric indexes over every clip are built once and kept;
-            # one over the clips from c0 on would be built again for each
-            # block (each clip's transforms once per block), which costs
-            # more than the pairs before c0 that this computes and drops.
-            return self.block(r0, r1, 0)[:, c0:]
         b = r1 - r0
         if self._inputs is not None:
             index = self._build(("all", c0), lambda: self._inputs[c0:])
@@ -214,7 +221,7 @@ class RowEngine:
                 self._indexes[key] = index
         return index
 
-    def _whole_block(self, r0: int, r1: int, c0: int) -> np.ndarray:
+    def _whole_block(self, r0: int, r1: int, c0: int, narrow_only: bool = False) -> np.ndarray:
         """Whole clips, each pair at the compared width of its longer clip.
 
         For each rung w: the block's rows no longer than w against the
@@ -243,7 +250,7 @@ class RowEngine:
                     part = near[s0 : s0 + chunk]
                     q = torch.from_numpy(_stack([self._images[i] for i in part], w))
                     out[np.ix_(part - r0, cols - c0)] = index.distances(q).reshape(part.size, cols.size).numpy()
-            own = rows[widths[rows] == w]
+            own = rows[widths[rows] == w] if not narrow_only else rows[:0]
             shorter = c0 + np.flatnonzero(widths[c0:] < w)
             if own.size and shorter.size:
                 index = build_index(_stack([self._images[i] for i in own], w), self.metric_name,
@@ -411,64 +418,70 @@ def merge_top_k(idx_a: np.ndarray, dist_a: np.ndarray, idx_b: np.ndarray, dist_b
     return np.take_along_axis(idx, order, 1), np.take_along_axis(dist, order, 1)
 
 
-def upper_knn(engine: RowEngine, k: int, r0: int, r1: int, progress: ProgressFn | None = None,
+def owned_knn(engine: RowEngine, k: int, r0: int, r1: int, progress: ProgressFn | None = None,
               cancel: CancelFn | None = None, done_before: int = 0,
               total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The closest ``k`` candidates that the pairs of rows r0..r1-1 give rows r0..N-1.
+    """The closest ``k`` candidates that the pairs owned by rows r0..r1-1 give every row.
 
-    Each block of rows computes its distances to the clips from its first
-    row on (each pair once, as the dense matrix does); a pair (i, j) is a
-    candidate of row i and of row j. Returns (N - r0, k) indices and
-    distances (index -1 where a row has fewer candidates so far); rows
-    r0..r1-1 still lack the pairs with clips before r0, which the shards
-    before them bring (:func:`merge_top_k`). ``progress`` counts rows.
+    Each pair is owned by one row (:meth:`RowEngine.owned`) and offered as a
+    candidate to both of its clips. Returns (N, k) indices and distances
+    (index -1 where a row has fewer candidates so far); the candidates of
+    all rows' pairs merged (:func:`merge_top_k`) are the graph.
+    ``progress`` counts rows.
     """
     n = engine.n
     total = n if total is None else total
-    idx = np.full((n - r0, k), -1, dtype=np.int64)
-    dist = np.full((n - r0, k), np.inf)
+    idx = np.full((n, k), -1, dtype=np.int64)
+    dist = np.full((n, k), np.inf)
     step = engine.block_rows()
     for b0 in range(r0, r1, step):
         check_cancel(cancel)
         b1 = min(b0 + step, r1)
-        b = b1 - b0
-        u = engine.upper(b0, b1)  # (B, N - b0)
-        u[np.arange(b), np.arange(b)] = np.inf  # a clip is not its own neighbour
-        order = np.argsort(u, axis=1, kind="stable")[:, :k]
-        rows = slice(b0 - r0, b1 - r0)
-        idx[rows], dist[rows] = merge_top_k(idx[rows], dist[rows], order + b0,
-                                            np.take_along_axis(u, order, 1), k)
-        if b1 < n:
-            later = u[:, b:].T  # (N - b1, B): the block's rows as candidates of the clips after it
-            order = np.argsort(later, axis=1, kind="stable")[:, :k]
-            rows = slice(b1 - r0, n - r0)
-            idx[rows], dist[rows] = merge_top_k(idx[rows], dist[rows], order + b0,
-                                                np.take_along_axis(later, order, 1), k)
+        u = engine.owned(b0, b1)  # (B, N), NaN where another row owns the pair
+        u[np.isnan(u)] = np.inf
+        kk = min(k, n)
+        order = np.argsort(u, axis=1, kind="stable")[:, :kk]
+        idx[b0:b1], dist[b0:b1] = merge_top_k(idx[b0:b1], dist[b0:b1], order, np.take_along_axis(u, order, 1), k)
+        ut = u.T  # (N, B): the block's rows as candidates of every clip
+        order = np.argsort(ut, axis=1, kind="stable")[:, : min(k, b1 - b0)]
+        idx, dist = merge_top_k(idx, dist, order + b0, np.take_along_axis(ut, order, 1), k)
         report(progress, done_before + b1 - r0, total)
+    idx[~np.isfinite(dist)] = -1
     return idx, dist
 
 
-def upper_rows(engine: RowEngine, r0: int, r1: int, progress: ProgressFn | None = None,
+def owned_rows(engine: RowEngine, r0: int, r1: int, progress: ProgressFn | None = None,
                cancel: CancelFn | None = None, done_before: int = 0, total: int | None = None) -> np.ndarray:
-    """(r1 - r0, N - r0): rows r0..r1-1 of the dense matrix from column r0 on.
-
-    Each pair is computed once; within rows r0..r1-1 the entries below the
-    diagonal are their mirror, so the part is exactly symmetric. With r0 = 0
-    and r1 = N it is the whole matrix. ``progress`` counts rows.
-    """
+    """(r1 - r0, N): the distances rows r0..r1-1 own, NaN elsewhere (see :func:`place_owned`)."""
     total = engine.n if total is None else total
-    out = np.empty((r1 - r0, engine.n - r0), dtype=np.float64)
+    out = np.empty((r1 - r0, engine.n), dtype=np.float64)
     step = engine.block_rows()
     for b0 in range(r0, r1, step):
         check_cancel(cancel)
         b1 = min(b0 + step, r1)
-        a0, a1 = b0 - r0, b1 - r0
-        out[a0:a1, a0:] = engine.upper(b0, b1)
-        out[a0:a1, :a0] = out[:a0, a0:a1].T
-        tile = out[a0:a1, a0:a1]
-        out[a0:a1, a0:a1] = np.triu(tile) + np.triu(tile, 1).T  # the block's own pairs once
+        out[b0 - r0 : b1 - r0] = engine.owned(b0, b1)
         report(progress, done_before + b1 - r0, total)
     return out
+
+
+def place_owned(m, r0: int, rows: np.ndarray) -> None:
+    """Write owned rows r0.. (NaN: not owned) and their mirror into the (N, N) array or memory map ``m``."""
+    r1 = r0 + rows.shape[0]
+    have = ~np.isnan(rows)
+    m[r0:r1] = np.where(have, rows, m[r0:r1])
+    m[:, r0:r1] = np.where(have.T, rows.T, m[:, r0:r1])
+
+
+def dense_matrix(engine: RowEngine, progress: ProgressFn | None = None,
+                 cancel: CancelFn | None = None) -> np.ndarray:
+    """The (N, N) matrix from owned rows: every pair once, exactly symmetric, zero diagonal."""
+    m = np.zeros((engine.n, engine.n), dtype=np.float64)
+    step = engine.block_rows()
+    for b0 in range(0, engine.n, step):
+        b1 = min(b0 + step, engine.n)
+        place_owned(m, b0, owned_rows(engine, b0, b1, progress, cancel, done_before=b0))
+    np.fill_diagonal(m, 0.0)
+    return m
 
 
 def knn_graph(library: Library, metric_name: str, k: int, clips: Sequence[Clip] | None = None,
@@ -488,7 +501,7 @@ def knn_graph(library: Library, metric_name: str, k: int, clips: Sequence[Clip] 
     if not 1 <= k <= engine.n - 1:
         raise ValueError(f"k={k}: must be between 1 and {engine.n - 1} (the other clips of {library.path})")
     report(progress, 0, engine.n)
-    idx, dist = upper_knn(engine, k, 0, engine.n, progress, cancel)
+    idx, dist = owned_knn(engine, k, 0, engine.n, progress, cancel)
     return make_graph(engine, idx, dist, k)
 
 

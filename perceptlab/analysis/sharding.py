@@ -5,11 +5,11 @@ starts P x M copies of the command with ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK`` set. The rows 0..N-1 are cut into shards of ``shard_rows``
 rows (a function of N alone, so a rerun with another number of processes
 still finds its shards), dealt to the ranks back and forth
-(:func:`shard_owner`). A shard of rows r0..r1-1 computes their pairs with
-every clip from r0 on, each pair once (the pairs with earlier clips belong
-to earlier shards): for a dense matrix its rows from column r0 on, for a
-k-NN graph the closest K candidates those pairs give each row r0..N-1
-(:func:`perceptlab.analysis.knn_graph.upper_knn`). Each rank writes each of
+(:func:`shard_owner`). A shard of rows r0..r1-1 computes the pairs its rows
+own (:meth:`perceptlab.analysis.knn_graph.RowEngine.owned`, each pair owned
+by one clip): for a dense matrix those rows with NaN where another row owns
+the pair, for a k-NN graph the closest K candidates its pairs give every
+row (:func:`perceptlab.analysis.knn_graph.owned_knn`). Each rank writes each of
 its shards atomically (temp + rename) as ``shard-NNNNN.npz`` and
 then its manifest ``shard-NNNNN.json`` naming the library (path and content
 fingerprint), the metric, the feature config hash, the comparison, the
@@ -41,7 +41,8 @@ from typing import Callable
 
 import numpy as np
 
-from perceptlab.analysis.knn_graph import RowEngine, atomic_write, merge_top_k, upper_knn, upper_rows
+from perceptlab.analysis.knn_graph import (RowEngine, atomic_write, dense_matrix, merge_top_k, owned_knn,
+                                           owned_rows, place_owned)
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
 
 SHARD_FORMAT = "perceptlab-matrix-shard/1"
@@ -364,10 +365,10 @@ def compute_shards(engine_factory: Callable[[], RowEngine], engine_n: int, key: 
         check_cancel(cancel)
         r0, r1 = ranges[s]
         if kind == "knn":
-            idx, dist = upper_knn(engine, k, r0, r1, progress, cancel, done_before=done, total=total_rows)
+            idx, dist = owned_knn(engine, k, r0, r1, progress, cancel, done_before=done, total=total_rows)
             arrays = {"indices": idx, "distances": dist}
         else:
-            arrays = {"rows": upper_rows(engine, r0, r1, progress, cancel, done_before=done, total=total_rows)}
+            arrays = {"rows": owned_rows(engine, r0, r1, progress, cancel, done_before=done, total=total_rows)}
         write_shard(folder, key, s, (r0, r1), arrays, env.rank)
         done += r1 - r0
     counts = {"reused": len(mine) - len(todo), "computed": len(todo),
@@ -408,9 +409,9 @@ def assemble_knn(folder: Path, n: int, k: int, shard_rows: int) -> tuple[np.ndar
     """The (N, K) indices and distances: every shard's candidates merged row by row."""
     idx = np.full((n, k), -1, dtype=np.int64)
     dist = np.full((n, k), np.inf)
-    for s, (r0, r1) in enumerate(shard_ranges(n, shard_rows)):
-        part = read_shard(folder, s)  # rows r0..N-1
-        idx[r0:], dist[r0:] = merge_top_k(idx[r0:], dist[r0:], part["indices"], part["distances"], k)
+    for s, _ in enumerate(shard_ranges(n, shard_rows)):
+        part = read_shard(folder, s)  # (N, K) candidates from the pairs its rows own
+        idx, dist = merge_top_k(idx, dist, part["indices"], part["distances"], k)
     if (idx < 0).any():
         raise ShardingError(f"{folder}: the shards leave rows without {k} neighbours; remove the folder and rerun")
     return idx, dist
@@ -428,9 +429,9 @@ def assemble_dense(folder: Path, n: int, shard_rows: int, out: Path) -> Path:
     m = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64, shape=(n, n))
     try:
         for s, (r0, r1) in enumerate(shard_ranges(n, shard_rows)):
-            rows = read_shard(folder, s)["rows"]  # (r1 - r0, N - r0)
-            m[r0:r1, r0:] = rows
-            m[r0:, r0:r1] = rows.T
+            place_owned(m, r0, read_shard(folder, s)["rows"])  # (r1 - r0, N), NaN where not owned
+        idx = np.arange(n)
+        m[idx, idx] = 0.0
         m.flush()
         del m
         os.replace(tmp, out)
@@ -507,12 +508,12 @@ def matrix_rows(library, metric_name: str, *, knn: int | None = None, out: Path 
         e = engine()
         report(progress, 0, n)
         if kind == "knn":
-            idx, dist = upper_knn(e, knn, 0, n, progress, cancel)
+            idx, dist = owned_knn(e, knn, 0, n, progress, cancel)
             run.graph = make_graph(e, idx, dist, knn)
             if out is not None:
                 run.out = run.graph.save(out)
         else:
-            run.matrix = upper_rows(e, 0, n, progress, cancel)
+            run.matrix = dense_matrix(e, progress, cancel)
             if out is not None:
                 atomic_write(Path(out), lambda f: np.save(f, run.matrix))
                 run.out = Path(out)
