@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from perceptlab.audio.distort import Recipe, apply, kinds, list_stimuli, render_stimulus
+from perceptlab.audio.distort import Recipe, apply, kinds
+from perceptlab.library.stimuli import list_stimuli, render_stimulus
 from perceptlab.library.importer import import_files
 from perceptlab.library.store import Library
 from conftest import write_clip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from perceptlab.audio.distort import list_stimuli
+from perceptlab.library.stimuli import list_stimuli
 from perceptlab.library.store import Library
 from perceptlab.listening.create import MushraPlan, TripletPlan, create_session, preview_item
 from perceptlab.listening.designs import MushraItem, TripletItem

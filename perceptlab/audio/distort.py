@@ -63,10 +63,9 @@ Both use a phase vocoder with identity phase locking (see
 :func:`_phase_vocoder`): the level of a partial is kept (torchaudio's plain
 ``phase_vocoder`` loses 13 dB on a sine slowed by 1 %).
 
-Rendering a stimulus into a library (:func:`render_stimulus`) writes a FLAC
-file (24-bit; a WAV float file when the distortion pushes the peak above
-full scale, so nothing is silently clipped) and records it in the library's
-``stimuli`` table with the full recipe and the package versions.
+This module is signal processing only. Rendering a stimulus into a library
+(writing the file and recording it in the ``stimuli`` table) is
+:func:`perceptlab.library.stimuli.render_stimulus`.
 """
 
 from __future__ import annotations
@@ -74,17 +73,11 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-
-from perceptlab.atomic import atomic_path
-from perceptlab.versions import package_versions
 
 # Sentinel for a parameter without a default.
 _REQUIRED = object()
@@ -667,145 +660,3 @@ def _pitch_shift(x, rate, p, seed):
     long_n = max(1, int(round(x.size * ratio)))
     stretched = _stretch(x, rate, 1.0 / ratio, long_n)
     return _fft_resample(stretched, x.size / long_n, x.size)
-
-
-# ---------------------------------------------------------------------------
-# Rendering into a library
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Stimulus:
-    """One row of the library's ``stimuli`` table.
-
-    ``info`` is the stored JSON: the recipe (``kind``, ``params``, ``seed``)
-    plus ``rate``, ``format``, ``reference`` ({path, name, content_hash,
-    clip_id}) and ``versions`` of the packages that rendered it.
-    """
-
-    id: int
-    reference_hash: str | None
-    recipe: Recipe
-    path: str
-    content_hash: str
-    created_at: float
-    info: dict
-
-    @property
-    def name(self) -> str:
-        return Path(self.path).name
-
-    def to_json(self) -> dict:
-        return {"id": self.id, "reference_hash": self.reference_hash, "path": self.path,
-                "content_hash": self.content_hash, "recipe": self.recipe.to_json(),
-                "label": self.recipe.label, "info": self.info, "created_at": self.created_at}
-
-
-def _row_to_stimulus(row) -> Stimulus:
-    sid, ref_hash, info, path, content_hash, created = row
-    data = json.loads(info)
-    return Stimulus(sid, ref_hash, Recipe.from_json(data), path, content_hash, created, data)
-
-
-_STIM_COLS = "id, reference_hash, recipe, path, content_hash, created_at"
-
-
-def get_stimulus(library, stimulus_id: int) -> Stimulus:
-    """The stimulus with this id (KeyError if none)."""
-    row = library.conn.execute(f"SELECT {_STIM_COLS} FROM stimuli WHERE id = ?", (stimulus_id,)).fetchone()
-    if row is None:
-        raise KeyError(f"no stimulus with id {stimulus_id} in {library.path}")
-    return _row_to_stimulus(row)
-
-
-def list_stimuli(library, reference_hash: str | None = None) -> list[Stimulus]:
-    """All stimuli (or those of one reference), oldest first."""
-    if reference_hash is None:
-        rows = library.conn.execute(f"SELECT {_STIM_COLS} FROM stimuli ORDER BY id")
-    else:
-        rows = library.conn.execute(
-            f"SELECT {_STIM_COLS} FROM stimuli WHERE reference_hash = ? ORDER BY id", (reference_hash,))
-    return [_row_to_stimulus(r) for r in rows]
-
-
-def find_stimulus(library, reference_hash: str | None, recipe: Recipe) -> Stimulus | None:
-    """An already rendered stimulus of this reference and recipe whose file is intact, or None."""
-    from perceptlab.library.store import file_hash
-
-    for s in reversed(list_stimuli(library, reference_hash)):
-        if s.recipe.key == recipe.key and s.reference_hash == reference_hash:
-            p = Path(s.path)
-            if p.exists() and file_hash(p) == s.content_hash:
-                return s
-    return None
-
-
-def render_stimulus(library, reference, recipe: Recipe, out_dir: str | os.PathLike, *,
-                    reuse: bool = True) -> Stimulus:
-    """Render ``recipe`` applied to ``reference`` into ``out_dir`` and record it.
-
-    Parameters
-    ----------
-    library : perceptlab.library.store.Library
-    reference : Clip or path
-        A library clip, or any audio file. It is decoded to mono at its own
-        sample rate.
-    recipe : Recipe
-    out_dir : path
-        Folder for the rendered file (created if missing). The file name is
-        ``<stem>-<hash8>__<recipe slug>.flac`` (``.wav`` when the peak
-        exceeds full scale), written atomically.
-    reuse : bool
-        Return the existing row when this reference and recipe were rendered
-        before and the file is intact (rendering is deterministic anyway).
-
-    Returns
-    -------
-    Stimulus
-    """
-    import soundfile as sf
-
-    from perceptlab.audio.decode import load
-    from perceptlab.library.store import file_hash
-
-    if hasattr(reference, "content_hash") and hasattr(reference, "path"):
-        if getattr(reference, "ok", True) is False:
-            raise ValueError(f"{reference.path}: was not imported: {reference.error}")
-        ref_path, ref_hash, clip_id = Path(reference.path), reference.content_hash, getattr(reference, "id", None)
-    else:
-        ref_path = Path(reference).expanduser().resolve()
-        if not ref_path.is_file():
-            raise ValueError(f"{ref_path}: no such file")
-        ref_hash, clip_id = file_hash(ref_path), None
-        clip = library.clip_by_path(ref_path)
-        if clip is not None and clip.ok and clip.content_hash == ref_hash:
-            clip_id = clip.id
-    if reuse:
-        old = find_stimulus(library, ref_hash, recipe)
-        if old is not None:
-            return old
-    wave = load(ref_path, sample_rate=None)
-    import soundfile  # noqa: F401  (fail early if missing)
-
-    rate = sf.info(str(ref_path)).samplerate
-    y = apply(recipe, wave, rate)
-    peak = float(np.abs(y).max()) if y.size else 0.0
-    fmt, subtype, ext = ("FLAC", "PCM_24", ".flac") if peak <= 1.0 else ("WAV", "FLOAT", ".wav")
-    out_dir = Path(out_dir).expanduser().resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"{ref_path.stem}-{ref_hash[:8]}__{recipe.slug}{ext}"
-    with atomic_path(out) as tmp:
-        sf.write(str(tmp), y, rate, format=fmt, subtype=subtype)
-    content = file_hash(out)
-    info = {**recipe.to_json(), "label": recipe.label, "rate": rate, "format": f"{fmt}/{subtype}",
-            "frames": int(y.size), "peak": peak,
-            "reference": {"path": str(ref_path), "name": ref_path.name, "content_hash": ref_hash,
-                          "clip_id": clip_id},
-            "versions": package_versions()}
-    with library.transaction():
-        cur = library.conn.execute(
-            "INSERT INTO stimuli (reference_hash, recipe, path, content_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-            (ref_hash, json.dumps(info, sort_keys=True), str(out), content, time.time()),
-        )
-        sid = cur.lastrowid
-    return get_stimulus(library, sid)

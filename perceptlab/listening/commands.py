@@ -228,7 +228,8 @@ def cmd_listen_export(args) -> int:
 
 def cmd_stimuli(args) -> int:
     from perceptlab.analysis.similarity import resolve
-    from perceptlab.audio.distort import Recipe, render_stimulus
+    from perceptlab.audio.distort import Recipe
+    from perceptlab.library.stimuli import render_stimulus
 
     cli = _cli()
     if not args.recipe:

@@ -40,7 +40,8 @@ from typing import Sequence
 
 import numpy as np
 
-from perceptlab.audio.distort import Recipe, Stimulus, anchor_recipes, render_stimulus
+from perceptlab.audio.distort import Recipe, anchor_recipes
+from perceptlab.library.stimuli import Stimulus, render_stimulus
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
 
 TRIPLET = "triplet"

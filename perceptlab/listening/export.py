@@ -40,7 +40,7 @@ import os
 import time
 from pathlib import Path
 
-from perceptlab.audio.distort import get_stimulus
+from perceptlab.library.stimuli import get_stimulus
 from perceptlab.listening.designs import band_of
 from perceptlab.listening.session import Session
 
@@ -70,7 +70,7 @@ def provenance(library, session: Session) -> dict:
     """Everything needed to interpret and reproduce a session's stimuli and analysis."""
     from perceptlab import __version__
     from perceptlab.audio.features import FeatureConfig
-    from perceptlab.library.store import file_hash
+    from perceptlab.library.hashing import file_hash
     from perceptlab.metrics.registry import list_metrics
 
     try:

@@ -79,7 +79,7 @@ def render_preview(library_path: str, design: str, plan, rate: int, *, progress=
     from perceptlab.library.store import Library
     from perceptlab.listening.create import preview_item
 
-    from perceptlab.audio.distort import get_stimulus
+    from perceptlab.library.stimuli import get_stimulus
 
     with Library(library_path) as lib:
         item = preview_item(lib, design, plan, progress=progress, cancel=cancel)
