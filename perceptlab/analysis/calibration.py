@@ -485,8 +485,7 @@ def save_variant(library, variant: CalibratedVariant) -> None:
 def load_variants(library) -> list[CalibratedVariant]:
     """Every variant saved in the library (a damaged entry raises ValueError naming it)."""
     out = []
-    for key, value in library.conn.execute(
-            "SELECT key, value FROM meta WHERE key LIKE ? ORDER BY key", (META_PREFIX + "%",)):
+    for key, value in library.meta_items(META_PREFIX):
         try:
             out.append(CalibratedVariant.from_json(value))
         except (ValueError, KeyError, TypeError) as exc:
@@ -502,8 +501,7 @@ def register_saved_variants(library) -> list:
 def delete_variant(library, name: str) -> None:
     from perceptlab.metrics.registry import unregister_metric
 
-    with library.transaction():
-        library.conn.execute("DELETE FROM meta WHERE key = ?", (META_PREFIX + name,))
+    library.delete_meta(META_PREFIX + name)
     unregister_metric(METRIC_PREFIX + name)
 
 

@@ -38,7 +38,6 @@ session can be rebuilt exactly, and two listeners see different orders.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -240,10 +239,8 @@ class Session:
 
     def __init__(self, library, row):
         self.library = library
-        (self.id, self.design, self.listener, config, self.status, self.created_at, self.ended_at) = row
-        self.config: dict = json.loads(config)
-        self.n_trials: int = library.conn.execute(
-            "SELECT COUNT(*) FROM listening_trials WHERE session_id = ?", (self.id,)).fetchone()[0]
+        (self.id, self.design, self.listener, self.config, self.status, self.created_at, self.ended_at) = row
+        self.n_trials: int = library.count_listening_trials(self.id)
         self._specs: dict[int, dict] = {}
 
     # -- creating and opening -------------------------------------------------
@@ -293,17 +290,14 @@ class Session:
                     "n_trials": len(items), "n_catch": sum(bool(getattr(i, "catch", False)) for i in items),
                     "perceptlab_version": __version__})
         now = time.time()
+        # One transaction: the session row, all its trials and its config.
         with library.transaction():
-            cur = library.conn.execute(
-                "INSERT INTO listening_sessions (design, listener, config, status, created_at) VALUES (?, ?, ?, ?, ?)",
-                (design, listener, "{}", OPEN, now),
-            )
-            sid = cur.lastrowid
+            sid = library.add_listening_session(design, listener, {}, OPEN, now)
             lseed = listener_seed(listener, sid, seed)
             cfg["listener_seed"] = lseed
             rng = np.random.default_rng(lseed)
             order = rng.permutation(len(items)) if shuffle else np.arange(len(items))
-            rows = []
+            specs = []
             for pos, i in enumerate(order):
                 item = items[int(i)]
                 if design == TRIPLET:
@@ -312,28 +306,21 @@ class Session:
                     n = len(item.conditions)
                     cond_order = rng.permutation(n) if shuffle else np.arange(n)
                     spec = _mushra_spec(item, [int(c) for c in cond_order], bool(must_play))
-                rows.append((sid, pos, json.dumps(spec, sort_keys=True)))
-            library.conn.executemany(
-                "INSERT INTO listening_trials (session_id, position, spec) VALUES (?, ?, ?)", rows)
-            library.conn.execute("UPDATE listening_sessions SET config = ? WHERE id = ?",
-                                 (json.dumps(cfg, sort_keys=True), sid))
+                specs.append((pos, spec))
+            library.add_listening_trials(sid, specs)
+            library.set_listening_config(sid, cfg)
         return cls.open(library, sid)
 
     @classmethod
     def open(cls, library, session_id: int) -> "Session":
         """Open a stored session (SessionError if there is none with this id)."""
-        row = library.conn.execute(
-            "SELECT id, design, listener, config, status, created_at, ended_at FROM listening_sessions WHERE id = ?",
-            (int(session_id),),
-        ).fetchone()
+        row = library.listening_session(int(session_id))
         if row is None:
             raise SessionError(f"no listening session with id {session_id} in {library.path}")
         return cls(library, row)
 
     def _refresh(self) -> None:
-        row = self.library.conn.execute(
-            "SELECT status, ended_at FROM listening_sessions WHERE id = ?", (self.id,)).fetchone()
-        self.status, self.ended_at = row
+        self.status, self.ended_at = self.library.listening_status(self.id)
 
     # -- trials ---------------------------------------------------------------
     @property
@@ -344,10 +331,7 @@ class Session:
         """The stored spec of a trial (roles included: for analysis, not for display)."""
         self._check_position(position)
         if position not in self._specs:
-            row = self.library.conn.execute(
-                "SELECT spec FROM listening_trials WHERE session_id = ? AND position = ?",
-                (self.id, position)).fetchone()
-            self._specs[position] = json.loads(row[0])
+            self._specs[position] = self.library.listening_spec(self.id, position)
         return self._specs[position]
 
     def _check_position(self, position) -> None:
@@ -357,10 +341,7 @@ class Session:
             raise SessionError(f"session {self.id} has trials 0..{self.n_trials - 1}, not {position}")
 
     def stored_answer(self, position: int) -> dict | None:
-        row = self.library.conn.execute(
-            "SELECT answer FROM listening_answers WHERE session_id = ? AND position = ?",
-            (self.id, position)).fetchone()
-        return json.loads(row[0]) if row else None
+        return self.library.listening_answer(self.id, position)
 
     def trial(self, position: int) -> Trial:
         """The trial at ``position``, as the GUI presents it."""
@@ -378,15 +359,10 @@ class Session:
 
     def next_position(self) -> int | None:
         """The first unanswered position (where to resume), or None when all are answered."""
-        row = self.library.conn.execute(
-            "SELECT MIN(t.position) FROM listening_trials t LEFT JOIN listening_answers a "
-            "ON a.session_id = t.session_id AND a.position = t.position "
-            "WHERE t.session_id = ? AND a.position IS NULL", (self.id,)).fetchone()
-        return row[0]
+        return self.library.first_unanswered(self.id)
 
     def progress(self) -> Progress:
-        n = self.library.conn.execute(
-            "SELECT COUNT(*) FROM listening_answers WHERE session_id = ?", (self.id,)).fetchone()[0]
+        n = self.library.count_listening_answers(self.id)
         return Progress(n, self.n_trials, self.next_position())
 
     # -- answering ------------------------------------------------------------
@@ -474,20 +450,8 @@ class Session:
         if self.status == COMPLETED:
             raise SessionError(f"session {self.id} is completed; it takes no more answers")
         clean = self.validate_answer(position, answer)
-        conn = self.library.conn
-        previous = conn.execute("PRAGMA synchronous").fetchone()[0]
-        # FULL: the WAL is fsynced at this commit, so even a power cut keeps the answer.
-        conn.execute("PRAGMA synchronous=FULL")
-        try:
-            with self.library.transaction():
-                conn.execute(
-                    "INSERT INTO listening_answers (session_id, position, answer, answered_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(session_id, position) DO UPDATE SET answer = excluded.answer, "
-                    "answered_at = excluded.answered_at",
-                    (self.id, int(position), json.dumps(clean, sort_keys=True), time.time()),
-                )
-        finally:
-            conn.execute(f"PRAGMA synchronous={int(previous)}")
+        # Synced at commit (synchronous=FULL), so even a power cut keeps the answer.
+        self.library.put_listening_answer(self.id, int(position), clean, time.time())
         return clean
 
     def complete(self, *, force: bool = False) -> None:
@@ -499,31 +463,19 @@ class Session:
         if not p.done and not force:
             raise SessionError(f"session {self.id}: {p.total - p.answered} trials are unanswered")
         now = time.time()
-        with self.library.transaction():
-            self.library.conn.execute(
-                "UPDATE listening_sessions SET status = ?, ended_at = ? WHERE id = ?", (COMPLETED, now, self.id))
+        self.library.set_listening_status(self.id, COMPLETED, now)
         self._refresh()
 
     def reopen(self) -> None:
         """Mark a completed session open again."""
-        with self.library.transaction():
-            self.library.conn.execute(
-                "UPDATE listening_sessions SET status = ?, ended_at = NULL WHERE id = ?", (OPEN, self.id))
+        self.library.set_listening_status(self.id, OPEN, None)
         self._refresh()
 
     def answered_trials(self, include_unanswered: bool = False) -> list[AnsweredTrial]:
         """Every trial's spec with its answer, in position order."""
-        rows = self.library.conn.execute(
-            "SELECT t.position, t.spec, a.answer, a.answered_at FROM listening_trials t "
-            "LEFT JOIN listening_answers a ON a.session_id = t.session_id AND a.position = t.position "
-            "WHERE t.session_id = ? ORDER BY t.position", (self.id,))
-        out = []
-        for pos, spec, ans, at in rows:
-            if ans is None and not include_unanswered:
-                continue
-            out.append(AnsweredTrial(self.id, self.listener, self.design, pos, json.loads(spec),
-                                     json.loads(ans) if ans else None, at))
-        return out
+        return [AnsweredTrial(self.id, self.listener, self.design, pos, spec, ans, at)
+                for pos, spec, ans, at in self.library.listening_trials(self.id)
+                if ans is not None or include_unanswered]
 
     def info(self) -> SessionInfo:
         self._refresh()
@@ -533,21 +485,9 @@ class Session:
 
 def list_sessions(library, design: str | None = None) -> list[SessionInfo]:
     """Every listening session, newest first."""
-    sql = ("SELECT s.id, s.design, s.listener, s.status, s.created_at, s.ended_at, "
-           "(SELECT COUNT(*) FROM listening_trials t WHERE t.session_id = s.id), "
-           "(SELECT COUNT(*) FROM listening_answers a WHERE a.session_id = s.id), s.config "
-           "FROM listening_sessions s")
-    args: tuple = ()
-    if design is not None:
-        sql += " WHERE s.design = ?"
-        args = (design,)
-    sql += " ORDER BY s.id DESC"
-    return [SessionInfo(*r[:8], json.loads(r[8])) for r in library.conn.execute(sql, args)]
+    return [SessionInfo(*r) for r in library.listening_sessions(design)]
 
 
 def delete_session(library, session_id: int) -> None:
     """Remove a session with its trials and answers."""
-    with library.transaction():
-        library.conn.execute("DELETE FROM listening_answers WHERE session_id = ?", (int(session_id),))
-        library.conn.execute("DELETE FROM listening_trials WHERE session_id = ?", (int(session_id),))
-        library.conn.execute("DELETE FROM listening_sessions WHERE id = ?", (int(session_id),))
+    library.delete_listening_session(int(session_id))
