@@ -14,6 +14,7 @@ import traceback
 import warnings
 from typing import Any, Callable
 
+import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from perceptlab.tasks import Cancelled
@@ -58,9 +59,33 @@ class QtTask(QRunnable):
     def cancel(self) -> None:
         self._cancel.set()
 
+    def _emit(self, name: str, *args) -> bool:
+        """Emit ``signals.<name>`` unless its object is gone; false (and cancelled) when it is.
+
+        At quit PySide deletes parentless QObjects, this task's signals among
+        them, while the worker thread may still be running; an emit then
+        raises "Signal source has been deleted". With no one left to report
+        to, the work stops at its next cancel check instead.
+        """
+        s = self.signals
+        if shiboken6.isValid(s):
+            try:
+                getattr(s, name).emit(*args)
+                return True
+            except RuntimeError:  # deleted between the check and the emit
+                if shiboken6.isValid(s):
+                    raise
+        self._cancel.set()
+        return False
+
+    def _report_progress(self, done: int, total: int) -> None:
+        self._emit("progress", done, total)
+
     def disconnect_all(self) -> None:
         """Detach every receiver; the task still runs to its end, reporting to no one."""
         s = self.signals
+        if not shiboken6.isValid(s):
+            return
         for sig in (s.progress, s.finished, s.failed, s.cancelled):
             with warnings.catch_warnings():  # PySide warns when a signal had no receiver
                 warnings.simplefilter("ignore")
@@ -77,18 +102,18 @@ class QtTask(QRunnable):
         _leave_a_core_for_the_gui()
         kwargs = dict(self.kwargs)
         if self.with_progress:
-            kwargs.update(progress=self.signals.progress.emit, cancel=self._cancel.is_set)
+            kwargs.update(progress=self._report_progress, cancel=self._cancel.is_set)
         try:
             result = self.fn(*self.args, **kwargs)
         except Cancelled:
-            self.signals.cancelled.emit()
+            self._emit("cancelled")
         except Exception as exc:  # reported to the GUI, never raised into Qt
-            self.signals.failed.emit(str(exc) or type(exc).__name__, traceback.format_exc())
+            self._emit("failed", str(exc) or type(exc).__name__, traceback.format_exc())
         else:
             if self._cancel.is_set():
-                self.signals.cancelled.emit()
+                self._emit("cancelled")
             else:
-                self.signals.finished.emit(result)
+                self._emit("finished", result)
         finally:
             self.fn, self.args, self.kwargs = None, (), {}  # its inputs need not outlive it
 
