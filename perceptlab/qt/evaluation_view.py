@@ -4,7 +4,9 @@ The job runs in a separate process (QProcess) because the train-config mode
 trains encoders, and training never runs inside the GUI process. When it
 ends, the view loads ``report.json`` from the output folder and shows the
 table (sorted by weighted F1), the verdict on the paper's claim with its
-warnings, and the chart the command drew.
+warnings, and the chart: the same bars as the report's ``chart.png``
+(:func:`perceptlab.analysis.evaluate.chart.chart_rows`), drawn here with
+pyqtgraph from the report's numbers.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pyqtgraph as pg
 from PySide6.QtCore import QProcess, Qt
-from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -23,13 +26,24 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
+    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from perceptlab.analysis.evaluate.chart import KIND_COLORS, OTHER_COLOR, chart_rows
+
 SHIPPED_MODELS = Path(__file__).resolve().parents[2] / "assets" / "models"
+
+
+class _QtShareSplitter(QSplitter):
+    """A splitter that asks for no more than its minimum: inside the page's scroll area it then
+    shares the window's height among the table, chart and log instead of growing past it."""
+
+    def sizeHint(self):  # noqa: N802 (Qt's name)
+        return self.minimumSizeHint()
 
 
 class QtEvaluationView(QWidget):
@@ -45,6 +59,11 @@ class QtEvaluationView(QWidget):
         self.mode_box = QComboBox()
         self.mode_box.addItem("Shipped general encoders (trained on other recordings)", "checkpoints")
         self.mode_box.addItem("Train an encoder per fold (honest, slow)", "train")
+        # The long item texts must not set the tab's minimum width (the full text is in the tooltip).
+        self.mode_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.mode_box.setMinimumContentsLength(18)
+        self.mode_box.setToolTip("Shipped general encoders (trained on other recordings), or train an encoder "
+                                 "per fold on that fold's training clips only (honest, slow)")
         self.folds_box = QSpinBox()
         self.folds_box.setRange(2, 20)
         self.folds_box.setValue(5)
@@ -63,27 +82,46 @@ class QtEvaluationView(QWidget):
         self.table.setHorizontalHeaderLabels(["#", "method", "weighted F1", "accuracy", "macro F1", "parameters"])
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
-        self.chart = QLabel()
-        self.chart.setAlignment(Qt.AlignCenter)
+        self.table.setWordWrap(False)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        # Horizontal bars, best method on top: clip-level weighted F1, whiskers +- one std over folds.
+        self.chart = pg.PlotWidget(title="Weighted F1 per clip (mean ± std over folds)")
+        self.chart.setMenuEnabled(False)
+        self.chart.setMouseEnabled(x=False, y=False)
+        self.chart.hideButtons()
+        self.chart.getViewBox().invertY(True)
+        self.chart.showGrid(x=True, y=False, alpha=0.25)
+        self.chart.setLabel("bottom", "weighted F1")
+        self.chart.setXRange(0, 1.15, padding=0)
+        self.chart.setMinimumHeight(150)
+        self.bars: pg.BarGraphItem | None = None
+        self.whiskers: pg.ErrorBarItem | None = None
+        self.value_labels: list[pg.TextItem] = []
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(2000)
 
-        top = QHBoxLayout()
-        top.addWidget(self.mode_box, 1)
-        top.addWidget(self.folds_box)
-        top.addWidget(self.epochs_box)
-        top.addWidget(self.run_button)
-        top.addWidget(self.cancel_button)
-        body = QHBoxLayout()
-        body.addWidget(self.table, 3)
-        body.addWidget(self.chart, 2)
+        # Two rows: the tab is often narrow beside the docks.
+        top = QVBoxLayout()
+        top.addWidget(self.mode_box)
+        row = QHBoxLayout()
+        row.addWidget(self.folds_box)
+        row.addWidget(self.epochs_box)
+        row.addStretch(1)
+        row.addWidget(self.run_button)
+        row.addWidget(self.cancel_button)
+        top.addLayout(row)
+        # Stacked, not side by side, for the same reason.
+        body = _QtShareSplitter(Qt.Vertical)
+        body.setChildrenCollapsible(False)
+        for w, stretch in ((self.table, 3), (self.chart, 3), (self.log, 1)):
+            body.addWidget(w)
+            body.setStretchFactor(body.count() - 1, stretch)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(self.status)
-        lay.addLayout(body, 3)
-        lay.addWidget(self.log, 1)
+        lay.addWidget(body, 1)
         self.run_button.clicked.connect(lambda: self.run())
         self.cancel_button.clicked.connect(self.cancel)
         self.mode_box.currentIndexChanged.connect(lambda _: self.epochs_box.setEnabled(self.mode() == "train"))
@@ -117,7 +155,7 @@ class QtEvaluationView(QWidget):
         self.process.finished.connect(self._on_finished)
         self.log.clear()
         self.table.setRowCount(0)
-        self.chart.clear()
+        self.clear_chart()
         self.report = None
         self.process.start(sys.executable, self.arguments(extra))
         self.run_button.setEnabled(False)
@@ -164,9 +202,43 @@ class QtEvaluationView(QWidget):
                 self.table.setItem(i, j, item)
         self.table.resizeColumnToContents(2)
         claim = report.data["claim"]
-        warn = "".join(f"<br>⚠ {w}" for w in report.warnings[:4])
+        shown = report.warnings[:2]
+        more = len(report.warnings) - len(shown)
+        warn = "".join(f"<br>⚠ {w}" for w in shown) + (f"<br>⚠ … and {more} more warnings in report.md"
+                                                          if more > 0 else "")
+        self.status.setToolTip("\n".join(f"⚠ {w}" for w in report.warnings))
         self.status.setText(f"<b>Verdict on the paper's claim: {report.verdict}</b> — {claim.get('summary', '')}{warn}")
-        chart = Path(self.out_dir or "") / "chart.png" if self.out_dir else None
-        if chart is not None and chart.exists():
-            pix = QPixmap(str(chart))
-            self.chart.setPixmap(pix.scaledToWidth(min(pix.width(), 520), Qt.SmoothTransformation))
+        self.draw_chart(report.data)
+
+    def clear_chart(self) -> None:
+        self.chart.clear()
+        self.bars = self.whiskers = None
+        self.value_labels = []
+        self.chart.getAxis("left").setTicks([[]])
+
+    def draw_chart(self, data: dict) -> None:
+        """Bars of the report's clip-level weighted F1 per method (mean over folds, best on top),
+        whiskers of +- one std over folds, coloured by method kind."""
+        self.clear_chart()
+        rows = chart_rows(data)
+        if not rows:
+            return
+        y = np.arange(len(rows), dtype=float)
+        values = np.array([r["value"] for r in rows])
+        errs = np.array([r["err"] for r in rows])
+        brushes = [pg.mkBrush(*KIND_COLORS.get(r["kind"], OTHER_COLOR)) for r in rows]
+        self.bars = pg.BarGraphItem(x0=np.zeros(len(rows)), y=y, width=values, height=0.7, brushes=brushes,
+                                    pen=pg.mkPen(None))
+        self.whiskers = pg.ErrorBarItem(x=values, y=y, left=errs, right=errs, beam=0.25,
+                                        pen=pg.mkPen("w", width=1.5))
+        self.chart.addItem(self.bars)
+        self.chart.addItem(self.whiskers)
+        for yi, v, e in zip(y, values, errs):
+            label = pg.TextItem(f"{v:.3f}", anchor=(0, 0.5))
+            label.setPos(min(v + e, 1.0) + 0.01, yi)
+            self.chart.addItem(label)
+            self.value_labels.append(label)
+        self.chart.getAxis("left").setTicks([[(float(i), r["label"]) for i, r in enumerate(rows)]])
+        self.chart.setTitle(f"Weighted F1 per clip (mean ± std over {data['config']['folds']} folds)")
+        self.chart.setXRange(0, 1.15, padding=0)
+        self.chart.setYRange(-0.6, len(rows) - 0.4, padding=0)
