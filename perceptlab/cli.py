@@ -477,16 +477,29 @@ def cmd_neighbours(args) -> int:
             raise UserError(f"--budget must be at least 1, got {args.budget}")
         results = {m: neighbours(lib, query, m, args.k, _feature_config(args), n_frames=args.frames,
                                  excerpt=args.excerpt, search=args.search, budget=args.budget) for m in metrics}
+        taus = None
+        if args.rank_agreement:
+            from perceptlab.analysis.rankings import kendall_taus
+            from perceptlab.analysis.similarity import ranking
+
+            taus = kendall_taus({m: ranking(lib, query, m, _feature_config(args), n_frames=args.frames,
+                                            excerpt=args.excerpt) for m in metrics})
     if args.json:
-        _print_json({"library": str(lib.path), "query": query.to_json(), "k": args.k,
-                     **_comparison_json(args),
-                     "neighbours": {m: [n.to_json() for n in ns] for m, ns in results.items()}})
+        out = {"library": str(lib.path), "query": query.to_json(), "k": args.k, **_comparison_json(args),
+               "neighbours": {m: [n.to_json() for n in ns] for m, ns in results.items()}}
+        if taus is not None:
+            out["kendall_tau"] = [{"a": a, "b": b, "tau": t} for (a, b), t in taus.items()]
+        _print_json(out)
     else:
         print(f"query: {query.path}")
         for m, ns in results.items():
             print(f"{_display(m)}:")
             for n in ns:
                 print(f"  {n.rank:>2}. {n.distance:10.6f}  [{n.clip.id}] {n.clip.name}  ({n.clip.label or '-'})")
+        if taus:
+            print("Kendall's tau between the metrics' rankings of the whole library:")
+            for (a, b), t in taus.items():
+                print(f"  {_display(a)} vs {_display(b)}: {t:+.3f}")
     return 0
 
 
@@ -767,6 +780,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "has more clips than the candidate budget; exact: every clip by the real metric")
     p.add_argument("--budget", type=int, default=None,
                    help="candidates the real metric re-ranks in two-stage search (default per metric)")
+    p.add_argument("--rank-agreement", action="store_true",
+                   help="also rank the whole library under each metric and report Kendall's tau between "
+                        "every two metrics (what the Neighbours panel shows; costs a full ranking each)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_neighbours)
 

@@ -121,3 +121,29 @@ def test_metrics_listing():
     names = [m["name"] for m in out["metrics"]]
     assert names[:3] == ["mse", "nlpd", "msssim"]
     assert all(m["direction"] == "lower_is_closer" for m in out["metrics"])
+
+
+def test_neighbours_report_the_rank_agreement_the_panel_shows(lib_path):
+    """--rank-agreement gives Kendall's tau from the matrix rows, as the Neighbours panel computes it."""
+    from scipy.stats import kendalltau
+
+    from perceptlab.analysis.rankings import rank_all
+    from perceptlab.audio.features import FeatureConfig
+
+    m = {name: json.loads(run("matrix", "--metric", name, "--json", "--library", lib_path).stdout)
+         for name in ("mse", "msssim")}
+    ids = [c["id"] for c in m["mse"]["clips"]]
+    q = ids[2]
+    out = json.loads(run("neighbours", q, "--metric", "mse,msssim", "-k", "3", "--rank-agreement", "--json",
+                         "--library", lib_path).stdout)
+    (row,) = out["kendall_tau"]
+    others = [i for i in range(len(ids)) if i != 2]
+    expected = kendalltau([m["mse"]["matrix"][2][i] for i in others],
+                          [m["msssim"]["matrix"][2][i] for i in others]).statistic
+    assert (row["a"], row["b"]) == ("mse", "msssim") and row["tau"] == pytest.approx(expected, abs=1e-6)
+    with Library(lib_path) as lib:
+        query = lib.clip(q)
+    panel = rank_all(str(lib_path), query, ["mse", "msssim"], FeatureConfig())
+    assert panel["taus"][("mse", "msssim")] == pytest.approx(row["tau"], abs=1e-9)
+    plain = json.loads(run("neighbours", q, "--metric", "mse", "--json", "--library", lib_path).stdout)
+    assert "kendall_tau" not in plain

@@ -242,7 +242,7 @@ def test_click_loads_b_and_k_is_adjustable(demo_window, qtbot):
 def test_the_shown_metric_is_ranked_first_and_reported_as_it_is_ready(tmp_path, clip_library):
     from perceptlab.audio.features import FeatureConfig
     from perceptlab.library.store import Library
-    from perceptlab.qt.neighbours_panel import rank_all
+    from perceptlab.analysis.rankings import rank_all
 
     with Library(clip_library) as lib:
         query = lib.clips()[0]

@@ -176,7 +176,7 @@ def test_a_metric_that_cannot_be_computed_does_not_hide_the_others(tmp_path, mon
     from perceptlab.library.importer import import_files
     from perceptlab.library.store import Library
     from perceptlab.qt.compare_panel import compare_pair
-    from perceptlab.qt.neighbours_panel import rank_all
+    from perceptlab.analysis.rankings import rank_all
     from conftest import write_clip
 
     for i in range(3):

@@ -18,8 +18,6 @@ older query (late results, late failures) are dropped.
 
 from __future__ import annotations
 
-from itertools import combinations
-
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
@@ -35,9 +33,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from perceptlab.analysis.similarity import Query, ranking
+from perceptlab.analysis.rankings import rank_all
 from perceptlab.audio.features import FeatureConfig
-from perceptlab.library.store import Clip, Library
+from perceptlab.library.store import Clip
 from perceptlab.qt.workers import QtTask, QtTaskRunner
 
 DISAGREE = QColor(255, 170, 60, 110)
@@ -48,73 +46,6 @@ RANK_COL, NAME_COL, LABEL_COL, DIST_COL, AGREE_COL = range(len(COLUMNS))
 FAR_FACTOR = 3
 #: The table asks for room for this many rows (more scroll), so a short dock still shows a top 10.
 ROWS_IN_VIEW = 10
-
-
-def rank_all(library_path: str, query: Clip, metrics: list[str] | None, config: FeatureConfig,
-             progress=None, cancel=None, first: str | None = None, on_planned=None, on_metric=None) -> dict:
-    """Full rankings of the library for one query under each metric (default: all of the library's).
-
-    A metric that cannot rank this library (a baseline in a library of two
-    clips, an encoder whose embeddings are gone) is left out with its reason
-    in ``errors``; the others are still shown.
-
-    Parameters
-    ----------
-    first : str, optional
-        Rank this metric before the others (the one a user is looking at).
-    on_planned : callable, optional
-        ``on_planned(metrics)`` once the list of metrics is known, before any is ranked.
-    on_metric : callable, optional
-        ``on_metric(metric, ranked)`` as soon as each metric's ranking is ready.
-    progress : callable, optional
-        ``progress(done, total)`` in metrics.
-
-    Returns
-    -------
-    dict
-        ``query``, ``rankings`` ({metric: [Neighbour]} in registry order),
-        ``taus`` (:func:`kendall_taus`) and ``errors`` ({metric: reason}).
-    """
-    with Library(library_path) as lib:
-        from perceptlab.analysis.similarity import register_library_metrics
-
-        available = register_library_metrics(lib)
-        q = Query(query.path, query.name, query)
-        metrics = list(metrics or available)
-        if on_planned:
-            on_planned(list(metrics))
-        order = sorted(metrics, key=lambda m: m != first)  # stable: the rest keep their order
-        ranked, errors = {}, {}
-        for i, m in enumerate(order):
-            try:
-                ranked[m] = ranking(lib, q, m, config, cancel=cancel)
-            except ValueError as exc:
-                errors[m] = str(exc)
-            else:
-                if on_metric:
-                    on_metric(m, ranked[m])
-            if progress:
-                progress(i + 1, len(order))
-    out = {m: ranked[m] for m in metrics if m in ranked}
-    return {"query": query, "rankings": out, "taus": kendall_taus(out), "errors": errors}
-
-
-def kendall_taus(rankings: dict[str, list]) -> dict[tuple[str, str], float]:
-    """Kendall's tau-b between every two metrics' distances over the same clips."""
-    from scipy.stats import kendalltau
-
-    dist = {}
-    for m, ranked in rankings.items():
-        by_id = {n.clip.id: n.distance for n in ranked}
-        dist[m] = by_id
-    out = {}
-    for a, b in combinations(rankings, 2):
-        ids = sorted(set(dist[a]) & set(dist[b]))
-        if len(ids) < 3:
-            continue
-        tau = kendalltau([dist[a][i] for i in ids], [dist[b][i] for i in ids]).statistic
-        out[(a, b)] = float(tau)
-    return out
 
 
 def term(display_name: str) -> str:
