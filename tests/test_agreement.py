@@ -11,17 +11,14 @@ import pytest
 import soundfile as sf
 
 from perceptlab.analysis.agreement import (
-    Rating,
-    TripletAnswer,
     agreement_report,
     fit_monotonic_cubic,
     inter_listener_agreement,
     metric_agrees,
     mushra_report,
-    post_screen,
-    read_ratings_csv,
     triplet_report,
 )
+from perceptlab.listening.answers import Rating, TripletAnswer, post_screen, read_ratings_csv
 from perceptlab.analysis.stats import bootstrap_ci
 from perceptlab.audio.distort import Recipe, apply
 from perceptlab.library.importer import import_files
