@@ -433,7 +433,7 @@ def test_nccl_probe():
 @pytest.mark.slow
 def test_the_whole_gpu_check(tmp_path):
     out = subprocess.run(["bash", str(Path(__file__).parents[1] / "training" / "gpu_check.sh"),
-                          str(tmp_path / "gpu_check.json")], capture_output=True, text=True, timeout=330)
+                          str(tmp_path / "gpu_check.json")], capture_output=True, text=True, timeout=480)
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert out.returncode == 0, out.stderr[-3000:]
     assert report["ok"] and [c["name"] for c in report["checks"]] == ["throughput", "torchrun", "nccl", "oom"]

@@ -135,7 +135,8 @@ def test_evaluation_runs_in_the_background_and_shows_its_report(window, qtbot):
     assert view.table.rowCount() == len(rows) > 3
     assert view.table.item(0, 1).text() == rows[0]["method"]
     assert "Verdict" in view.status.text()
-    assert not view.chart.pixmap().isNull()
+    assert view.bars is not None and len(view.bars.opts["width"]) == len(rows)
+    assert list(view.bars.opts["width"]) == [r["f1_weighted"] for r in rows]
 
 
 def test_reconstructions_view_shows_and_plays_what_the_encoder_keeps(window, qtbot):
