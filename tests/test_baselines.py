@@ -9,12 +9,12 @@ import torchaudio.functional as AF
 
 from perceptlab.audio.features import FeatureConfig, log_mel, unit_to_db
 from perceptlab.metrics import distance_matrix, get_metric, list_metrics
+from perceptlab.metrics.registry import is_baseline
 from perceptlab.metrics.baselines import (
     BASELINES,
     apply_standardisation,
     baseline_vectors,
     cosine_distance,
-    is_baseline,
     logmel_stats,
     mfcc_stats,
     raw_vector,

@@ -202,12 +202,6 @@ def _is_vector(name: str) -> bool:
     return get_metric(name).input_kind == "vector"
 
 
-def _is_baseline(name: str) -> bool:
-    from perceptlab.metrics.registry import get_metric
-
-    return bool(get_metric(name).params.get("baseline", False))
-
-
 def run_probe(library: Library, *, metrics: Sequence[str] | None = None, n_clips: int = DEFAULT_CLIPS,
               seed: int = 0, out_dir: str | os.PathLike | None = None, progress: ProgressFn | None = None,
               cancel: CancelFn | None = None, config: FeatureConfig = FeatureConfig(),
@@ -340,7 +334,9 @@ def run_probe(library: Library, *, metrics: Sequence[str] | None = None, n_clips
             "separation": _separation(d[:, :nn], d[:, nn:], boot_idx),
             "median_distance": {v.name: float(np.nanmedian(d[:, k])) for k, v in enumerate(variants)},
         }
-    baselines = [m for m in names if _is_baseline(m)]
+    from perceptlab.metrics.registry import is_baseline
+
+    baselines = [m for m in names if is_baseline(m)]
     rep = {
         "version": VERSION,
         "library": str(library.path),

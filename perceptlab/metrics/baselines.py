@@ -17,7 +17,7 @@ beside the image metrics:
 How a caller gets the vectors a baseline compares
 -------------------------------------------------
 Both metrics have ``input_kind="vector"`` and ``params["baseline"] is True``
-(:func:`is_baseline`); ``params["vector_from"] == "logmel-image"`` says the
+(:func:`perceptlab.metrics.registry.is_baseline`); ``params["vector_from"] == "logmel-image"`` says the
 vectors come from the clip's log-mel image, not from a stored embedding:
 
 1. ``raw_vector(name, image, cfg)`` for every clip, where ``image`` is the
@@ -58,7 +58,7 @@ from perceptlab.audio.features import FeatureConfig, unit_to_db
 
 from .embedding import EmbeddingIndex, vector_distance, vector_distance_matrix
 from .pairwise import _prepare_any, _Steps
-from .registry import Metric
+from .metric import Metric
 
 __all__ = [
     "BASELINES",
@@ -69,7 +69,6 @@ __all__ = [
     "baseline_metrics",
     "baseline_vectors",
     "cosine_distance",
-    "is_baseline",
     "logmel_stats",
     "mfcc_stats",
     "raw_vector",
@@ -310,14 +309,6 @@ def baseline_vectors(name: str, images: Sequence, cfg: FeatureConfig = FeatureCo
     if len(images) < 2:
         raise ValueError(f"{name}: z-scores need at least 2 clips, got {len(images)}")
     return standardise(np.stack([raw_vector(name, im, cfg) for im in images]))
-
-
-def is_baseline(metric) -> bool:
-    """True for a registered baseline (a :class:`Metric` or its name), False otherwise."""
-    from .registry import get_metric
-
-    m = get_metric(metric)
-    return bool(m.params.get("baseline", False))
 
 
 def cosine_distance(x: torch.Tensor, y: torch.Tensor, *, validate: bool = True) -> torch.Tensor:

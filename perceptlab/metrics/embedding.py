@@ -23,7 +23,7 @@ from perceptlab.tasks import CancelFn, ProgressFn
 
 from .pyramid import safe_sqrt
 from .pairwise import DistanceIndex, _chunks, _prepare_any, _Steps
-from .registry import Metric
+from .metric import Metric
 from .validation import check_inputs
 
 DISTANCES = ("euclidean", "cosine")
