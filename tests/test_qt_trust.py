@@ -452,3 +452,19 @@ def test_the_ab_panes_show_the_clips_in_a_and_b_and_the_map_rings_the_selection(
     window.set_slot("B", _clip(window, "high_0.wav"))
     assert view._slots["B"].samples is None and view._slots["B"].caption.startswith("B: high_0.wav")
     assert window.map_view.selected_clip_id == a.id
+
+
+def test_an_import_brings_the_search_indexes_up_to_date_in_the_background(window, qtbot, tmp_path):
+    from conftest import write_clip
+    from perceptlab.analysis.indexing import index_status
+
+    new = tmp_path / "more"
+    for i in range(2):
+        write_clip(new / "extra" / f"e{i}.wav", seconds=0.6, freq=300 + 50 * i)
+    window.import_paths([str(new)])
+    qtbot.waitUntil(lambda: window._import_task is None, timeout=20000)
+    assert window.index_task is not None  # started by the import, off the GUI thread
+    qtbot.waitUntil(lambda: window.index_task is None, timeout=60000)
+    good = sum(1 for c in window.library.clips() if c.ok)
+    status = index_status(window.library.path, window.config)
+    assert status["images"]["alive"] == good, status

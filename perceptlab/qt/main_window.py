@@ -112,6 +112,9 @@ class QtMainWindow(QMainWindow):
         # Library matrices queue on one thread of their own: two heavy torch
         # loops in parallel starve the GUI thread of the GIL on small machines.
         self.matrix_tasks = QtTaskRunner(self, max_threads=1)
+        #: Brings the library's search indexes up to date after an import (one at a time).
+        self.index_tasks = QtTaskRunner(self, max_threads=1)
+        self.index_task: QtTask | None = None
         self.analysis = QtLibraryAnalysis(self.matrix_tasks, self)
         self.compare_panel = QtComparePanel(self.tasks, self.analysis, self)
         self.compare_panel.computed.connect(self._show_compared)
@@ -594,6 +597,33 @@ class QtMainWindow(QMainWindow):
         self.status_label.setText(summary.text().splitlines()[0])
         self.status_label.setToolTip(summary.text())
         self._show_failed_button()
+        self.update_search_indexes()
+
+    def update_search_indexes(self) -> QtTask | None:
+        """Update the library's persistent search indexes in the background (after an import).
+
+        Neighbours would update a stale index themselves on the next query;
+        doing it now keeps that query fast. A failure only says so: the next
+        query rebuilds what it needs.
+        """
+        from perceptlab.analysis.indexing import update_library_indexes
+
+        if self.library is None:
+            return None
+        if self.index_task is not None:
+            self.index_task.cancel()
+        task = QtTask(update_library_indexes, str(self.library.path), self.config)
+        task.signals.finished.connect(lambda _status, t=task: self._on_indexes_done(t))
+        task.signals.failed.connect(
+            lambda msg, _tb, t=task: (self._on_indexes_done(t),
+                                      self.status_label.setToolTip(f"search indexes not updated: {msg}")))
+        self.index_task = task
+        self.index_tasks.start(task)
+        return task
+
+    def _on_indexes_done(self, task: QtTask) -> None:
+        if task is self.index_task:
+            self.index_task = None
 
     @Slot(str, str)
     def _on_import_failed(self, message: str, _tb: str) -> None:
