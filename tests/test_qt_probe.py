@@ -43,10 +43,10 @@ def test_probe_view_runs_and_shows_a_row_per_metric(qtbot, clip_library, runner)
     assert sum(type(i).__name__ == "ErrorBarItem" for i in items) == len(metrics)
     assert view.legend_names == rep["ranking"] and all(m in view.legend.text() for m in metrics)
     ticks = view.chart.getAxis("bottom")._tickLevels[0]
-    assert [t[1] for t in ticks] == ["overall"] + [v["name"] for v in rep["variants"]["near"]]
+    assert [t[1].replace("\n", " ") for t in ticks] == ["overall"] + [v["name"] for v in rep["variants"]["near"]]
     view.group_box.setCurrentIndex(1)  # by far copy
     ticks = view.chart.getAxis("bottom")._tickLevels[0]
-    assert [t[1] for t in ticks] == ["overall"] + [v["name"] for v in rep["variants"]["far"]]
+    assert [t[1].replace("\n", " ") for t in ticks] == ["overall"] + [v["name"] for v in rep["variants"]["far"]]
     assert view.legend_names == rep["ranking"]
     assert view.run_button.isEnabled() and not view.cancel_button.isEnabled()
     assert rep["out_dir"] == str((clip_library.parent / "probe-copies").resolve())
@@ -85,3 +85,45 @@ def test_agreement_tab_holds_the_probe(qtbot, clip_library, runner):
     assert [view.pages.tabText(i) for i in range(view.pages.count())] == ["Listeners", "Metric probe"]
     assert view.pages.widget(1) is view.probe and view.probe.library_path == str(clip_library)
     view.close()
+
+
+def _scroll_area(widget):
+    from PySide6.QtWidgets import QScrollArea
+
+    w = widget.parentWidget()
+    while w is not None and not isinstance(w, QScrollArea):
+        w = w.parentWidget()
+    return w
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_probe_page_fits_the_main_window(qtbot, main_window, size):
+    """Beside the default docks the page gets about 530 px at 1280 x 800: it must not scroll
+    sideways, and the ranked table shows every metric's row under a chart of capped height."""
+    w = main_window
+    w.resize(*size)
+    view = w.agreement_view
+    probe = view.probe
+    w.central_tabs.setCurrentWidget(view)
+    view.pages.setCurrentWidget(probe)
+    probe.clips_box.setValue(2)
+    probe.seed_box.setValue(0)
+    assert probe.run() is not None
+    qtbot.waitUntil(lambda: probe.report is not None and not probe.busy(), timeout=120000)
+    qtbot.wait(100)  # the layout settles
+    area = _scroll_area(view)
+    room = area.viewport().width()
+    assert room < 700 if size[0] == 1280 else room > 900  # the docks take their share
+    assert probe.minimumSizeHint().width() <= room, (probe.minimumSizeHint(), room)
+    assert area.horizontalScrollBar().maximum() == 0
+    # Every label wraps inside the page: nothing runs past its right edge.
+    for label in (probe.status, probe.chart_title, probe.legend):
+        assert label.geometry().right() <= probe.width()
+    table = probe.table
+    n = table.rowCount()
+    assert n == len(probe.report["ranking"]) == 5
+    last = table.rowViewportPosition(n - 1) + table.rowHeight(n - 1)
+    assert 0 < last <= table.viewport().height(), "the table hides some of its rows"
+    assert 160 <= probe.chart.height() <= 480
+    ticks = probe.chart.getAxis("bottom")._tickLevels[0]
+    assert [t[1].replace("\n", " ") for t in ticks] == ["overall"] + [v["name"] for v in probe.report["variants"]["near"]]

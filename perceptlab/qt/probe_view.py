@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QComboBox,
@@ -21,7 +21,9 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
+    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -56,6 +58,27 @@ def compute_probe(library_path: str, n_clips: int, seed: int, progress=None, can
         return run_probe(lib, n_clips=n_clips, seed=seed, out_dir=out, progress=progress, cancel=cancel)
 
 
+class _Splitter(QSplitter):
+    """A splitter that asks for no more than its minimum.
+
+    The page's wrapped labels give it a height-for-width, which a scroll area
+    honours with the page's preferred height; a splitter asking for a tall
+    chart and a full table would make the page scroll in a short window. It
+    still takes whatever room the page has.
+    """
+
+    def __init__(self, orientation, on_resize):
+        super().__init__(orientation)
+        self._on_resize = on_resize
+
+    def sizeHint(self) -> QSize:
+        return QSize(super().sizeHint().width(), self.minimumSizeHint().height())
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._on_resize()
+
+
 class QtProbeView(QWidget):
     """Run the probe; bars with intervals per metric, and a ranked table."""
 
@@ -87,6 +110,9 @@ class QtProbeView(QWidget):
         self.group_box = QComboBox()
         for key, text in GROUPINGS.items():
             self.group_box.addItem(text, key)
+        # The seed's range would make its box as wide as ten digits; a few fit any seed typed.
+        self.seed_box.setMinimumWidth(self.seed_box.fontMetrics().horizontalAdvance("seed 00000") + 36)
+        self.seed_box.setMaximumWidth(self.seed_box.minimumWidth())
         self.status = QLabel(
             "Which metric should you trust on this library? The probe renders near-inaudible copies of "
             "some clips (-3 dB, 10 ms delay, faint noise, MP3 128 kbps, tempo +1%) and clearly audible "
@@ -95,12 +121,16 @@ class QtProbeView(QWidget):
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
 
-        self.chart = pg.PlotWidget(title="Share of triplets ordered as a listener would (95% CI)")
+        # The chart's title is a label that wraps: a plot title is cut off in a narrow page.
+        self.chart_title = QLabel("<b>Share of triplets ordered as a listener would</b> (95% CI)")
+        self.chart_title.setTextFormat(Qt.RichText)
+        self.chart_title.setWordWrap(True)
+        self.chart = pg.PlotWidget()
         self.chart.setLabel("left", "share", units="%")
         self.chart.setYRange(0, 105)
         self.chart.setMouseEnabled(x=False, y=False)
         bottom = self.chart.getAxis("bottom")
-        bottom.setHeight(32)  # room for the group names under any font
+        bottom.setHeight(44)  # room for group names on two lines under any font
         font = bottom.font()
         font.setPointSizeF(max(7.0, font.pointSizeF() - 1))  # long copy names side by side
         bottom.setStyle(tickFont=font)
@@ -118,22 +148,43 @@ class QtProbeView(QWidget):
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectRows)
 
+        # Beside the main window's docks the page gets little more than 500 px: the run controls
+        # take one row, the chart's own choice sits with its title and legend above it.
         top = QHBoxLayout()
         top.addWidget(self.clips_box)
         top.addWidget(self.seed_box)
         top.addWidget(self.run_button)
         top.addWidget(self.cancel_button)
         top.addStretch(1)
-        top.addWidget(QLabel("Bars"))
-        top.addWidget(self.group_box)
+        bars = QHBoxLayout()
+        bars.addWidget(self.chart_title, 1)
+        bars.addWidget(QLabel("Bars"))
+        bars.addWidget(self.group_box)
+        chart_page = QWidget()
+        chart_lay = QVBoxLayout(chart_page)
+        chart_lay.setContentsMargins(0, 0, 0, 0)
+        chart_lay.addLayout(bars)
+        chart_lay.addWidget(self.legend)
+        chart_lay.addWidget(self.chart, 1)
+        chart_lay.addStretch(0)  # room past the chart's cap stays below it, not between the labels
+        self.chart.setMinimumHeight(160)
+        # Taller bars read no better; a big screen gives the room to the table instead.
+        self.chart.setMaximumHeight(480)
+        self.table.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.splitter = _Splitter(Qt.Vertical, self._on_splitter_resized)
+        self.splitter.addWidget(chart_page)
+        self.splitter.addWidget(self.table)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self._split_by_hand = False  # once the user drags the splitter, resizing keeps their split
+        self.splitter.splitterMoved.connect(self._on_splitter_moved)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(top)
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
-        lay.addWidget(self.legend)
-        lay.addWidget(self.chart, 3)
-        lay.addWidget(self.table, 2)
+        lay.addWidget(self.splitter, 1)
         self.run_button.clicked.connect(lambda: self.run())
         self.cancel_button.clicked.connect(self.cancel)
         self.group_box.currentIndexChanged.connect(lambda _: self._draw_chart())
@@ -244,13 +295,40 @@ class QtProbeView(QWidget):
         hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.resizeRowsToContents()
-        # As tall as its rows (up to 10, then it scrolls): the chart takes the rest.
-        shown = min(self.table.rowCount(), 10)
-        self.table.setMaximumHeight(self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
-                                    + sum(self.table.rowHeight(i) for i in range(shown))
-                                    + self.table.horizontalScrollBar().sizeHint().height() + 2)
+        # As tall as its rows (up to 10, then it scrolls), never shorter than 3 of them: the chart
+        # takes the rest, and the splitter hands the table more when asked.
+        self.table.setMaximumHeight(self._table_height(10))
+        self.table.setMinimumHeight(self._table_height(3))
+        self._size_splitter()
         self.table.setToolTip("Share of triplets ordered as a listener would, overall and per copy; "
                               "'one threshold': near copies of one clip vs far copies of any clip.")
+
+    def _table_height(self, rows: int) -> int:
+        """Pixels that show the header and the first ``rows`` rows (and a sideways scroll bar)."""
+        t = self.table
+        shown = min(t.rowCount(), rows)
+        row = t.rowHeight(0) if t.rowCount() else t.verticalHeader().defaultSectionSize()
+        return (t.horizontalHeader().sizeHint().height() + 2 * t.frameWidth() + row * max(shown, 1)
+                + t.horizontalScrollBar().sizeHint().height() + 2)
+
+    def _on_splitter_moved(self, *_args) -> None:
+        self._split_by_hand = True
+
+    def _on_splitter_resized(self) -> None:
+        # The headline's wrap or the window's size changed the room: share it again.
+        if getattr(self, "report", None) is not None and not self._split_by_hand:
+            QTimer.singleShot(0, self._size_splitter)
+
+    def _size_splitter(self) -> None:
+        """Every row of the table (up to 10) in view while the chart keeps a readable height."""
+        total = sum(self.splitter.sizes()) or self.splitter.height()
+        if total <= 0:
+            return
+        chart_page = self.splitter.widget(0)
+        # The chart's readable least: its labels plus 200 px of bars.
+        readable = chart_page.minimumSizeHint().height() - self.chart.minimumHeight() + 200
+        table = min(self.table.maximumHeight(), max(self.table.minimumHeight(), total - readable))
+        self.splitter.setSizes([total - table, table])
 
     def _draw_chart(self) -> None:
         self.chart.clear()
@@ -286,7 +364,7 @@ class QtProbeView(QWidget):
         self.legend.setText("&nbsp;&nbsp;&nbsp;".join(
             f'<span style="color: rgb{_COLOURS[k % len(_COLOURS)]}; font-size: large">&#9632;</span>&nbsp;'
             f'{_escape(m)}{" (baseline)" if m in baselines else ""}' for k, m in enumerate(metrics)))
-        self.chart.getAxis("bottom").setTicks([[(i, g) for i, g in enumerate(groups)]])
+        self.chart.getAxis("bottom").setTicks([[(i, _two_lines(g)) for i, g in enumerate(groups)]])
         self.chart.setXRange(-0.5, len(groups) - 0.5, padding=0)
         self.chart.setYRange(0, 105, padding=0)
 
