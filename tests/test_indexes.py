@@ -307,3 +307,23 @@ def test_update_library_indexes_reports_progress_and_cancels(tmp_path):
     result = indexing.update_library_indexes(lib_path, progress=lambda d, t: seen.append((d, t)))
     assert set(result) == set(indexing.KINDS) and all(v["alive"] == 5 for v in result.values())
     assert seen[-1][0] == seen[-1][1] and all(0 <= d <= t for d, t in seen)
+
+
+def test_a_large_librarys_rankings_for_the_panel_are_the_top_lists_of_its_index(tmp_path, monkeypatch):
+    """Above FULL_RANKING_MAX clips, rank_all ranks each metric's top TOP_DEPTH through the index."""
+    from perceptlab.analysis import rankings
+    from perceptlab.audio.features import FeatureConfig
+
+    files = _tree(tmp_path / "audio", 9)
+    lib_path = tmp_path / "lib.sqlite"
+    with Library(lib_path) as lib:
+        import_files(lib, files)
+        query = lib.clips()[4]
+        full = rankings.rank_all(str(lib_path), query, ["mse", "nlpd"], FeatureConfig())
+    monkeypatch.setattr(rankings, "FULL_RANKING_MAX", 5)
+    monkeypatch.setattr(rankings, "TOP_DEPTH", 4)
+    top = rankings.rank_all(str(lib_path), query, ["mse", "nlpd"], FeatureConfig())
+    for m in ("mse", "nlpd"):
+        assert len(full["rankings"][m]) == 8 and len(top["rankings"][m]) == 4
+        assert [n.clip.id for n in top["rankings"][m]] == [n.clip.id for n in full["rankings"][m][:4]]
+    assert set(top["taus"]) <= {("mse", "nlpd")}

@@ -1,18 +1,29 @@
-"""Every metric's full ranking of a library for one query, and how far the metrics agree.
+"""Every metric's ranking of a library for one query, and how far the metrics agree.
 
 What the Neighbours panel shows below its table and ``perceptlab neighbours
---rank-agreement`` reports: for one query clip, the whole library ranked
-under each metric, and Kendall's tau-b between every two metrics' distances
-over the same clips (1: the same order, 0: unrelated, -1: reversed).
+--rank-agreement`` reports: for one query clip, the library ranked under
+each metric, and Kendall's tau-b between every two metrics' distances over
+the same clips (1: the same order, 0: unrelated, -1: reversed).
+
+Up to :data:`FULL_RANKING_MAX` clips the rankings are complete (exact, every
+clip). A larger library is ranked to the top :data:`TOP_DEPTH` of each
+metric through its search index (:func:`perceptlab.analysis.similarity.neighbours`),
+since a complete exact ranking would cost a full scan per metric and query;
+tau is then over the clips that two top lists share.
 """
 
 from __future__ import annotations
 
 from itertools import combinations
 
-from perceptlab.analysis.similarity import Query, ranking, register_library_metrics
+from perceptlab.analysis.similarity import Query, neighbours, ranking, register_library_metrics
 from perceptlab.audio.features import FeatureConfig
 from perceptlab.library.store import Clip, Library
+
+#: Libraries up to this many clips are ranked completely.
+FULL_RANKING_MAX = 5000
+#: Above it, each metric's ranking is its top this many.
+TOP_DEPTH = 200
 
 
 def rank_all(library_path: str, query: Clip, metrics: list[str] | None, config: FeatureConfig,
@@ -46,11 +57,15 @@ def rank_all(library_path: str, query: Clip, metrics: list[str] | None, config: 
         metrics = list(metrics or available)
         if on_planned:
             on_planned(list(metrics))
+        full = lib.count() <= FULL_RANKING_MAX
         order = sorted(metrics, key=lambda m: m != first)  # stable: the rest keep their order
         ranked, errors = {}, {}
         for i, m in enumerate(order):
             try:
-                ranked[m] = ranking(lib, q, m, config, cancel=cancel)
+                if full:
+                    ranked[m] = ranking(lib, q, m, config, cancel=cancel)
+                else:
+                    ranked[m] = neighbours(lib, q, m, TOP_DEPTH, config, cancel=cancel)
             except ValueError as exc:
                 errors[m] = str(exc)
             else:

@@ -374,13 +374,17 @@ class QtNeighboursPanel(QWidget):
         self.table.setRowCount(len(rows))
         flagged = 0
         for row, n in enumerate(rows):
-            other_ranks = {o: ranks[o].get(n.clip.id) for o in others}
+            # A large library's rankings are top lists (see rank_all): a clip missing
+            # from one is ranked beyond its end.
+            other_ranks = {o: ranks[o].get(n.clip.id, len(self._partial[o]) + 1) for o in others}
             in_top = sum(1 for r in other_ranks.values() if r is not None and r <= k)
             far = _ranked_far(other_ranks, k)
             flagged += far
             tip = (f"{n.clip.name} ({n.clip.label or 'no label'}): {n.distance:.6g} under {name}\n"
                    + ("Ranks under the other metrics: "
-                      + ", ".join(f"{get_metric(o).display_name} #{r}" for o, r in other_ranks.items())
+                      + ", ".join(f"{get_metric(o).display_name} "
+                                  + (f"#{r}" if n.clip.id in ranks[o] else f"beyond #{r - 1}")
+                                  for o, r in other_ranks.items())
                       if others else "The other metrics are still being ranked"))
             texts = [str(n.rank), n.clip.name, n.clip.label or "-", f"{n.distance:.4g}",
                      f"{in_top}/{len(others)}" if others else "…"]
