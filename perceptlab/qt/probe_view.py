@@ -166,7 +166,6 @@ class QtProbeView(QWidget):
         chart_lay.addLayout(bars)
         chart_lay.addWidget(self.legend)
         chart_lay.addWidget(self.chart, 1)
-        chart_lay.addStretch(0)  # room past the chart's cap stays below it, not between the labels
         self.chart.setMinimumHeight(160)
         # Taller bars read no better; a big screen gives the room to the table instead.
         self.chart.setMaximumHeight(480)
@@ -185,6 +184,7 @@ class QtProbeView(QWidget):
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
         lay.addWidget(self.splitter, 1)
+        lay.addStretch(0)  # what a big screen leaves over, below the table
         self.run_button.clicked.connect(lambda: self.run())
         self.cancel_button.clicked.connect(self.cancel)
         self.group_box.currentIndexChanged.connect(lambda _: self._draw_chart())
@@ -326,7 +326,11 @@ class QtProbeView(QWidget):
             return
         chart_page = self.splitter.widget(0)
         # The chart's readable least: its labels plus 200 px of bars.
-        readable = chart_page.minimumSizeHint().height() - self.chart.minimumHeight() + 200
+        labels = chart_page.minimumSizeHint().height() - self.chart.minimumHeight()
+        readable = labels + 200
+        # No taller than the capped chart and its labels: on a big screen the room left over stays
+        # below the table, not between the labels or between the chart and the table.
+        chart_page.setMaximumHeight(labels + self.chart.maximumHeight())
         table = min(self.table.maximumHeight(), max(self.table.minimumHeight(), total - readable))
         self.splitter.setSizes([total - table, table])
 
