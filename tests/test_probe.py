@@ -181,7 +181,7 @@ def test_echo_and_reverse_recipes():
 
 def _probe_cli(argv):
     from perceptlab import cli
-    from perceptlab.analysis.probe_cli import add_probe_parser
+    from perceptlab.cli.probe import add_parsers as add_probe_parser
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--library", default=None)
@@ -191,7 +191,7 @@ def _probe_cli(argv):
 
 
 def test_cli_prints_the_table_or_json_and_errors_in_one_line(clip_library, tmp_path, capsys, one_torch_thread):
-    from perceptlab.analysis import probe_cli
+    from perceptlab.cli import probe as probe_cli
 
     assert probe_cli.DEFAULT_CLIPS == DEFAULT_CLIPS
     out = tmp_path / "probe"
@@ -234,7 +234,7 @@ def test_probe_core_needs_no_torch_to_import():
     import subprocess
     import sys
 
-    code = ("import sys, perceptlab.analysis.probe, perceptlab.analysis.probe_cli; "
+    code = ("import sys, perceptlab.analysis.probe, perceptlab.cli.probe; "
             "print('torch' in sys.modules, 'PySide6' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

@@ -24,7 +24,7 @@ def _cli(*args):
 
 
 def test_app_end_to_end(qtbot, tmp_path):
-    from perceptlab.cli import demo_dir
+    from perceptlab.library.demo import demo_dir
     from perceptlab.qt.main_window import QtMainWindow
 
     sink = sink_path()

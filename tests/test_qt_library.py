@@ -99,10 +99,10 @@ def test_layout_persists(qtbot, tmp_path, clip_tree):
 
 
 def test_demo_library_is_imported_on_first_run(tmp_path, monkeypatch):
-    from perceptlab.cli import demo_dir, ensure_demo_library
+    from perceptlab.library.demo import demo_dir, ensure_demo_library
 
     assert demo_dir().is_dir(), "the demo clips ship in assets/demo"
-    from perceptlab.cli import shipped_general_encoders
+    from perceptlab.library.demo import shipped_general_encoders
 
     lib = ensure_demo_library(tmp_path / "first.sqlite")
     try:

@@ -129,7 +129,7 @@ def test_a_clip_that_failed_to_import_clears_the_panel_and_says_why(window_with_
 @pytest.fixture
 def demo_window(qtbot, tmp_path):
     """The main window at 1280 x 800 on the demo clips (48 clips, five metrics)."""
-    from perceptlab.cli import demo_dir
+    from perceptlab.library.demo import demo_dir
     from perceptlab.library.importer import import_files
     from perceptlab.library.store import Library
     from perceptlab.qt.main_window import QtMainWindow

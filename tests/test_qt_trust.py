@@ -241,7 +241,7 @@ def test_cli_import_piped_prints_count_lines(tmp_path, clip_tree):
 def test_cli_progress_bar_on_a_terminal_has_units_and_time_left(monkeypatch):
     import io
 
-    from perceptlab import cli
+    from perceptlab.cli import common as cli
 
     class Tty(io.StringIO):
         def isatty(self):

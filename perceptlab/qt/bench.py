@@ -76,7 +76,7 @@ def build_bench_library(folder: Path, n: int = LIBRARY_CLIPS, seed: int = 0) -> 
     import numpy as np
     import soundfile as sf
 
-    from perceptlab.cli import demo_dir
+    from perceptlab.library.demo import demo_dir
     from perceptlab.library.importer import import_files, scan
     from perceptlab.library.store import Library
 
@@ -185,7 +185,7 @@ def _library_figures(app, lib_path: Path, repeats: int) -> dict:
 
 
 def run_gui_bench(repeats: int = 5, out: Callable[[str], None] = print, library_clips: int = LIBRARY_CLIPS) -> dict:
-    from perceptlab.cli import demo_dir
+    from perceptlab.library.demo import demo_dir
     from perceptlab.library.importer import import_files
     from perceptlab.library.store import Library
     from perceptlab.qt.app import display_problem

@@ -26,16 +26,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _cli():
-    # Under `python -m perceptlab.cli` the running CLI is __main__, a second copy
-    # of the module; its UserError is the one main() catches.
-    main = sys.modules.get("__main__")
-    if getattr(getattr(main, "__spec__", None), "name", None) == "perceptlab.cli":
-        return main
-    from perceptlab import cli
-
-    return cli
+from perceptlab.cli.common import (ProgressBar, UserError, feature_config, open_library, optional_library,
+                                   output_file, output_folder, print_json)
 
 
 def _ids(text: str | None, what: str = "--session") -> list[int] | None:
@@ -47,7 +39,7 @@ def _ids(text: str | None, what: str = "--session") -> list[int] | None:
         if not part:
             continue
         if not part.isdigit():
-            raise _cli().UserError(f"{what}: expected comma-separated ids, got {text!r}")
+            raise UserError(f"{what}: expected comma-separated ids, got {text!r}")
         out.append(int(part))
     return out
 
@@ -67,13 +59,12 @@ def _register_metrics(lib) -> None:
 def cmd_agreement(args) -> int:
     from perceptlab.analysis.agreement import agreement_report, report_text
 
-    cli = _cli()
     sessions = _ids(args.session)
     if args.ratings is None or sessions is not None:
-        lib = cli._open_library(args, read_only=True)
+        lib = open_library(args, read_only=True)
     else:
         # External ratings alone need no library; one that exists lends its cached features.
-        lib = cli._optional_library(args)
+        lib = optional_library(args)
     try:
         if lib is not None:
             _register_metrics(lib)
@@ -81,12 +72,12 @@ def cmd_agreement(args) -> int:
             lib, sessions, args.metric.split(",") if args.metric else None, ratings_csv=args.ratings,
             n_boot=args.boot, seed=args.seed, screen=args.screen,
             exclude_hidden_reference=not args.include_hidden_reference, n_frames=args.frames,
-            excerpt=args.excerpt, config=cli._feature_config(args), progress=cli.ProgressBar("distances"))
+            excerpt=args.excerpt, config=feature_config(args), progress=ProgressBar("distances"))
     finally:
         if lib is not None:
             lib.close()
     if args.json:
-        cli._print_json(rep)
+        print_json(rep)
     else:
         print(report_text(rep))
     return 0
@@ -99,7 +90,7 @@ def cmd_agreement(args) -> int:
 
 def _at_least_one(value: int | None, option: str) -> None:
     if value is not None and value < 1:
-        raise _cli().UserError(f"{option} must be at least 1, got {value}")
+        raise UserError(f"{option} must be at least 1, got {value}")
 
 
 def _check_clip_ids(lib, clip_ids: list[int] | None) -> None:
@@ -108,28 +99,27 @@ def _check_clip_ids(lib, clip_ids: list[int] | None) -> None:
     known = {c.id for c in lib.clips(include_failed=True)}
     missing = [i for i in clip_ids if i not in known]
     if missing:
-        raise _cli().UserError(f"--clips: no clip with id {', '.join(map(str, missing))} in {lib.path} "
+        raise UserError(f"--clips: no clip with id {', '.join(map(str, missing))} in {lib.path} "
                                "(`perceptlab clips` lists them)")
     failed = [c.id for c in lib.clips(include_failed=True) if c.id in clip_ids and not c.ok]
     if failed:
-        raise _cli().UserError(f"--clips: clip {', '.join(map(str, failed))} failed to import and cannot be played")
+        raise UserError(f"--clips: clip {', '.join(map(str, failed))} failed to import and cannot be played")
 
 
 def cmd_listen_create(args) -> int:
     from perceptlab.listening.create import MushraPlan, TripletPlan, create_session
     from perceptlab.listening.designs import DEFAULT_MUSHRA_RECIPES, DEFAULT_TRIPLET_RECIPES
 
-    cli = _cli()
     clip_ids = _ids(args.clips, "--clips")
     _at_least_one(args.n_trials, "--n-trials")
     if args.catch is not None and args.catch < 0:
-        raise cli.UserError(f"--catch must be 0 (no catch trials) or more, got {args.catch}")
+        raise UserError(f"--catch must be 0 (no catch trials) or more, got {args.catch}")
     _at_least_one(args.n_references, "--n-references")
     if args.design != "triplet" and args.catch is not None:
-        raise cli.UserError("--catch applies to triplet tests only")
+        raise UserError("--catch applies to triplet tests only")
     if args.stimuli_dir is not None:
-        cli.output_folder(args.stimuli_dir, "--stimuli-dir")
-    lib = cli._open_library(args)
+        output_folder(args.stimuli_dir, "--stimuli-dir")
+    lib = open_library(args)
     with lib:
         _check_clip_ids(lib, clip_ids)
         _register_metrics(lib)
@@ -144,16 +134,16 @@ def cmd_listen_create(args) -> int:
                 shuffle=not args.no_shuffle)
         else:
             if args.active:
-                raise cli.UserError("--active applies to triplet tests only")
+                raise UserError("--active applies to triplet tests only")
             plan = MushraPlan(
                 n_items=4 if args.n_trials is None else args.n_trials, clip_ids=tuple(clip_ids) if clip_ids else None,
                 recipes=tuple(args.recipe or DEFAULT_MUSHRA_RECIPES), anchors=not args.no_anchors,
                 must_play=True if args.must_play is None else bool(args.must_play),
                 stimuli_dir=args.stimuli_dir, seed=args.seed, shuffle=not args.no_shuffle)
-        session = create_session(lib, args.design, args.listener, plan, progress=cli.ProgressBar("preparing"))
+        session = create_session(lib, args.design, args.listener, plan, progress=ProgressBar("preparing"))
         info = session.info()
         if args.json:
-            cli._print_json({"library": str(lib.path), "session": info.to_json(), "config": session.config})
+            print_json({"library": str(lib.path), "session": info.to_json(), "config": session.config})
         else:
             print(session.id)
             print(f"created {info.design} session {info.id} for {info.listener}: {info.n_trials} trials "
@@ -164,12 +154,11 @@ def cmd_listen_create(args) -> int:
 def cmd_listen_list(args) -> int:
     from perceptlab.listening.session import list_sessions
 
-    cli = _cli()
-    lib = cli._open_library(args, read_only=True)
+    lib = open_library(args, read_only=True)
     with lib:
         sessions = list_sessions(lib)
         if args.json:
-            cli._print_json({"library": str(lib.path), "sessions": [s.to_json() for s in sessions]})
+            print_json({"library": str(lib.path), "sessions": [s.to_json() for s in sessions]})
             return 0
         if not sessions:
             print(f"{lib.path}: no listening sessions")
@@ -183,16 +172,15 @@ def cmd_listen_list(args) -> int:
 def cmd_listen_show(args) -> int:
     from perceptlab.listening.session import Session, SessionError
 
-    cli = _cli()
-    lib = cli._open_library(args, read_only=True)
+    lib = open_library(args, read_only=True)
     with lib:
         try:
             s = Session.open(lib, args.id)
         except SessionError as exc:
-            raise cli.UserError(str(exc)) from None
+            raise UserError(str(exc)) from None
         info, prog = s.info(), s.progress()
         if args.json:
-            cli._print_json({"library": str(lib.path), "session": info.to_json(), "config": s.config,
+            print_json({"library": str(lib.path), "session": info.to_json(), "config": s.config,
                              "progress": prog.to_json()})
         else:
             nxt = "-" if prog.next_position is None else prog.next_position
@@ -205,16 +193,15 @@ def cmd_listen_export(args) -> int:
     from perceptlab.listening.export import export_session
     from perceptlab.listening.session import SessionError
 
-    cli = _cli()
-    cli.output_file(args.out, "--out", (".csv", ".json"), creates_folder=True)
-    lib = cli._open_library(args, read_only=True)
+    output_file(args.out, "--out", (".csv", ".json"), creates_folder=True)
+    lib = open_library(args, read_only=True)
     with lib:
         try:
             files = export_session(lib, args.id, args.out)
         except SessionError as exc:
-            raise cli.UserError(str(exc)) from None
+            raise UserError(str(exc)) from None
     if args.json:
-        cli._print_json({"library": str(lib.path), "session_id": args.id, "files": [str(f) for f in files]})
+        print_json({"library": str(lib.path), "session_id": args.id, "files": [str(f) for f in files]})
     else:
         for f in files:
             print(f)
@@ -231,18 +218,17 @@ def cmd_stimuli(args) -> int:
     from perceptlab.audio.distort import Recipe
     from perceptlab.library.stimuli import render_stimulus
 
-    cli = _cli()
     if not args.recipe:
-        raise cli.UserError("give at least one --recipe kind:param=value,...")
+        raise UserError("give at least one --recipe kind:param=value,...")
     recipes = [Recipe.parse(r, seed=args.seed) for r in args.recipe]  # a seed= in the text wins
-    cli.output_folder(args.out, "--out")
-    lib = cli._open_library(args, must_exist=False)
+    output_folder(args.out, "--out")
+    lib = open_library(args, must_exist=False)
     with lib:
         query = resolve(lib, args.ref)
         ref = query.clip if query.clip is not None else query.path
         out = [render_stimulus(lib, ref, r, args.out) for r in recipes]
         if args.json:
-            cli._print_json({"library": str(lib.path), "reference": query.to_json(),
+            print_json({"library": str(lib.path), "reference": query.to_json(),
                              "stimuli": [s.to_json() for s in out]})
         else:
             for s in out:
@@ -258,19 +244,18 @@ def cmd_stimuli(args) -> int:
 def cmd_calibrate(args) -> int:
     from perceptlab.analysis.calibration import calibrate
 
-    cli = _cli()
     ids = _ids(args.session)
     if not ids:
-        raise cli.UserError("give the listening sessions to fit with --session ID[,ID...]")
+        raise UserError("give the listening sessions to fit with --session ID[,ID...]")
     name = args.name or "s" + "-".join(map(str, ids))
-    lib = cli._open_library(args)
+    lib = open_library(args)
     with lib:
         _register_metrics(lib)
         _, rep = calibrate(lib, ids, name, steps=args.steps, lr=args.lr, test_fraction=args.test_fraction,
                            seed=args.seed, save=not args.no_save, threads=args.threads or None,
-                           progress=cli.ProgressBar("fitting"))
+                           progress=ProgressBar("fitting"))
     if args.json:
-        cli._print_json({"library": str(lib.path), **rep})
+        print_json({"library": str(lib.path), **rep})
         return 0
     print(f"{rep['metric']}: fitted on {rep['n_train']} {'answers' if rep['design'] == 'triplet' else 'conditions'}, "
           f"held out {rep['n_test']}" + ("" if rep["saved"] else " (not saved)"))

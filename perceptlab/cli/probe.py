@@ -1,4 +1,4 @@
-"""The ``perceptlab probe`` subcommand (parser and handler; imports nothing heavy at parse time).
+"""``perceptlab probe`` (parser and handler; imports nothing heavy at parse time).
 
 Prints the probe's table (:func:`perceptlab.analysis.probe.report_text`) or,
 with ``--json``, the report of :func:`perceptlab.analysis.probe.run_probe`.
@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from perceptlab.cli.common import ProgressBar, UserError, open_library, output_folder
+
 #: The probe's default sample size (perceptlab.analysis.probe.DEFAULT_CLIPS), spelled
 #: out so that building the parser imports nothing heavy.
 DEFAULT_CLIPS = 12
@@ -20,7 +22,7 @@ DEFAULT_CLIPS = 12
 HELP = "perceptual sanity check of every metric: near-inaudible vs clearly audible copies of library clips"
 
 
-def add_probe_parser(sub, common) -> None:
+def add_parsers(sub, common) -> None:
     """Register ``probe`` on the ``perceptlab`` subparsers."""
     p = sub.add_parser(
         "probe", parents=[common], help=HELP,
@@ -43,26 +45,14 @@ def add_probe_parser(sub, common) -> None:
     p.set_defaults(func=cmd_probe)
 
 
-def _cli():
-    # Under `python -m perceptlab.cli` the running CLI is __main__, a second copy
-    # of the module; its UserError is the one main() catches.
-    main = sys.modules.get("__main__")
-    if getattr(getattr(main, "__spec__", None), "name", None) == "perceptlab.cli":
-        return main
-    from perceptlab import cli
-
-    return cli
-
-
 def cmd_probe(args) -> int:
     from perceptlab.analysis.probe import report_text, run_probe, write_chart
     from perceptlab.analysis.similarity import metric_names
 
-    cli = _cli()
     if args.clips < 2:
-        raise cli.UserError(f"--clips must be at least 2, got {args.clips}")
-    out = None if args.out is None else cli.output_folder(args.out, "--out")
-    with cli._open_library(args, read_only=True) as lib:
+        raise UserError(f"--clips must be at least 2, got {args.clips}")
+    out = None if args.out is None else output_folder(args.out, "--out")
+    with open_library(args, read_only=True) as lib:
         metrics = None
         if args.metric is not None:
             from perceptlab.analysis.similarity import register_library_metrics
@@ -71,13 +61,13 @@ def cmd_probe(args) -> int:
             try:
                 metrics = metric_names(args.metric)
             except ValueError as exc:
-                raise cli.UserError(f"--metric: {exc}") from None
+                raise UserError(f"--metric: {exc}") from None
         t0 = time.perf_counter()
         try:
             rep = run_probe(lib, metrics=metrics, n_clips=args.clips, seed=args.seed, out_dir=out,
-                            progress=cli.ProgressBar("probing"))
+                            progress=ProgressBar("probing"))
         except ValueError as exc:
-            raise cli.UserError(str(exc)) from None
+            raise UserError(str(exc)) from None
         seconds = time.perf_counter() - t0
     folder = Path(rep["out_dir"])
     rep["seconds"] = round(seconds, 1)

@@ -1,4 +1,4 @@
-"""The ``perceptlab evaluate`` subcommand (parser and handler; imports nothing heavy at parse time)."""
+"""``perceptlab evaluate`` (parser and handler; imports nothing heavy at parse time)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import sys
 import time
 from pathlib import Path
 
+from perceptlab.cli.common import ProgressBar, UserError, library_path
+
 HELP = "genre-classification protocol: k-NN on metric distances vs logistic regression on encoder embeddings"
 
 
-def add_evaluate_parser(sub, common) -> None:
+def add_parsers(sub, common) -> None:
     """Register ``evaluate`` on the ``perceptlab`` subparsers."""
     p = sub.add_parser(
         "evaluate", parents=[common], help=HELP,
@@ -67,7 +69,6 @@ def _split(text: str | None, kind=str) -> tuple:
 
 
 def cmd_evaluate(args) -> int:
-    from perceptlab.cli import ProgressBar, UserError, _library_path
     from perceptlab.analysis.evaluate import EvaluateConfig, run_evaluation, write_report
 
     try:
@@ -82,7 +83,7 @@ def cmd_evaluate(args) -> int:
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    path = _library_path(args)
+    path = library_path(args)
     if not path.exists():
         raise UserError(f"{path}: no library here yet; create one with `perceptlab import DIR --library {path}`")
     bar = ProgressBar("evaluating")
