@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -647,8 +648,11 @@ def _whole_query_distances(library: Library, queries: Sequence[np.ndarray], clip
     return out
 
 
-_INDEX_CACHE: dict = {}
-_INDEX_CACHE_SIZE = 4
+#: Query indexes kept between queries, least recently used first: {key: (index, bytes)}.
+_INDEX_CACHE: "OrderedDict" = OrderedDict()
+#: The memory they may hold. One query of every metric needs an index per
+#: (metric, compared width) group; a few hundred clips make a few dozen.
+_INDEX_CACHE_BYTES = 768 * 2**20
 
 
 def _store_images(store):
@@ -676,19 +680,24 @@ def _cached_index(library: Library, clips: Sequence[Clip], metric_name: str, wid
     from perceptlab.metrics.pairwise import build_index
 
     key = (metric_name, width, config.hash, tuple(c.content_hash for c in clips))
-    index = _INDEX_CACHE.get(key)
-    if index is None:
-        if image_of is None:
-            images = _library_images(library, clips, config, cancel=cancel)
-        else:
-            images = []
-            for c in clips:
-                check_cancel(cancel)
-                images.append(image_of(c))
-        index = build_index(_stack_images(images, "whole", 0, width=width), metric_name, cancel=cancel)
-        if len(_INDEX_CACHE) >= _INDEX_CACHE_SIZE:
-            _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
-        _INDEX_CACHE[key] = index
+    hit = _INDEX_CACHE.get(key)
+    if hit is not None:
+        _INDEX_CACHE.move_to_end(key)
+        return hit[0]
+    if image_of is None:
+        images = _library_images(library, clips, config, cancel=cancel)
+    else:
+        images = []
+        for c in clips:
+            check_cancel(cancel)
+            images.append(image_of(c))
+    index = build_index(_stack_images(images, "whole", 0, width=width), metric_name, cancel=cancel)
+    # Per-clip transforms (pyramid coefficients, SSIM statistics) hold a few
+    # times the images: charged at 3x the images' float32 size.
+    cost = 3 * 4 * len(clips) * width * config.n_mels
+    while _INDEX_CACHE and sum(c for _, c in _INDEX_CACHE.values()) + cost > _INDEX_CACHE_BYTES:
+        _INDEX_CACHE.popitem(last=False)
+    _INDEX_CACHE[key] = (index, cost)
     return index
 
 
