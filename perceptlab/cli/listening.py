@@ -1,8 +1,9 @@
 """The listening-test subcommands of ``perceptlab``: agreement, listen, stimuli, calibrate.
 
 :func:`add_parsers` adds them to the CLI's parser; each ``cmd_*`` takes the
-parsed arguments and returns the exit status. Only argparse is imported at
-module level (the CLI builds its parser on every start, GUI included).
+parsed arguments and returns the exit status. Only argparse and the shared
+helpers of :mod:`perceptlab.cli.common` are imported at module level (the CLI
+builds its parser on every start, GUI included).
 
 JSON output (stable; new keys may be added, none removed or renamed):
 
