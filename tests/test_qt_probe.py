@@ -129,9 +129,6 @@ def test_probe_page_fits_the_main_window(qtbot, main_window, size):
     assert [t[1].replace("\n", " ") for t in ticks] == ["overall"] + [v["name"] for v in probe.report["variants"]["near"]]
 
 
-@pytest.mark.xfail(strict=True, reason="the Agreement tab's pages widget reports the Listeners page's "
-                   "height-for-width (754 px at 605 px wide), which makes the whole tab 802 px tall in a "
-                   "680 px viewport; agreement_view.py needs a QTabWidget whose hasHeightForWidth() is False")
 def test_probe_page_does_not_scroll_down_at_1280_by_800(qtbot, main_window):
     w = main_window
     w.resize(1280, 800)

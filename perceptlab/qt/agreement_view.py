@@ -44,6 +44,18 @@ def compute_report(library_path: str, session_ids: list[int] | None, ratings_csv
                                 progress=progress, cancel=cancel)
 
 
+class _QtPages(QTabWidget):
+    """Tab pages whose height does not follow the widest page's height-for-width.
+
+    The Listeners page's wrapping text asks for more height at the width it
+    gets than the tab has at 1280 x 800; QTabWidget would pass that on for
+    every page and make the whole tab scroll.
+    """
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802  (Qt's name)
+        return False
+
+
 class QtAgreementView(QWidget):
     """Agreement bars and metric-vs-score scatter plots."""
 
@@ -88,7 +100,7 @@ class QtAgreementView(QWidget):
         lay.addWidget(self.text, 1)
         # The probe needs no listener: the check to run before a listening test.
         self.probe = QtProbeView(runner)
-        self.pages = QTabWidget()
+        self.pages = _QtPages()
         self.pages.setDocumentMode(True)
         self.pages.addTab(listeners, "Listeners")
         self.pages.addTab(self.probe, "Metric probe")
