@@ -672,7 +672,7 @@ class QtMainWindow(QMainWindow):
             self.status_label.setToolTip(clip.path)
             if active:
                 self._show_empty_spectrogram(f"{slot}: {clip.name}  ·  failed to import",
-                                             f"{clip.name} could not be decoded: {reason}")
+                                             f"{clip.name} could not be decoded: {clip.failure}")
             return
         if clip is None or self.library is None:
             if active:
@@ -729,7 +729,7 @@ class QtMainWindow(QMainWindow):
         clip, image = self.slots.get(slot), self._images.get(slot)
         if clip is not None and not clip.ok:
             self._show_empty_spectrogram(f"{slot}: {clip.name}  ·  failed to import",
-                                         f"{clip.name} could not be decoded: {clip.error or 'unknown reason'}")
+                                         f"{clip.name} could not be decoded: {clip.failure}")
             return
         if clip is None or image is None:
             return
@@ -815,9 +815,8 @@ class QtMainWindow(QMainWindow):
         self.compare_dock.raise_()
 
     def _on_table_selection_changed(self, *_):
-        clips = self.library_panel.selected_clips()
-        if len(clips) >= 2:
-            self.matrix_view.set_selection(clips)
+        # Any size: one row selected must not leave the scope with the previous selection.
+        self.matrix_view.set_selection(self.library_panel.selected_clips())
 
     def _on_analysis_progress(self, metric: str, done: int, total: int) -> None:
         clock = self._analysis_clock
