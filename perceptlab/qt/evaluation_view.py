@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QProcess, Qt
+from PySide6.QtCore import QProcess, Qt, QTimer
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -49,12 +49,19 @@ class _QtShareSplitter(QSplitter):
 class QtEvaluationView(QWidget):
     """Run an evaluation and show its report."""
 
+    #: How long a cancelled evaluation has to stop before it is killed, in milliseconds.
+    CANCEL_KILL_MS = 5000
+
     def __init__(self, parent=None):
         super().__init__(parent)
         self.library_path: str | None = None
         self.process: QProcess | None = None
         self.out_dir: Path | None = None
         self.report = None
+        self.cancelled = False
+        self._kill_timer = QTimer(self)
+        self._kill_timer.setSingleShot(True)
+        self._kill_timer.timeout.connect(self._kill)
 
         self.mode_box = QComboBox()
         self.mode_box.addItem("Shipped general encoders (trained on other recordings)", "checkpoints")
@@ -157,6 +164,7 @@ class QtEvaluationView(QWidget):
         self.table.setRowCount(0)
         self.clear_chart()
         self.report = None
+        self.cancelled = False
         self.process.start(sys.executable, self.arguments(extra))
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -164,10 +172,19 @@ class QtEvaluationView(QWidget):
         return True
 
     def cancel(self) -> None:
+        """Ask the evaluation to stop, without waiting for it: it is killed if it has not
+        stopped after :attr:`CANCEL_KILL_MS`; its ``finished`` signal reports the end."""
+        if self.process is None or self.process.state() == QProcess.NotRunning:
+            return
+        self.cancelled = True
+        self.cancel_button.setEnabled(False)
+        self.status.setText("Cancelling the evaluation…")
+        self.process.terminate()
+        self._kill_timer.start(self.CANCEL_KILL_MS)
+
+    def _kill(self) -> None:
         if self.process is not None and self.process.state() != QProcess.NotRunning:
-            self.process.terminate()
-            if not self.process.waitForFinished(5000):
-                self.process.kill()
+            self.process.kill()
 
     def busy(self) -> bool:
         return self.process is not None and self.process.state() != QProcess.NotRunning
@@ -179,8 +196,13 @@ class QtEvaluationView(QWidget):
     def _on_finished(self, code: int, _status) -> None:
         from perceptlab.analysis.evaluate import EvaluationReport
 
+        self._kill_timer.stop()
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        if self.cancelled:
+            self.cancelled = False
+            self.status.setText("Evaluation cancelled")
+            return
         if code != 0 or self.out_dir is None or not (self.out_dir / "report.json").exists():
             tail = "\n".join(self.log.toPlainText().strip().splitlines()[-3:])
             self.status.setText(f"The evaluation did not finish (exit status {code}). {tail}")

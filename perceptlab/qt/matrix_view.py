@@ -139,6 +139,8 @@ class QtMatrixView(QWidget):
         self.runner = runner
         self.analysis = analysis
         self.selection: list[Clip] = []
+        self.skipped = 0  # clips of the selection left out: they failed to import
+        self._selection_error: str | None = None  # why the last selection's matrices could not be computed
         self._selection_matrices: dict[str, tuple[list[Clip], np.ndarray]] = {}
         self._task: QtTask | None = None
         self._summary_task: QtTask | None = None
@@ -263,11 +265,36 @@ class QtMatrixView(QWidget):
             self._show_empty()
 
     def set_selection(self, clips: list[Clip]) -> None:
-        """Clips for the 'Selected clips' scope (a table selection or a lasso on the map)."""
-        self.selection = list(clips)
+        """Clips for the 'Selected clips' scope (a table selection or a lasso on the map), of any size.
+
+        Clips that failed to import have no audio to measure: they are left out, and the status says so.
+        """
+        good = [c for c in clips if c.ok]
+        self.skipped = len(clips) - len(good)
+        self.selection = good
         self._selection_matrices.clear()
+        self._selection_error = None
+        if self._task is not None:  # its matrices are of the previous selection
+            self._task.cancel()
+            self._task = None
         if self.scope_box.currentText() == SCOPE_SELECTION:
             self.show_metric()
+
+    def _skipped_text(self) -> str:
+        if not self.skipped:
+            return ""
+        return (f"{self.skipped} clip{'s' if self.skipped != 1 else ''} that failed to import "
+                f"{'were' if self.skipped != 1 else 'was'} left out.")
+
+    def _selection_hint(self) -> str:
+        """What the 'Selected clips' scope has, and what it needs, before its matrices are computed."""
+        n = len(self.selection)
+        text = f"{n} clip{'s' if n != 1 else ''} selected"
+        if self.skipped:
+            text += f" ({self._skipped_text()[:-1]})"
+        if n < 2:
+            return text + ". Select at least 2 clips in the library (or lasso them on the map)."
+        return text + ". Press Compute to see their distance matrices."
 
     def metric(self, *paint_device_metric):
         """The metric shown (its registry name).
@@ -289,13 +316,14 @@ class QtMatrixView(QWidget):
         else:
             for name in self.metric_names:
                 self.analysis.request(name)
-        self.show_metric()
+        self.show_metric()  # keeps the selection's hint or "Computing…" (see _empty_status)
 
     def _compute_selection(self, metrics: list[str]) -> None:
         from perceptlab.qt.analysis_state import _compute_matrix
 
+        self._selection_error = None
         if len(self.selection) < 2:
-            self.status.setText("Select at least 2 clips in the library (or lasso them on the map)")
+            self.status.setText(self._selection_hint())
             return
         if self._task is not None:
             self._task.cancel()
@@ -308,15 +336,27 @@ class QtMatrixView(QWidget):
             return {m: _compute_matrix(library_path, m, ids, cancel=cancel, inputs_cache=shared) for m in metrics}
 
         task = QtTask(work)
-        task.signals.finished.connect(self._on_selection_done)
-        task.signals.failed.connect(lambda msg, _tb: self.status.setText(msg))
+        task.signals.finished.connect(lambda result, t=task: self._on_selection_done(t, result))
+        task.signals.failed.connect(lambda msg, _tb, t=task: self._on_selection_failed(t, msg))
         self._task = task
-        self.status.setText(f"Computing {len(metrics)} matrices for {len(ids)} clips…")
+        skipped = f" {self._skipped_text()}" if self.skipped else ""
+        self.status.setText(f"Computing {len(metrics)} matrices for {len(ids)} clips…{skipped}")
         self.runner.start(task)
 
-    def _on_selection_done(self, result: dict) -> None:
+    def _on_selection_done(self, task: QtTask, result: dict) -> None:
+        if task is not self._task:  # a selection changed since
+            return
         self._task = None
         self._selection_matrices = result
+        self.show_metric()
+        if self.skipped and self.matrix is not None:
+            self.status.setText(f"{self.status.text()}. {self._skipped_text()}")
+
+    def _on_selection_failed(self, task: QtTask, message: str) -> None:
+        if task is not self._task:
+            return
+        self._task = None
+        self._selection_error = f"Cannot compute the selected clips' matrices: {message}"
         self.show_metric()
 
     def _source(self) -> dict[str, tuple[list[Clip], np.ndarray]]:
@@ -335,9 +375,9 @@ class QtMatrixView(QWidget):
         got = src.get(self.metric())
         if got is None:
             self._clear()
+            self._clear_correlations()
+            self.status.setText(self._empty_status())
             self._show_empty()
-            if not self.status.text().startswith("Computing"):
-                self.status.setText("")
             return
         clips, d = got
         self._fill_labels(clips)
@@ -462,16 +502,30 @@ class QtMatrixView(QWidget):
         self.matrix, self.clips, self.blocks, self.mode = None, [], None, CLIPS
         self.export_button.setEnabled(False)
 
+    def _selection_busy(self) -> bool:
+        return self.scope_box.currentText() == SCOPE_SELECTION and self._task is not None
+
+    def _empty_status(self) -> str:
+        """The status line while the scope has no matrix for the metric."""
+        if self.scope_box.currentText() == SCOPE_SELECTION:
+            if self._task is not None:
+                return self.status.text()  # "Computing … matrices for … clips…"
+            return self._selection_error or self._selection_hint()
+        return self.status.text() if self.status.text().startswith("Computing") else ""
+
     def _show_empty(self, text: str | None = None) -> None:
         if text is None:
-            busy = self.scope_box.currentText() == SCOPE_LIBRARY and self.analysis.busy(self.metric())
+            selection = self.scope_box.currentText() == SCOPE_SELECTION
+            busy = (self._task is not None) if selection else (
+                self.analysis.busy(self.metric()) or self.status.text().startswith("Computing"))
             if self.analysis.library_path is None:
                 text = "Open a library to see its distance matrices."
-            elif busy or self.status.text().startswith("Computing"):
+            elif busy:
                 text = "Computing the distance matrices…"
-            elif self.scope_box.currentText() == SCOPE_SELECTION:
-                text = (f"{len(self.selection)} clips selected. Select at least 2 clips in the library (or lasso "
-                        "them on the map), then press Compute to see their distance matrices.")
+            elif selection and self._selection_error:
+                text = self._selection_error
+            elif selection:
+                text = self._selection_hint()
             else:
                 text = ("No matrix yet. Press Compute to calculate every metric's distance matrix of the "
                         "library's clips (in the background), shown here sorted by label.")
@@ -577,6 +631,17 @@ class QtMatrixView(QWidget):
         self._corr_task = task
         self.runner.start(task)
 
+    def _clear_correlations(self) -> None:
+        """Nothing computed for the scope: no metric-vs-metric figures (not another scope's)."""
+        if self._corr_task is not None:
+            self._corr_task.cancel()
+            self._corr_task = None
+        self._corr_key = None
+        self.correlations = {}
+        self.corr_table.setRowCount(0)
+        self.corr_table.setColumnCount(0)
+        self._fit_corr_height()
+
     def _on_correlations(self, task: QtTask, names: list[str], corr: dict) -> None:
         if task is not self._corr_task:
             return
@@ -631,6 +696,8 @@ class QtMatrixView(QWidget):
             self.show_metric()
 
     def _on_progress(self, metric: str, done: int, total: int) -> None:
+        if self.scope_box.currentText() != SCOPE_LIBRARY:
+            return  # the library's matrices: the selection's status stays
         self.status.setText(f"Computing {metric} matrix… {done}/{total}")
         if self.matrix is None and self._summary_task is None:
             self._show_empty(f"Computing the {metric} distance matrix… {done}/{total} clips")

@@ -1,0 +1,153 @@
+"""The matrix's Selected clips scope, the Evaluation tab's cancel and empty chart, the compare
+panel's cleared diff and the probe's first look: what a reviewer saw, each held here."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6.QtWidgets")
+
+pytestmark = pytest.mark.qt
+
+BROKEN = "broken.wav"
+
+
+@pytest.fixture
+def clip_library(tmp_path, clip_tree):
+    """The ``clip_tree`` library plus one file that cannot be decoded (overrides conftest's)."""
+    from perceptlab.library.importer import import_files
+    from perceptlab.library.store import Library
+
+    (clip_tree / "mid" / BROKEN).write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot really audio at all")
+    path = tmp_path / "lib.sqlite"
+    with Library(path) as lib:
+        summary = import_files(lib, [clip_tree])
+    assert len(summary.failed) == 1
+    return path
+
+
+def _clip(window, name):
+    return next(c for c in window.library_panel.model.clips() if c.name == name)
+
+
+def _selection_scope(view):
+    from perceptlab.qt.matrix_view import SCOPE_SELECTION
+
+    view.scope_box.setCurrentText(SCOPE_SELECTION)
+
+
+# -- the matrix's Selected clips ------------------------------------------------------------------------------
+def test_selected_clips_leave_out_a_failed_clip_and_draw_the_others(main_window, qtbot):
+    view = main_window.matrix_view
+    _selection_scope(view)
+    main_window.library_panel.table.selectAll()
+    assert any(not c.ok for c in main_window.library_panel.selected_clips())
+    assert len(view.selection) == 9 and view.skipped == 1
+    view.compute()
+    qtbot.waitUntil(lambda: view.matrix is not None, timeout=60000)
+    assert view._task is None
+    assert len(view.clips) == 9 and all(c.ok for c in view.clips)
+    assert view.stack.currentWidget() is view.graphics
+    assert "1 clip that failed to import was left out" in view.status.text()
+    assert "was not imported" not in view.status.text()
+
+
+def test_a_failed_selection_computation_says_why_and_stops_computing(main_window, qtbot, monkeypatch):
+    import perceptlab.qt.analysis_state as state
+
+    def broken(*args, **kwargs):
+        raise ValueError("the spectrogram cache is unreadable")
+
+    monkeypatch.setattr(state, "_compute_matrix", broken)
+    view = main_window.matrix_view
+    _selection_scope(view)
+    view.set_selection([_clip(main_window, n) for n in ("low_0.wav", "mid_0.wav", "high_0.wav")])
+    view.compute()
+    qtbot.waitUntil(lambda: view._task is None, timeout=30000)
+    qtbot.wait(50)
+    assert view.stack.currentWidget() is view.empty
+    assert "the spectrogram cache is unreadable" in view.empty.text()
+    assert "Computing" not in view.empty.text()
+    assert "the spectrogram cache is unreadable" in view.status.text()
+
+
+def test_one_selected_row_is_counted_and_its_hint_survives_compute(main_window, qtbot):
+    view = main_window.matrix_view
+    panel = main_window.library_panel
+    panel.table.selectAll()
+    assert len(view.selection) == 9
+    assert panel.select_clip(_clip(main_window, "low_0.wav").id)  # narrowed to one row
+    assert [c.name for c in view.selection] == ["low_0.wav"]
+    _selection_scope(view)
+    assert view.empty.text().startswith("1 clip selected. Select at least 2")
+    view.compute()
+    assert view.status.text().startswith("1 clip selected. Select at least 2"), view.status.text()
+    assert view.empty.text().startswith("1 clip selected")
+    assert view._task is None
+
+
+def test_the_rank_agreement_table_is_of_the_scope_shown(main_window, qtbot):
+    from perceptlab.qt.matrix_view import SCOPE_LIBRARY
+
+    view = main_window.matrix_view
+    view.compute()  # the whole library
+    qtbot.waitUntil(lambda: view.matrix is not None and view.corr_table.rowCount() == len(view.metric_names),
+                    timeout=120000)
+    _selection_scope(view)  # nothing computed for it
+    assert view.corr_table.rowCount() == 0 and view.correlations == {}
+    view.scope_box.setCurrentText(SCOPE_LIBRARY)
+    qtbot.waitUntil(lambda: view.corr_table.rowCount() == len(view.metric_names), timeout=60000)
+
+
+# -- the Evaluation tab -----------------------------------------------------------------------------------------
+@pytest.fixture
+def evaluation_view(qtbot, clip_library):
+    from perceptlab.qt.evaluation_view import QtEvaluationView
+
+    view = QtEvaluationView()
+    qtbot.addWidget(view, before_close_func=lambda v: v.process is not None and v.process.kill())
+    view.resize(1280, 800)
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_library(str(clip_library))
+    return view
+
+
+def _sleeper(view, monkeypatch, ignore_term: bool):
+    """A stand-in for ``perceptlab evaluate`` that runs until it is stopped (or killed)."""
+    code = ("import signal, time\n"
+            + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else "")
+            + "print('started', flush=True)\ntime.sleep(60)\n")
+    monkeypatch.setattr(view, "arguments", lambda extra=None: ["-c", code])
+
+
+def test_cancel_says_cancelled_not_an_exit_status(evaluation_view, qtbot, monkeypatch):
+    view = evaluation_view
+    _sleeper(view, monkeypatch, ignore_term=False)
+    assert view.run()
+    qtbot.waitUntil(lambda: "started" in view.log.toPlainText(), timeout=20000)
+    view.cancel()
+    qtbot.waitUntil(lambda: not view.busy(), timeout=10000)
+    qtbot.wait(50)
+    assert view.status.text() == "Evaluation cancelled"
+    assert view.run_button.isEnabled() and not view.cancel_button.isEnabled()
+
+
+def test_cancel_does_not_block_and_kills_a_process_that_ignores_it(evaluation_view, qtbot, monkeypatch):
+    view = evaluation_view
+    view.CANCEL_KILL_MS = 1500
+    _sleeper(view, monkeypatch, ignore_term=True)
+    assert view.run()
+    qtbot.waitUntil(lambda: "started" in view.log.toPlainText(), timeout=20000)
+    t0 = time.monotonic()
+    view.cancel()
+    assert time.monotonic() - t0 < 0.5  # the GUI thread is not held while the process stops
+    assert view.busy()
+    qtbot.waitUntil(lambda: not view.busy(), timeout=10000)
+    assert time.monotonic() - t0 >= 1.0  # killed after the timeout, not at once
+    qtbot.wait(50)
+    assert view.status.text() == "Evaluation cancelled"
