@@ -79,7 +79,10 @@ def test_the_label_names_the_clip_duration_before_its_audio_is_decoded(window, q
 
 
 # -- B: the loop belongs to the clip it was drawn on ---------------------------------------
+@pytest.mark.audio
 def test_selecting_another_clip_clears_the_loop(window, qtbot):
+    sink_path()  # the loop is a playback control: off (greyed) without an audio device
+    qtbot.waitUntil(lambda: window.player.available, timeout=10000)
     _select(window, qtbot, "mid_2.wav")
     window.player.seek(0.2)
     qtbot.keyClick(window, Qt.Key_A)
@@ -120,7 +123,10 @@ def test_selecting_a_failed_clip_unloads_it_and_says_why(window, qtbot):
     assert f"{BROKEN} failed to import: {broken.error}" in window.status_label.text()
     placeholder = window.spectrogram.placeholder
     assert placeholder.isVisible()
-    assert placeholder.toPlainText() == f"{BROKEN} could not be decoded: {broken.error}"
+    assert placeholder.toPlainText() == f"{BROKEN} could not be decoded: {broken.failure}"
+    assert "cannot be decoded" not in placeholder.toPlainText()  # the reason is not said twice
+    # The reason wraps inside the plot rather than running off both sides.
+    assert 0 < placeholder.textItem.textWidth() <= window.spectrogram.pane("A").viewbox().width()
     assert window.compare_panel.result is None and window.compare_panel.table.rowCount() == 0
     assert "low_0.wav" not in window.compare_panel.title.text()
     assert window.player.time_label.text().split()[-2:] == ["0.00", "s"]
@@ -468,3 +474,15 @@ def test_an_import_brings_the_search_indexes_up_to_date_in_the_background(window
     good = sum(1 for c in window.library.clips() if c.ok)
     status = index_status(window.library.path, window.config)
     assert status["images"]["alive"] == good, status
+
+
+def test_with_playback_off_the_reason_stays_and_the_loop_key_does_nothing(window, qtbot):
+    window.player.set_audio_available(False, "no audio output device")
+    _select(window, qtbot, "low_0.wav", wait_audio=False)
+    window.set_slot("B", _clip(window, "high_0.wav"))
+    qtbot.waitUntil(lambda: window.audio_ready("B"), timeout=10000)
+    window.player.select("B")
+    assert window.player.message.text() == "Playback off: no audio output device"
+    window.player.toggle_loop()
+    assert not window.player.loop_box.isChecked()
+    assert not window.player.meter.isEnabled()

@@ -114,6 +114,21 @@ class Clip:
         """True if the clip imported without error."""
         return self.error is None and self.content_hash is not None
 
+    @property
+    def failure(self) -> str:
+        """Why the clip failed to import, for a sentence such as "<name> could not be decoded: <failure>".
+
+        The decoder's "cannot be decoded (...)" wrapper is taken off, so the
+        sentence does not say it twice.
+        """
+        if not self.error:
+            return "it was not imported"
+        text = self.error.strip()
+        prefix = "cannot be decoded ("
+        if text.startswith(prefix) and text.endswith(")"):
+            return text[len(prefix):-1]
+        return text
+
     def to_json(self) -> dict:
         return {
             "id": self.id,

@@ -172,7 +172,7 @@ class QtNeighboursPanel(QWidget):
             self._clear("Select a clip to see its nearest neighbours")
             return
         if not clip.ok:
-            self._clear(f"{clip.name} could not be decoded: {_decode_reason(clip.error)}")
+            self._clear(f"{clip.name} could not be decoded: {clip.failure}")
             return
         if self.library_path is None:
             self._clear("Open a library to see neighbours")
@@ -455,17 +455,6 @@ class QtNeighboursPanel(QWidget):
         clip = self._clip_at(row, col)
         if clip is not None:
             self.neighbour_activated.emit(clip)
-
-
-def _decode_reason(error: str | None) -> str:
-    """The reason in a failed clip's import error, without the importer's "cannot be decoded (...)" wrap."""
-    if not error:
-        return "it was not imported"
-    text = error.strip()
-    prefix = "cannot be decoded ("
-    if text.startswith(prefix) and text.endswith(")"):
-        return text[len(prefix):-1]
-    return text
 
 
 def _rank_tables(rankings: dict[str, list]) -> dict[str, dict[int, int]]:

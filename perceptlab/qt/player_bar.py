@@ -161,7 +161,7 @@ class QtPlayerBar(QWidget):
         self.set_audio_available(ok, "" if ok else why, emit=emit)
 
     def _audio_widgets(self):
-        return (self.play_button, self.stop_button, self.loop_box, self.autoplay_box, self.volume)
+        return (self.play_button, self.stop_button, self.loop_box, self.autoplay_box, self.volume, self.meter)
 
     def _show_audio_state(self, ok: bool, why: str) -> None:
         for w in self._audio_widgets():
@@ -227,7 +227,8 @@ class QtPlayerBar(QWidget):
             return
         self.engine.select(slot)
         (self.a_button if slot == "A" else self.b_button).setChecked(True)
-        self.message.setText("")
+        # A slot message is done with; why playback is off is not.
+        self.message.setText("" if self.available else f"Playback off: {self.unavailable_reason}")
         self._on_tick()
         self.slot_changed.emit(slot)
 
@@ -235,7 +236,8 @@ class QtPlayerBar(QWidget):
         self.select("B" if self.engine.active_slot == "A" else "A")
 
     def toggle_loop(self) -> None:
-        self.loop_box.setChecked(not self.loop_box.isChecked())
+        if self.loop_box.isEnabled():  # with playback off the key does what the greyed box would
+            self.loop_box.setChecked(not self.loop_box.isChecked())
 
     def seek(self, seconds: float) -> None:
         self.engine.seek(seconds)

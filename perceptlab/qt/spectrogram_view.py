@@ -144,11 +144,16 @@ class QtSpectrogramPane:
         self.plot.addItem(self.placeholder, ignoreBounds=True)
         self.strip.setXLink(self.plot)
         self.placeholder.setText(EMPTY_HINT)
+        # A long hint (a failed clip's reason) wraps within the plot instead of running off both sides.
+        self.viewbox().sigResized.connect(self._wrap_placeholder)
         self.shown = _Shown()
         self.freqs = mel_frequencies(FeatureConfig())
 
     def viewbox(self) -> pg.ViewBox:
         return self.plot.getViewBox()
+
+    def _wrap_placeholder(self, *_) -> None:
+        self.placeholder.setTextWidth(max(120.0, 0.85 * self.viewbox().width()))
 
     def show(self, shown: _Shown, config: FeatureConfig, empty_text: str | None, levels) -> None:
         """Draw ``shown``; empty, the pane shows its hint (``empty_text``, None: as it is) over a 5 s frame."""
@@ -160,6 +165,7 @@ class QtSpectrogramPane:
             self.image.clear()
             if empty_text is not None:
                 self.placeholder.setText(empty_text)
+            self._wrap_placeholder()
             self.placeholder.setVisible(True)
         else:
             self.placeholder.setVisible(False)
@@ -524,7 +530,7 @@ class QtSpectrogramView(QWidget):
     def _pane_contents(self) -> list[tuple[QtSpectrogramPane, _Shown, str]]:
         if not self._panes_on:
             return [(self.panes[0], self._single, None)]  # the single view's hint is what was last set
-        return [(pane, self._slots[s], f"{s}: no clip yet (the selected clip is A; Shift+B loads B)")
+        return [(pane, self._slots[s], f"{s}: no clip yet (Shift+B makes the selected clip B; then select A)")
                 for pane, s in zip(self.panes, SLOTS)]
 
     def _refresh(self, fit: bool = False) -> None:
