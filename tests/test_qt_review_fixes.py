@@ -151,3 +151,45 @@ def test_cancel_does_not_block_and_kills_a_process_that_ignores_it(evaluation_vi
     assert time.monotonic() - t0 >= 1.0  # killed after the timeout, not at once
     qtbot.wait(50)
     assert view.status.text() == "Evaluation cancelled"
+
+
+# -- the compare panel ------------------------------------------------------------------------------------------
+def test_a_cleared_pair_resets_the_diff_colour_bar(main_window, qtbot):
+    panel = main_window.compare_panel
+    a, b = _clip(main_window, "low_0.wav"), _clip(main_window, "high_2.wav")
+    panel.set_pair(a, b)
+    qtbot.waitUntil(lambda: panel.result is not None, timeout=30000)
+    shown = panel.colorbar.levels()
+    assert shown != pytest.approx(panel.EMPTY_LEVELS, abs=1e-6)  # this pair's own dB range
+    panel.set_pair(a, _clip(main_window, BROKEN))  # B failed to import: the pair is cleared
+    assert panel.result is None and panel.image.image is None
+    assert panel.colorbar.levels() == pytest.approx(panel.EMPTY_LEVELS, abs=1e-9)
+
+
+def test_a_pending_percentile_fits_its_cell_and_says_it_in_full(main_window, qtbot):
+    from PySide6.QtCore import Qt
+
+    from perceptlab.qt.compare_panel import PENDING_PERCENTILE
+
+    panel = main_window.compare_panel
+    main_window.resize(1280, 800)
+    original = main_window.analysis.percentile
+    main_window.analysis.percentile = lambda name, value: None  # the library's matrices not yet computed
+    try:
+        panel.set_pair(_clip(main_window, "low_0.wav"), _clip(main_window, "mid_1.wav"))
+        qtbot.waitUntil(lambda: panel.result is not None, timeout=30000)
+        qtbot.wait(50)
+        table = panel.table
+        for row in range(table.rowCount()):
+            cell = table.item(row, 2)
+            if cell.text() in ("unavailable",):
+                continue
+            assert cell.text() == PENDING_PERCENTILE
+            assert "Computing the library's distribution" in cell.toolTip()
+            rect = table.visualItemRect(cell)
+            width = table.fontMetrics().horizontalAdvance(cell.text())
+            assert width + 8 <= rect.width(), (cell.text(), width, rect.width())
+            assert table.viewport().fontMetrics().elidedText(cell.text(), Qt.ElideRight, rect.width() - 8) \
+                == cell.text()
+    finally:
+        main_window.analysis.percentile = original

@@ -35,6 +35,9 @@ from perceptlab.library.store import Clip, Library
 from perceptlab.qt.analysis_state import QtLibraryAnalysis
 from perceptlab.qt.workers import QtTask, QtTaskRunner
 
+#: A percentile cell while the library's distances are still being computed (fits the narrow column).
+PENDING_PERCENTILE = "…"
+PENDING_PERCENTILE_TIP = "Computing the library's distribution of pair distances…"
 MAP_TITLES = {
     "difference": "A − B (dB)",
     "ssim": "1 − SSIM (finest scale)",
@@ -129,6 +132,8 @@ class QtComparePanel(QWidget):
     computed = Signal()
 
     NO_PAIR = "Choose clips for A and B (select a clip, then Shift+B or click a neighbour)"
+    #: The "Where they differ" colour bar with no pair shown (dB).
+    EMPTY_LEVELS = (-20.0, 20.0)
 
     def __init__(self, runner: QtTaskRunner, analysis: QtLibraryAnalysis, parent=None):
         super().__init__(parent)
@@ -166,7 +171,7 @@ class QtComparePanel(QWidget):
         self.plot.setLabel("left", "mel band")
         self.image = pg.ImageItem()
         self.plot.addItem(self.image)
-        self.colorbar = pg.ColorBarItem(values=(-20, 20), colorMap=pg.colormap.get("CET-D1"), width=12)
+        self.colorbar = pg.ColorBarItem(values=self.EMPTY_LEVELS, colorMap=pg.colormap.get("CET-D1"), width=12)
         self.colorbar.setImageItem(self.image, insert_in=self.plot)
 
         row = QHBoxLayout()
@@ -192,8 +197,12 @@ class QtComparePanel(QWidget):
         self.table.setFixedHeight(height)
 
     def _clear_map(self) -> None:
-        """No pair yet: an empty map over a 5 s, all-bands frame (not pyqtgraph's unit square)."""
+        """No pair yet: an empty map over a 5 s, all-bands frame (not pyqtgraph's unit square), its
+        colour bar back at the neutral dB scale (not the previous pair's levels)."""
         self.image.clear()
+        self.colorbar.setColorMap(pg.colormap.get("CET-D1"))
+        self.colorbar.setLevels(self.EMPTY_LEVELS)
+        self.colorbar.setToolTip(MAP_TITLES["difference"])
         self._clear_marks()
         self.plot.getViewBox().setRange(xRange=(0.0, 5.0), yRange=(0.0, float(self.config.n_mels)), padding=0)
 
@@ -325,8 +334,10 @@ class QtComparePanel(QWidget):
                 value = d[name]
                 value_cell = QTableWidgetItem(f"{value:.6f}")
                 pct = self.analysis.percentile(name, value)
-                cell = QTableWidgetItem("computing library distribution…" if pct is None else f"{pct:5.1f} %")
-                if pct is not None:
+                cell = QTableWidgetItem(PENDING_PERCENTILE if pct is None else f"{pct:5.1f} %")
+                if pct is None:  # the column is narrow: the whole sentence in the tooltip
+                    cell.setToolTip(PENDING_PERCENTILE_TIP)
+                else:
                     cell.setToolTip(f"{pct:.1f}% of the library's clip pairs are closer than A and B "
                                     f"under {m.display_name}")
             self.table.setItem(row, 1, value_cell)
