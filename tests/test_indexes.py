@@ -330,3 +330,22 @@ def test_a_large_librarys_rankings_for_the_panel_are_the_top_lists_of_its_index(
         assert len(full["rankings"][m]) == 8 and len(top["rankings"][m]) == 4
         assert [n.clip.id for n in top["rankings"][m]] == [n.clip.id for n in full["rankings"][m][:4]]
     assert set(top["taus"]) <= {("mse", "nlpd")}
+
+
+def test_the_metric_on_display_comes_first_as_a_top_list_in_a_large_library(tmp_path, monkeypatch):
+    from perceptlab.analysis import rankings
+    from perceptlab.audio.features import FeatureConfig
+
+    files = _tree(tmp_path / "audio", 8)
+    lib_path = tmp_path / "lib.sqlite"
+    with Library(lib_path) as lib:
+        import_files(lib, files)
+        query = lib.clips()[1]
+    monkeypatch.setattr(rankings, "QUICK_FIRST_MIN", 5)
+    monkeypatch.setattr(rankings, "TOP_DEPTH", 3)
+    seen = []
+    res = rankings.rank_all(str(lib_path), query, ["mse", "nlpd"], FeatureConfig(), first="nlpd",
+                            on_metric=lambda m, r: seen.append((m, [n.clip.id for n in r])))
+    assert [m for m, _ in seen] == ["nlpd", "nlpd", "mse"]
+    assert seen[0][1] == seen[1][1][:3]  # the quick top list is the head of the full ranking
+    assert len(res["rankings"]["nlpd"]) == 7
