@@ -193,3 +193,27 @@ def test_a_pending_percentile_fits_its_cell_and_says_it_in_full(main_window, qtb
                 == cell.text()
     finally:
         main_window.analysis.percentile = original
+
+
+# -- the metric probe -------------------------------------------------------------------------------------------
+def test_the_probe_before_a_run_shows_its_whole_title_and_no_count(main_window, qtbot):
+    w = main_window
+    w.resize(1280, 800)
+    view = w.agreement_view
+    probe = view.probe
+    w.central_tabs.setCurrentWidget(view)
+    view.pages.setCurrentWidget(probe)
+    qtbot.wait(100)  # the layout settles
+    title = probe.chart_title
+    assert title.isVisible() and title.width() > 0
+    needed = title.heightForWidth(title.contentsRect().width())
+    assert title.contentsRect().height() >= needed, (title.contentsRect().height(), needed)
+    # On a row of its own: the page's whole width (beside the Bars box it had a third of it).
+    assert title.width() >= title.parentWidget().contentsRect().width() - 2
+    assert title.height() >= 2 * title.fontMetrics().lineSpacing()
+    assert probe.progress.text() == "" and "measurements" not in probe.progress.text()
+    probe.clips_box.setValue(2)
+    assert probe.run() is not None
+    assert "measurements" in probe.progress.format()
+    qtbot.waitUntil(lambda: probe.report is not None and not probe.busy(), timeout=120000)
+    assert "measurements, done" in probe.progress.text()

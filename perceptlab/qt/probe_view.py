@@ -103,7 +103,7 @@ class QtProbeView(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m measurements")
+        self.progress.setFormat("")  # no count before a run: run() gives it its format
         self.progress.setValue(0)
         self.progress.setMaximum(1)
         self.progress.setTextVisible(True)
@@ -125,6 +125,10 @@ class QtProbeView(QWidget):
         self.chart_title = QLabel("<b>Share of triplets ordered as a listener would</b> (95% CI)")
         self.chart_title.setTextFormat(Qt.RichText)
         self.chart_title.setWordWrap(True)
+        # A splitter page does not give a wrapped label its height for its width: it keeps room
+        # for two lines, on a row of its own (the page's whole width).
+        self.chart_title.setMinimumHeight(2 * self.chart_title.fontMetrics().lineSpacing() + 2)
+        self.chart_title.setAlignment(Qt.AlignLeft | Qt.AlignVCenter)
         self.chart = pg.PlotWidget()
         self.chart.setLabel("left", "share", units="%")
         self.chart.setYRange(0, 105)
@@ -157,12 +161,14 @@ class QtProbeView(QWidget):
         top.addWidget(self.cancel_button)
         top.addStretch(1)
         bars = QHBoxLayout()
-        bars.addWidget(self.chart_title, 1)
         bars.addWidget(QLabel("Bars"))
         bars.addWidget(self.group_box)
+        bars.addStretch(1)
         chart_page = QWidget()
+        self.chart_page = chart_page
         chart_lay = QVBoxLayout(chart_page)
         chart_lay.setContentsMargins(0, 0, 0, 0)
+        chart_lay.addWidget(self.chart_title)
         chart_lay.addLayout(bars)
         chart_lay.addWidget(self.legend)
         chart_lay.addWidget(self.chart, 1)
@@ -238,12 +244,14 @@ class QtProbeView(QWidget):
         self._done()
         self.progress.setMaximum(1)
         self.progress.setValue(0)
+        self.progress.setFormat("")
         self.status.setText(f"Cannot run the probe: {message}")
 
     def _on_cancelled(self) -> None:
         self._done()
         self.progress.setMaximum(1)
         self.progress.setValue(0)
+        self.progress.setFormat("")
         self.status.setText("Probe cancelled.")
 
     def _on_finished(self, report: dict) -> None:
