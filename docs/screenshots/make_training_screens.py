@@ -1,15 +1,10 @@
-"""Regenerate docs/screenshots/training-panel.png and docs/screenshots/probe.png.
+"""Regenerate docs/screenshots/training-panel.png.
 
-Both come from real work on the demo library, in the real main window at
-1280 x 800:
-
-* training-panel.png: a tiny NLPD run launched from the Training tab's form
-  (a small model, the demo recipe), caught while it runs, with the hover
-  readout at a step of its curves;
-* probe.png: the Agreement tab's "Metric probe" page after a probe of 12
-  clips, seed 0, the page alone at 1280 x 800 (in the window, beside the
-  docks and with them closed, it scrolls; those two pictures are kept in
-  ``--work``).
+It comes from real work on the demo library, in the real main window at
+1280 x 800: a tiny NLPD run launched from the Training tab's form (a small
+model, the demo recipe), caught while it runs, with the hover readout at a
+step of its curves. (probe.png, the Agreement tab's "Metric probe" page, is
+made by ``docs/screenshots/probe_shots.py``.)
 
 Run it on a display (an X server or Xvfb), from the repository root::
 
@@ -17,8 +12,7 @@ Run it on a display (an X server or Xvfb), from the repository root::
     DISPLAY=:96 OMP_NUM_THREADS=1 python docs/screenshots/make_training_screens.py
 
 ``--library`` reuses a library that holds the demo clips; without it one is
-made in ``--work`` from ``assets/demo``. ``--only training`` or ``--only
-probe`` makes one of the two.
+made in ``--work`` from ``assets/demo``.
 """
 
 from __future__ import annotations
@@ -102,54 +96,11 @@ def training_screen(app, window, out: Path) -> None:
     wait_until(app, lambda: job.status != "running", 60, "the run to stop")
 
 
-def probe_screen(app, window, out: Path, work: Path) -> None:
-    from PySide6.QtWidgets import QDockWidget
-
-    view = window.agreement_view
-    window.central_tabs.setCurrentWidget(view)
-    view.pages.setCurrentWidget(view.probe)
-    view.probe.clips_box.setValue(12)
-    view.probe.seed_box.setValue(0)
-    if view.probe.run() is None:
-        raise RuntimeError("the probe did not start")
-    wait_until(app, lambda: view.probe.report is not None and not view.probe.busy(), 900, "the probe")
-    settle(app, 1.0)
-    # Beside the docks at 1280 px the page is wider than the room it gets (it scrolls); keep that
-    # picture with the run, and show the page in the docs with the side docks closed (View menu).
-    window.grab().save(str(work / "probe-beside-docks.png"))
-    docks = [d for d in window.findChildren(QDockWidget) if d is not window.player_dock and d.isVisible()]
-    for dock in docks:
-        dock.hide()
-    settle(app, 1.0)
-    window.grab().save(str(work / "probe-docks-closed.png"))
-    for dock in docks:
-        dock.show()
-    # Even with the docks closed the chart takes the page's height and the ranked table is below
-    # the fold; the docs show the whole page at 1280 x 800, as a window of its own.
-    probe, pages = view.probe, view.pages
-    index = pages.indexOf(probe)
-    label = pages.tabText(index)
-    pages.removeTab(index)
-    probe.setParent(None)
-    probe.resize(*SIZE)
-    probe.show()
-    settle(app, 1.0)
-    probe.grab().save(str(out / "probe.png"))
-    probe.hide()
-    pages.insertTab(index, probe, label)
-    print("probe.png:", view.probe.status.text()[:200])
-    page, room = view.probe.minimumSizeHint(), window.central_tabs.currentWidget().parentWidget().size()
-    print(f"probe page wants at least {page.width()} x {page.height()} px; beside the docks it gets "
-          f"{room.width()} x {room.height()}")
-    print("the page beside the docks:", work / "probe-beside-docks.png")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--library", type=Path, help="a library holding the demo clips (default: made in --work)")
     parser.add_argument("--work", type=Path, help="folder for the library and the run (default: a new temp folder)")
     parser.add_argument("--out", type=Path, default=OUT, help="where the PNGs go (default: docs/screenshots)")
-    parser.add_argument("--only", choices=("training", "probe"), help="make only this screenshot")
     args = parser.parse_args(argv)
     if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") != "offscreen":
         parser.error("no display: start Xvfb and set DISPLAY (or QT_QPA_PLATFORM=offscreen)")
@@ -174,10 +125,7 @@ def main(argv=None) -> int:
     wait_until(app, lambda: window.metrics_loaded, 120, "the metric registry")
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        if args.only in (None, "training"):
-            training_screen(app, window, args.out)
-        if args.only in (None, "probe"):
-            probe_screen(app, window, args.out, work)
+        training_screen(app, window, args.out)
     finally:
         for job in window.training_panel.running_jobs():
             job.kill()
