@@ -486,3 +486,29 @@ def test_with_playback_off_the_reason_stays_and_the_loop_key_does_nothing(window
     window.player.toggle_loop()
     assert not window.player.loop_box.isChecked()
     assert not window.player.meter.isEnabled()
+
+
+def test_the_first_window_does_not_wait_for_torch(tmp_path):
+    """The GUI thread imports no torch (or scipy, scikit-learn, matplotlib) while it builds and
+    paints the window: the metric registry loads in a worker."""
+    code = (
+        "import sys, threading\n"
+        "HEAVY = ('torch', 'torchaudio', 'scipy', 'sklearn', 'matplotlib')\n"
+        "seen = set()\n"
+        "class Watch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name in HEAVY and threading.current_thread() is threading.main_thread():\n"
+        "            seen.add(name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Watch())\n"
+        "from perceptlab.qt.app import create_app\n"
+        "from perceptlab.qt.main_window import QtMainWindow\n"
+        "app = create_app()\n"
+        f"w = QtMainWindow(library_path={str(tmp_path / 'lib.sqlite')!r})\n"
+        "w.show(); app.processEvents(); w.grab()\n"
+        "print('gui thread imported:', sorted(seen))\n"
+        "import os; os._exit(0)\n"
+    )
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert "gui thread imported: []" in out.stdout, out.stdout + out.stderr[-2000:]

@@ -321,14 +321,15 @@ class QtNeighboursPanel(QWidget):
                "Lower is closer."
 
     def _set_headers(self, metric_name: str | None) -> None:
-        from perceptlab.metrics.registry import get_metric
-
         k = self.k_box.value()
         texts = list(COLUMNS)
         tips = ["Rank under the chosen metric (1 = closest)", "The neighbour's file name",
                 "The neighbour's label", "Distance to the selected clip; lower is closer",
                 f"Agreement across metrics: how many of the other metrics also rank this clip in their top {k}"]
         if metric_name is not None:
+            # Only here: the registry imports torch, which the window leaves to a worker at start-up.
+            from perceptlab.metrics.registry import get_metric
+
             name = get_metric(metric_name).display_name
             # A name longer than a number (an encoder's) would squeeze the clip names: "Distance" then.
             fits = self.fontMetrics().horizontalAdvance(name) <= self.fontMetrics().horizontalAdvance("0" * 14)
