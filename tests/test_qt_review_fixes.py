@@ -217,3 +217,45 @@ def test_the_probe_before_a_run_shows_its_whole_title_and_no_count(main_window, 
     assert "measurements" in probe.progress.format()
     qtbot.waitUntil(lambda: probe.report is not None and not probe.busy(), timeout=120000)
     assert "measurements, done" in probe.progress.text()
+
+
+# -- the Evaluation tab's chart and table ------------------------------------------------------------------------
+def test_the_empty_evaluation_chart_says_so_instead_of_drawing_axes(evaluation_view, qtbot):
+    view = evaluation_view
+    qtbot.wait(50)
+    assert not view.chart.isVisible()  # no upside-down 0..1 axes with a grid of nothing
+    assert view.chart_empty.isVisible()
+    assert "Run evaluation" in view.chart_empty.text()
+
+
+def test_the_report_fills_the_chart_and_every_header_fits_at_1280(main_window, qtbot, one_torch_thread):
+    from PySide6.QtCore import Qt
+
+    from perceptlab.analysis.evaluate import EvaluateConfig, run_evaluation
+
+    cfg = EvaluateConfig(metrics=("mse",), folds=3, segment_frames=32, segment_hop=16, k=3, k_grid=(1, 3),
+                         c_grid=(1.0,), bootstrap=200)
+    report = run_evaluation(main_window.library.path, cfg)
+    w = main_window
+    w.resize(1280, 800)
+    view = w.evaluation_view
+    w.central_tabs.setCurrentWidget(view)
+    # A desktop with large fonts: the header's words are wider than a default section.
+    font = view.table.font()
+    font.setPointSizeF(font.pointSizeF() * 1.6)
+    view.table.setFont(font)
+    view.table.horizontalHeader().setFont(font)
+    view.show_report(report)
+    qtbot.wait(100)  # the layout settles
+    table, header = view.table, view.table.horizontalHeader()
+    assert table.viewport().width() < 1280  # beside the docks
+    for col in range(table.columnCount()):
+        text = table.horizontalHeaderItem(col).text()
+        room = header.sectionSize(col) - 12  # the header's margins
+        assert header.fontMetrics().horizontalAdvance(text) <= room, (text, header.sectionSize(col))
+        assert header.fontMetrics().elidedText(text, Qt.ElideRight, room) == text
+    last = header.sectionViewportPosition(table.columnCount() - 1) + header.sectionSize(table.columnCount() - 1)
+    assert last <= table.viewport().width() + 1 or table.horizontalScrollBar().maximum() > 0
+    assert view.chart.isVisible() and not view.chart_empty.isVisible()
+    view.clear_chart()
+    assert not view.chart.isVisible() and view.chart_empty.isVisible()

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QSplitter,
+    QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -36,6 +37,10 @@ from PySide6.QtWidgets import (
 from perceptlab.analysis.evaluate.chart import KIND_COLORS, OTHER_COLOR, chart_rows
 
 SHIPPED_MODELS = Path(__file__).resolve().parents[2] / "assets" / "models"
+#: What the chart's place says before there is a report to draw.
+NO_CHART = ("No report yet. Press Run evaluation: the chart of each method's weighted F1 "
+            "(mean ± std over folds) appears here when it ends.")
+RUNNING_CHART = "Evaluating… the chart of each method's weighted F1 appears here when the report is written."
 
 
 class _QtShareSplitter(QSplitter):
@@ -90,8 +95,12 @@ class QtEvaluationView(QWidget):
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.setWordWrap(False)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()
+        # Every column as wide as its header and cells: in a narrow tab the table scrolls sideways
+        # instead of cutting "parameters" short (a stretched last column gets what is left, or less).
+        for col in range(self.table.columnCount()):
+            header.setSectionResizeMode(col, QHeaderView.ResizeToContents)
+        header.setStretchLastSection(False)
         # Horizontal bars, best method on top: clip-level weighted F1, whiskers +- one std over folds.
         self.chart = pg.PlotWidget(title="Weighted F1 per clip (mean ± std over folds)")
         self.chart.setMenuEnabled(False)
@@ -102,6 +111,15 @@ class QtEvaluationView(QWidget):
         self.chart.setLabel("bottom", "weighted F1")
         self.chart.setXRange(0, 1.15, padding=0)
         self.chart.setMinimumHeight(150)
+        # Before a report: a sentence, not empty axes (pyqtgraph's 0..1, upside down, with a grid).
+        self.chart_empty = QLabel(NO_CHART)
+        self.chart_empty.setWordWrap(True)
+        self.chart_empty.setAlignment(Qt.AlignCenter)
+        self.chart_empty.setMargin(16)
+        self.chart_empty.setMinimumHeight(150)
+        self.chart_stack = QStackedWidget()
+        self.chart_stack.addWidget(self.chart_empty)
+        self.chart_stack.addWidget(self.chart)
         self.bars: pg.BarGraphItem | None = None
         self.whiskers: pg.ErrorBarItem | None = None
         self.value_labels: list[pg.TextItem] = []
@@ -122,7 +140,7 @@ class QtEvaluationView(QWidget):
         # Stacked, not side by side, for the same reason.
         body = _QtShareSplitter(Qt.Vertical)
         body.setChildrenCollapsible(False)
-        for w, stretch in ((self.table, 3), (self.chart, 3), (self.log, 1)):
+        for w, stretch in ((self.table, 3), (self.chart_stack, 3), (self.log, 1)):
             body.addWidget(w)
             body.setStretchFactor(body.count() - 1, stretch)
         lay = QVBoxLayout(self)
@@ -133,6 +151,7 @@ class QtEvaluationView(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.mode_box.currentIndexChanged.connect(lambda _: self.epochs_box.setEnabled(self.mode() == "train"))
         self.epochs_box.setEnabled(False)
+        self.clear_chart()
 
     def mode(self) -> str:
         return self.mode_box.currentData()
@@ -165,6 +184,7 @@ class QtEvaluationView(QWidget):
         self.clear_chart()
         self.report = None
         self.cancelled = False
+        self.chart_empty.setText(RUNNING_CHART)
         self.process.start(sys.executable, self.arguments(extra))
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -199,6 +219,7 @@ class QtEvaluationView(QWidget):
         self._kill_timer.stop()
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        self.chart_empty.setText(NO_CHART)
         if self.cancelled:
             self.cancelled = False
             self.status.setText("Evaluation cancelled")
@@ -222,7 +243,6 @@ class QtEvaluationView(QWidget):
                 item = QTableWidgetItem(text)
                 item.setToolTip(r["description"])
                 self.table.setItem(i, j, item)
-        self.table.resizeColumnToContents(2)
         claim = report.data["claim"]
         shown = report.warnings[:2]
         more = len(report.warnings) - len(shown)
@@ -237,6 +257,7 @@ class QtEvaluationView(QWidget):
         self.bars = self.whiskers = None
         self.value_labels = []
         self.chart.getAxis("left").setTicks([[]])
+        self.chart_stack.setCurrentWidget(self.chart_empty)
 
     def draw_chart(self, data: dict) -> None:
         """Bars of the report's clip-level weighted F1 per method (mean over folds, best on top),
@@ -244,7 +265,9 @@ class QtEvaluationView(QWidget):
         self.clear_chart()
         rows = chart_rows(data)
         if not rows:
+            self.chart_empty.setText("The report has no clip-level scores to chart.")
             return
+        self.chart_stack.setCurrentWidget(self.chart)
         y = np.arange(len(rows), dtype=float)
         values = np.array([r["value"] for r in rows])
         errs = np.array([r["err"] for r in rows])
