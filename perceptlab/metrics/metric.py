@@ -1,14 +1,18 @@
-"""What a metric is: a distance between clips, with optional fast paths (no registry here).
+"""What a metric is: a distance between clips, with optional fast paths, and the table of them by name.
 
 The engines (:mod:`perceptlab.metrics.pairwise`, :mod:`~perceptlab.metrics.embedding`,
-:mod:`~perceptlab.metrics.baselines`) build :class:`Metric` objects without
-knowing the registry; :mod:`perceptlab.metrics.registry` holds them by name.
+:mod:`~perceptlab.metrics.baselines`) build :class:`Metric` objects and look
+a name up with :meth:`Metric.named` without importing the registry;
+:mod:`perceptlab.metrics.registry` fills the table (the built-ins, a
+library's encoders and calibrated variants) and is what everything above
+the engines calls.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 
@@ -83,3 +87,26 @@ class Metric:
     def is_baseline(self) -> bool:
         """A trivial baseline (log-mel or MFCC statistics), shown beside the perceptual metrics."""
         return bool(self.params.get("baseline", False))
+
+    @staticmethod
+    def named(name: "str | Metric") -> "Metric":
+        """The registered metric of this name (a :class:`Metric` is returned as is).
+
+        Raises
+        ------
+        ValueError
+            Unknown name; the message lists the known names.
+        """
+        if isinstance(name, Metric):
+            return name
+        with TABLE_LOCK:
+            try:
+                return TABLE[name]
+            except KeyError:
+                known = ", ".join(sorted(TABLE)) or "(none)"
+                raise ValueError(f"unknown metric {name!r}; known metrics: {known}") from None
+
+
+#: The registered metrics by name, in registration order (filled by :mod:`perceptlab.metrics.registry`).
+TABLE: Dict[str, Metric] = {}
+TABLE_LOCK = threading.Lock()  # embedding metrics may register from a worker thread

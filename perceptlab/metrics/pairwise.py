@@ -39,6 +39,7 @@ from perceptlab.tasks import CancelFn, Cancelled, ProgressFn, check_cancel, repo
 
 from . import ssim as _ms
 from ._filters import _correlate
+from .metric import Metric
 from .pyramid import N_LEVELS, nlpd_transform
 from .validation import check_image_batch
 
@@ -467,9 +468,7 @@ def distance_matrix(
     Cancelled
         When ``cancel()`` returned True.
     """
-    from .registry import get_metric
-
-    m = get_metric(metric)
+    m = Metric.named(metric)
     kwargs = dict(memory_budget_mb=memory_budget_mb, progress=progress, cancel=cancel, device=device)
     if m.pairwise is not None:
         return m.pairwise(specs, **kwargs)
@@ -736,9 +735,7 @@ class GenericIndex(DistanceIndex):
         cancel: Optional[CancelFn] = None,
         device: DeviceLike = None,
     ):
-        from .registry import get_metric
-
-        self.metric = get_metric(metric)
+        self.metric = Metric.named(metric)
         self.metric_name = self.metric.name
         x = _prepare_any(specs, self.metric, device)
         steps = _Steps(1, progress, cancel)
@@ -782,9 +779,7 @@ def build_index(
     device: DeviceLike = None,
 ) -> DistanceIndex:
     """Prepare ``specs`` for repeated queries with ``metric`` (its own index type when it has one)."""
-    from .registry import get_metric
-
-    m = get_metric(metric)
+    m = Metric.named(metric)
     kwargs = dict(memory_budget_mb=memory_budget_mb, progress=progress, cancel=cancel, device=device)
     if m.index is not None:
         return m.index(specs, **kwargs)

@@ -20,17 +20,12 @@ stored encoder embeddings). An encoder metric registered at run time as
 
 from __future__ import annotations
 
-import threading
-from typing import Dict, List
+from typing import List
 
-from .metric import INPUT_KINDS, LOWER_IS_CLOSER, Metric
+from .metric import INPUT_KINDS, LOWER_IS_CLOSER, TABLE as _REGISTRY, TABLE_LOCK as _LOCK, Metric
 
 __all__ = ["INPUT_KINDS", "LOWER_IS_CLOSER", "Metric", "get_metric", "is_baseline", "list_metrics", "loss_names",
            "register_metric", "unregister_metric"]
-
-_REGISTRY: Dict[str, Metric] = {}
-_LOCK = threading.Lock()  # embedding metrics may register from a worker thread
-
 
 def register_metric(metric: Metric, *, replace: bool = False) -> Metric:
     """Add a metric to the registry.
@@ -71,14 +66,7 @@ def get_metric(name: "str | Metric") -> Metric:
     ValueError
         Unknown name; the message lists the known names.
     """
-    if isinstance(name, Metric):
-        return name
-    with _LOCK:
-        try:
-            return _REGISTRY[name]
-        except KeyError:
-            known = ", ".join(sorted(_REGISTRY)) or "(none)"
-            raise ValueError(f"unknown metric {name!r}; known metrics: {known}") from None
+    return Metric.named(name)
 
 
 def list_metrics() -> List[Metric]:

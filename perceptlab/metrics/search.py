@@ -219,8 +219,6 @@ def whole_distances(query: np.ndarray, images: Sequence[np.ndarray] | Callable[[
     index per group). ``images`` is a sequence of (F, T) images or a
     function ``i -> image``, read group by group.
     """
-    from .pairwise import build_index
-
     get = images if callable(images) else images.__getitem__
     lengths = np.asarray(lengths, dtype=np.int64)
     widths = pair_widths(query.shape[1], lengths)
