@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from perceptlab.analysis.agreement import sound_excerpt
+from perceptlab.library.features import sound_excerpt
 from perceptlab.analysis.calibration import (
     CalibratedVariant,
     NLPDParams,

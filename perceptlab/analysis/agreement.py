@@ -46,6 +46,7 @@ import numpy as np
 from perceptlab.audio.features import DEFAULT_EXCERPT_FRAMES, FeatureConfig
 from perceptlab.analysis.stats import bootstrap_ci, pearson, spearman
 from perceptlab.jsonable import jsonable
+from perceptlab.library.features import sound_excerpt, sound_image, sound_key
 from perceptlab.listening.answers import (
     CATCH_MIN,
     HIDDEN_REFERENCE,
@@ -54,6 +55,7 @@ from perceptlab.listening.answers import (
     Rating,
     TripletAnswer,
     catch_screening,
+    condition_means,
     mushra_ratings,
     post_screen,
     read_ratings_csv,
@@ -82,43 +84,6 @@ def _summary(values: np.ndarray, n_boot: int, seed: int) -> dict:
 # ---------------------------------------------------------------------------
 
 
-def _sound_key(sound: dict) -> str:
-    return sound.get("content_hash") or str(Path(sound["path"]).resolve())
-
-
-def sound_excerpt(library, sound: dict, config: FeatureConfig = FeatureConfig(),
-                  n_frames: int = DEFAULT_EXCERPT_FRAMES) -> np.ndarray:
-    """The (F, n_frames) centre excerpt image of a sound dict (see :func:`sound_image`)."""
-    from perceptlab.audio.features import excerpt
-
-    return excerpt(sound_image(library, sound, config), n_frames)
-
-
-def sound_image(library, sound: dict, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
-    """The whole (F, T) image of a sound dict (library clip, stimulus or any file).
-
-    Library clips go through the clip cache; other files through the
-    feature cache keyed by their content hash, checked against the file.
-    """
-    from perceptlab.audio.decode import AudioError
-    from perceptlab.library.features import clip_image, content_image, file_image
-
-    if library is not None and sound.get("clip_id") is not None:
-        try:
-            clip = library.clip(int(sound["clip_id"]))
-        except KeyError:
-            clip = None
-        if clip is not None and clip.content_hash == sound.get("content_hash", clip.content_hash):
-            return clip_image(library, clip, config)
-    content = sound.get("content_hash")
-    if library is not None and content:
-        return content_image(library, sound["path"], content, config, since="the listening test was made")
-    path = Path(sound["path"])
-    if not path.exists():
-        raise AudioError(path, "file has moved or been deleted")
-    return file_image(path, config)
-
-
 def pair_distance_table(library, pairs: Sequence[tuple[dict, dict]], metrics: Sequence[str],
                         config: FeatureConfig = FeatureConfig(), n_frames: int = DEFAULT_EXCERPT_FRAMES,
                         *, batch: int = 32, progress: ProgressFn | None = None,
@@ -145,10 +110,10 @@ def pair_distance_table(library, pairs: Sequence[tuple[dict, dict]], metrics: Se
     pairs = list(pairs)
     uniq: dict[tuple[str, str], int] = {}
     for a, b in pairs:
-        uniq.setdefault((_sound_key(a), _sound_key(b)), len(uniq))
+        uniq.setdefault((sound_key(a), sound_key(b)), len(uniq))
     first = {}
     for a, b in pairs:
-        first.setdefault((_sound_key(a), _sound_key(b)), (a, b))
+        first.setdefault((sound_key(a), sound_key(b)), (a, b))
     keys = list(uniq)
     spectro = [m for m in metrics if get_metric(m).input_kind != "vector"]
     vector = [m for m in metrics if get_metric(m).input_kind == "vector"]
@@ -160,7 +125,7 @@ def pair_distance_table(library, pairs: Sequence[tuple[dict, dict]], metrics: Se
         whole: dict[str, np.ndarray] = {}
 
         def full(s):
-            k = _sound_key(s)
+            k = sound_key(s)
             if k not in whole:
                 whole[k] = sound_image(library, s, config)
             return whole[k]
@@ -178,7 +143,7 @@ def pair_distance_table(library, pairs: Sequence[tuple[dict, dict]], metrics: Se
         images: dict[str, np.ndarray] = {}
 
         def image(s):
-            k = _sound_key(s)
+            k = sound_key(s)
             if k not in images:
                 images[k] = sound_excerpt(library, s, config, n_frames)
             return images[k]
@@ -201,7 +166,7 @@ def pair_distance_table(library, pairs: Sequence[tuple[dict, dict]], metrics: Se
             values[m][i] = pair_distances(library, qa, qb, [m], config, n_frames, excerpt=excerpt)[m]
             done += 1
             report(progress, done, total)
-    index = np.array([uniq[(_sound_key(a), _sound_key(b))] for a, b in pairs], dtype=int)
+    index = np.array([uniq[(sound_key(a), sound_key(b))] for a, b in pairs], dtype=int)
     return {m: values[m][index] if len(index) else np.empty(0) for m in metrics}
 
 
@@ -428,27 +393,6 @@ def _to_raw(c: np.ndarray, x0: float, s: float, increasing: bool, method: str) -
         for j in range(k + 1):
             raw[j] += ck * math.comb(k, j) * (-x0) ** (k - j)
     return MonotonicCubic(tuple(float(v) for v in raw), x0, x0 + s, bool(increasing), method)
-
-
-def condition_means(ratings: Sequence[Rating], exclude: Sequence[str] = ()) -> list[dict]:
-    """Mean score per (item, condition) over the listeners not excluded, with a t-based 95 % CI half-width."""
-    from scipy import stats
-
-    groups: dict[tuple[str, str], list[Rating]] = defaultdict(list)
-    skip = set(exclude)
-    for r in ratings:
-        if r.listener not in skip:
-            groups[(r.item, r.condition)].append(r)
-    out = []
-    for (item, cond), rs in groups.items():
-        s = np.array([r.score for r in rs])
-        half = None
-        if s.size > 1:
-            half = float(stats.t.ppf(0.975, s.size - 1) * s.std(ddof=1) / math.sqrt(s.size))
-        out.append({"item": item, "item_name": rs[0].item_name, "condition": cond, "role": rs[0].role,
-                    "mean_score": float(s.mean()), "ci95": half, "n": int(s.size),
-                    "reference": rs[0].reference, "sound": rs[0].sound})
-    return out
 
 
 def correlation_report(x: np.ndarray, y: np.ndarray) -> dict:

@@ -542,8 +542,14 @@ def calibrate(library, session_ids: Sequence[int], name: str, *, steps: int = 30
 
 
 def _calibrate(library, session_ids, name, steps, lr, reg, test_fraction, seed, save, n_frames, progress, cancel):
-    from perceptlab.analysis.agreement import condition_means, sound_excerpt
-    from perceptlab.listening.answers import catch_screening, mushra_ratings, post_screen, triplet_answers
+    from perceptlab.library.features import sound_excerpt
+    from perceptlab.listening.answers import (
+        catch_screening,
+        condition_means,
+        mushra_ratings,
+        post_screen,
+        triplet_answers,
+    )
     from perceptlab.audio.features import DEFAULT_EXCERPT_FRAMES, FeatureConfig
     from perceptlab.listening.session import Session
 

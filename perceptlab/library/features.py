@@ -105,3 +105,39 @@ def clip_excerpts(
         out[i, 0] = excerpt(clip_image(library, clip, config), n_frames)
         report(progress, i + 1, len(clips))
     return out
+
+
+# -- sounds of listening tests: a library clip, a rendered stimulus or any file ------------
+
+
+def sound_key(sound: dict) -> str:
+    """What identifies a sound dict's audio: its content hash, else its resolved path."""
+    return sound.get("content_hash") or str(Path(sound["path"]).resolve())
+
+
+def sound_excerpt(library, sound: dict, config: FeatureConfig = FeatureConfig(),
+                  n_frames: int = DEFAULT_EXCERPT_FRAMES) -> np.ndarray:
+    """The (F, n_frames) centre excerpt image of a sound dict (see :func:`sound_image`)."""
+    return excerpt(sound_image(library, sound, config), n_frames)
+
+
+def sound_image(library, sound: dict, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+    """The whole (F, T) image of a sound dict (library clip, stimulus or any file).
+
+    Library clips go through the clip cache; other files through the
+    feature cache keyed by their content hash, checked against the file.
+    """
+    if library is not None and sound.get("clip_id") is not None:
+        try:
+            clip = library.clip(int(sound["clip_id"]))
+        except KeyError:
+            clip = None
+        if clip is not None and clip.content_hash == sound.get("content_hash", clip.content_hash):
+            return clip_image(library, clip, config)
+    content = sound.get("content_hash")
+    if library is not None and content:
+        return content_image(library, sound["path"], content, config, since="the listening test was made")
+    path = Path(sound["path"])
+    if not path.exists():
+        raise AudioError(path, "file has moved or been deleted")
+    return file_image(path, config)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 HIDDEN_REFERENCE = "hidden_reference"
 
 #: BS.1534-3 post-screening: hidden reference below this ...
@@ -267,3 +269,24 @@ def _is_number(text: str) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def condition_means(ratings: Sequence[Rating], exclude: Sequence[str] = ()) -> list[dict]:
+    """Mean score per (item, condition) over the listeners not excluded, with a t-based 95 % CI half-width."""
+    from scipy import stats
+
+    groups: dict[tuple[str, str], list[Rating]] = defaultdict(list)
+    skip = set(exclude)
+    for r in ratings:
+        if r.listener not in skip:
+            groups[(r.item, r.condition)].append(r)
+    out = []
+    for (item, cond), rs in groups.items():
+        s = np.array([r.score for r in rs])
+        half = None
+        if s.size > 1:
+            half = float(stats.t.ppf(0.975, s.size - 1) * s.std(ddof=1) / math.sqrt(s.size))
+        out.append({"item": item, "item_name": rs[0].item_name, "condition": cond, "role": rs[0].role,
+                    "mean_score": float(s.mean()), "ci95": half, "n": int(s.size),
+                    "reference": rs[0].reference, "sound": rs[0].sound})
+    return out
