@@ -18,7 +18,6 @@ import functools
 import textwrap
 from pathlib import Path
 
-import pytest
 
 import perceptlab
 
@@ -164,8 +163,6 @@ def test_the_cli_is_a_package_of_command_modules():
     assert not too_long, f"command modules over 600 lines: {too_long}"
 
 
-@pytest.mark.xfail(strict=False, reason="a cycle outside perceptlab.cli remains: perceptlab.analysis.agreement <-> "
-                                        "calibration <-> similarity")
 def test_no_import_cycles():
     found = cycles(_tree_graph())
     assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
