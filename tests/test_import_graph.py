@@ -18,7 +18,6 @@ import functools
 import textwrap
 from pathlib import Path
 
-
 import perceptlab
 
 ROOT = Path(perceptlab.__file__).resolve().parent
