@@ -61,6 +61,8 @@ def rank_all(library_path: str, query: Clip, metrics: list[str] | None, config: 
         metrics = list(metrics or available)
         if on_planned:
             on_planned(list(metrics))
+        if first not in metrics and metrics:
+            first = metrics[0]  # what a panel with no choice yet shows
         n_clips = lib.count()
         full = n_clips <= FULL_RANKING_MAX
         order = sorted(metrics, key=lambda m: m != first)  # stable: the rest keep their order

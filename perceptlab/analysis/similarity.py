@@ -243,7 +243,7 @@ def _baseline_vectors(library: Library | None, metric_name: str, images: Sequenc
 
 
 def _library_index(library: Library, kind: str, config: FeatureConfig, progress: ProgressFn | None = None,
-                   cancel: CancelFn | None = None):
+                   cancel: CancelFn | None = None, clips: Sequence[Clip] | None = None):
     """The library's persistent index of ``kind``, up to date; None where it cannot be kept.
 
     An index folder that cannot be written (a read-only location) is not
@@ -253,7 +253,7 @@ def _library_index(library: Library, kind: str, config: FeatureConfig, progress:
     from perceptlab.analysis.indexing import library_index
 
     try:
-        return library_index(library, kind, config, progress, cancel)
+        return library_index(library, kind, config, progress, cancel, clips)
     except OSError as exc:
         _log.info("no search index for %s (%s): computing from the feature cache", library.path, exc)
         return None
@@ -746,8 +746,10 @@ def neighbours(library: Library, query: Query, metric_name: str, k: int = 5,
             raise ValueError(f"the candidate budget must be at least 1, got {budget}")
         pool = list(library.clips() if candidates is None else candidates)
         if search == "two-stage" or len(pool) - 1 > max(budget, k):
+            # The library's clips, read once (a large library's rows cost more than the search).
+            every = pool if candidates is None else None
             found = _with_index(lambda: _two_stage_neighbours(library, query, metric_name, k, config, pool,
-                                                              max(budget, k), progress, cancel))
+                                                              max(budget, k), progress, cancel, every))
             if found is not None:
                 return found
     ranked = ranking(library, query, metric_name, config, n_frames, candidates, progress, cancel, excerpt)
@@ -770,12 +772,13 @@ def _sketch_search(store):
 
 def _two_stage_neighbours(library: Library, query: Query, metric_name: str, k: int, config: FeatureConfig,
                           pool: list[Clip], budget: int, progress: ProgressFn | None,
-                          cancel: CancelFn | None) -> list[Neighbour] | None:
+                          cancel: CancelFn | None, library_clips: list[Clip] | None = None
+                          ) -> list[Neighbour] | None:
     from perceptlab.analysis.indexing import IMAGES
     from perceptlab.library.indexes import IndexDamaged
     from perceptlab.metrics.search import two_stage
 
-    store = _library_index(library, IMAGES, config, progress, cancel)
+    store = _library_index(library, IMAGES, config, progress, cancel, library_clips)
     if store is None or any(c.content_hash not in store.row_of for c in pool):
         return None
     others = [c for c in pool if query.clip is None or c.id != query.clip.id]
