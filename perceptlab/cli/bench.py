@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from perceptlab.cli.common import UserError
 from perceptlab.jsonable import jsonable
@@ -70,6 +71,16 @@ def cmd_bench(args) -> int:
             from perceptlab.qt.bench import run_gui_bench
         except ImportError as exc:
             raise UserError(f"the GUI benchmark needs PySide6 ({exc})") from None
+        if args.large is not None:
+            from perceptlab.qt.bench_large import run_large_neighbours_bench
+
+            if args.work is None:
+                raise UserError("--large needs --work DIR: the library it builds (minutes) is kept there for reruns")
+            try:
+                run_large_neighbours_bench(args.large, Path(args.work).expanduser(), out=print)
+            except (ValueError, RuntimeError) as exc:
+                raise UserError(str(exc)) from None
+            return 0
         run_gui_bench(out=print)
         return 0
     raise UserError(f"unknown benchmark {args.what!r}")
@@ -95,6 +106,10 @@ def add_parsers(sub, common) -> None:
                         "if a check fails, 2 without a GPU)")
     p.add_argument("--queries", type=int, default=50, metavar="Q",
                    help="neighbours: top-10 queries timed and checked for recall (default 50)")
+    p.add_argument("--large", type=int, default=None, metavar="N",
+                   help="gui: instead, neighbours after a selection in a freshly started app on an N-clip "
+                        "library (built once in --work, with its search indexes)")
+    p.add_argument("--work", default=None, metavar="DIR", help="gui --large: where the large library is kept")
     p.add_argument("--json", action="store_true",
                    help="train, neighbours: print the results as JSON (the lines go to stderr)")
     p.set_defaults(func=cmd_bench)
