@@ -50,7 +50,7 @@ def main() -> int:
     QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp / "config"))
     app = QApplication.instance() or QApplication(sys.argv)
 
-    from perceptlab.cli import demo_dir
+    from perceptlab.library.demo import demo_dir
     from perceptlab.library.importer import import_files
     from perceptlab.library.store import Library
     from perceptlab.qt.main_window import QtMainWindow

@@ -118,7 +118,7 @@ def build_labels_library(out_dir: str | Path, n_labels: int = MAX_LABELS, per_la
         if summary.failed:
             raise RuntimeError("import failed for " + "; ".join(f"{p}: {r}" for p, r in summary.failed))
         if embed:
-            from perceptlab.cli import shipped_general_encoders
+            from perceptlab.library.demo import shipped_general_encoders
             from perceptlab.models.embedding_metric import embed_library
 
             for ckpt in shipped_general_encoders():

@@ -21,43 +21,20 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
+from shots_common import OUT, demo_library, wait_until  # noqa: E402  (beside this script)
+from shots_common import settle as _settle  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-OUT = Path(__file__).resolve().parent
+
+def settle(app, seconds: float = 0.5) -> None:
+    _settle(app, seconds)
+
+
 SIZE = (1280, 800)
 # A model small enough to train 30 epochs on the demo clips in a couple of minutes on one CPU thread.
 TINY_MODEL = ["model.channels=[8, 16, 16, 32, 32]", "log_every=1"]
 
 
-def wait_until(app, condition, timeout: float, what: str) -> None:
-    from PySide6.QtCore import QEventLoop
-
-    t0 = time.monotonic()
-    while not condition():
-        app.processEvents(QEventLoop.AllEvents, 50)
-        time.sleep(0.02)
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
-
-
-def settle(app, seconds: float = 0.5) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < seconds:
-        app.processEvents()
-        time.sleep(0.02)
-
-
-def demo_library(work: Path) -> Path:
-    from perceptlab.library.importer import import_files
-    from perceptlab.library.store import Library
-
-    path = work / "demo.sqlite"
-    if not path.exists():
-        with Library(path) as lib:
-            import_files(lib, [ROOT / "assets" / "demo"])
-    return path
 
 
 def training_screen(app, window, out: Path) -> None:

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="perceptlab-shot-") as tmp:
         lib_path = Path(args.library) if args.library else Path(tmp, "demo.sqlite")
         if not args.library:
-            from perceptlab.cli import demo_dir
+            from perceptlab.library.demo import demo_dir
             from perceptlab.library.importer import import_files
             from perceptlab.library.store import Library
 

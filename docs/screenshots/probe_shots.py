@@ -19,40 +19,17 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-OUT = Path(__file__).resolve().parent
-
-
-def wait_until(app, condition, timeout: float, what: str) -> None:
-    from PySide6.QtCore import QEventLoop
-
-    t0 = time.monotonic()
-    while not condition():
-        app.processEvents(QEventLoop.AllEvents, 50)
-        time.sleep(0.02)
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
+from shots_common import OUT, demo_library, wait_until  # noqa: E402  (beside this script)
+from shots_common import settle as _settle  # noqa: E402
 
 
 def settle(app, seconds: float = 0.8) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < seconds:
-        app.processEvents()
-        time.sleep(0.02)
+    _settle(app, seconds)
 
 
-def demo_library(work: Path) -> Path:
-    from perceptlab.library.importer import import_files
-    from perceptlab.library.store import Library
 
-    path = work / "demo.sqlite"
-    if not path.exists():
-        with Library(path) as lib:
-            import_files(lib, [ROOT / "assets" / "demo"])
-    return path
+
 
 
 def main(argv=None) -> int:

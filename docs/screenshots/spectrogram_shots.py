@@ -49,7 +49,7 @@ def main() -> int:
 
     app = QApplication(sys.argv[:1])
     from perceptlab.audio.decode import load as load_audio
-    from perceptlab.cli import ensure_demo_library
+    from perceptlab.library.demo import ensure_demo_library
     from perceptlab.qt.main_window import QtMainWindow
 
     ensure_demo_library(tmp / "demo.sqlite").close()

@@ -37,9 +37,8 @@ import sys
 from perceptlab import __version__
 from perceptlab.cli import bench, evaluate, library, listening, probe, similarity, training
 from perceptlab.cli.common import UserError, frames_parent, library_parent, library_path
-from perceptlab.library.demo import demo_dir, ensure_demo_library, shipped_general_encoders
 
-__all__ = ["UserError", "build_parser", "demo_dir", "ensure_demo_library", "main", "shipped_general_encoders"]
+__all__ = ["UserError", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -101,7 +101,7 @@ Modules
 ``chart``        the weighted-F1 bar chart (matplotlib, optional)
 ``files``        writing a report folder
 
-The ``perceptlab evaluate`` subcommand is :mod:`perceptlab.analysis.evaluate_cli`.
+The ``perceptlab evaluate`` subcommand is :mod:`perceptlab.cli.evaluate`.
 """
 
 from __future__ import annotations
