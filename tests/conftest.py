@@ -86,12 +86,24 @@ def one_torch_thread():
 @pytest.fixture
 def clip_library(tmp_path, clip_tree) -> Path:
     """A real library file holding the ``clip_tree`` clips."""
+    return import_tree(tmp_path, clip_tree)
+
+
+#: The file :func:`import_tree` adds with ``broken=True``: a WAV header over no audio.
+BROKEN = "broken.wav"
+
+
+def import_tree(tmp_path: Path, clip_tree: Path, broken: bool = False) -> Path:
+    """Import ``clip_tree`` into tmp_path/lib.sqlite; with ``broken``, plus one file that cannot be decoded."""
     from perceptlab.library.importer import import_files
     from perceptlab.library.store import Library
 
+    if broken:
+        (clip_tree / "mid" / BROKEN).write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot really audio at all")
     path = tmp_path / "lib.sqlite"
     with Library(path) as lib:
-        import_files(lib, [clip_tree])
+        summary = import_files(lib, [clip_tree])
+    assert len(summary.failed) == int(broken)
     return path
 
 

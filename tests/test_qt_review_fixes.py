@@ -3,31 +3,21 @@ panel's cleared diff and the probe's first look: what a reviewer saw, each held 
 
 from __future__ import annotations
 
-import sys
 import time
 
-import numpy as np
 import pytest
 
 pytest.importorskip("PySide6.QtWidgets")
 
 pytestmark = pytest.mark.qt
 
-BROKEN = "broken.wav"
+from conftest import BROKEN, import_tree  # noqa: E402
 
 
 @pytest.fixture
 def clip_library(tmp_path, clip_tree):
     """The ``clip_tree`` library plus one file that cannot be decoded (overrides conftest's)."""
-    from perceptlab.library.importer import import_files
-    from perceptlab.library.store import Library
-
-    (clip_tree / "mid" / BROKEN).write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot really audio at all")
-    path = tmp_path / "lib.sqlite"
-    with Library(path) as lib:
-        summary = import_files(lib, [clip_tree])
-    assert len(summary.failed) == 1
-    return path
+    return import_tree(tmp_path, clip_tree, broken=True)
 
 
 def _clip(window, name):
