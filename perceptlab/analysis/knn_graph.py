@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -48,6 +47,7 @@ import numpy as np
 from perceptlab.audio.features import DEFAULT_EXCERPT_FRAMES, FeatureConfig, compared_width, pad_frames
 from perceptlab.library.store import Clip, Library
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
+from perceptlab.atomic import atomic_write
 
 #: Suffixes a k-NN graph can be written as.
 GRAPH_SUFFIXES = (".npz", ".csv", ".jsonl")
@@ -365,28 +365,6 @@ class KnnGraph:
                            json.loads(str(z["meta"])))
         except (OSError, KeyError, ValueError) as exc:
             raise ValueError(f"{path}: not a k-NN graph .npz ({exc})") from None
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(binary_file)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    A reader (or a rerun after a kill) sees the old file or the whole new
-    one, never half of one.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def graph_meta(library: Library, metric_name: str, k: int, config: FeatureConfig, excerpt: str,

@@ -41,7 +41,8 @@ from typing import Callable
 
 import numpy as np
 
-from perceptlab.analysis.knn_graph import (RowEngine, atomic_write, dense_matrix, merge_top_k, owned_knn,
+from perceptlab.atomic import atomic_write
+from perceptlab.analysis.knn_graph import (RowEngine, dense_matrix, merge_top_k, owned_knn,
                                            owned_rows, place_owned)
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
 
