@@ -131,7 +131,7 @@ class QtComparePanel(QWidget):
 
     computed = Signal()
 
-    NO_PAIR = "Choose clips for A and B (select a clip, then Shift+B or click a neighbour)"
+    NO_PAIR = "Choose A and B: select a clip and press Shift+B to make it B, then select A (or click a neighbour to load it as B)"
     #: The "Where they differ" colour bar with no pair shown (dB).
     EMPTY_LEVELS = (-20.0, 20.0)
 
