@@ -35,8 +35,11 @@ def _apply() -> None:
 def set_default_threads(n: int) -> None:
     """The count to use when no job asks for fewer (at least 1)."""
     global _default
+    n = max(1, int(n))
     with _lock:
-        _default = max(1, int(n))
+        if _default == n:
+            return  # already set: changing torch's count while other threads compute is what to avoid
+        _default = n
         _apply()
 
 
