@@ -22,12 +22,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from shots_common import OUT, demo_library, wait_until  # noqa: E402  (beside this script)
-from shots_common import settle as _settle  # noqa: E402
-
-
-def settle(app, seconds: float = 0.5) -> None:
-    _settle(app, seconds)
+from shots_common import OUT, demo_library, settle, wait_until  # noqa: E402  (beside this script)
 
 
 SIZE = (1280, 800)
