@@ -160,7 +160,7 @@ def test_embed_command(library, checkpoint, capsys):
 
 def test_each_library_lists_only_its_own_encoder_metrics(library, checkpoint, tmp_path, clip_tree):
     """The registry is process-wide: a metric one library brought must not be offered for another."""
-    from perceptlab.analysis.similarity import register_library_metrics
+    from perceptlab.analysis.library_metrics import register_library_metrics
 
     with Library(library) as lib:
         embed_library(lib, checkpoint, device="cpu")

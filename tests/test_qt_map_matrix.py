@@ -147,7 +147,7 @@ pytest.importorskip("PySide6.QtWidgets")
 
 @pytest.fixture
 def map_view(qtbot, labels_library):
-    from perceptlab.analysis.similarity import register_library_metrics
+    from perceptlab.analysis.library_metrics import register_library_metrics
     from perceptlab.library.store import Library
     from perceptlab.qt.map_view import QtMapView
     from perceptlab.qt.workers import QtTaskRunner
@@ -288,7 +288,7 @@ def test_forty_labels_are_forty_distinct_colour_and_marker_pairs(map_view, qtbot
 
 @pytest.fixture
 def matrix_view(qtbot, labels_library):
-    from perceptlab.analysis.similarity import register_library_metrics
+    from perceptlab.analysis.library_metrics import register_library_metrics
     from perceptlab.library.store import Library
     from perceptlab.qt.analysis_state import QtLibraryAnalysis
     from perceptlab.qt.matrix_view import QtMatrixView

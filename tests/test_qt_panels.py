@@ -276,7 +276,8 @@ def test_gui_values_equal_the_cli(window, qtbot):
 
 def test_map_places_new_clips_by_the_pair_rule(tmp_path):
     from perceptlab.analysis.projection import _knn_interpolate
-    from perceptlab.analysis.similarity import cross_distances, register_library_metrics
+    from perceptlab.analysis.library_metrics import register_library_metrics
+    from perceptlab.analysis.similarity import cross_distances
     from perceptlab.library.importer import import_files
     from perceptlab.library.store import Library
     from perceptlab.qt.map_view import compute_map

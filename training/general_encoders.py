@@ -181,7 +181,8 @@ def _encoders(names: list[str]) -> list[Path]:
 
 def retrieval_table(corpus: Path, encoders: list[Path], bootstrap: int) -> dict:
     from perceptlab.analysis.retrieval import run_retrieval
-    from perceptlab.analysis.similarity import metric_names, register_library_metrics
+    from perceptlab.analysis.library_metrics import register_library_metrics
+    from perceptlab.analysis.similarity import metric_names
     from perceptlab.library.store import Library
     from perceptlab.models.embedding_metric import embed_library
 

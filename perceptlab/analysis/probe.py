@@ -235,7 +235,8 @@ def run_probe(library: Library, *, metrics: Sequence[str] | None = None, n_clips
     dict
         The report (see the module notes).
     """
-    from perceptlab.analysis.similarity import Query, metric_names, pair_distances, register_library_metrics
+    from perceptlab.analysis.library_metrics import register_library_metrics
+    from perceptlab.analysis.similarity import Query, metric_names, pair_distances
 
     offered = register_library_metrics(library)
     names = list(offered) if metrics is None else metric_names(list(metrics))

@@ -119,28 +119,6 @@ def resolve(library: Library | None, ref: str | int | os.PathLike) -> Query:
     return Query(str(path.resolve()), path.name, clip)
 
 
-# Metrics that belong to one library (its encoders, its calibrated NLPD
-# variants). The registry is process-wide, so a window that opened another
-# library may have registered some that this library cannot compute.
-LIBRARY_METRIC_PREFIXES = ("embedding:", "nlpd:calibrated-")
-
-
-def register_library_metrics(library: Library) -> list[str]:
-    """Register the metrics a library brings: its encoders (``embedding:<name>``)
-    and its calibrated NLPD variants (``nlpd:calibrated-<name>``).
-
-    Returns the names of every metric this library can compute: the built-in
-    ones, then its own, never another library's.
-    """
-    from perceptlab.analysis.calibration import register_saved_variants
-    from perceptlab.metrics.registry import list_metrics
-    from perceptlab.models.embedding_metric import register_library_embeddings
-
-    own = [m.name for m in register_library_embeddings(library) + register_saved_variants(library)]
-    builtin = [m.name for m in list_metrics() if not m.name.startswith(LIBRARY_METRIC_PREFIXES)]
-    return builtin + own
-
-
 def metric_names(names: str | Sequence[str] | None, with_baselines: bool = True) -> list[str]:
     """Parse ``"mse,nlpd"`` (or a list); validate each against the registry.
 

@@ -152,7 +152,7 @@ def print_json(obj) -> None:
 
 
 def register_metrics(lib) -> None:
-    from perceptlab.analysis.similarity import register_library_metrics
+    from perceptlab.analysis.library_metrics import register_library_metrics
 
     register_library_metrics(lib)
 

@@ -47,7 +47,7 @@ def _ids(text: str | None, what: str = "--session") -> list[int] | None:
 
 def _register_metrics(lib) -> None:
     """Encoders and saved calibrated NLPD variants of the library, in the registry."""
-    from perceptlab.analysis.similarity import register_library_metrics
+    from perceptlab.analysis.library_metrics import register_library_metrics
 
     register_library_metrics(lib)
 

@@ -55,7 +55,7 @@ def cmd_probe(args) -> int:
     with open_library(args, read_only=True) as lib:
         metrics = None
         if args.metric is not None:
-            from perceptlab.analysis.similarity import register_library_metrics
+            from perceptlab.analysis.library_metrics import register_library_metrics
 
             register_library_metrics(lib)  # so the library's own encoders can be named
             try:

@@ -198,7 +198,8 @@ def cmd_matrix(args) -> int:
 
 def cmd_retrieval(args) -> int:
     from perceptlab.analysis.retrieval import run_retrieval
-    from perceptlab.analysis.similarity import metric_names, register_library_metrics
+    from perceptlab.analysis.library_metrics import register_library_metrics
+    from perceptlab.analysis.similarity import metric_names
 
     lib = open_library(args, read_only=True)
     with lib:

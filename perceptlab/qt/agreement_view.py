@@ -36,7 +36,8 @@ from perceptlab.qt.workers import QtTask, QtTaskRunner
 def compute_report(library_path: str, session_ids: list[int] | None, ratings_csv: str | None,
                    progress=None, cancel=None) -> dict:
     from perceptlab.analysis.agreement import agreement_report
-    from perceptlab.analysis.similarity import metric_names, register_library_metrics
+    from perceptlab.analysis.library_metrics import register_library_metrics
+    from perceptlab.analysis.similarity import metric_names
 
     with Library(library_path) as lib:
         register_library_metrics(lib)

@@ -27,7 +27,7 @@ def _compute_matrix(library_path: str, metric: str, clip_ids: list[int] | None, 
     away the loaded images.
     """
     with Library(library_path) as lib:
-        from perceptlab.analysis.similarity import register_library_metrics
+        from perceptlab.analysis.library_metrics import register_library_metrics
         from perceptlab.metrics.registry import get_metric
 
         register_library_metrics(lib)

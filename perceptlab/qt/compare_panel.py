@@ -61,7 +61,7 @@ def compare_pair(library_path: str, a: Clip, b: Clip, metrics: list[str] | None,
     whose embeddings are gone) is reported in ``errors`` instead of taking
     the other metrics down with it.
     """
-    from perceptlab.analysis.similarity import register_library_metrics
+    from perceptlab.analysis.library_metrics import register_library_metrics
     from perceptlab.metrics.registry import get_metric
 
     with Library(library_path) as lib:

@@ -399,7 +399,7 @@ class QtMainWindow(QMainWindow):
         library_path = self._metrics_library
 
         def work():
-            from perceptlab.analysis.similarity import register_library_metrics
+            from perceptlab.analysis.library_metrics import register_library_metrics
 
             with Library(library_path) as lib:
                 return register_library_metrics(lib)
@@ -426,7 +426,7 @@ class QtMainWindow(QMainWindow):
 
     def register_library_metrics(self) -> None:
         """Register the open library's own metrics and list them in the views."""
-        from perceptlab.analysis.similarity import register_library_metrics
+        from perceptlab.analysis.library_metrics import register_library_metrics
 
         try:
             self.metric_names = register_library_metrics(self.library)

@@ -60,7 +60,7 @@ def compute_map(library_path: str, metric: str, method: str, fitted: Projection 
     if method != "mds" and get_metric(metric).input_kind != "vector":
         raise ValueError(f"{method}: projects vectors; {metric} compares spectrograms, use MDS of distances")
     with Library(library_path) as lib:
-        from perceptlab.analysis.similarity import register_library_metrics
+        from perceptlab.analysis.library_metrics import register_library_metrics
 
         register_library_metrics(lib)
         clips = lib.clips()

@@ -112,7 +112,7 @@ def _check_inputs(library: Library, config: EvaluateConfig) -> tuple[list[str], 
     from perceptlab.metrics.registry import get_metric
 
     try:  # the library's own metrics (calibrated NLPD variants) may be named in --metrics
-        from perceptlab.analysis.similarity import register_library_metrics
+        from perceptlab.analysis.library_metrics import register_library_metrics
     except ImportError:
         pass
     else:
