@@ -26,7 +26,7 @@ import torch
 from perceptlab.cli import main
 from perceptlab.models.autoencoder import AutoEncoder, ModelConfig
 from perceptlab.models.checkpoint import load_checkpoint
-from perceptlab.train import gpu_check
+from perceptlab.train import gpu_check, gpu_check_runs, gpu_checks
 from perceptlab.train.bench import TrainStep
 from perceptlab.train.losses import ReconstructionLoss
 
@@ -41,13 +41,13 @@ CPU = torch.device("cpu")
 def tiny_throughput(**kw):
     kw = dict(dict(cpu_batch=2, gpu_batch=2, cpu_steps=2, gpu_steps=2, rounds=1, compile=False,
                    model_config=TINY_MODEL, out=lambda line: None), **kw)
-    return gpu_check.check_throughput(CPU, **kw)
+    return gpu_checks.check_throughput(CPU, **kw)
 
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory) -> Path:
     """A real library of 6 generated clips (3 labels), made as the GPU check makes its own."""
-    return gpu_check.make_library(tmp_path_factory.mktemp("gpucheck"), per_label=2, seconds=1.5)
+    return gpu_check_runs.make_library(tmp_path_factory.mktemp("gpucheck"), per_label=2, seconds=1.5)
 
 
 # --------------------------------------------------------------------------
@@ -112,8 +112,8 @@ def test_gpu_check_exit_status_follows_the_checks(monkeypatch, capsys, ok, statu
 
 
 def test_summary_table_names_what_failed():
-    checks = [gpu_check.Check("throughput", summary="eager x10.0-x20.0 of the CPU"),
-              gpu_check.Check("oom", problems=["resumed run: the error is of kind 'internal', not 'oom'"])]
+    checks = [gpu_check_runs.Check("throughput", summary="eager x10.0-x20.0 of the CPU"),
+              gpu_check_runs.Check("oom", problems=["resumed run: the error is of kind 'internal', not 'oom'"])]
     report = {"ok": False, "elapsed_s": 12.0, "checks": [c.to_dict() for c in checks]}
     text = "\n".join(gpu_check.summary_table(report))
     assert "throughput  ok" in text and "oom         failed" in text
@@ -198,7 +198,7 @@ def in_process(args, timeout):
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         rc = main([str(a) for a in args])
-    return gpu_check.RunOutput(list(args), rc, out.getvalue(), err.getvalue(), 0.0)
+    return gpu_check_runs.RunOutput(list(args), rc, out.getvalue(), err.getvalue(), 0.0)
 
 
 def oom_when_pressed(monkeypatch, error):
@@ -234,7 +234,7 @@ SIZES = (1 << 20, 1 << 18)  # first activation 1 MiB, "left free" 256 KiB: a CPU
 ], ids=["OutOfMemoryError", "RuntimeError"])
 def test_oom_check_passes_when_the_run_ends_cleanly_and_keeps_last_pt(library, tmp_path, monkeypatch, error):
     pressure = oom_when_pressed(monkeypatch, error)
-    check = gpu_check.check_oom(tmp_path, library, device="cpu", run=in_process, pressure=pressure, sizes=SIZES)
+    check = gpu_checks.check_oom(tmp_path, library, device="cpu", run=in_process, pressure=pressure, sizes=SIZES)
     assert check.status == "ok", check.problems
     d = check.details
     assert d["first_run"]["last_pt_epoch"] == 1 and d["batch_size"] == d["patches"] > 100
@@ -251,7 +251,7 @@ def test_oom_check_passes_when_the_run_ends_cleanly_and_keeps_last_pt(library, t
 
 def test_oom_check_fails_when_the_error_is_something_else(library, tmp_path, monkeypatch):
     pressure = oom_when_pressed(monkeypatch, RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"))
-    check = gpu_check.check_oom(tmp_path, library, device="cpu", run=in_process, pressure=pressure, sizes=SIZES)
+    check = gpu_checks.check_oom(tmp_path, library, device="cpu", run=in_process, pressure=pressure, sizes=SIZES)
     assert check.status == "failed"
     assert any("resumed run: the error is of kind 'internal', not 'oom'" in p for p in check.problems), check.problems
     assert any("a traceback on stderr" in p for p in check.problems)
@@ -262,24 +262,24 @@ def test_oom_check_fails_when_nothing_runs_out_of_memory(library, tmp_path):
     def no_pressure(device, leave):
         yield {}
 
-    check = gpu_check.check_oom(tmp_path, library, device="cpu", run=in_process, pressure=no_pressure, sizes=SIZES)
+    check = gpu_checks.check_oom(tmp_path, library, device="cpu", run=in_process, pressure=no_pressure, sizes=SIZES)
     assert check.status == "failed"
     assert "resumed run: the run succeeded: no out-of-memory error was forced" in check.problems
     assert any("resumed run:" in p and "rewritten" in p for p in check.problems)
 
 
 def test_judge_oom_names_a_hang_and_a_crash(tmp_path):
-    hang = gpu_check.RunOutput(["x"], None, "", "still going", 120.0)
-    problems, _, _ = gpu_check.judge_oom(hang, tmp_path, before=None)
+    hang = gpu_check_runs.RunOutput(["x"], None, "", "still going", 120.0)
+    problems, _, _ = gpu_check_runs.judge_oom(hang, tmp_path, before=None)
     assert problems and "did not end within 120 s" in problems[0]
-    crash = gpu_check.RunOutput(["x"], -9, "", "", 3.0)
-    problems, _, _ = gpu_check.judge_oom(crash, tmp_path, before=None)
+    crash = gpu_check_runs.RunOutput(["x"], -9, "", "", 3.0)
+    problems, _, _ = gpu_check_runs.judge_oom(crash, tmp_path, before=None)
     assert "killed by signal 9, expected exit status 1" in problems[0]
 
 
 @needs_cuda
 def test_oom_sizes_leave_room_for_a_context_but_not_for_an_activation():
-    act, leave = gpu_check.oom_sizes(torch.device("cuda"))
+    act, leave = gpu_checks.oom_sizes(torch.device("cuda"))
     assert act >= 2 * leave and leave >= 768 << 20 and act // 4 < 2**31
 
 
@@ -296,9 +296,9 @@ def test_a_cuda_device_without_an_index_is_named_and_retried_on_cuda_0(library, 
     def run(cmd, timeout):
         calls.append(cmd)
         event = {"event": "error", "message": error, "kind": "internal"}
-        return gpu_check.RunOutput(cmd, 1, json.dumps(event) + "\n", "Traceback ...\n" + error, 1.0)
+        return gpu_check_runs.RunOutput(cmd, 1, json.dumps(event) + "\n", "Traceback ...\n" + error, 1.0)
 
-    check = gpu_check.check_torchrun(tmp_path, library, device="cuda", run=run)
+    check = gpu_checks.check_torchrun(tmp_path, library, device="cuda", run=run)
     assert check.status == "failed" and len(calls) == 2
     assert "device = \"cuda:0\" avoids it" in check.problems[0]
     assert 'device="cuda:0"' in calls[1] and check.notes[0].startswith('with device = "cuda:0" the same run failed')
@@ -306,7 +306,7 @@ def test_a_cuda_device_without_an_index_is_named_and_retried_on_cuda_0(library, 
 
 @pytest.mark.slow
 def test_torchrun_check_with_one_cpu_process(library, tmp_path):
-    check = gpu_check.check_torchrun(tmp_path, library, device="cpu")
+    check = gpu_checks.check_torchrun(tmp_path, library, device="cpu")
     assert check.status == "ok", check.problems
     d = check.details
     assert d["world_size"] == 1 and d["device"] == "cpu" and d["steps"] == d["total_steps"] > 0
@@ -315,7 +315,7 @@ def test_torchrun_check_with_one_cpu_process(library, tmp_path):
 
 @pytest.mark.slow
 def test_process_group_probe_with_gloo():
-    check = gpu_check.check_nccl(device="cpu")
+    check = gpu_checks.check_nccl(device="cpu")
     assert check.status == "ok", check.problems
     assert check.details["backend"] == "gloo" and check.details["all_reduce_ok"] is True
     assert check.details["ddp_grads_finite"] is True
@@ -324,7 +324,7 @@ def test_process_group_probe_with_gloo():
 def test_the_whole_check_runs_every_part_and_reports(monkeypatch, capsys):
     """run_gpu_check with the GPU parts swapped for their CPU stand-ins: order, budget, report."""
     _pretend_a_gpu(monkeypatch)
-    real_throughput, real_oom = gpu_check.check_throughput, gpu_check.check_oom
+    real_throughput, real_oom = gpu_checks.check_throughput, gpu_checks.check_oom
     seen = []
 
     def throughput(dev, **kw):
@@ -334,11 +334,11 @@ def test_the_whole_check_runs_every_part_and_reports(monkeypatch, capsys):
 
     def torchrun(root, library, budget):
         seen.append(("torchrun", library.name))
-        return gpu_check.Check("torchrun", summary="stand-in")
+        return gpu_check_runs.Check("torchrun", summary="stand-in")
 
     def nccl(budget):
         seen.append(("nccl",))
-        return gpu_check.Check("nccl", problems=["the process group uses 'gloo', not 'nccl'"])
+        return gpu_check_runs.Check("nccl", problems=["the process group uses 'gloo', not 'nccl'"])
 
     def oom(root, library, budget):
         seen.append(("oom", library.name))
@@ -365,7 +365,7 @@ def _pretend_a_gpu(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(gpu_check, "device_info", lambda dev: {"name": "stand-in", "total_memory_gib": 0.0,
                                                                "capability": "0.0", "torch": "x", "cuda": "y"})
-    monkeypatch.setattr(gpu_check, "_release_gpu_memory", lambda: None)
+    monkeypatch.setattr(gpu_check, "release_gpu_memory", lambda: None)
 
 
 def test_a_spent_budget_fails_the_checks_left_instead_of_running_past_it(monkeypatch):
@@ -384,17 +384,17 @@ def test_sigterm_fails_the_check_in_progress_and_still_reports(monkeypatch):
     ran = {}
 
     def throughput(dev, **kw):
-        return gpu_check.Check("throughput", summary="stand-in")
+        return gpu_check_runs.Check("throughput", summary="stand-in")
 
     def torchrun(root, library, budget):  # a child that would hang, then the caller's SIGTERM
         sleeper = [sys.executable, "-c", "import os, signal, time; os.kill(os.getppid(), signal.SIGTERM); "
                                          "time.sleep(60)"]
         t0 = time.monotonic()
         try:
-            gpu_check.run_command(sleeper, timeout=120)
+            gpu_check_runs.run_command(sleeper, timeout=120)
         finally:
             ran["seconds"] = time.monotonic() - t0
-        return gpu_check.Check("torchrun", summary="never here")
+        return gpu_check_runs.Check("torchrun", summary="never here")
 
     monkeypatch.setattr(gpu_check, "check_throughput", throughput)
     monkeypatch.setattr(gpu_check, "check_torchrun", torchrun)
@@ -417,14 +417,14 @@ def test_sigterm_fails_the_check_in_progress_and_still_reports(monkeypatch):
 
 @needs_cuda
 def test_cuda_throughput_in_bf16_autocast():
-    check = gpu_check.check_throughput(torch.device("cuda"), cpu_batch=2, gpu_batch=8, cpu_steps=1,
+    check = gpu_checks.check_throughput(torch.device("cuda"), cpu_batch=2, gpu_batch=8, cpu_steps=1,
                                        gpu_steps=2, rounds=1, compile=False, out=lambda line: None)
     assert check.status == "ok", check.problems
 
 
 @needs_cuda
 def test_nccl_probe():
-    check = gpu_check.check_nccl(device="cuda")
+    check = gpu_checks.check_nccl(device="cuda")
     assert check.status == "ok", check.problems
     assert check.details["backend"] == "nccl"
 
