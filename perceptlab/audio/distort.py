@@ -371,27 +371,13 @@ def _fft_filter(x: np.ndarray, rate: int, gain_fn: Callable[[np.ndarray], np.nda
     The signal is zero-padded by ``pad`` samples so the filter's (short)
     impulse response does not wrap around the end onto the start.
     """
+    from scipy.fft import next_fast_len
+
     n = x.size
-    m = _fast_len(n + pad)
+    m = next_fast_len(n + pad, real=True)
     spec = np.fft.rfft(x, m)
     spec *= gain_fn(np.fft.rfftfreq(m, 1.0 / rate))
     return np.fft.irfft(spec, m)[:n]
-
-
-def _fast_len(n: int) -> int:
-    """Smallest 2^a 3^b 5^c >= n (fast FFT sizes)."""
-    best = 1 << max(0, (n - 1).bit_length())
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            q = p35
-            while q < n:
-                q *= 2
-            best = min(best, q)
-            p35 *= 3
-        p5 *= 5
-    return best
 
 
 @_kind(
@@ -488,13 +474,14 @@ def _clip(x, rate, p, seed):
     seeded=True,
 )
 def _reverb(x, rate, p, seed):
+    from scipy.signal import fftconvolve
+
     rt60, wet = p["rt60_s"], p["wet"]
     n_ir = max(1, int(round(rt60 * rate)))
     t = np.arange(n_ir) / rate
     ir = np.random.default_rng(seed).standard_normal(n_ir) * np.exp(-math.log(1000.0) * t / rt60)
     ir /= math.sqrt(_energy(ir))
-    m = _fast_len(x.size + n_ir - 1)
-    rev = np.fft.irfft(np.fft.rfft(x, m) * np.fft.rfft(ir, m), m)[: x.size]
+    rev = fftconvolve(x, ir)[: x.size]  # the full convolution's first n samples: the tail past the end is dropped
     e_dry, e_rev = _energy(x), _energy(rev)
     if e_rev > 0:
         rev *= math.sqrt(e_dry / e_rev)
@@ -635,9 +622,11 @@ def _fft_resample(x: np.ndarray, ratio: float, n_out: int) -> np.ndarray:
     the ends), then the spectrum is cut or extended: an ideal low-pass at
     the lower of the two Nyquist frequencies.
     """
+    from scipy.fft import next_fast_len
+
     pad = max(64, int(0.05 * x.size))
     xp = np.concatenate([np.zeros(pad), x, np.zeros(pad)])
-    m = _fast_len(xp.size)
+    m = next_fast_len(xp.size, real=True)
     m_out = int(round(m * ratio))
     spec = np.fft.rfft(xp, m)
     keep = min(spec.size, m_out // 2 + 1)
