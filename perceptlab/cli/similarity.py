@@ -4,8 +4,6 @@ measuring and searching by similarity."""
 from __future__ import annotations
 
 import os
-import sys
-import time
 
 from perceptlab.cli.common import (ProgressBar, UserError, comparison_json, display, feature_config, library_path,
                                    open_library, optional_library, output_file, output_folder, print_json,
@@ -65,26 +63,6 @@ def _describe_comparison(cmp) -> str:
     return text
 
 
-class _RowsProgress:
-    """``nlpd k-NN graph: rows 312 / 1,185  4.1 s`` on stderr (silent when stderr is not a terminal)."""
-
-    def __init__(self, label: str, stream=None):
-        self.label, self.stream = label, stream or sys.stderr
-        self.enabled = self.stream.isatty()
-        self.start = time.perf_counter()
-        self._last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (done < total and now - self._last < 0.1):
-            return
-        self._last = now
-        self.stream.write(f"\r{self.label}: rows {done:,} / {total:,}  {now - self.start:5.1f} s")
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
 def _matrix_by_rows(args) -> bool:
     """Whether ``matrix`` computes by blocks of rows: a k-NN graph, a device, shards or torchrun."""
     return (args.knn is not None or args.device not in (None, "cpu") or args.shard_dir is not None
@@ -107,7 +85,7 @@ def _cmd_matrix_rows(args, metric: str, lib) -> int:
     label = what if not env.enabled else f"{what} [rank {env.rank}/{env.world}]"
     run = matrix_rows(lib, metric, knn=args.knn, out=out, config=feature_config(args), excerpt=args.excerpt,
                       n_frames=args.frames, device=args.device, backend=args.backend, shard_dir=shard_dir,
-                      shard_rows=args.shard_rows, progress=_RowsProgress(label) if env.is_main else None)
+                      shard_rows=args.shard_rows, progress=ProgressBar(label, unit="rows") if env.is_main else None)
     if not run.is_main:
         return 0
     clips = run.clips
@@ -265,20 +243,13 @@ def cmd_index(args) -> int:
     if not path.exists():
         raise UserError(f"{path}: no library here yet; create one with `perceptlab import DIR --library {path}`")
     if args.action == "build":
-        last = [0.0]
-
-        def progress(done, total):
-            now = time.monotonic()
-            if sys.stderr.isatty() and total and now - last[0] > 0.5:
-                last[0] = now
-                print(f"\rindexing {100 * done // total:3d}%", end="", file=sys.stderr, flush=True)
-
+        bar = ProgressBar("indexing", unit="%")
         try:
-            result = indexing.update_library_indexes(path, feature_config(args), progress=progress)
+            # Each kind of index reports thousandths of its own work: shown as a percentage.
+            result = indexing.update_library_indexes(path, feature_config(args),
+                                                     progress=lambda d, t: bar(100 * d // t if t else 0, 100))
         except OSError as exc:
             raise UserError(f"{indexing.index_root(path)}: cannot write the indexes ({exc})") from None
-        if sys.stderr.isatty():
-            print("", file=sys.stderr)
     elif args.action == "status":
         result = indexing.index_status(path, feature_config(args))
     else:
