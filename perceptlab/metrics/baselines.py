@@ -57,7 +57,7 @@ import torch
 from perceptlab.audio.features import FeatureConfig, unit_to_db
 
 from .embedding import EmbeddingIndex, vector_distance, vector_distance_matrix
-from .pairwise import _prepare_any, _Steps
+from .pairwise_blocks import _prepare_any, _Steps
 from .metric import Metric
 
 __all__ = [

@@ -22,7 +22,8 @@ import torch
 from perceptlab.tasks import CancelFn, ProgressFn
 
 from .pyramid import safe_sqrt
-from .pairwise import DistanceIndex, _chunks, _prepare_any, _Steps
+from .pairwise import DistanceIndex
+from .pairwise_blocks import _chunks, _prepare_any, _Steps
 from .metric import Metric
 from .validation import check_inputs
 

@@ -25,21 +25,40 @@ called between chunks and ``cancel()`` is polled there; cancelling raises
 
 Every matrix comes back as an (N, N) float64 CPU tensor, symmetric with an
 exact zero diagonal, whatever device did the work.
+
+The shared blocks, budgets and progress steps are in
+:mod:`perceptlab.metrics.pairwise_blocks`, the per-clip statistics of the
+NLPD and MS-SSIM engines in :mod:`~perceptlab.metrics.pairwise_nlpd` and
+:mod:`~perceptlab.metrics.pairwise_msssim`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 
-from perceptlab.tasks import CancelFn, Cancelled, ProgressFn, check_cancel, report
+from perceptlab.tasks import CancelFn, Cancelled, ProgressFn
 
 from . import ssim as _ms
-from ._filters import _correlate
 from .metric import Metric
+from .pairwise_blocks import (
+    _MB,
+    ArrayLike,
+    DeviceLike,
+    _budget_rows,
+    _chunks,
+    _finish,
+    _prepare_any,
+    _prepare_specs,
+    _sq_dists,
+    _sq_dists_plan,
+    _Steps,
+    _to_tensor,
+)
+from .pairwise_msssim import _msssim_block, _msssim_chunk, _MSSSIMStats
+from .pairwise_nlpd import _nlpd_chunk, _nlpd_coefficients
 from .pyramid import N_LEVELS, nlpd_transform
 from .validation import check_image_batch
 
@@ -57,110 +76,6 @@ __all__ = [
     "nearest",
     "nlpd_matrix",
 ]
-
-ArrayLike = Union[torch.Tensor, np.ndarray]
-DeviceLike = Union[str, torch.device, None]
-
-_MB = 1 << 20
-
-# MS-SSIM pairs are processed in blocks of at most this many pairs on the CPU.
-# Measured on 2 idle cores with 128 x 256 images: 24 pairs 0.155 ms/pair
-# (the ~20 passes over a block stay in cache), 64 pairs 0.160, 119 pairs
-# 0.165. Bigger blocks cost ~5% when idle but mean 5x fewer parallel regions,
-# and each region waits for its slowest thread: with other programs busy on
-# the same cores (the normal case on a desktop) that wait dominates.
-_MSSSIM_CPU_BLOCK = 128
-# Within a block, each scale works on at most this many bytes of image per
-# temporary, so that its passes stay in the last-level cache (4 pairs or more
-# at the finest scale of 30 s clips, 128 x 1328, 4x as many at each coarser
-# scale). Measured on 64 such clips, 2 cores: 2-3 MB 0.81-0.95 ms/pair, 6 MB
-# 1.03, the whole row at once (up to 128 pairs) 1.6-1.8.
-_MSSSIM_BLOCK_BYTES = 3 * _MB
-
-
-class _Steps:
-    """Progress and cancellation between chunks of work."""
-
-    def __init__(self, total: int, progress: Optional[ProgressFn], cancel: Optional[CancelFn]):
-        self.total = max(int(total), 1)
-        self.done = 0
-        self.progress = progress
-        self.cancel = cancel
-        check_cancel(cancel)
-        report(progress, 0, self.total)
-
-    def step(self, n: int = 1) -> None:
-        self.done = min(self.done + n, self.total)
-        report(self.progress, self.done, self.total)
-        check_cancel(self.cancel)
-
-
-def _to_tensor(specs: ArrayLike, device: DeviceLike) -> torch.Tensor:
-    x = specs if isinstance(specs, torch.Tensor) else torch.as_tensor(np.asarray(specs))
-    if device is not None:
-        x = x.to(device)
-    return x
-
-
-def _prepare_specs(
-    specs: ArrayLike, device: DeviceLike, validate: bool, metric: str, min_side: int = 1
-) -> torch.Tensor:
-    x = _to_tensor(specs, device)
-    check_image_batch(x, "specs", check_values=validate)
-    side = min(x.shape[-2], x.shape[-1])
-    if side < min_side:
-        raise ValueError(
-            f"{metric}: spectrograms of {x.shape[-2]} x {x.shape[-1]} are too small; both sides "
-            f"must be at least {min_side} pixels"
-        )
-    return x
-
-
-def _budget_rows(budget_bytes: int, bytes_per_row: int, cap: int) -> int:
-    return int(max(1, min(cap, budget_bytes // max(bytes_per_row, 1))))
-
-
-def _chunks(n: int, size: int) -> List[Tuple[int, int]]:
-    return [(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-def _finish(d: torch.Tensor) -> torch.Tensor:
-    """Symmetric float64 CPU matrix with an exact zero diagonal."""
-    d = d.to("cpu", torch.float64)
-    d = torch.triu(d, 1)
-    d = d + d.T
-    return d
-
-
-# --------------------------------------------------------------------------
-# Squared Euclidean distances through a float64 Gram matrix
-# --------------------------------------------------------------------------
-
-
-def _sq_dists_plan(n: int, dim: int, budget_bytes: int) -> List[Tuple[int, int]]:
-    # Two float64 blocks of rows plus their (b, b) product must fit.
-    b = _budget_rows(budget_bytes, 2 * dim * 8 + 3 * n * 8, n)
-    return _chunks(n, b)
-
-
-def _sq_dists(a: torch.Tensor, blocks: List[Tuple[int, int]], steps: _Steps) -> torch.Tensor:
-    """Upper triangle of ||a_i - a_j||^2, float64, on a's device.
-
-    a : (N, D). Blocks of rows are promoted to float64 before the GEMM so that
-    ||a||^2 + ||b||^2 - 2 a.b does not lose near-duplicates to cancellation.
-    """
-    n = a.shape[0]
-    out = torch.zeros(n, n, dtype=torch.float64, device=a.device)
-    for bi, (i0, i1) in enumerate(blocks):
-        ai = a[i0:i1].to(torch.float64)  # (bi, D)
-        ni = ai.square().sum(1)
-        for j0, j1 in blocks[bi:]:
-            aj = ai if j0 == i0 else a[j0:j1].to(torch.float64)  # (bj, D)
-            nj = ni if j0 == i0 else aj.square().sum(1)
-            s = ni[:, None] + nj[None, :] - 2.0 * (ai @ aj.T)  # (bi, bj)
-            out[i0:i1, j0:j1] = s.clamp_min_(0.0)
-            steps.step()
-    return out
 
 
 # --------------------------------------------------------------------------
@@ -186,29 +101,6 @@ def mse_matrix(
     with torch.no_grad():
         sq = _sq_dists(flat, blocks, steps)
     return _finish(sq / flat.shape[1])
-
-
-def _nlpd_coefficients(
-    x: torch.Tensor, budget_bytes: int, steps: Optional[_Steps] = None, chunk: Optional[int] = None
-) -> List[torch.Tensor]:
-    """Flattened normalised pyramid of every clip: 6 tensors (N, F_k * T_k)."""
-    n = x.shape[0]
-    if chunk is None:
-        # The transform keeps ~12 image-sized temporaries alive per clip.
-        chunk = _nlpd_chunk(x, budget_bytes)
-    levels: List[List[torch.Tensor]] = [[] for _ in range(N_LEVELS)]
-    with torch.no_grad():
-        for i0, i1 in _chunks(n, chunk):
-            for k, c in enumerate(nlpd_transform(x[i0:i1], validate=False)):
-                levels[k].append(c.reshape(i1 - i0, -1))  # (b, F_k*T_k)
-            if steps is not None:
-                steps.step()
-    return [torch.cat(parts, 0) if len(parts) > 1 else parts[0] for parts in levels]
-
-
-def _nlpd_chunk(x: torch.Tensor, budget_bytes: int) -> int:
-    per_clip = 12 * x.shape[-2] * x.shape[-1] * x.element_size()
-    return _budget_rows(budget_bytes, per_clip, x.shape[0])
 
 
 def nlpd_matrix(
@@ -245,117 +137,6 @@ def nlpd_matrix(
             d += torch.sqrt(sq / c.shape[1])
         d /= N_LEVELS
     return _finish(d)
-
-
-class _MSSSIMStats:
-    """Per-clip MS-SSIM statistics at every scale, in the form the pair loop wants.
-
-    For scale j: the mean-free image (N, h, w), its local mean mu and
-    var + C2/2 (N, h', w'), so that the cs denominator of a pair is one
-    addition. At the last scale also the true local mean and mu^2 + C1/2 for
-    the luminance term.
-    """
-
-    def __init__(self, x: torch.Tensor, chunk: int):
-        n = x.shape[0]
-        self.m = _ms.check_msssim_size(x.shape[-2], x.shape[-1])
-        self.weights = _ms.scale_weights(self.m)
-        parts: List[List[List[torch.Tensor]]] = []
-        with torch.no_grad():
-            for i0, i1 in _chunks(n, chunk):
-                per_scale = []
-                for j, st in enumerate(_ms.scale_stats(x[i0:i1, 0], self.m)):
-                    row = [st.image, st.mu, st.var + _ms.C2 / 2]
-                    if j == self.m - 1:
-                        mu = st.mu + st.mean  # true local mean for the luminance term
-                        row += [mu, mu * mu + _ms.C1 / 2]
-                    per_scale.append(row)
-                parts.append(per_scale)
-        self.scales = [
-            [_cat([p[j][q] for p in parts]) for q in range(len(parts[0][j]))] for j in range(self.m)
-        ]
-        # Doubling the row taps of the cross-term filter gives 2 G*(xy) for free.
-        self.taps_rows2 = tuple(2.0 * t for t in _ms._TAPS)
-        self._shifts_key: Tuple[int, int] | None = None
-        self._shifts: List[torch.Tensor] = []
-
-    def row(self, q: "_MSSSIMStats", i: int, j0: int, j1: int, cs_floor: float) -> torch.Tensor:
-        """1 - MS-SSIM between clip i of ``q`` and clips j0..j1-1 of ``self``: (j1 - j0,)."""
-        prod = None
-        for j in range(self.m):
-            t = torch.cat([self._scale_term(q, i, j, a, b, cs_floor) for a, b in self._sub_blocks(j, j0, j1)])
-            prod = t if prod is None else prod.mul_(t)
-        return 1.0 - prod
-
-    def _weighted_shifts(self, i: int, j: int) -> List[torch.Tensor]:
-        """Clip i's image at scale j, shifted by each tap along W and weighted by it."""
-        key = (i, j)
-        if self._shifts_key != key:
-            qimg = self.scales[j][0][i]  # (h, w)
-            k = len(_ms._TAPS)
-            width = qimg.shape[-1] - k + 1
-            self._shifts = [qimg[..., t : t + width] * tap for t, tap in enumerate(_ms._TAPS)]
-            self._shifts_key = key
-        return self._shifts
-
-    def _sub_blocks(self, j: int, j0: int, j1: int) -> List[Tuple[int, int]]:
-        # On the CPU each scale works through the pairs in blocks whose
-        # temporaries stay in the last-level cache: a few pairs at the finest
-        # scale of a wide image, 4x as many at each coarser one (fewer, larger
-        # operations where the images are small).
-        img = self.scales[j][0]
-        if img.device.type != "cpu":
-            return [(j0, j1)]
-        per_pair = img[0].numel() * img.element_size()
-        size = max(4, _MSSSIM_BLOCK_BYTES // per_pair)
-        return [(j0 + a, j0 + b) for a, b in _chunks(j1 - j0, size)]
-
-    def _scale_term(self, q: "_MSSSIMStats", i: int, j: int, j0: int, j1: int, cs_floor: float) -> torch.Tensor:
-        """The weighted, floored mean cs (times luminance at the last scale) of scale j: (j1 - j0,)."""
-        last = j == self.m - 1
-        img, mu, dvar = self.scales[j][:3]
-        qmu, qdvar = q.scales[j][1][i], q.scales[j][2][i]
-        # 2 G*(x y) + C2 in one go. Along W the filter of the product is a sum
-        # of the block's shifted slices times the query's tap-weighted shifted
-        # slices (prepared once per query), so the product itself is never
-        # written; along H the doubled taps sum to 2, so the C2/2 added first
-        # comes out as exactly C2.
-        shifts = q._weighted_shifts(i, j)  # k x (h, w')
-        y = img[j0:j1]  # (b, h, w)
-        width = shifts[0].shape[-1]
-        rows = torch.addcmul(_half_c2(img), y[..., :width], shifts[0])
-        for t in range(1, len(shifts)):
-            rows.addcmul_(y[..., t : t + width], shifts[t])
-        num = _correlate(rows, self.taps_rows2, -2, img.shape[-2] - len(shifts) + 1)  # (b, h', w')
-        num.addcmul_(mu[j0:j1], qmu, value=-2.0)  # 2 (G*(xy) - mu_x mu_y) + C2
-        num.div_(dvar[j0:j1] + qdvar)  # cs map
-        if last:
-            tmu, tmu2 = self.scales[j][3:5]
-            lum = torch.mul(tmu[j0:j1], q.scales[j][3][i]).mul_(2.0).add_(_ms.C1)
-            lum.div_(tmu2[j0:j1] + q.scales[j][4][i])
-            num.mul_(lum)
-        return num.mean(dim=(-2, -1)).clamp_min_(cs_floor).pow_(self.weights[j])  # (b,)
-
-
-def _cat(parts: List[torch.Tensor]) -> torch.Tensor:
-    return torch.cat(parts, 0) if len(parts) > 1 else parts[0]
-
-
-def _half_c2(img: torch.Tensor) -> torch.Tensor:
-    return torch.full((), _ms.C2 / 2, dtype=img.dtype, device=img.device)
-
-
-def _msssim_chunk(x: torch.Tensor, budget_bytes: int) -> int:
-    per_clip = 16 * x.shape[-2] * x.shape[-1] * x.element_size()
-    return _budget_rows(budget_bytes, per_clip, x.shape[0])
-
-
-def _msssim_block(x: torch.Tensor, budget_bytes: int) -> int:
-    # ~5 live image-sized temporaries per pair in the block (finest scale).
-    per_pair = 5 * x.shape[-2] * x.shape[-1] * x.element_size()
-    # On the CPU the block is cut again per scale (_MSSSIMStats._sub_blocks).
-    cap = _MSSSIM_CPU_BLOCK if x.device.type == "cpu" else 4096
-    return _budget_rows(budget_bytes, per_pair, cap)
 
 
 def msssim_matrix(
@@ -474,19 +255,6 @@ def distance_matrix(
         return m.pairwise(specs, **kwargs)
     x = _prepare_any(specs, m, device)
     return _generic_matrix(m, x, int(memory_budget_mb * _MB), progress, cancel)
-
-
-def _prepare_any(specs: ArrayLike, m: Any, device: DeviceLike) -> torch.Tensor:
-    if m.input_kind == "vector":
-        x = _to_tensor(specs, device)
-        if x.dim() != 2 or not x.is_floating_point():
-            raise ValueError(
-                f"{m.name}: expected (N, D) floating vectors, got shape {tuple(x.shape)} {x.dtype}"
-            )
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{m.name}: vectors contain NaN or inf")
-        return x
-    return _prepare_specs(specs, device, True, m.name, m.min_side)
 
 
 class DistanceIndex:
