@@ -29,24 +29,30 @@ Design notes
 
 A :class:`Library` wraps one connection, which belongs to the thread that
 opened it; a worker thread opens its own (cheap) with :meth:`Library.open`.
+
+This module opens the file and holds the clips and meta rows; the other
+tables' methods come from the row groups the class is made of:
+:class:`~perceptlab.library.feature_rows.FeatureRows` (the feature cache),
+:class:`~perceptlab.library.model_rows.ModelRows` (encoders, embeddings,
+training runs) and :class:`~perceptlab.library.listening_rows.ListeningRows`
+(stimuli, listening sessions).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sqlite3
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
-
 from perceptlab.library.errors import LibraryDamaged, LibraryError
+from perceptlab.library.feature_rows import FeatureRows
 from perceptlab.library.hashing import file_hash
+from perceptlab.library.listening_rows import ListeningRows
+from perceptlab.library.model_rows import ModelRows
 from perceptlab.library.schema import FORMAT, MIGRATIONS, SCHEMA_VERSION, _inspect, _migrate
 from perceptlab.library.sqlite_safety import (
     _DAMAGE_CODES,
@@ -65,8 +71,6 @@ __all__ = ["FORMAT", "LIBRARY_ENV", "MIGRATIONS", "SCHEMA_VERSION", "Clip", "Lib
 
 #: Environment variable that overrides the default library location.
 LIBRARY_ENV = "PERCEPTLAB_LIBRARY"
-
-
 
 
 def default_library_path() -> Path:
@@ -157,7 +161,7 @@ _CLIP_COLUMNS = (
 # --------------------------------------------------------------------------
 
 
-class Library:
+class Library(FeatureRows, ModelRows, ListeningRows):
     """A perceptlab library file.
 
     Parameters
@@ -466,310 +470,6 @@ class Library:
         ):
             h.update(f"{content}\t{label}\n".encode())
         return h.hexdigest()[:16]
-
-    # -- feature cache ------------------------------------------------------
-    def has_features(self, content_hash: str, config_hash: str) -> bool:
-        """Whether an image is cached (without reading or checking it)."""
-        return self.conn.execute(
-            "SELECT 1 FROM features WHERE content_hash = ? AND config_hash = ?", (content_hash, config_hash)
-        ).fetchone() is not None
-
-    def feature_widths(self, config_hash: str) -> dict[str, int]:
-        """{content hash: frames} of every image cached under one feature config."""
-        return dict(self.conn.execute(
-            "SELECT content_hash, n_cols FROM features WHERE config_hash = ?", (config_hash,)
-        ))
-
-    def get_features(self, content_hash: str, config_hash: str) -> np.ndarray | None:
-        """The cached image, or None if missing or damaged (damaged rows are dropped)."""
-        row = self.conn.execute(
-            "SELECT n_rows, n_cols, checksum, data FROM features WHERE content_hash = ? AND config_hash = ?",
-            (content_hash, config_hash),
-        ).fetchone()
-        if row is None:
-            return None
-        n_rows, n_cols, checksum, data = row
-        ok = (
-            isinstance(data, (bytes, memoryview))
-            and len(data) == n_rows * n_cols * 4
-            and zlib.crc32(data) == checksum
-        )
-        arr = np.frombuffer(data, dtype="<f4").reshape(n_rows, n_cols) if ok else None
-        if arr is None or not np.isfinite(arr).all():
-            self.drop_features(content_hash, config_hash)
-            return None
-        return arr.copy()
-
-    def put_features(self, content_hash: str, config_hash: str, image: np.ndarray) -> None:
-        """Cache an image; skipped (the image is just not kept) when opened read-only."""
-        image = np.ascontiguousarray(image, dtype="<f4")
-        if image.ndim != 2:
-            raise ValueError(f"feature images are 2-D (n_mels, T), got shape {image.shape}")
-        if self.read_only:
-            return
-        data = image.tobytes()
-        with self.transaction():
-            self.conn.execute(
-                "INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (content_hash, config_hash, image.shape[0], image.shape[1], zlib.crc32(data), data, time.time()),
-            )
-
-    def drop_features(self, content_hash: str, config_hash: str | None = None) -> None:
-        """Remove cached images (skipped when opened read-only: a bad row is then just not used)."""
-        if self.read_only:
-            return
-        with self.transaction():
-            if config_hash is None:
-                self.conn.execute("DELETE FROM features WHERE content_hash = ?", (content_hash,))
-            else:
-                self.conn.execute(
-                    "DELETE FROM features WHERE content_hash = ? AND config_hash = ?",
-                    (content_hash, config_hash),
-                )
-
-
-    # -- models and embeddings ---------------------------------------------
-    def register_model(self, model_hash: str, name: str, path: str, info: dict) -> None:
-        """Record an encoder checkpoint (its embeddings are keyed by ``model_hash``)."""
-        with self.transaction():
-            self.conn.execute(
-                "INSERT INTO models VALUES (?, ?, ?, ?, ?) ON CONFLICT(model_hash) DO UPDATE SET "
-                "name = excluded.name, path = excluded.path, info = excluded.info",
-                (model_hash, name, str(path), json.dumps(info, sort_keys=True), time.time()),
-            )
-
-    def models(self) -> list[dict]:
-        """Registered encoders: [{model_hash, name, path, info}], newest first."""
-        return [
-            {"model_hash": h, "name": n, "path": p, "info": json.loads(i)}
-            for h, n, p, i in self.conn.execute(
-                "SELECT model_hash, name, path, info FROM models ORDER BY created_at DESC"
-            )
-        ]
-
-    def put_embeddings(self, model_hash: str, vectors: dict[str, np.ndarray]) -> None:
-        """Store {content_hash: (dim,) vector} for one model, in one transaction."""
-        rows = []
-        for content_hash, vec in vectors.items():
-            data = np.ascontiguousarray(vec, dtype="<f4").ravel().tobytes()
-            rows.append((content_hash, model_hash, len(data) // 4, zlib.crc32(data), data, time.time()))
-        with self.transaction():
-            self.conn.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?)", rows)
-
-    def get_embeddings(self, model_hash: str) -> dict[str, np.ndarray]:
-        """{content_hash: vector} for one model; damaged rows are dropped and left out."""
-        out, bad = {}, []
-        for content_hash, dim, checksum, data in self.conn.execute(
-            "SELECT content_hash, dim, checksum, data FROM embeddings WHERE model_hash = ?", (model_hash,)
-        ):
-            if len(data) != dim * 4 or zlib.crc32(data) != checksum:
-                bad.append(content_hash)
-                continue
-            out[content_hash] = np.frombuffer(data, dtype="<f4").copy()
-        if bad and not self.read_only:
-            with self.transaction():
-                self.conn.executemany(
-                    "DELETE FROM embeddings WHERE content_hash = ? AND model_hash = ?",
-                    [(h, model_hash) for h in bad],
-                )
-        return out
-
-    # -- training runs --------------------------------------------------------
-    def add_run(self, name: str, config: dict, out_dir: str) -> int:
-        with self.transaction():
-            cur = self.conn.execute(
-                "INSERT INTO runs (name, config, status, out_dir, started_at) VALUES (?, ?, 'running', ?, ?)",
-                (name, json.dumps(config, sort_keys=True), str(out_dir), time.time()),
-            )
-            return cur.lastrowid
-
-    def update_run(self, run_id: int, **fields) -> None:
-        """Update status, ended_at, final_metrics (dict), best/last_checkpoint, error."""
-        allowed = {"status", "ended_at", "final_metrics", "best_checkpoint", "last_checkpoint", "error", "config"}
-        unknown = set(fields) - allowed
-        if unknown:
-            raise ValueError(f"unknown run fields: {sorted(unknown)}")
-        for key in ("final_metrics", "config"):
-            if key in fields and not isinstance(fields[key], (str, type(None))):
-                fields[key] = json.dumps(fields[key], sort_keys=True)
-        if not fields:
-            return
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        with self.transaction():
-            self.conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", (*fields.values(), run_id))
-
-    def runs(self) -> list[dict]:
-        """All training runs, newest first, JSON columns decoded."""
-        cols = ["id", "name", "config", "status", "out_dir", "started_at", "ended_at", "final_metrics",
-                "best_checkpoint", "last_checkpoint", "error"]
-        out = []
-        for row in self.conn.execute(f"SELECT {', '.join(cols)} FROM runs ORDER BY id DESC"):
-            d = dict(zip(cols, row))
-            d["config"] = json.loads(d["config"])
-            d["final_metrics"] = json.loads(d["final_metrics"]) if d["final_metrics"] else None
-            out.append(d)
-        return out
-
-    # -- stimuli --------------------------------------------------------------
-    # Rows are (id, reference_hash, info, path, content_hash, created_at), info
-    # the decoded JSON (recipe, rate, format, reference, versions);
-    # perceptlab.library.stimuli turns them into Stimulus records.
-    _STIMULUS_COLUMNS = "id, reference_hash, recipe, path, content_hash, created_at"
-
-    @staticmethod
-    def _stimulus_row(row) -> tuple:
-        sid, ref_hash, info, path, content_hash, created = row
-        return sid, ref_hash, json.loads(info), path, content_hash, created
-
-    def put_stimulus(self, reference_hash: str | None, info: dict, path: str | os.PathLike,
-                     content_hash: str) -> int:
-        """Record a rendered stimulus file; returns its id."""
-        with self.transaction():
-            cur = self.conn.execute(
-                "INSERT INTO stimuli (reference_hash, recipe, path, content_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-                (reference_hash, json.dumps(info, sort_keys=True), str(path), content_hash, time.time()),
-            )
-            return cur.lastrowid
-
-    def stimulus(self, stimulus_id: int) -> tuple:
-        """The stimulus row with this id (KeyError if none)."""
-        row = self.conn.execute(
-            f"SELECT {self._STIMULUS_COLUMNS} FROM stimuli WHERE id = ?", (stimulus_id,)).fetchone()
-        if row is None:
-            raise KeyError(f"no stimulus with id {stimulus_id} in {self.path}")
-        return self._stimulus_row(row)
-
-    def stimuli(self, reference_hash: str | None = None) -> list[tuple]:
-        """All stimulus rows (or those of one reference), oldest first."""
-        if reference_hash is None:
-            rows = self.conn.execute(f"SELECT {self._STIMULUS_COLUMNS} FROM stimuli ORDER BY id")
-        else:
-            rows = self.conn.execute(
-                f"SELECT {self._STIMULUS_COLUMNS} FROM stimuli WHERE reference_hash = ? ORDER BY id",
-                (reference_hash,))
-        return [self._stimulus_row(r) for r in rows]
-
-    # -- listening sessions -----------------------------------------------------
-    # Specs, answers and configs are JSON in the tables; these methods take and
-    # return dicts. perceptlab.listening.session builds Session objects on them.
-    def add_listening_session(self, design: str, listener: str, config: dict, status: str,
-                              created_at: float) -> int:
-        """Insert a session row; returns its id."""
-        with self.transaction():
-            cur = self.conn.execute(
-                "INSERT INTO listening_sessions (design, listener, config, status, created_at) VALUES (?, ?, ?, ?, ?)",
-                (design, listener, json.dumps(config, sort_keys=True), status, created_at),
-            )
-            return cur.lastrowid
-
-    def set_listening_config(self, session_id: int, config: dict) -> None:
-        with self.transaction():
-            self.conn.execute("UPDATE listening_sessions SET config = ? WHERE id = ?",
-                              (json.dumps(config, sort_keys=True), session_id))
-
-    def add_listening_trials(self, session_id: int, specs: Iterable[tuple[int, dict]]) -> None:
-        """Insert the trials (position, spec) of a session."""
-        rows = [(session_id, int(pos), json.dumps(spec, sort_keys=True)) for pos, spec in specs]
-        with self.transaction():
-            self.conn.executemany("INSERT INTO listening_trials (session_id, position, spec) VALUES (?, ?, ?)", rows)
-
-    def listening_session(self, session_id: int) -> tuple | None:
-        """(id, design, listener, config, status, created_at, ended_at), or None if there is no such session."""
-        row = self.conn.execute(
-            "SELECT id, design, listener, config, status, created_at, ended_at FROM listening_sessions WHERE id = ?",
-            (session_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        return (*row[:3], json.loads(row[3]), *row[4:])
-
-    def listening_status(self, session_id: int) -> tuple[str, float | None]:
-        """(status, ended_at) of a session."""
-        return tuple(self.conn.execute(
-            "SELECT status, ended_at FROM listening_sessions WHERE id = ?", (session_id,)).fetchone())
-
-    def set_listening_status(self, session_id: int, status: str, ended_at: float | None) -> None:
-        with self.transaction():
-            self.conn.execute(
-                "UPDATE listening_sessions SET status = ?, ended_at = ? WHERE id = ?", (status, ended_at, session_id))
-
-    def listening_sessions(self, design: str | None = None) -> list[tuple]:
-        """Every session, newest first: (id, design, listener, status, created_at, ended_at, n_trials,
-        n_answered, config)."""
-        sql = ("SELECT s.id, s.design, s.listener, s.status, s.created_at, s.ended_at, "
-               "(SELECT COUNT(*) FROM listening_trials t WHERE t.session_id = s.id), "
-               "(SELECT COUNT(*) FROM listening_answers a WHERE a.session_id = s.id), s.config "
-               "FROM listening_sessions s")
-        args: tuple = ()
-        if design is not None:
-            sql += " WHERE s.design = ?"
-            args = (design,)
-        sql += " ORDER BY s.id DESC"
-        return [(*r[:8], json.loads(r[8])) for r in self.conn.execute(sql, args)]
-
-    def delete_listening_session(self, session_id: int) -> None:
-        """Remove a session with its trials and answers."""
-        with self.transaction():
-            self.conn.execute("DELETE FROM listening_answers WHERE session_id = ?", (session_id,))
-            self.conn.execute("DELETE FROM listening_trials WHERE session_id = ?", (session_id,))
-            self.conn.execute("DELETE FROM listening_sessions WHERE id = ?", (session_id,))
-
-    def count_listening_trials(self, session_id: int) -> int:
-        return self.conn.execute(
-            "SELECT COUNT(*) FROM listening_trials WHERE session_id = ?", (session_id,)).fetchone()[0]
-
-    def listening_spec(self, session_id: int, position: int) -> dict | None:
-        """The stored spec of one trial, None if there is no such trial."""
-        row = self.conn.execute(
-            "SELECT spec FROM listening_trials WHERE session_id = ? AND position = ?",
-            (session_id, position)).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def listening_answer(self, session_id: int, position: int) -> dict | None:
-        """The stored answer of one trial, None if it is unanswered."""
-        row = self.conn.execute(
-            "SELECT answer FROM listening_answers WHERE session_id = ? AND position = ?",
-            (session_id, position)).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def count_listening_answers(self, session_id: int) -> int:
-        return self.conn.execute(
-            "SELECT COUNT(*) FROM listening_answers WHERE session_id = ?", (session_id,)).fetchone()[0]
-
-    def first_unanswered(self, session_id: int) -> int | None:
-        """The lowest trial position of a session without an answer, None when all are answered."""
-        return self.conn.execute(
-            "SELECT MIN(t.position) FROM listening_trials t LEFT JOIN listening_answers a "
-            "ON a.session_id = t.session_id AND a.position = t.position "
-            "WHERE t.session_id = ? AND a.position IS NULL", (session_id,)).fetchone()[0]
-
-    def put_listening_answer(self, session_id: int, position: int, answer: dict, answered_at: float) -> None:
-        """Store (or replace) a trial's answer, committed and synced before returning.
-
-        The commit runs under ``PRAGMA synchronous=FULL`` (the WAL is fsynced
-        at this commit, so even a power cut keeps the answer); the previous
-        setting is restored afterwards.
-        """
-        previous = self.conn.execute("PRAGMA synchronous").fetchone()[0]
-        self.conn.execute("PRAGMA synchronous=FULL")
-        try:
-            with self.transaction():
-                self.conn.execute(
-                    "INSERT INTO listening_answers (session_id, position, answer, answered_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(session_id, position) DO UPDATE SET answer = excluded.answer, "
-                    "answered_at = excluded.answered_at",
-                    (session_id, int(position), json.dumps(answer, sort_keys=True), answered_at),
-                )
-        finally:
-            self.conn.execute(f"PRAGMA synchronous={int(previous)}")
-
-    def listening_trials(self, session_id: int) -> list[tuple[int, dict, dict | None, float | None]]:
-        """Every trial of a session in position order: (position, spec, answer or None, answered_at or None)."""
-        rows = self.conn.execute(
-            "SELECT t.position, t.spec, a.answer, a.answered_at FROM listening_trials t "
-            "LEFT JOIN listening_answers a ON a.session_id = t.session_id AND a.position = t.position "
-            "WHERE t.session_id = ? ORDER BY t.position", (session_id,))
-        return [(pos, json.loads(spec), json.loads(ans) if ans else None, at) for pos, spec, ans, at in rows]
 
 
 class _Transaction:
