@@ -11,18 +11,17 @@ import torch
 from perceptlab.library.features import sound_excerpt
 from perceptlab.analysis.calibration import (
     CalibratedVariant,
-    NLPDParams,
     calibrate,
     fit_ratings,
     fit_triplets,
     load_variants,
-    nlpd_with,
     register_saved_variants,
 )
 from perceptlab.library.importer import import_files
 from perceptlab.library.store import Library
 from perceptlab.listening.create import TripletPlan, create_triplet_session
 from perceptlab.metrics import nlpd
+from perceptlab.metrics.pyramid import NLPDParams, nlpd as nlpd_with
 from perceptlab.metrics.registry import get_metric, unregister_metric
 
 

@@ -19,8 +19,11 @@ distances). Data are split into training and held-out parts by trial (or by
 item for ratings) with a seed; the report gives agreement on both, before
 and after.
 
-The laplacian pyramid does not depend on the parameters, so each image's
-pyramid is computed once and only the normalisation runs per step.
+The parameters are :class:`perceptlab.metrics.pyramid.NLPDParams` and the
+metric they define is :func:`perceptlab.metrics.pyramid.nlpd` with
+``params=``: the metrics layer owns NLPD, this module only fits it. The
+laplacian pyramid does not depend on the parameters, so during a fit each
+image's pyramid is computed once and only the normalisation runs per step.
 
 The fitted metric is a named variant ``nlpd:calibrated-<name>`` in the
 metric registry; it is saved as JSON in the library's ``meta`` table (key
@@ -41,103 +44,16 @@ import numpy as np
 import torch
 
 from perceptlab.jsonable import jsonable
-from perceptlab.metrics.pyramid import N_LEVELS, P_GATHER, SIGMAS, laplacian_pyramid, safe_sqrt
+from perceptlab.metrics.pyramid import N_LEVELS, NLPDParams, laplacian_pyramid, nlpd, nlpd_transform, safe_sqrt
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
 
 META_PREFIX = "calibrated_metric:"
 METRIC_PREFIX = "nlpd:calibrated-"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-Taps = tuple[tuple[tuple[int, int, float], ...], ...]
-
-
-# ---------------------------------------------------------------------------
-# Parameters and the parametrised metric
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NLPDParams:
-    """Divisive-normalisation parameters of NLPD.
-
-    ``sigmas``: 6 positive floats, one per level. ``taps``: per level a tuple
-    of (di, dj, w) in gather form: ``den(i, j) = sigma + sum w |L|(i + di, j + dj)``
-    (zero outside the image), the layout of
-    :data:`perceptlab.metrics.pyramid.P_GATHER`.
-    """
-
-    sigmas: tuple[float, ...] = tuple(SIGMAS)
-    taps: Taps = P_GATHER
-
-    def __post_init__(self):
-        if len(self.sigmas) != N_LEVELS or len(self.taps) != N_LEVELS:
-            raise ValueError(f"NLPD parameters need {N_LEVELS} sigmas and {N_LEVELS} tap sets")
-        for s in self.sigmas:
-            if not (math.isfinite(s) and s > 0):
-                raise ValueError(f"NLPD sigmas must be positive and finite, got {self.sigmas}")
-        for level in self.taps:
-            for di, dj, w in level:
-                if not (math.isfinite(w) and w >= 0) or max(abs(di), abs(dj)) > 4:
-                    raise ValueError(f"bad NLPD tap {(di, dj, w)}")
-
-    @classmethod
-    def default(cls) -> "NLPDParams":
-        """The published values (Laparra et al. 2016), as :mod:`perceptlab.metrics.pyramid` uses."""
-        return cls(tuple(SIGMAS), P_GATHER)
-
-    def to_json(self) -> dict:
-        return {"sigmas": list(self.sigmas), "taps": [[[di, dj, w] for di, dj, w in lv] for lv in self.taps]}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "NLPDParams":
-        try:
-            sig = tuple(float(s) for s in data["sigmas"])
-            taps = tuple(tuple((int(di), int(dj), float(w)) for di, dj, w in lv) for lv in data["taps"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"not NLPD parameters ({exc})") from None
-        return cls(sig, taps)
-
 
 def _pad_of(taps) -> int:
     return max([max(abs(di), abs(dj)) for di, dj, _ in taps] or [0])
-
-
-def _normalise(band: torch.Tensor, abs_padded: torch.Tensor, sigma: torch.Tensor, offsets, weights: torch.Tensor,
-               pad: int) -> torch.Tensor:
-    """``band / (sigma + sum_t w_t |band|(i + di_t, j + dj_t))`` with tensors for sigma and w."""
-    h, w = band.shape[-2], band.shape[-1]
-    den = sigma.expand_as(band)
-    for t, (di, dj) in enumerate(offsets):
-        den = den + weights[t] * abs_padded[..., pad + di : pad + di + h, pad + dj : pad + dj + w]
-    return band / den
-
-
-def nlpd_transform_with(x: torch.Tensor, params: NLPDParams) -> list[torch.Tensor]:
-    """Normalised Laplacian pyramid of ``x`` (B, 1, F, T) under ``params``: 6 tensors (B, 1, F_k, T_k)."""
-    out = []
-    for k, band in enumerate(laplacian_pyramid(x)):
-        taps = params.taps[k]
-        pad = _pad_of(taps)
-        ap = torch.nn.functional.pad(band.abs(), (pad, pad, pad, pad))
-        sigma = torch.tensor(params.sigmas[k], dtype=x.dtype, device=x.device)
-        weights = torch.tensor([w for _, _, w in taps], dtype=x.dtype, device=x.device)
-        out.append(_normalise(band, ap, sigma, [(di, dj) for di, dj, _ in taps], weights, pad))
-    return out
-
-
-def nlpd_with(x: torch.Tensor, y: torch.Tensor, params: NLPDParams, *, validate: bool = True) -> torch.Tensor:
-    """NLPD with given normalisation parameters; equals :func:`perceptlab.metrics.nlpd` for the defaults.
-
-    ``x``, ``y``: (B, 1, F, T) images in [0, 1]. Returns (B,) distances.
-    """
-    if validate:
-        from perceptlab.metrics.validation import check_inputs
-
-        check_inputs(x, y, metric="nlpd")
-    b = x.shape[0]
-    coeffs = nlpd_transform_with(torch.cat([x, y], 0), params)
-    rms = [safe_sqrt((c[:b] - c[b:]).square().mean(dim=(1, 2, 3))) for c in coeffs]
-    return torch.stack(rms, 1).mean(1)
 
 
 # ---------------------------------------------------------------------------
@@ -427,7 +343,7 @@ def _coefficient_matrix(params: NLPDParams, specs: torch.Tensor, chunk: int = 64
     out: list[list[torch.Tensor]] = [[] for _ in range(N_LEVELS)]
     with torch.no_grad():
         for i0 in range(0, specs.shape[0], chunk):
-            for k, c in enumerate(nlpd_transform_with(specs[i0 : i0 + chunk], params)):
+            for k, c in enumerate(nlpd_transform(specs[i0 : i0 + chunk], params, validate=False)):
                 out[k].append(c.reshape(c.shape[0], -1))
     return [torch.cat(v) for v in out]
 
@@ -441,7 +357,7 @@ def calibrated_metric(variant: CalibratedVariant):
     params = variant.params
 
     def fn(x: torch.Tensor, y: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
-        return nlpd_with(x, y, params, validate=validate)
+        return nlpd(x, y, params, validate=validate)
 
     def pairwise(specs, *, memory_budget_mb=512, progress=None, cancel=None, device=None) -> torch.Tensor:
         x = _prepare_specs(specs, device, True, variant.metric_name)

@@ -14,6 +14,11 @@ Follows the reference Matlab ``NLP_dist.m`` exactly (see the module
 3. Per level the RMS of ``y_k(x) - y_k(y)`` over all pixels; NLPD is the plain
    mean of the 6 level values.
 
+The sigmas and P filters are those published; :class:`NLPDParams` holds
+others (a variant fitted to listeners, :mod:`perceptlab.analysis.calibration`),
+and :func:`nlpd_transform`, :func:`nlpd_levels` and :func:`nlpd` take them as
+``params`` (None: the published values, on the same code path).
+
 The input is one channel in [0, 1] (the constants are absolute). Rows are mel
 bins with low frequencies first, columns are time frames; the P filters are
 anisotropic, so this orientation is part of the metric's definition.
@@ -21,7 +26,9 @@ anisotropic, so this orientation is part of the metric's definition.
 
 from __future__ import annotations
 
-from typing import List, Tuple
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -56,6 +63,58 @@ def _gather_taps(p: dict) -> Tuple[Tuple[int, int, float], ...]:
 P_GATHER: Tuple[Tuple[Tuple[int, int, float], ...], ...] = tuple(_gather_taps(p) for p in P_MATLAB)
 
 
+Taps = Tuple[Tuple[Tuple[int, int, float], ...], ...]
+
+#: Largest tap offset :class:`NLPDParams` accepts, either axis (the 9 x 9 support around the centre).
+MAX_TAP_OFFSET = 4
+
+
+@dataclass(frozen=True)
+class NLPDParams:
+    """Divisive-normalisation parameters of NLPD.
+
+    ``sigmas``: 6 positive floats, one per level. ``taps``: per level a tuple
+    of (di, dj, w) in gather form: ``den(i, j) = sigma + sum w |L|(i + di, j + dj)``
+    (zero outside the image), the layout of :data:`P_GATHER`. The defaults
+    are the published values.
+    """
+
+    sigmas: Tuple[float, ...] = SIGMAS
+    taps: Taps = P_GATHER
+
+    def __post_init__(self):
+        if len(self.sigmas) != N_LEVELS or len(self.taps) != N_LEVELS:
+            raise ValueError(f"NLPD parameters need {N_LEVELS} sigmas and {N_LEVELS} tap sets, "
+                             f"got {len(self.sigmas)} and {len(self.taps)}")
+        for s in self.sigmas:
+            if not (math.isfinite(s) and s > 0):
+                raise ValueError(f"NLPD sigmas must be positive and finite, got {self.sigmas}")
+        for level in self.taps:
+            for di, dj, w in level:
+                if not (math.isfinite(w) and w >= 0) or max(abs(di), abs(dj)) > MAX_TAP_OFFSET:
+                    raise ValueError(f"bad NLPD tap {(di, dj, w)}: the weight must be finite and >= 0 "
+                                     f"and the offsets at most {MAX_TAP_OFFSET} either way")
+
+    @classmethod
+    def default(cls) -> "NLPDParams":
+        """The published values (Laparra et al. 2016): :data:`SIGMAS` and :data:`P_GATHER`."""
+        return cls(SIGMAS, P_GATHER)
+
+    def to_json(self) -> dict:
+        """``{"sigmas": [6 floats], "taps": [[[di, dj, w], ...] per level]}``."""
+        return {"sigmas": list(self.sigmas), "taps": [[[di, dj, w] for di, dj, w in lv] for lv in self.taps]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "NLPDParams":
+        """The inverse of :meth:`to_json`; ValueError names what is wrong."""
+        try:
+            sig = tuple(float(s) for s in data["sigmas"])
+            taps = tuple(tuple((int(di), int(dj), float(w)) for di, dj, w in lv) for lv in data["taps"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not NLPD parameters ({exc})") from None
+        return cls(sig, taps)
+
+
 def laplacian_pyramid(x: torch.Tensor) -> List[torch.Tensor]:
     """Laplacian pyramid of ``x`` as in NLP_dist.m.
 
@@ -80,13 +139,16 @@ def laplacian_pyramid(x: torch.Tensor) -> List[torch.Tensor]:
     return levels
 
 
-def nlpd_transform(x: torch.Tensor, *, validate: bool = True) -> List[torch.Tensor]:
+def nlpd_transform(x: torch.Tensor, params: Optional[NLPDParams] = None, *,
+                   validate: bool = True) -> List[torch.Tensor]:
     """Normalised Laplacian pyramid coefficients of a batch of spectrograms.
 
     Parameters
     ----------
     x : torch.Tensor
         (B, 1, F, T) log-mel images in [0, 1], float32 or float64, any device.
+    params : NLPDParams, optional
+        The normalisation's sigmas and taps; None: the published values.
     validate : bool
         Check the input first (reads values back to the host); pass False in
         training loops.
@@ -99,10 +161,14 @@ def nlpd_transform(x: torch.Tensor, *, validate: bool = True) -> List[torch.Tens
     """
     if validate:
         check_inputs(x, metric="nlpd")
+    sigmas, taps = (SIGMAS, P_GATHER) if params is None else (params.sigmas, params.taps)
     out = []
     for k, band in enumerate(laplacian_pyramid(x)):
         # |L| has derivative sign(L), which torch defines as 0 at 0: finite.
-        den = divisive_denominator(band.abs(), SIGMAS[k], P_GATHER[k])
+        if taps[k]:
+            den = divisive_denominator(band.abs(), sigmas[k], taps[k])
+        else:  # a level normalised by its sigma alone
+            den = torch.full_like(band, sigmas[k])
         out.append(band / den)  # (B, 1, F_k, T_k)
     return out
 
@@ -121,13 +187,16 @@ def safe_sqrt(v: torch.Tensor) -> torch.Tensor:
     return torch.where(pos, s, torch.zeros_like(v))
 
 
-def nlpd_levels(x: torch.Tensor, y: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
+def nlpd_levels(x: torch.Tensor, y: torch.Tensor, params: Optional[NLPDParams] = None, *,
+                validate: bool = True) -> torch.Tensor:
     """Per-level RMS differences of the normalised pyramids.
 
     Parameters
     ----------
     x, y : torch.Tensor
         (B, 1, F, T) images in [0, 1] of the same shape.
+    params : NLPDParams, optional
+        As in :func:`nlpd_transform` (None: the published values).
     validate : bool
         Check the inputs first (host sync); pass False in training loops.
 
@@ -140,7 +209,7 @@ def nlpd_levels(x: torch.Tensor, y: torch.Tensor, *, validate: bool = True) -> t
         check_inputs(x, y, metric="nlpd")
     b = x.shape[0]
     # One transform over the stacked pair halves the number of kernel calls.
-    coeffs = nlpd_transform(torch.cat([x, y], 0), validate=False)  # 6 x (2B, 1, F_k, T_k)
+    coeffs = nlpd_transform(torch.cat([x, y], 0), params, validate=False)  # 6 x (2B, 1, F_k, T_k)
     rms = []
     for c in coeffs:
         d = c[:b] - c[b:]
@@ -148,7 +217,8 @@ def nlpd_levels(x: torch.Tensor, y: torch.Tensor, *, validate: bool = True) -> t
     return torch.stack(rms, dim=1)  # (B, 6)
 
 
-def nlpd(x: torch.Tensor, y: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
+def nlpd(x: torch.Tensor, y: torch.Tensor, params: Optional[NLPDParams] = None, *,
+         validate: bool = True) -> torch.Tensor:
     """NLPD between two batches of spectrograms (Laparra et al. 2016).
 
     Parameters
@@ -156,6 +226,9 @@ def nlpd(x: torch.Tensor, y: torch.Tensor, *, validate: bool = True) -> torch.Te
     x, y : torch.Tensor
         (B, 1, F, T) log-mel images in [0, 1], same shape, dtype and device.
         Rows are mel bins (low frequencies first), columns are frames.
+    params : NLPDParams, optional
+        The normalisation's sigmas and taps (a calibrated variant); None: the
+        published values.
     validate : bool
         Check the inputs (rank, shape, NaN/inf, range) first; this reads
         values back to the host, so training loops pass False.
@@ -166,4 +239,4 @@ def nlpd(x: torch.Tensor, y: torch.Tensor, *, validate: bool = True) -> torch.Te
         (B,) distances; 0 for identical images, symmetric in x and y.
         Differentiable with finite gradients everywhere (see :func:`safe_sqrt`).
     """
-    return nlpd_levels(x, y, validate=validate).mean(dim=1)
+    return nlpd_levels(x, y, params, validate=validate).mean(dim=1)
