@@ -19,35 +19,34 @@ shown as the mean distance of every label pair, summarised in a worker
 thread; a library without labels is shown as a stratified sample of its
 clips. Export writes the shown matrix as CSV (with the clips' ids, names and
 labels) or the view as PNG.
+
+The label axis is in :mod:`perceptlab.qt.matrix_axis`, the rank-agreement
+table's methods in :mod:`~perceptlab.qt.matrix_correlations` and the export
+in :mod:`~perceptlab.qt.matrix_export`.
 """
 
 from __future__ import annotations
 
-import csv
-import textwrap
 import weakref
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QMenu,
     QStackedWidget,
     QTableWidget,
-    QTableWidgetItem,
     QToolButton,
     QVBoxLayout,
     QPushButton,
     QWidget,
 )
 
-from perceptlab.analysis.agreement_stats import label_order, matrix_rank_correlations
+from perceptlab.analysis.agreement_stats import label_order
 from perceptlab.analysis.matrix_summary import (
     LARGE_MATRIX_CLIPS,
     LabelBlocks,
@@ -55,75 +54,19 @@ from perceptlab.analysis.matrix_summary import (
     label_groups,
     label_name,
     stratified_sample,
-    write_matrix_csv,
 )
 from perceptlab.library.store import Clip
 from perceptlab.qt.analysis_state import QtLibraryAnalysis
+from perceptlab.qt.matrix_axis import CLIP_TEXT_PX, CLIPS, LABEL_MEANS, QtGroupAxis
+from perceptlab.qt.matrix_correlations import MatrixCorrelationsMixin
+from perceptlab.qt.matrix_export import MatrixExportMixin
 from perceptlab.qt.workers import QtTask, QtTaskRunner
 
 SCOPE_LIBRARY, SCOPE_SELECTION = "Whole library", "Selected clips"
 ALL_LABELS = "All labels"
-#: Rows of the metric-vs-metric table shown without scrolling.
-CORR_ROWS_SHOWN = 6
-#: Widest label on the axis, in pixels (longer ones are elided; hover shows them whole).
-AXIS_TEXT_PX = 120
-#: Widest clip name on the axis (a zoomed label block), in pixels.
-CLIP_TEXT_PX = 170
-#: Modes of the image.
-CLIPS, LABEL_MEANS = "clips", "label means"
 
 
-class _GroupAxis(pg.AxisItem):
-    """A left axis naming runs of rows (label blocks, or single clips) at their centres.
-
-    A name is drawn only where it does not touch the previous one, so 40
-    labels on 300 pixels thin out instead of overprinting; zooming in brings
-    the rest back.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__("left", *args, **kwargs)
-        self.groups: list[tuple[int, int, str]] = []
-        self.setStyle(tickLength=-4, autoExpandTextSpace=False)
-
-    def set_groups(self, groups: list[tuple[int, int, str]], elide=Qt.ElideRight, width: int = AXIS_TEXT_PX) -> None:
-        """Name these runs of rows; a name wider than ``width`` pixels is elided (``elide``: which end)."""
-        self.groups = list(groups)
-        fm = QFontMetrics(self.font())
-        self._texts = {(s + e) / 2: fm.elidedText(t, elide, width) for s, e, t in self.groups}
-        widest = max((fm.horizontalAdvance(t) for t in self._texts.values()), default=20)
-        self.setWidth(min(widest, width) + 14)
-        self.picture = None
-        self.update()
-
-    def shown_groups(self, lo: float, hi: float, size: float) -> list[tuple[int, int, str]]:
-        """The groups whose names fit on ``size`` pixels showing rows ``lo`` to ``hi``."""
-        lo, hi = min(lo, hi), max(lo, hi)  # an inverted view gives its range high to low
-        if not self.groups or hi <= lo or size <= 0:
-            return []
-        px = size / (hi - lo)  # pixels per row
-        room = QFontMetrics(self.font()).height() + 1
-        shown, last = [], -np.inf
-        for s, e, t in self.groups:
-            c = (s + e) / 2
-            if c < lo or c > hi:
-                continue
-            if (c - last) * px >= room:
-                shown.append((s, e, t))
-                last = c
-        return shown
-
-    def tickValues(self, minVal, maxVal, size):
-        return [(1.0, [(s + e) / 2 for s, e, _ in self.shown_groups(minVal, maxVal, size)])]
-
-    def tickStrings(self, values, scale, spacing):
-        return [self._texts.get(v, "") for v in values]
-
-    def group_at(self, row: float) -> tuple[int, int, str] | None:
-        return next((g for g in self.groups if g[0] <= row < g[1]), None)
-
-
-class QtMatrixView(QWidget):
+class QtMatrixView(MatrixExportMixin, MatrixCorrelationsMixin, QWidget):
     """Distance-matrix heatmap per metric, and metric-vs-metric rank correlations.
 
     Signals
@@ -177,7 +120,7 @@ class QtMatrixView(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)  # a long status must not widen the dock
         self.graphics = pg.GraphicsLayoutWidget()
-        self.axis = _GroupAxis()
+        self.axis = QtGroupAxis()
         self.plot = self.graphics.addPlot(axisItems={"left": self.axis})
         self.plot.setAspectLocked(True)
         self.plot.invertY(True)
@@ -562,121 +505,6 @@ class QtMatrixView(QWidget):
         self.zoom_label = self.label_box.currentData()
         self.show_metric()
 
-    # -- exporting -------------------------------------------------------------------
-    def export_csv(self, path: str) -> QtTask:
-        """Write the shown matrix as CSV in a worker: clips with ids, names and labels, or the label means."""
-        if self.matrix is None:
-            raise ValueError("nothing to export: compute the matrix first")
-        if self.mode == LABEL_MEANS:
-            b = self.blocks
-            task = QtTask(_write_label_means_csv, path, b, with_progress=False)
-        else:
-            c = self.clips
-            task = QtTask(write_matrix_csv, path, [x.id for x in c], [x.name for x in c], [x.label for x in c],
-                          np.array(self.matrix), with_progress=False)
-        task.signals.finished.connect(lambda _r: self.status.setText(f"Saved {path}"))
-        task.signals.failed.connect(lambda msg, _tb: self.status.setText(f"Cannot save {path}: {msg}"))
-        self._export_task = task
-        self.status.setText(f"Saving {path}…")
-        return self.runner.start(task)
-
-    def export_png(self, path: str) -> None:
-        """Save the matrix as it is drawn (axis, colour bar) as a PNG image."""
-        if self.matrix is None:
-            raise ValueError("nothing to export: compute the matrix first")
-        if not self.graphics.grab().save(path, "PNG"):
-            raise OSError(f"{path}: cannot write the PNG image")
-        self.status.setText(f"Saved {path}")
-
-    def _on_export_csv(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export matrix as CSV", f"{self._file_stem()}.csv",
-                                              "CSV (*.csv)")
-        if path:
-            self.export_csv(path)
-
-    def _on_export_png(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export matrix view as PNG", f"{self._file_stem()}.png",
-                                              "PNG image (*.png)")
-        if path:
-            try:
-                self.export_png(path)
-            except OSError as exc:
-                self.status.setText(str(exc))
-
-    def _file_stem(self) -> str:
-        import re
-
-        stem = f"matrix-{self.metric() or 'metric'}" + (f"-{self.zoom_label}" if self.zoom_label else "")
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", stem)
-
-    # -- correlations --------------------------------------------------------------
-    def _fill_correlations(self, src) -> None:
-        """Rank the metrics' pair distances against each other in a worker (millions of pairs in a
-        large library), then fill the table; the same matrices are not ranked twice."""
-        mats = {m: d for m, (clips, d) in src.items()}
-        # Weak references: a matrix the library let go is not kept alive here, and a new one is never
-        # mistaken for it.
-        same = self._corr_key is not None and [m for m, _ in self._corr_key] == list(mats) and all(
-            ref() is mats[m] for m, ref in self._corr_key)
-        if same:
-            if self._corr_task is None:
-                self._fill_corr_table(list(mats), self.correlations)
-            return
-        if self._corr_task is not None:
-            self._corr_task.cancel()
-        self._corr_key = [(m, weakref.ref(d)) for m, d in mats.items()]
-        task = QtTask(matrix_rank_correlations, mats, with_progress=False)
-        task.signals.finished.connect(lambda corr, t=task, names=list(mats): self._on_correlations(t, names, corr))
-        task.signals.failed.connect(lambda msg, _tb: self.status.setText(f"Cannot rank the metrics: {msg}"))
-        self._corr_task = task
-        self.runner.start(task)
-
-    def _clear_correlations(self) -> None:
-        """Nothing computed for the scope: no metric-vs-metric figures (not another scope's)."""
-        if self._corr_task is not None:
-            self._corr_task.cancel()
-            self._corr_task = None
-        self._corr_key = None
-        self.correlations = {}
-        self.corr_table.setRowCount(0)
-        self.corr_table.setColumnCount(0)
-        self._fit_corr_height()
-
-    def _on_correlations(self, task: QtTask, names: list[str], corr: dict) -> None:
-        if task is not self._corr_task:
-            return
-        self._corr_task = None
-        self.correlations = corr
-        self._fill_corr_table(names, corr)
-
-    def _fill_corr_table(self, names: list[str], corr: dict) -> None:
-        from perceptlab.metrics.registry import get_metric
-
-        self.corr_table.setRowCount(len(names))
-        self.corr_table.setColumnCount(len(names))
-        labels = [get_metric(n).display_name for n in names]
-        # Column headers on two short lines: five or more metrics share a dock's width.
-        self.corr_table.setHorizontalHeaderLabels([textwrap.fill(t, 8, break_long_words=False) for t in labels])
-        self.corr_table.setVerticalHeaderLabels(labels)
-        for col, text in enumerate(labels):
-            self.corr_table.horizontalHeaderItem(col).setToolTip(text)
-        for i, a in enumerate(names):
-            for j, b in enumerate(names):
-                v = 1.0 if a == b else corr.get((a, b), corr.get((b, a)))
-                self.corr_table.setItem(i, j, QTableWidgetItem("" if v is None else f"{v:.3f}"))
-        self._fit_corr_height()
-        self.correlations = corr
-
-    def _on_corr_toggled(self, shown: bool) -> None:
-        self.corr_table.setVisible(shown)
-        self.corr_toggle.setArrowType(Qt.DownArrow if shown else Qt.RightArrow)
-
-    def _fit_corr_height(self) -> None:
-        """As tall as its rows, up to :data:`CORR_ROWS_SHOWN` (a library with many encoders scrolls)."""
-        rows = min(max(self.corr_table.rowCount(), 3), CORR_ROWS_SHOWN)
-        t = self.corr_table
-        t.setFixedHeight(t.horizontalHeader().sizeHint().height() + rows * t.verticalHeader().defaultSectionSize()
-                         + 2 * t.frameWidth() + 2)
 
     def _on_matrix_ready(self, metric: str) -> None:
         if self.scope_box.currentText() == SCOPE_LIBRARY:
@@ -760,11 +588,3 @@ class QtMatrixView(QWidget):
             return self.blocks.labels[group[0]]
         return label_name(self.clips[group[0]].label)
 
-
-def _write_label_means_csv(path: str, blocks: LabelBlocks) -> None:
-    """The label-means matrix as CSV: ``label,clips`` then a column per label (empty: no pair)."""
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["label", "clips"] + list(blocks.labels))
-        for lab, n, row in zip(blocks.labels, blocks.sizes, blocks.means):
-            w.writerow([lab, int(n)] + ["" if not np.isfinite(v) else repr(float(v)) for v in row])
