@@ -33,6 +33,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from perceptlab.metric_names import IMAGE_METRICS
+
 
 def _synthetic_library(path: Path, images: np.ndarray, config) -> None:
     from perceptlab.library.store import Library
@@ -47,13 +49,18 @@ def _synthetic_library(path: Path, images: np.ndarray, config) -> None:
             lib.put_features(content, config.hash, im)
 
 
-def run_whole_clip_bench(n: int = 500, frames: int = 1292, metrics: Sequence[str] = ("mse", "nlpd", "msssim"),
+def run_whole_clip_bench(n: int = 500, frames: int = 1292, metrics: Sequence[str] = IMAGE_METRICS,
                          naive_pairs: int = 40, queries: int = 5, seed: int = 0,
                          out: Callable[[str], None] = print) -> dict:
-    """Time whole-clip matrices and neighbour queries; return the figures."""
+    """Time whole-clip matrices and neighbour queries; return the figures.
+
+    ``metrics`` defaults to every built-in image metric (``registry.image_metric_names``).
+    """
     import torch
 
-    from perceptlab.analysis.similarity import Query, _whole_matrix, ranking
+    from perceptlab.analysis.matrices import _whole_matrix
+    from perceptlab.analysis.neighbours import ranking
+    from perceptlab.analysis.similarity import Query
     from perceptlab.audio.features import FeatureConfig, compared_width, pad_frames
     from perceptlab.library.store import Library
     from perceptlab.metrics.bench import make_specs
@@ -67,6 +74,7 @@ def run_whole_clip_bench(n: int = 500, frames: int = 1292, metrics: Sequence[str
     rng = np.random.default_rng(seed + 1)
     pairs = [tuple(sorted(rng.choice(n, 2, replace=False))) for _ in range(naive_pairs)]
     results: dict = {"n": n, "frames": frames, "width": width, "metrics": {}}
+    metrics = tuple(metrics)
     header = f"{'metric':<12}{'matrix s':>10}{'per pair ms':>13}{'loop s (extrap.)':>18}{'speed-up':>10}{'max |diff|':>12}"
     out(header)
     out("-" * len(header))

@@ -58,13 +58,14 @@ from perceptlab.audio.features import (
 )
 from perceptlab.library.features import clip_image, file_image
 from perceptlab.library.store import Clip, Library
+from perceptlab.metric_names import BUILTIN_METRICS
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
 
 _log = logging.getLogger("perceptlab.indexes")
 
 #: The metrics shown by default, in display order: the perceptual metrics,
 #: then the baselines that show whether they earn their cost.
-DEFAULT_METRICS = ("mse", "nlpd", "msssim", "logmel-stats", "mfcc-stats")
+DEFAULT_METRICS = BUILTIN_METRICS
 
 #: What a spectrogram metric compares: the whole clips, or the centre excerpt.
 EXCERPTS = ("whole", "centre")

@@ -13,10 +13,11 @@ while: both functions take ``progress`` and ``cancel`` (see
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
+from perceptlab import metric_names
 from perceptlab.audio.features import DEFAULT_EXCERPT_FRAMES, FeatureConfig
 from perceptlab.listening.designs import (
     DEFAULT_MUSHRA_RECIPES,
@@ -57,7 +58,8 @@ class TripletPlan:
         a pool of ``pool_factor * n_trials`` candidates (clips), or out of
         every (reference, pair of distortions) (stimuli).
     metrics : tuple of str
-        Metrics compared by the active mode (at least two).
+        Metrics compared by the active mode (at least two); by default the
+        built-in image metrics (``registry.image_metric_names``).
     n_catch : int or None
         Catch trials (X vs a copy of X vs another sound). None: 10 % of
         ``n_trials``, at least 1.
@@ -82,7 +84,7 @@ class TripletPlan:
     source: str = "clips"
     active: bool = False
     pool_factor: int = 5
-    metrics: tuple[str, ...] = ("mse", "nlpd", "msssim")
+    metrics: tuple[str, ...] = field(default_factory=metric_names.IMAGE_METRICS.names)
     n_catch: int | None = None
     recipes: tuple[str, ...] = DEFAULT_TRIPLET_RECIPES
     clip_ids: tuple[int, ...] | None = None
@@ -134,10 +136,11 @@ def _stimuli_dir(library, plan) -> Path:
     return Path(plan.stimuli_dir).expanduser() if plan.stimuli_dir else default_stimuli_dir(library)
 
 
-def triplet_items(library, plan: TripletPlan = TripletPlan(), *, config: FeatureConfig = FeatureConfig(),
+def triplet_items(library, plan: TripletPlan | None = None, *, config: FeatureConfig = FeatureConfig(),
                   n_frames: int = DEFAULT_EXCERPT_FRAMES, progress: ProgressFn | None = None,
                   cancel: CancelFn | None = None) -> list[TripletItem]:
-    """The items of a triplet test (scored items, then catch items)."""
+    """The items of a triplet test (scored items, then catch items); ``plan`` None: the default plan."""
+    plan = TripletPlan() if plan is None else plan
     if plan.source not in SOURCES:
         raise ValueError(f"unknown triplet source {plan.source!r}; use one of {', '.join(SOURCES)}")
     if plan.n_trials < 1:
@@ -174,9 +177,10 @@ def triplet_items(library, plan: TripletPlan = TripletPlan(), *, config: Feature
     return items + catch_triplets(items, plan.catch_count(), plan.seed)
 
 
-def create_triplet_session(library, listener: str, plan: TripletPlan = TripletPlan(), *,
+def create_triplet_session(library, listener: str, plan: TripletPlan | None = None, *,
                            progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Session:
-    """Build the items of ``plan`` and create a session for ``listener``."""
+    """Build the items of ``plan`` (None: the default plan) and create a session for ``listener``."""
+    plan = TripletPlan() if plan is None else plan
     cfg = FeatureConfig()
     items = triplet_items(library, plan, config=cfg, progress=progress, cancel=cancel)
     return Session.create(

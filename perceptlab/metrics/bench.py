@@ -24,6 +24,8 @@ from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
+from perceptlab.metric_names import IMAGE_METRICS
+
 from .pairwise import NLPDIndex, distance_matrix
 from .pairwise_nlpd import _nlpd_coefficients
 from .registry import get_metric
@@ -80,7 +82,7 @@ def run_metrics_bench(
     seed: int = 0,
     out: Callable[[str], None] = print,
     *,
-    metrics: Sequence[str] = ("mse", "nlpd", "msssim"),
+    metrics: Sequence[str] = IMAGE_METRICS,
     naive_pairs: int = 100,
     index_size: int = 5000,
     queries: int = 5,
@@ -99,7 +101,8 @@ def run_metrics_bench(
     out : callable
         Receives the report line by line.
     metrics : sequence of str
-        Metrics to time.
+        Metrics to time (default: every built-in image metric,
+        ``registry.image_metric_names``).
     naive_pairs : int
         Pairs timed in the per-pair loops (then extrapolated).
     index_size : int
@@ -151,6 +154,7 @@ def run_metrics_bench(
     except ImportError:  # an optional oracle, not a dependency
         _pm_ms_ssim = None
 
+    metrics = tuple(metrics)
     for name in metrics:
         metric = get_metric(name)
         matrix_box = {}

@@ -18,6 +18,9 @@ import torch
 
 LOWER_IS_CLOSER = "lower_is_closer"
 INPUT_KINDS = ("spectrogram", "vector")
+#: Name prefixes of the metrics one library brings (its encoders, its
+#: calibrated NLPD variants); every other registered metric is built in.
+LIBRARY_METRIC_PREFIXES = ("embedding:", "nlpd:calibrated-")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,11 @@ class Metric:
         ``fn`` is differentiable with finite gradients on (B, 1, F, T)
         images and cheap enough per batch to be a training loss (and a
         validation figure of every run); see :func:`loss_names`.
+    perceptual : bool
+        Models what listeners hear (an image-quality metric such as NLPD or
+        MS-SSIM), as opposed to a pixel distance (MSE) or a baseline; the
+        evaluation's claim compares encoders trained with a perceptual loss
+        against the MSE-trained one.
     """
 
     name: str
@@ -67,6 +75,7 @@ class Metric:
     input_kind: str = "spectrogram"
     min_side: int = 1
     trainable: bool = False
+    perceptual: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -87,6 +96,16 @@ class Metric:
     def is_baseline(self) -> bool:
         """A trivial baseline (log-mel or MFCC statistics), shown beside the perceptual metrics."""
         return bool(self.params.get("baseline", False))
+
+    @property
+    def compares_images(self) -> bool:
+        """Compares two clips' log-mel images (B, 1, F, T) itself, not vectors made from them."""
+        return self.input_kind == "spectrogram"
+
+    @property
+    def of_library(self) -> bool:
+        """One library's own metric (an encoder, a calibrated variant), not a built-in one."""
+        return self.name.startswith(LIBRARY_METRIC_PREFIXES)
 
     @staticmethod
     def named(name: "str | Metric") -> "Metric":

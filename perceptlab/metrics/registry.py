@@ -16,16 +16,37 @@ still works everywhere: the engine falls back to batched calls of ``fn``.
 stored encoder embeddings). An encoder metric registered at run time as
 ``"embedding:<name>"`` can take spectrograms and encode them itself (see
 :func:`perceptlab.metrics.embedding.embedding_metric`), or take vectors.
+
+Every list of metrics a user sees derives from the table, so a new metric
+is one module and one registration in :func:`_register_builtins`:
+
+- :func:`builtin_names`: every metric that is not one library's own, the
+  image metrics first, then the baselines (what the GUI and the CLI list
+  by default, what an evaluation runs k-NN on);
+- :func:`image_metric_names`: the built-in non-baseline metrics that compare
+  log-mel images (what a listening test's active mode and the benchmarks
+  compare by default);
+- :func:`baseline_names`: the built-in trivial baselines;
+- :func:`loss_names`: the metrics an autoencoder can be trained with
+  (``trainable``), and :func:`perceptual_loss_names`, those of them that
+  are ``perceptual``.
+
+They are asked when a list is needed, not at import, so a metric
+registered later (a plugin module) is in them from then on;
+:mod:`perceptlab.metric_names` gives them as module-level constants that a
+module can hold without importing torch.
 """
 
 from __future__ import annotations
 
 from typing import List
 
-from .metric import INPUT_KINDS, LOWER_IS_CLOSER, TABLE as _REGISTRY, TABLE_LOCK as _LOCK, Metric
+from .metric import INPUT_KINDS, LIBRARY_METRIC_PREFIXES, LOWER_IS_CLOSER, TABLE as _REGISTRY, TABLE_LOCK as _LOCK, Metric
 
-__all__ = ["INPUT_KINDS", "LOWER_IS_CLOSER", "Metric", "get_metric", "is_baseline", "list_metrics", "loss_names",
-           "register_metric", "unregister_metric"]
+__all__ = ["INPUT_KINDS", "LIBRARY_METRIC_PREFIXES", "LOWER_IS_CLOSER", "Metric", "baseline_names",
+           "builtin_names", "get_metric", "image_metric_names", "is_baseline", "list_metrics", "loss_names",
+           "perceptual_loss_names", "register_metric", "unregister_metric"]
+
 
 def register_metric(metric: Metric, *, replace: bool = False) -> Metric:
     """Add a metric to the registry.
@@ -80,9 +101,37 @@ def is_baseline(metric: "str | Metric") -> bool:
     return get_metric(metric).is_baseline
 
 
+def builtin_names() -> List[str]:
+    """Every registered metric that is not one library's own (see :attr:`Metric.of_library`):
+    the non-baselines in registration order, then the baselines.
+
+    For the built-ins: ``mse, nlpd, msssim, logmel-stats, mfcc-stats``.
+    """
+    own = [m for m in list_metrics() if not m.of_library]
+    return [m.name for m in own if not m.is_baseline] + [m.name for m in own if m.is_baseline]
+
+
+def image_metric_names() -> List[str]:
+    """The built-in metrics that compare log-mel images, baselines left out, in registration order.
+
+    For the built-ins: ``mse, nlpd, msssim``.
+    """
+    return [m.name for m in list_metrics() if not m.of_library and m.compares_images and not m.is_baseline]
+
+
+def baseline_names() -> List[str]:
+    """The built-in trivial baselines (see :attr:`Metric.is_baseline`), in registration order."""
+    return [m.name for m in list_metrics() if not m.of_library and m.is_baseline]
+
+
 def loss_names() -> List[str]:
     """Names of the metrics an autoencoder can be trained with, in registry order."""
     return [m.name for m in list_metrics() if m.trainable]
+
+
+def perceptual_loss_names() -> List[str]:
+    """The losses (:func:`loss_names`) that are :attr:`Metric.perceptual`: ``nlpd, msssim`` for the built-ins."""
+    return [m.name for m in list_metrics() if m.trainable and m.perceptual]
 
 
 def _register_builtins() -> None:
@@ -131,6 +180,7 @@ def _register_builtins() -> None:
             pairwise=nlpd_matrix,
             index=NLPDIndex,
             trainable=True,
+            perceptual=True,
         ),
         replace=True,
     )
@@ -155,6 +205,7 @@ def _register_builtins() -> None:
             index=partial(MSSSIMIndex, cs_floor=_ms.CS_FLOOR),
             min_side=_ms.MIN_SIDE,
             trainable=True,
+            perceptual=True,
         ),
         replace=True,
     )

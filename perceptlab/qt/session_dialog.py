@@ -50,10 +50,12 @@ from perceptlab.listening.designs import (
     MUSHRA_MAX_CONDITIONS,
     TRIPLET,
 )
+from perceptlab.metric_names import IMAGE_METRICS
 from perceptlab.qt.workers import QtTask, QtTaskRunner
 
-#: Metrics offered for active triplet selection when the window has not listed its own.
-FALLBACK_METRICS = ("mse", "nlpd", "msssim")
+#: Metrics offered for active triplet selection when the window has not listed its own: the
+#: built-in image metrics, asked of the registry when the dialog opens.
+FALLBACK_METRICS = IMAGE_METRICS
 
 ALL, LABEL, CHOSEN = "all", "label", "chosen"
 
@@ -204,10 +206,11 @@ class QtSessionDialog(QDialog):
         self.metric_list.setFlow(QListWidget.LeftToRight)
         self.metric_list.setWrapping(True)
         self.metric_list.setMaximumHeight(52)
+        checked = TripletPlan().metrics
         for m in (metrics or FALLBACK_METRICS):
             it = QListWidgetItem(m)
             it.setFlags(it.flags() | Qt.ItemIsUserCheckable)
-            it.setCheckState(Qt.Checked if m in TripletPlan.metrics else Qt.Unchecked)
+            it.setCheckState(Qt.Checked if m in checked else Qt.Unchecked)
             self.metric_list.addItem(it)
         self.pool_spin = QSpinBox()
         self.pool_spin.setRange(1, 1000)

@@ -6,16 +6,19 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
+from perceptlab import metric_names
 from perceptlab.audio.features import FeatureConfig
 
 FORMAT = "perceptlab-evaluation"
 FORMAT_VERSION = 1
 
-#: The losses the training engine knows (``--train-config`` trains one encoder per loss and fold).
-TRAIN_LOSSES = ("mse", "nlpd", "msssim")
-PERCEPTUAL_LOSSES = ("nlpd", "msssim")
+#: The losses the training engine knows (``--train-config`` trains one encoder per loss and fold):
+#: the registry's trainable metrics, asked when read (``mse, nlpd, msssim`` for the built-ins).
+TRAIN_LOSSES = metric_names.LOSSES
+#: The losses of the claim's perceptual encoders (``nlpd, msssim`` for the built-ins).
+PERCEPTUAL_LOSSES = metric_names.PERCEPTUAL_LOSSES
 
 CLAIM = (
     "Namgyal et al. (2024): logistic regression on the latent features of an autoencoder trained "
@@ -40,7 +43,8 @@ class EvaluateConfig:
     ----------
     metrics : tuple of str
         Spectrogram metrics for k-NN (and, with ``train_config``, the losses
-        to train unless ``losses`` is given).
+        to train unless ``losses`` is given); by default every built-in
+        metric, the image metrics then the baselines (``registry.builtin_names``).
     checkpoints : tuple of str
         Encoder checkpoints (``best.pt``) declared to be trained on data
         disjoint from this library.
@@ -69,7 +73,8 @@ class EvaluateConfig:
         Working memory of the distance-matrix engine.
     """
 
-    metrics: tuple[str, ...] = ("mse", "nlpd", "msssim", "logmel-stats", "mfcc-stats")
+    # A live view, not a tuple made here: a default config is built at import (torch stays unloaded).
+    metrics: Sequence[str] = metric_names.BUILTIN_METRICS
     checkpoints: tuple[str, ...] = ()
     train_config: str | None = None
     train_overrides: tuple[str, ...] = ()
@@ -94,12 +99,16 @@ class EvaluateConfig:
     def __post_init__(self):
         for name in ("metrics", "checkpoints", "train_overrides", "losses", "k_grid", "c_grid", "labels"):
             v = getattr(self, name)
+            if isinstance(v, metric_names.MetricNames):  # read when used, not here
+                continue
             object.__setattr__(self, name, tuple([v] if isinstance(v, str) else v))
         object.__setattr__(self, "checkpoints", tuple(str(c) for c in self.checkpoints))
         problems = []
         if self.checkpoints and self.train_config:
             problems.append("give --checkpoints or --train-config, not both")
-        if not self.metrics and not self.checkpoints and not self.train_config:
+        # The default metrics (every built-in one) are never empty, and asking would load torch.
+        given = isinstance(self.metrics, metric_names.MetricNames) or bool(self.metrics)
+        if not given and not self.checkpoints and not self.train_config:
             problems.append("nothing to evaluate: no --metrics, --checkpoints or --train-config")
         if self.folds < 2:
             problems.append(f"--folds must be at least 2, got {self.folds}")
@@ -148,7 +157,7 @@ class EvaluateConfig:
             v = getattr(self, f.name)
             if isinstance(v, FeatureConfig):
                 v = v.to_dict()
-            elif isinstance(v, tuple):
+            elif isinstance(v, (tuple, metric_names.MetricNames)):
                 v = list(v)
             out[f.name] = v
         out["mode"] = self.mode
