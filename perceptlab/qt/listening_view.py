@@ -24,12 +24,15 @@ Keys (the whole flow works without a mouse):
 Every answer is committed to the library before the next trial shows, so a
 crash loses nothing and reopening the session resumes at the first
 unanswered trial.
+
+The sessions (box, opening, creating, the completion screen) are in
+:mod:`perceptlab.qt.listening_sessions`, the sound buttons and MUSHRA sliders
+in :mod:`~perceptlab.qt.listening_rating`; this module lays out the screen,
+shows a trial, plays and answers.
 """
 
 from __future__ import annotations
 
-import html
-import shlex
 import time
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -42,7 +45,6 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QSizePolicy,
     QSlider,
     QVBoxLayout,
     QWidget,
@@ -51,20 +53,9 @@ from PySide6.QtWidgets import (
 from perceptlab.audio.decode import load as load_audio
 from perceptlab.audio.playback import PlaybackEngine, PlaybackUnavailable
 from perceptlab.library.store import Library
-from perceptlab.listening.designs import band_of
+from perceptlab.qt.listening_rating import ListeningRatingMixin
+from perceptlab.qt.listening_sessions import ListeningSessionsMixin
 from perceptlab.qt.workers import QtTask, QtTaskRunner
-
-
-def _create_session_in_worker(library_path: str, design: str, listener: str, plan, *,
-                              progress=None, cancel=None) -> int:
-    """Create a session on its own library connection (worker thread); returns its id."""
-    from perceptlab.listening.create import create_session
-
-    with Library(library_path) as lib:
-        try:
-            return create_session(lib, design, listener, plan, progress=progress, cancel=cancel).id
-        except KeyError as exc:  # an unknown clip id: its message, without KeyError's quotes
-            raise ValueError(exc.args[0] if exc.args else str(exc)) from None
 
 
 def _decode_sounds(sounds, rate: int) -> dict:
@@ -78,7 +69,7 @@ def _decode_sounds(sounds, rate: int) -> dict:
     return out
 
 
-class QtListeningView(QWidget):
+class QtListeningView(ListeningSessionsMixin, ListeningRatingMixin, QWidget):
     """Runs one listening session at a time.
 
     Signals
@@ -205,78 +196,6 @@ class QtListeningView(QWidget):
         add("Return", self.submit)
         add("Enter", self.submit)
 
-    # -- sessions -------------------------------------------------------------------------
-    def set_library(self, path: str | None) -> None:
-        if self.library is not None:
-            self.library.close()
-        self.library_path = path
-        self.library = Library(path) if path else None
-        self.session = None
-        self._clear_trial()  # nothing of another library's session stays on screen
-        self.summary.hide()
-        self.commands.hide()
-        self.progress.reset()
-        self.title.setText("Open or create a listening session")
-        self.refresh_sessions()
-
-    def refresh_sessions(self) -> None:
-        from perceptlab.listening.session import list_sessions
-
-        self.session_box.clear()
-        if self.library is None:
-            return
-        for info in list_sessions(self.library):
-            self.session_box.addItem(self._session_text(info), info.id)
-        self._select_session_item()
-
-    @staticmethod
-    def _session_text(info) -> str:
-        return (f"#{info.id} {info.design} · {info.listener} · {info.status} · "
-                f"{info.n_answered}/{info.n_trials}")
-
-    def _select_session_item(self) -> None:
-        """Point the session box at the open session."""
-        if self.session is None:
-            return
-        i = self.session_box.findData(self.session.id)
-        if i >= 0:
-            self.session_box.setCurrentIndex(i)
-
-    def _update_session_item(self) -> None:
-        """Rewrite the open session's entry (answered count, status) after an answer."""
-        if self.session is None:
-            return
-        i = self.session_box.findData(self.session.id)
-        if i < 0:
-            self.refresh_sessions()
-            return
-        self.session_box.setItemText(i, self._session_text(self.session.info()))
-        self.session_box.setCurrentIndex(i)
-
-    def open_session(self, session_id: int) -> bool:
-        """Open a session at its first unanswered trial (resume)."""
-        from perceptlab.listening.session import Session
-
-        self.engine.stop()
-        self.session = Session.open(self.library, session_id)
-        self._select_session_item()
-        pos = self.session.next_position()
-        if pos is None:
-            self._show_summary()
-            return False
-        self.show_trial(pos)
-        return True
-
-    def create_session(self, design: str, listener: str, **plan) -> int:
-        """Create a session from the library (see :mod:`perceptlab.listening.create`) and open it."""
-        from perceptlab.listening.create import MushraPlan, TripletPlan, create_session
-
-        plan_obj = (TripletPlan if design == "triplet" else MushraPlan)(**plan)
-        session = create_session(self.library, design, listener, plan_obj)
-        self.refresh_sessions()
-        self.open_session(session.id)
-        return session.id
-
     # -- a trial -----------------------------------------------------------------------------
     def show_trial(self, position: int) -> None:
         self.trial = self.session.trial(position)
@@ -356,170 +275,6 @@ class QtListeningView(QWidget):
         self.message.setText("")
         self.next_button.setEnabled(False)
 
-    def summary_text(self) -> str:
-        """What the completion screen says about the open session (rich text)."""
-        s = self.session
-        trials = s.answered_trials(include_unanswered=True)
-        answers = [t for t in trials if t.answer is not None]
-        rt = sum(float(t.answer.get("rt_ms", 0.0)) for t in answers) / 1000.0
-        minutes, seconds = divmod(int(round(rt)), 60)
-        took = f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
-
-        def count(n, word):
-            return f"{n} {word}" + ("" if n == 1 else "s")
-
-        lines = [f"{count(len(answers), 'answer')} to {count(len(trials), 'trial')}, {took} of listening "
-                 "(the sum of the time spent on each trial)."]
-        if s.design == "triplet":
-            catch = [t for t in answers if t.spec.get("catch")]
-            if catch:
-                right = sum(t.answer.get("choice") == t.spec.get("expected") for t in catch)
-                lines.append(f"{count(len(catch), 'catch trial')} "
-                             f"(the copy of X among A and B): {right} picked correctly.")
-            else:
-                lines.append("No catch trials in this session.")
-        else:
-            low = 0
-            for t in answers:
-                hidden = [c["label"] for c in t.spec.get("conditions", []) if c.get("role") == "hidden_reference"]
-                low += any(t.answer["scores"].get(lab, 100.0) < 90 for lab in hidden)
-            lines.append(f"Hidden reference rated below 90 on {low} of {len(answers)} items "
-                         "(BS.1534 post-screening excludes a listener above 15 %).")
-        return ("".join(f"<p>{html.escape(line)}</p>" for line in lines)
-                + "<p><b>Next</b>: open the <b>Agreement tab</b> to see how well each metric agrees with "
-                  "these answers, or run the commands below. For another listener, <b>New session…</b> "
-                  "starts from this session's plan and seed: the items stay the same, their order changes.</p>")
-
-    def summary_commands(self) -> str:
-        """The command lines that analyse and export the open session."""
-        lib = shlex.quote(str(self.library.path))
-        return (f"perceptlab agreement --session {self.session.id} --library {lib}\n"
-                f"perceptlab listen export {self.session.id} --out answers.csv --library {lib}")
-
-    def _show_summary(self) -> None:
-        """The completion screen of the open (fully answered) session."""
-        self._clear_trial()
-        s = self.session
-        self.progress.setRange(0, max(1, s.n_trials))
-        self.progress.setValue(s.n_trials)
-        self.progress.setFormat(f"{s.n_trials} of {s.n_trials} answered")
-        self.title.setText(f"Session #{s.id} ({s.design}) · listener {s.listener} · complete: thank you!")
-        self.summary.setText(self.summary_text())
-        self.summary.show()
-        self.commands.setPlainText(self.summary_commands())
-        self.commands.show()
-
-    def _sound_button(self, index: int, text: str) -> QPushButton:
-        key = "0" if index == 0 else str(index)
-        b = QPushButton(f"{text}  [{key}]")
-        b.setCheckable(True)
-        b.setMinimumHeight(36)
-        # The keys belong to the view: a focused button must not eat Space or Enter.
-        b.setFocusPolicy(Qt.NoFocus)
-        # The sound being heard stands out: the listener always knows which one it is.
-        b.setStyleSheet("QPushButton:checked { font-weight: bold; background-color: #cfe0f4; "
-                        "border: 1px solid #3b78c3; border-radius: 3px; }")
-        b.clicked.connect(lambda _=False, i=index: self.play_sound(i))
-        return b
-
-    def _build_sound_buttons(self) -> None:
-        """Triplet: X, A, B in one row. MUSHRA puts each play button on its condition's row instead."""
-        self._clear_layout(self.sound_row)
-        self.sound_buttons = {}
-        if self.trial.design != "triplet":
-            return
-        for i, sound in enumerate(self.trial.sounds):
-            b = self._sound_button(i, sound.label)
-            b.setMinimumHeight(40)
-            self.sound_row.addWidget(b)
-            self.sound_buttons[sound.label] = b
-
-    def _build_rating(self) -> None:
-        self._clear_layout(self.rating_grid)
-        self.sliders = {}
-        self.value_labels = {}
-        t = self.trial
-        for col in range(max(3, self.rating_grid.columnCount())):
-            self.rating_grid.setColumnStretch(col, 0)
-        if t.design == "triplet":
-            for col, label in enumerate(t.choices):
-                self.rating_grid.setColumnStretch(col, 1)
-                b = QPushButton(f"{label} is closer to {t.reference.label}")
-                b.setMinimumHeight(36)
-                b.setFocusPolicy(Qt.NoFocus)
-                b.clicked.connect(lambda _=False, lab=label: self.choose(lab, submit=True))
-                self.rating_grid.addWidget(b, 0, col)
-            return
-        # One row per sound: its play button, its slider, its score -- a slider
-        # sits beside the button that plays what it rates.
-        scale = t.scale
-        grid = self.rating_grid
-        grid.setHorizontalSpacing(12)
-        grid.setVerticalSpacing(4)
-        bands = QWidget()
-        band_row = QHBoxLayout(bands)
-        band_row.setContentsMargins(0, 0, 0, 0)
-        band_row.setSpacing(0)
-        for name, lo, hi in reversed(scale.bands):  # worst on the left, as the slider runs
-            lab = QLabel(f"{name}\n{lo}-{hi}", alignment=Qt.AlignHCenter)
-            lab.setStyleSheet("color: #555")
-            band_row.addWidget(lab, hi - lo)
-        grid.addWidget(bands, 0, 1)
-        grid.addWidget(QLabel("score", alignment=Qt.AlignCenter), 0, 2)
-        ref = self._sound_button(0, t.reference.label)
-        self.sound_buttons[t.reference.label] = ref
-        grid.addWidget(ref, 1, 0)
-        hint = QLabel("the open reference: rate each condition against it")
-        hint.setStyleSheet("color: gray")
-        grid.addWidget(hint, 1, 1, 1, 2)
-        for row, sound in enumerate(t.candidates, start=2):
-            b = self._sound_button(row - 1, sound.label)
-            self.sound_buttons[sound.label] = b
-            s = QSlider(Qt.Horizontal)
-            s.setRange(scale.minimum, scale.maximum)
-            s.setValue(scale.minimum)
-            s.setTickPosition(QSlider.TicksBelow)
-            s.setTickInterval(20)
-            s.setSingleStep(1)
-            s.setPageStep(5)
-            s.setFocusPolicy(Qt.NoFocus)
-            s.setMinimumWidth(220)
-            s.setProperty("rated", False)
-            s.setToolTip(f"score of {sound.label} (j/k ±5, Shift+j/k ±1 for the condition last played)")
-            value = QLabel("not rated", alignment=Qt.AlignVCenter | Qt.AlignLeft)
-            value.setMinimumWidth(value.fontMetrics().horizontalAdvance("100 · Excellent") + 8)
-            value.setSizePolicy(QSizePolicy.Fixed, QSizePolicy.Preferred)
-            s.valueChanged.connect(lambda _v, lab=sound.label: self._on_slider_moved(lab))
-            s.sliderPressed.connect(lambda lab=sound.label: self._on_slider_moved(lab))
-            grid.addWidget(b, row, 0)
-            grid.addWidget(s, row, 1)
-            grid.addWidget(value, row, 2)
-            self.sliders[sound.label] = s
-            self.value_labels[sound.label] = value
-        grid.setColumnStretch(1, 1)
-        stored = (t.answer or {}).get("scores") if t.answer else None
-        if stored:
-            for lab, v in stored.items():
-                if lab in self.sliders:
-                    self.sliders[lab].setValue(int(round(v)))
-                    self._on_slider_moved(lab)
-            self.current = None
-
-    def value_text(self, label: str) -> str:
-        """What the score label beside a slider says: ``"72 · Good"``, or ``"not rated"``."""
-        s = self.sliders[label]
-        if not s.property("rated"):
-            return "not rated"
-        return f"{s.value()} · {band_of(s.value())}"
-
-    def _on_slider_moved(self, label: str) -> None:
-        s = self.sliders.get(label)
-        if s is None:
-            return
-        s.setProperty("rated", True)
-        self.current = label  # j/k now move this one
-        self.value_labels[label].setText(self.value_text(label))
-
     # -- playing ------------------------------------------------------------------------------
     def play_sound(self, index: int) -> None:
         """Hear sound ``index`` (0 = reference), keeping the playback position."""
@@ -588,16 +343,6 @@ class QtListeningView(QWidget):
         if submit:
             self.submit()
 
-    def nudge(self, step: int) -> None:
-        """MUSHRA: move the current condition's score."""
-        if self.trial is None or self.trial.design != "mushra":
-            return
-        label = self.current or (self.trial.candidates[0].label if self.trial.candidates else None)
-        if label in self.sliders:
-            s = self.sliders[label]
-            s.setValue(s.value() + step)
-            self._on_slider_moved(label)
-
     def current_answer(self) -> dict | None:
         t = self.trial
         if t is None:
@@ -644,69 +389,6 @@ class QtListeningView(QWidget):
             self._update_session_item()
             self.show_trial(nxt)
         return True
-
-    # -- buttons ---------------------------------------------------------------------------------
-    def _on_open_clicked(self) -> None:
-        sid = self.session_box.currentData()
-        if sid is not None:
-            self.open_session(int(sid))
-
-    def _on_new_clicked(self) -> None:
-        self.new_session_dialog()
-
-    def new_session_dialog(self):
-        """Open the session-authoring dialog (window-modal); accepting it creates the session."""
-        from perceptlab.qt.session_dialog import QtSessionDialog
-
-        if self.library is None:
-            self.message.setText("Open a library first: sessions are stored in it")
-            return None
-        self.engine.pause()
-        metrics = list(getattr(self.window(), "metric_names", None) or []) or None
-        dlg = QtSessionDialog(self.library, self, metrics=metrics, sample_rate=self.engine.sample_rate)
-        if self.session is not None:
-            # The next listener of the same test: the open session's plan, a new name.
-            from perceptlab.listening.create import MushraPlan, TripletPlan
-
-            stored = dict(self.session.config.get("plan") or {})
-            cls = TripletPlan if self.session.design == "triplet" else MushraPlan
-            try:
-                plan = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
-                dlg.set_plan(self.session.design, plan)
-            except (TypeError, ValueError):
-                pass  # a plan stored by an older version: the dialog keeps its defaults
-        dlg.accepted.connect(lambda d=dlg: self.create_from_plan(d.design(), d.listener(), d.plan()))
-        dlg.finished.connect(dlg.deleteLater)
-        self.session_dialog = dlg
-        dlg.open()
-        return dlg
-
-    def create_from_plan(self, design: str, listener: str, plan) -> QtTask:
-        """Build the session in a worker (rendering stimuli can take a while), then open it."""
-        self.new_button.setEnabled(False)
-        self.message.setText("")
-        self.title.setText(f"Preparing a {design} session for {listener}…")
-        task = QtTask(_create_session_in_worker, self.library_path, design, listener, plan)
-        task.signals.progress.connect(
-            lambda done, total: self.title.setText(f"Preparing a {design} session for {listener}… "
-                                                   f"{done}/{total} stimuli"))
-        task.signals.finished.connect(self._on_session_created)
-        task.signals.failed.connect(self._on_session_failed)
-        task.signals.cancelled.connect(lambda: self.new_button.setEnabled(True))
-        self.creating = task
-        return self.runner.start(task)
-
-    def _on_session_created(self, session_id: int) -> None:
-        self.creating = None
-        self.new_button.setEnabled(True)
-        self.refresh_sessions()
-        self.open_session(int(session_id))
-
-    def _on_session_failed(self, message: str, _tb: str) -> None:
-        self.creating = None
-        self.new_button.setEnabled(True)
-        self.title.setText("Open or create a listening session")
-        self.message.setText(f"Cannot create the session: {message}")
 
     def close_engine(self) -> None:
         import shiboken6
