@@ -39,11 +39,10 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from perceptlab.audio.features import FeatureConfig
-from perceptlab.metric_names import BUILTIN_METRICS
 
-#: Metrics measured: every built-in one, asked of the registry when read
-#: (encoder metrics are vectors searched like the baselines, exactly).
-BENCH_METRICS = BUILTIN_METRICS
+#: Metrics measured: every built-in one (encoder metrics are vectors searched
+#: like the baselines, exactly).
+BENCH_METRICS = ("mse", "nlpd", "msssim", "logmel-stats", "mfcc-stats")
 FAMILY_SIZE = 20
 MIN_FRAMES, MAX_FRAMES = 22, 130
 
@@ -179,7 +178,7 @@ def _image_metric_run(metric: str, directory: Path, n: int, subset: int, n_queri
         allowed = np.ones(index.n_rows, bool)
         allowed[r] = False
         t = time.perf_counter()
-        two_stage(q, search, index.image, metric, budget, allowed)
+        two_stage(q, search, index.image, metric, budget, allowed, gather=index.gather)
         times.append(time.perf_counter() - t)
         if open_ms is None:
             open_ms = (time.perf_counter() - t0) * 1000
@@ -242,7 +241,7 @@ def _image_metric_recall(metric: str, directory: Path, n: int, subset: int, n_qu
         allowed = np.zeros(index.n_rows, bool)
         allowed[:m] = True
         allowed[r] = False
-        pos, _ = two_stage(q, search, index.image, metric, budget, allowed)
+        pos, _ = two_stage(q, search, index.image, metric, budget, allowed, gather=index.gather)
         recalls.append(len(exact & set(pos[:10].tolist())) / 10)
     return {"recall_at_10": float(np.mean(recalls))}
 
@@ -297,7 +296,7 @@ def _worker(args: dict) -> dict:
         build_images_index(images_dir, n, args["seed"], config)
         out["build_s"] = time.perf_counter() - t
         out["index_mb"] = _dir_mb(images_dir)
-    elif _on_images(metric):
+    elif metric in ("mse", "nlpd", "msssim"):
         out.update(_image_metric_run(metric, images_dir, n, args["subset"], args["queries"], args["seed"],
                                      args.get("budget")))
         # The search's own peak, before the exact reference (not part of searching) is computed.
@@ -319,13 +318,6 @@ def _worker(args: dict) -> dict:
     return out
 
 
-def _on_images(metric: str) -> bool:
-    """Whether ``metric`` is searched in the shared images index (else in a vector index of its own)."""
-    from perceptlab.metrics.registry import get_metric
-
-    return get_metric(metric).compares_images
-
-
 def _dir_mb(d: Path) -> float:
     return sum(p.stat().st_size for p in d.iterdir() if p.is_file()) / (1 << 20)
 
@@ -340,11 +332,39 @@ def _run_worker(args: dict) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
+_KEPT = "bench-images.json"
+
+
+def _kept_images(root: Path, n: int, seed: int) -> dict | None:
+    """The build figures of an images index kept in ``root`` for the same ``n`` and ``seed``, if any."""
+    from perceptlab.library.indexes import ClipIndex, IndexDamaged
+
+    try:
+        kept = json.loads((root / _KEPT).read_text())
+        index = ClipIndex.open(Path(kept["directory"]))
+    except (OSError, ValueError, KeyError, TypeError, IndexDamaged):
+        return None
+    from perceptlab.analysis.indexing import _info
+
+    if (kept.get("n"), kept.get("seed")) != (n, seed) or index.n_rows != n \
+            or index.manifest.get("info") != _info("images"):
+        return None
+    return kept["built"]
+
+
 def run_neighbours_bench(n: int = 100_000, metrics: Sequence[str] = BENCH_METRICS, subset: int = 5000,
                          queries: int = 50, seed: int = 0, budget: int | None = None,
                          workdir: str | os.PathLike | None = None, threads: int | None = None,
-                         out: Callable[[str], None] = print) -> dict:
+                         out: Callable[[str], None] = print, keep: str | os.PathLike | None = None,
+                         recall: bool = True) -> dict:
     """Build synthetic indexes of ``n`` clips and time two-stage (or exact) top-10 search per metric.
+
+    ``metrics`` chooses the metrics measured. With ``keep`` (a folder) the
+    synthetic indexes are kept there and the images index is reused by the
+    next run of the same ``n`` and seed (its build figures are the first
+    run's); without it they live in a temporary folder under ``workdir``,
+    removed afterwards. ``recall=False`` skips the exact reference (only the
+    timings and memory).
 
     Returns ``{"n": n, "metrics": {name: {build_s, index_mb, peak_rss_mb,
     query_ms_median, query_ms_p95, recall_at_10, open_ms, budget}}}``.
@@ -355,28 +375,47 @@ def run_neighbours_bench(n: int = 100_000, metrics: Sequence[str] = BENCH_METRIC
     if unknown:
         raise ValueError(f"bench neighbours: unknown metric(s) {', '.join(unknown)}; "
                          f"use some of {', '.join(BENCH_METRICS)}")
+    if not metrics:
+        raise ValueError("bench neighbours: no metric to measure")
     queries = max(1, min(queries, n))
-    root = Path(tempfile.mkdtemp(prefix="perceptlab-bench-nb-", dir=workdir))
+    if keep is not None:
+        root = Path(keep).expanduser()
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"bench neighbours: --keep {root} is a file, not a folder")
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        root = Path(tempfile.mkdtemp(prefix="perceptlab-bench-nb-", dir=workdir))
     result: dict = {"n": n, "subset": min(subset, n), "queries": queries, "metrics": {}}
     try:
         base = {"root": str(root), "n": n, "seed": seed, "subset": subset, "queries": queries,
-                "budget": budget, "threads": threads}
+                "budget": budget, "threads": threads, "recall": recall}
         out(f"perceptlab bench neighbours: {n} synthetic clips, {queries} top-10 queries, "
-            f"recall against exact search on {min(subset, n)} clips")
-        built = _run_worker({**base, "metric": "images", "role": "build-images"})
-        out(f"  images index (shared by the image metrics): built in {built['build_s']:.1f} s, "
-            f"{built['index_mb']:.0f} MB, peak RSS {built['peak_rss_mb']:.0f} MB")
+            + (f"recall against exact search on {min(subset, n)} clips" if recall else "no recall"))
+        built = _kept_images(root, n, seed) if keep is not None else None
+        if built is not None:
+            out(f"  images index (shared by the image metrics): reused from {root} (built in "
+                f"{built['build_s']:.1f} s, {built['index_mb']:.0f} MB, peak RSS {built['peak_rss_mb']:.0f} MB)")
+        else:
+            built = _run_worker({**base, "metric": "images", "role": "build-images"})
+            out(f"  images index (shared by the image metrics): built in {built['build_s']:.1f} s, "
+                f"{built['index_mb']:.0f} MB, peak RSS {built['peak_rss_mb']:.0f} MB")
+            if keep is not None:
+                images_dir = root / f"images-{FeatureConfig().hash}"
+                (root / _KEPT).write_text(json.dumps({"n": n, "seed": seed, "directory": str(images_dir),
+                                                      "built": built}))
         for m in metrics:
             r = _run_worker({**base, "metric": m, "role": "query"})
-            if _on_images(m):
+            if m in ("mse", "nlpd", "msssim"):
                 r["build_s"] = built["build_s"]
                 r["index_mb"] = built["index_mb"]
                 r["peak_rss_mb"] = max(r["peak_rss_mb"], built["peak_rss_mb"])
             result["metrics"][m] = r
+            rec = f"{r['recall_at_10']:.3f}" if "recall_at_10" in r else "-"
             out(f"  {m:13s} build {r['build_s']:7.1f} s  index {r['index_mb']:7.0f} MB  peak RSS "
                 f"{r['peak_rss_mb']:6.0f} MB  query median {r['query_ms_median']:6.1f} ms  p95 "
-                f"{r['query_ms_p95']:6.1f} ms  recall@10 {r['recall_at_10']:.3f}"
+                f"{r['query_ms_p95']:6.1f} ms  recall@10 {rec}"
                 + (f"  (budget {r['budget']})" if r.get("budget") else "  (exact)"))
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)
     return result

@@ -210,26 +210,41 @@ def pair_widths(query_frames: int, lengths: np.ndarray) -> np.ndarray:
     return ladder[idx]
 
 
-def whole_distances(query: np.ndarray, images: Sequence[np.ndarray] | Callable[[int], np.ndarray],
+#: Reads many images at once: ``gather(positions, width)`` -> (R, 1, F, width)
+#: float32, each image padded with silence (e.g. :meth:`ClipIndex.gather
+#: <perceptlab.library.indexes.ClipIndex.gather>`).
+GatherFn = Callable[[np.ndarray, int], np.ndarray]
+
+
+def whole_distances(query: np.ndarray, images: Sequence[np.ndarray] | Callable[[int], np.ndarray] | None,
                     lengths: Sequence[int], metric_name: str, cancel: Optional[CancelFn] = None,
-                    memory_budget_mb: float = 512) -> np.ndarray:
+                    memory_budget_mb: float = 512, gather: Optional[GatherFn] = None) -> np.ndarray:
     """(N,) exact whole-clip distances from a (F, Tq) query image to N clips.
 
     Each pair is compared at its own width (the clips grouped by it, one
     index per group). ``images`` is a sequence of (F, T) images or a
-    function ``i -> image``, read group by group.
+    function ``i -> image``, read group by group; or ``gather`` reads a
+    group at once (then ``images`` may be None).
     """
-    get = images if callable(images) else images.__getitem__
+    if gather is None and images is None:
+        raise ValueError("whole_distances: give the images (a sequence or i -> image) or a gather function")
+    get = None if gather is not None else (images if callable(images) else images.__getitem__)
     lengths = np.asarray(lengths, dtype=np.int64)
     widths = pair_widths(query.shape[1], lengths)
     out = np.zeros(len(lengths), dtype=np.float64)
     for w in np.unique(widths):
         check_cancel(cancel)
         cols = np.flatnonzero(widths == w)
-        x = np.zeros((len(cols), 1, query.shape[0], int(w)), dtype=np.float32)  # (R, 1, F, w)
-        for j, i in enumerate(cols):
-            im = get(int(i))
-            x[j, 0, :, : im.shape[1]] = im
+        if gather is not None:
+            x = gather(cols, int(w))
+            if x.shape != (len(cols), 1, query.shape[0], int(w)):
+                raise ValueError(f"whole_distances: gather gave {tuple(x.shape)}, expected "
+                                 f"{(len(cols), 1, query.shape[0], int(w))}")
+        else:
+            x = np.zeros((len(cols), 1, query.shape[0], int(w)), dtype=np.float32)  # (R, 1, F, w)
+            for j, i in enumerate(cols):
+                im = get(int(i))
+                x[j, 0, :, : im.shape[1]] = im
         index = _index_for(x, metric_name, memory_budget_mb, cancel)
         q = pad_frames(np.asarray(query, np.float32), int(w))[None, None]
         out[cols] = index.distances(torch.from_numpy(q)).reshape(-1).numpy()
@@ -329,10 +344,14 @@ class SketchSearch:
         return np.sort(part)
 
 
-def two_stage(query: np.ndarray, search: SketchSearch, image: Callable[[int], np.ndarray], metric_name: str,
-              budget: int, allowed: Optional[np.ndarray] = None,
-              cancel: Optional[CancelFn] = None) -> Tuple[np.ndarray, np.ndarray]:
+def two_stage(query: np.ndarray, search: SketchSearch, image: Optional[Callable[[int], np.ndarray]],
+              metric_name: str, budget: int, allowed: Optional[np.ndarray] = None, cancel: Optional[CancelFn] = None,
+              gather: Optional[GatherFn] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Candidates by sketch, then the real metric on them.
+
+    ``image(position)`` reads one clip's (F, T) image; ``gather(positions,
+    width)`` (faster: e.g. an index's :meth:`~perceptlab.library.indexes.ClipIndex.gather`)
+    reads the candidates of one compared width at once, padded.
 
     Returns
     -------
@@ -346,7 +365,11 @@ def two_stage(query: np.ndarray, search: SketchSearch, image: Callable[[int], np
     if not len(cand):
         return cand, np.zeros(0)
     check_cancel(cancel)
-    d = whole_distances(query, lambda j: image(int(cand[j])), search.lengths[cand], metric_name, cancel)
+    if gather is not None:
+        d = whole_distances(query, None, search.lengths[cand], metric_name, cancel,
+                            gather=lambda cols, w: gather(cand[cols], w))
+    else:
+        d = whole_distances(query, lambda j: image(int(cand[j])), search.lengths[cand], metric_name, cancel)
     order = np.argsort(d, kind="stable")
     return cand[order], d[order]
 
