@@ -110,7 +110,9 @@ def test_embeddings_round_trip_through_the_library(library, checkpoint, clip_tre
 
 
 def test_browsing_compares_embeddings_z_scored_over_the_library(library, checkpoint, clip_tree):
-    from perceptlab.analysis.similarity import Query, cross_distances, neighbours
+    from perceptlab.analysis.matrices import cross_distances
+    from perceptlab.analysis.neighbours import neighbours
+    from perceptlab.analysis.similarity import Query
     from perceptlab.metrics.baselines import standardise
 
     with Library(library) as lib:

@@ -17,7 +17,8 @@ import pytest
 from conftest import run_cli, write_clip
 
 from perceptlab.analysis import indexing
-from perceptlab.analysis.similarity import Query, neighbours, pair_distances, ranking
+from perceptlab.analysis.neighbours import neighbours, ranking
+from perceptlab.analysis.similarity import Query, pair_distances
 from perceptlab.library.importer import import_files
 from perceptlab.library.indexes import ClipIndex, IndexDamaged, index_dir
 from perceptlab.library.store import Library
@@ -141,7 +142,7 @@ def test_damaged_index_is_detected_and_rebuilt(tmp_path, caplog, damage):
     from perceptlab.library import indexes as store
 
     store._VERIFIED.clear()  # as in a new process: checksums are verified again
-    from perceptlab.analysis import similarity
+    from perceptlab.analysis import clip_inputs as similarity
 
     similarity._INDEX_CACHE.clear()  # ... and no query index is kept from before the damage
     caplog.set_level(logging.WARNING, logger="perceptlab.indexes")

@@ -18,7 +18,7 @@ import soundfile as sf
 import torch
 
 from perceptlab.analysis.knn_graph import GRAPH_SUFFIXES, KnnGraph, RowEngine, dense_top_k, knn_graph, top_k
-from perceptlab.analysis.similarity import library_matrix
+from perceptlab.analysis.matrices import library_matrix
 from perceptlab.cli import main
 from perceptlab.library.importer import import_files
 from perceptlab.library.store import Library

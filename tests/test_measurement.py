@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from perceptlab.analysis.similarity import Query, library_matrix, pair_comparison, pair_distances
+from perceptlab.analysis.matrices import library_matrix
+from perceptlab.analysis.similarity import Query, pair_comparison, pair_distances
 from perceptlab.audio.bench import _music_like
 from perceptlab.audio.decode import load
 from perceptlab.audio.features import FeatureConfig, compared_width, log_mel, unit_to_db

@@ -171,7 +171,7 @@ def test_a_delayed_copy_is_aligned_and_the_regions_say_so(qtbot, tmp_path):
 
 
 def test_a_metric_that_cannot_be_computed_does_not_hide_the_others(tmp_path, monkeypatch):
-    import perceptlab.analysis.similarity as similarity
+    import perceptlab.analysis.clip_inputs as similarity
     from perceptlab.audio.features import FeatureConfig
     from perceptlab.library.importer import import_files
     from perceptlab.library.store import Library
@@ -277,7 +277,7 @@ def test_gui_values_equal_the_cli(window, qtbot):
 def test_map_places_new_clips_by_the_pair_rule(tmp_path):
     from perceptlab.analysis.projection import _knn_interpolate
     from perceptlab.analysis.library_metrics import register_library_metrics
-    from perceptlab.analysis.similarity import cross_distances
+    from perceptlab.analysis.matrices import cross_distances
     from perceptlab.library.importer import import_files
     from perceptlab.library.store import Library
     from perceptlab.qt.map_view import compute_map

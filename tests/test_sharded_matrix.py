@@ -26,7 +26,7 @@ from perceptlab.analysis.sharding import (
     shard_paths,
     shard_ranges,
 )
-from perceptlab.analysis.similarity import library_matrix
+from perceptlab.analysis.matrices import library_matrix
 from perceptlab.cli import main
 from perceptlab.library.store import Library
 from perceptlab.tasks import Cancelled

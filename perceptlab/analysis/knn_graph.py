@@ -115,7 +115,7 @@ class RowEngine:
                  n_frames: int = DEFAULT_EXCERPT_FRAMES, device: str | None = None,
                  memory_budget_mb: float = 512, progress: ProgressFn | None = None,
                  cancel: CancelFn | None = None):
-        from perceptlab.analysis.similarity import EXCERPTS, metric_inputs
+        from perceptlab.analysis.clip_inputs import EXCERPTS, metric_inputs
         from perceptlab.library.features import clip_image
         from perceptlab.metrics.registry import get_metric
 

@@ -89,7 +89,7 @@ def run_checks(library: Path, device: str = "cuda", tolerance: float = TOLERANCE
     import torch
 
     from perceptlab.analysis.knn_graph import RowEngine, top_k
-    from perceptlab.analysis.similarity import metric_inputs
+    from perceptlab.analysis.clip_inputs import metric_inputs
     from perceptlab.library.store import Library
     from perceptlab.metrics.pairwise import distance_matrix
     from perceptlab.metrics.registry import list_metrics

@@ -17,7 +17,8 @@ from __future__ import annotations
 from itertools import combinations
 
 from perceptlab.analysis.library_metrics import register_library_metrics
-from perceptlab.analysis.similarity import Query, neighbours, ranking
+from perceptlab.analysis.neighbours import neighbours, ranking
+from perceptlab.analysis.similarity import Query
 from perceptlab.audio.features import FeatureConfig
 from perceptlab.library.store import Clip, Library
 

@@ -134,7 +134,8 @@ def _cmd_matrix_rows(args, metric: str, lib) -> int:
 def cmd_matrix(args) -> int:
     import numpy as np
 
-    from perceptlab.analysis.similarity import library_matrix, metric_names
+    from perceptlab.analysis.matrices import library_matrix
+    from perceptlab.analysis.similarity import metric_names
 
     if _matrix_by_rows(args):
         lib = open_library(args, read_only=True)
@@ -197,7 +198,8 @@ def cmd_retrieval(args) -> int:
 
 
 def cmd_neighbours(args) -> int:
-    from perceptlab.analysis.similarity import metric_names, neighbours, resolve
+    from perceptlab.analysis.neighbours import neighbours
+    from perceptlab.analysis.similarity import metric_names, resolve
 
     if args.k < 1:
         raise UserError(f"-k must be at least 1, got {args.k}")
@@ -213,7 +215,7 @@ def cmd_neighbours(args) -> int:
         taus = None
         if args.rank_agreement:
             from perceptlab.analysis.rankings import kendall_taus
-            from perceptlab.analysis.similarity import ranking
+            from perceptlab.analysis.neighbours import ranking
 
             taus = kendall_taus({m: ranking(lib, query, m, feature_config(args), n_frames=args.frames,
                                             excerpt=args.excerpt) for m in metrics})

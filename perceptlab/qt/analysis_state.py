@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from perceptlab.analysis.similarity import library_matrix
+from perceptlab.analysis.matrices import library_matrix
 from perceptlab.library.store import Clip, Library
 from perceptlab.qt.workers import QtTask, QtTaskRunner
 

@@ -54,7 +54,8 @@ def compute_map(library_path: str, metric: str, method: str, fitted: Projection 
     (:func:`cross_distances`). PCA and t-SNE (vector metrics only: encoder
     embeddings, the baselines' z-scored statistics) project the vectors.
     """
-    from perceptlab.analysis.similarity import cross_distances, library_matrix, metric_inputs
+    from perceptlab.analysis.clip_inputs import metric_inputs
+    from perceptlab.analysis.matrices import cross_distances, library_matrix
     from perceptlab.metrics.registry import get_metric
 
     if method != "mds" and get_metric(metric).input_kind != "vector":

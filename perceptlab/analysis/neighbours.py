@@ -1,0 +1,183 @@
+"""The clips of a library closest to a query, and every clip ranked by distance to it.
+
+:func:`neighbours` gives the ``k`` nearest clips under one metric: exactly
+(the head of :func:`ranking`), or, in a library larger than the candidate
+budget, in two stages (sketch candidates from the search index, then the
+real metric on them: :func:`perceptlab.metrics.search.two_stage`), the
+distances returned always the real metric's. :func:`ranking` orders every
+candidate, each pair by the rule of :func:`perceptlab.analysis.matrices.library_matrix`.
+A query is a :class:`perceptlab.analysis.similarity.Query`: a library clip or
+any file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from perceptlab.analysis.clip_inputs import (
+    _check_excerpt,
+    _is_vector,
+    _library_index,
+    _vectors_for,
+    _with_index,
+    metric_inputs,
+)
+from perceptlab.analysis.matrices import _whole_query_distances
+from perceptlab.analysis.similarity import Query, _query_vector, query_full_image, query_image
+from perceptlab.audio.features import DEFAULT_EXCERPT_FRAMES, FeatureConfig
+from perceptlab.library.store import Clip, Library
+from perceptlab.tasks import CancelFn, ProgressFn
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    rank: int
+    clip: Clip
+    distance: float
+
+    def to_json(self) -> dict:
+        return {"rank": self.rank, "id": self.clip.id, "name": self.clip.name, "label": self.clip.label,
+                "path": self.clip.path, "distance": self.distance}
+
+
+#: How :func:`neighbours` searches: "auto" (two stages where the library is
+#: larger than the candidate budget, else exact), "exact" or "two-stage".
+SEARCH_MODES = ("auto", "exact", "two-stage")
+
+
+def neighbours(library: Library, query: Query, metric_name: str, k: int = 5,
+               config: FeatureConfig = FeatureConfig(), n_frames: int = DEFAULT_EXCERPT_FRAMES,
+               candidates: Sequence[Clip] | None = None, progress: ProgressFn | None = None,
+               cancel: CancelFn | None = None, excerpt: str = "whole", search: str = "auto",
+               budget: int | None = None) -> list[Neighbour]:
+    """The ``k`` library clips closest to ``query`` (the query itself left out).
+
+    Whole clips under a spectrogram metric are searched through the
+    library's persistent index (:mod:`perceptlab.analysis.indexing`, updated
+    first if the library changed). With more clips than the candidate
+    ``budget`` (default :func:`perceptlab.metrics.search.default_budget`),
+    ``search="auto"`` searches in two stages (sketch candidates, then the
+    real metric on them: :func:`perceptlab.metrics.search.two_stage`); the
+    distances returned are always the real metric's. Otherwise the result is
+    the head of :func:`ranking`.
+    """
+    if search not in SEARCH_MODES:
+        raise ValueError(f"unknown search {search!r}; use one of {', '.join(SEARCH_MODES)}")
+    if k < 0:
+        raise ValueError(f"k must be at least 0, got {k}")
+    _check_excerpt(excerpt)
+    if excerpt == "whole" and not _is_vector(metric_name) and search != "exact":
+        from perceptlab.metrics.search import default_budget
+
+        budget = default_budget(metric_name) if budget is None else int(budget)
+        if budget < 1:
+            raise ValueError(f"the candidate budget must be at least 1, got {budget}")
+        pool = list(library.clips() if candidates is None else candidates)
+        if search == "two-stage" or len(pool) - 1 > max(budget, k):
+            # The library's clips, read once (a large library's rows cost more than the search).
+            every = pool if candidates is None else None
+            found = _with_index(lambda: _two_stage_neighbours(library, query, metric_name, k, config, pool,
+                                                              max(budget, k), progress, cancel, every))
+            if found is not None:
+                return found
+    ranked = ranking(library, query, metric_name, config, n_frames, candidates, progress, cancel, excerpt)
+    return ranked[:k]
+
+
+_SKETCH_SEARCH: dict = {}
+
+
+def _sketch_search(store):
+    from perceptlab.metrics.search import SketchSearch
+
+    key = (str(store.directory), store.manifest.get("generation"))
+    found = _SKETCH_SEARCH.get(key)
+    if found is None:
+        _SKETCH_SEARCH.clear()
+        found = _SKETCH_SEARCH[key] = SketchSearch(store.vectors(), store.lengths, int(store.manifest["n_mels"]))
+    return found
+
+
+def _two_stage_neighbours(library: Library, query: Query, metric_name: str, k: int, config: FeatureConfig,
+                          pool: list[Clip], budget: int, progress: ProgressFn | None,
+                          cancel: CancelFn | None, library_clips: list[Clip] | None = None
+                          ) -> list[Neighbour] | None:
+    from perceptlab.analysis.indexing import IMAGES
+    from perceptlab.library.indexes import IndexDamaged
+    from perceptlab.metrics.search import two_stage
+
+    store = _library_index(library, IMAGES, config, progress, cancel, library_clips)
+    if store is None or any(c.content_hash not in store.row_of for c in pool):
+        return None
+    others = [c for c in pool if query.clip is None or c.id != query.clip.id]
+    if not others:
+        raise ValueError(f"{library.path}: no other clips to compare with")
+    position = {c.id: i for i, c in enumerate(others)}
+    by_row: dict[int, list[Clip]] = {}
+    for c in others:
+        by_row.setdefault(store.row_of[c.content_hash], []).append(c)
+    allowed = np.zeros(store.n_rows, dtype=bool)
+    allowed[list(by_row)] = True
+
+    def image(row: int) -> np.ndarray:
+        try:
+            return store.image(row)
+        except IndexDamaged as exc:
+            exc.index = store
+            raise
+
+    qimg = query_full_image(library, query, config)
+    rows, d = two_stage(qimg, _sketch_search(store), image, metric_name, budget, allowed, cancel)
+    found = [(float(dist), position[c.id], c) for r, dist in zip(rows, d) for c in by_row[int(r)]]
+    found.sort(key=lambda t: (t[0], t[1]))
+    return [Neighbour(i + 1, c, dist) for i, (dist, _, c) in enumerate(found[:k])]
+
+
+def ranking(library: Library, query: Query, metric_name: str, config: FeatureConfig = FeatureConfig(),
+            n_frames: int = DEFAULT_EXCERPT_FRAMES, candidates: Sequence[Clip] | None = None,
+            progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+            excerpt: str = "whole") -> list[Neighbour]:
+    """Every candidate clip ordered by distance to ``query`` (closest first; ties by position).
+
+    Whole clips by default (each pair at its own width, no alignment: the
+    numbers of :func:`perceptlab.analysis.matrices.library_matrix`). Exact: every distance is the real
+    metric's; the images (and the baselines' statistics) come from the
+    library's persistent index, so no image is decoded or read from the
+    feature cache once the index is built.
+    """
+    return _with_index(lambda: _ranking(library, query, metric_name, config, n_frames, candidates, progress,
+                                        cancel, excerpt))
+
+
+def _ranking(library: Library, query: Query, metric_name: str, config: FeatureConfig, n_frames: int,
+             candidates: Sequence[Clip] | None, progress: ProgressFn | None, cancel: CancelFn | None,
+             excerpt: str) -> list[Neighbour]:
+    import torch
+
+    from perceptlab.metrics.pairwise import build_index
+
+    _check_excerpt(excerpt)
+    pool = list(library.clips() if candidates is None else candidates)
+    clips = [c for c in pool if query.clip is None or c.id != query.clip.id]
+    if not clips:
+        raise ValueError(f"{library.path}: no other clips to compare with")
+    if _is_vector(metric_name):
+        x = _vectors_for(library, metric_name, clips, config, progress, cancel)
+        q = _query_vector(library, metric_name, query, config)[None]
+        d = build_index(x, metric_name, cancel=cancel).distances(torch.from_numpy(q)).reshape(-1).numpy()
+    elif excerpt == "centre":
+        x = metric_inputs(library, metric_name, clips, config, n_frames, progress, cancel, excerpt="centre")
+        q = query_image(library, query, config, n_frames)
+        d = build_index(x, metric_name, cancel=cancel).distances(torch.from_numpy(q)).reshape(-1).numpy()
+    else:
+        # The index covers the whole pool, the query's own clip included, so
+        # it is the same set (and a cache hit) whichever clip is queried.
+        qimg = query_full_image(library, query, config)
+        full = _whole_query_distances(library, [qimg], pool, metric_name, config, cancel)[0]
+        keep = [i for i, c in enumerate(pool) if query.clip is None or c.id != query.clip.id]
+        d = full[keep]
+    order = np.argsort(d, kind="stable")
+    return [Neighbour(r + 1, clips[i], float(d[i])) for r, i in enumerate(order)]
