@@ -5,17 +5,16 @@ and :class:`~perceptlab.listening.create.MushraPlan` (what ``perceptlab listen
 create`` takes on the command line); :meth:`QtSessionDialog.plan` builds the
 dataclass, :meth:`QtSessionDialog.set_plan` fills the dialog from one (so a
 second listener gets the same items). Fields the back end would ignore for the
-current choices are disabled, not hidden, and say why in their tooltip.
+current choices are disabled, not hidden, and say why in their tooltip; what
+stops the choices from making a session is listed under the form
+(:mod:`perceptlab.qt.session_checks`).
 
-"Preview trial" renders one item of the plan in a worker thread (the stimuli
-are kept: the session reuses them) and plays its sounds through a
-:class:`~perceptlab.audio.playback.PlaybackEngine`; with no audio device the
-preview says so and stays usable.
+"Preview trial" renders one item of the plan in a worker thread and plays its
+sounds (:class:`perceptlab.qt.session_preview.QtSessionPreview`).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -39,78 +38,22 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from perceptlab.audio.distort import Recipe, anchor_recipes
-from perceptlab.audio.playback import PlaybackEngine, PlaybackUnavailable
+from perceptlab.audio.distort import Recipe
+from perceptlab.audio.playback import PlaybackEngine
 from perceptlab.listening.create import MushraPlan, TripletPlan
 from perceptlab.listening.designs import (
     DEFAULT_MUSHRA_RECIPES,
     DEFAULT_TRIPLET_RECIPES,
-    HIDDEN_REFERENCE,
     MUSHRA,
-    MUSHRA_MAX_CONDITIONS,
     TRIPLET,
 )
 from perceptlab.metric_names import IMAGE_METRICS
-from perceptlab.qt.workers import QtTask, QtTaskRunner
+from perceptlab.qt.session_checks import ALL, CHOSEN, LABEL, FormState, capacity_text, form_errors, recipe_key
+from perceptlab.qt.session_preview import QtSessionPreview
 
 #: Metrics offered for active triplet selection when the window has not listed its own: the
 #: built-in image metrics, asked of the registry when the dialog opens.
 FALLBACK_METRICS = IMAGE_METRICS
-
-ALL, LABEL, CHOSEN = "all", "label", "chosen"
-
-_ROLE_NAMES = {"x": "X", "reference": "reference", HIDDEN_REFERENCE: "hidden reference",
-               "low_anchor": "low anchor", "mid_anchor": "mid anchor", "condition": "condition",
-               "candidate": "candidate"}
-
-
-def _recipe_key(text: str) -> str:
-    return Recipe.parse(text).key
-
-
-def render_preview(library_path: str, design: str, plan, rate: int, *, progress=None, cancel=None) -> list:
-    """Render one item of ``plan`` and decode its sounds (worker thread; its own library connection).
-
-    Returns
-    -------
-    list of (str, str, numpy.ndarray or str)
-        (label, what it is, the wave at ``rate`` or why it cannot be loaded),
-        reference first.
-    """
-    from perceptlab.audio.decode import load as load_audio
-    from perceptlab.library.store import Library
-    from perceptlab.listening.create import preview_item
-
-    from perceptlab.library.stimuli import get_stimulus
-
-    with Library(library_path) as lib:
-        item = preview_item(lib, design, plan, progress=progress, cancel=cancel)
-        ref = item.x if design == TRIPLET else item.reference
-        ref_name = ref["name"]
-        if ref.get("stimulus_id") is not None:  # a render's file name spells its recipe: name the clip
-            ref_name = get_stimulus(lib, ref["stimulus_id"]).info.get("reference", {}).get("name") or ref_name
-    if design == TRIPLET:
-        sounds = [("X", item.x), ("A", item.a), ("B", item.b)]
-        describe = (lambda d: d["name"]) if item.source == "clips" else (
-            lambda d: f"{ref_name} as is" if d["role"] == "x" else d["condition"])
-    else:
-        sounds = [("reference", item.reference)] + [(str(i), c) for i, c in enumerate(item.conditions, start=1)]
-
-        def describe(d):
-            role = _ROLE_NAMES.get(d["role"], d["role"])
-            if d["role"] == "reference":
-                return ref_name
-            if d["role"] == HIDDEN_REFERENCE:
-                return f"{role} ({ref_name})"
-            return f"{role}: {d['condition']}"
-    out = []
-    for label, d in sounds:
-        try:
-            wave = load_audio(d["path"], rate)
-        except Exception as exc:  # a stimulus file gone missing: listed, the others still play
-            wave = str(exc)
-        out.append((label, describe(d), wave))
-    return out
 
 
 class QtSessionDialog(QDialog):
@@ -142,10 +85,8 @@ class QtSessionDialog(QDialog):
         self.library = library
         self.library_path = str(library.path)
         self.clips = [c for c in library.clips() if c.ok]
-        self.engine = engine or PlaybackEngine(sample_rate=sample_rate)
-        self.runner = QtTaskRunner(self, max_threads=1)
-        self._preview_task: QtTask | None = None
-        self.preview_sounds: list[tuple[str, str]] = []
+        self.preview_box = QtSessionPreview(self.library_path, engine or PlaybackEngine(sample_rate=sample_rate))
+        self.engine = self.preview_box.engine
 
         # -- design and listener --------------------------------------------------------
         self.design_box = QComboBox()
@@ -243,14 +184,11 @@ class QtSessionDialog(QDialog):
         self.stimuli_edit = QLineEdit()
         self.stimuli_edit.setPlaceholderText(f"default: {Path(self.library_path).parent / 'stimuli'}")
 
-        # -- preview ----------------------------------------------------------------------------------
-        self.preview_button = QPushButton("Preview trial")
-        self.stop_button = QPushButton("Stop")
-        self.preview_list = QListWidget()
-        self.preview_list.setMaximumHeight(160)
-        self.preview_message = QLabel("Render one trial of this plan and hear it before creating the session.")
-        self.preview_message.setWordWrap(True)
-        self.preview_message.setStyleSheet("color: gray")
+        # -- preview (its widgets, by the names the dialog has always had) ----------------------------
+        self.preview_button = self.preview_box.button
+        self.stop_button = self.preview_box.stop_button
+        self.preview_list = self.preview_box.list
+        self.preview_message = self.preview_box.message
 
         self.errors_label = QLabel("")
         self.errors_label.setWordWrap(True)
@@ -322,16 +260,6 @@ class QtSessionDialog(QDialog):
         of.addRow(self.shuffle_check)
         of.addRow("Stimuli folder", self.stimuli_edit)
 
-        preview = QGroupBox("Preview")
-        pl = QVBoxLayout(preview)
-        row = QHBoxLayout()
-        row.addWidget(self.preview_button)
-        row.addWidget(self.stop_button)
-        row.addStretch(1)
-        pl.addLayout(row)
-        pl.addWidget(self.preview_list)
-        pl.addWidget(self.preview_message)
-
         left = QVBoxLayout()
         left.addLayout(top)
         left.addWidget(clips, 1)
@@ -341,7 +269,7 @@ class QtSessionDialog(QDialog):
         middle.addStretch(1)
         right = QVBoxLayout()
         right.addWidget(recipes, 1)
-        right.addWidget(preview)
+        right.addWidget(self.preview_box)
         cols = QHBoxLayout()
         cols.addLayout(left, 4)
         cols.addLayout(middle, 4)
@@ -371,8 +299,7 @@ class QtSessionDialog(QDialog):
         self.recipe_add.clicked.connect(self._on_add_recipe)
         self.recipe_edit.returnPressed.connect(self._on_add_recipe)
         self.preview_button.clicked.connect(self.preview)
-        self.stop_button.clicked.connect(self.engine.stop)
-        self.preview_list.itemClicked.connect(lambda it: self.play_preview(self.preview_list.row(it)))
+        self.preview_box.ready.connect(self.preview_ready)
         self.buttons.rejected.connect(self.reject)
         self.create_button.clicked.connect(self.accept)
 
@@ -441,14 +368,14 @@ class QtSessionDialog(QDialog):
             self.chosen_radio.setChecked(True)
         else:
             self.all_radio.setChecked(True)
-        wanted = {_recipe_key(r): r for r in plan.recipes}
-        have = {_recipe_key(self.recipe_list.item(i).text()) for i in range(self.recipe_list.count())}
+        wanted = {recipe_key(r): r for r in plan.recipes}
+        have = {recipe_key(self.recipe_list.item(i).text()) for i in range(self.recipe_list.count())}
         for key, text in wanted.items():
             if key not in have:
                 self._add_recipe_item(text)
         for i in range(self.recipe_list.count()):
             it = self.recipe_list.item(i)
-            it.setCheckState(Qt.Checked if _recipe_key(it.text()) in wanted else Qt.Unchecked)
+            it.setCheckState(Qt.Checked if recipe_key(it.text()) in wanted else Qt.Unchecked)
         self.seed_spin.setValue(int(plan.seed))
         self.must_play_check.setChecked(bool(plan.must_play))
         self.shuffle_check.setChecked(bool(plan.shuffle))
@@ -468,82 +395,25 @@ class QtSessionDialog(QDialog):
             self.anchors_check.setChecked(bool(plan.anchors))
         self._on_changed()
 
-    # -- checking ------------------------------------------------------------------------------
+    # -- checking (the rules: perceptlab.qt.session_checks) -------------------------------------
+    def form_state(self) -> FormState:
+        """The choices the dialog shows now."""
+        ids = self.chosen_clip_ids()
+        return FormState(
+            design=self.design(), listener=self.listener(), clip_mode=self.clip_mode_name(),
+            label=self.label_box.currentData(), clip_ids=ids, n_clips=self.n_clips(),
+            recipes=self.checked_recipes(), n=self.trials_spin.value(), source=self.source_box.currentData(),
+            references=self.references_spin.value(), active=self.active_check.isChecked(),
+            n_metrics=len(self.checked_metrics()), anchors=self.anchors_check.isChecked(),
+            stimuli_dir=self.stimuli_edit.text().strip())
+
     def errors(self) -> list[str]:
         """What stops this plan from becoming a session, each naming the field and why."""
-        out = []
-        if not self.listener():
-            out.append("Listener: enter the listener's name or code (the answers are stored under it)")
-        ids = self.chosen_clip_ids()
-        m = self.n_clips()
-        mode = self.clip_mode_name()
-        which = {ALL: f"the library's {m} clips", LABEL: f"the {m} clips labelled {self.label_box.currentData()}",
-                 CHOSEN: f"the chosen {m} clips"}[mode]
-        if mode == CHOSEN and not ids:
-            out.append("Clips: none checked; check some clips, or use all clips or a label")
-        elif m == 0:
-            out.append("Clips: the library has no playable clips; import some first")
-        recipes = self.checked_recipes()
-        n = self.trials_spin.value()
-        if self.design() == TRIPLET:
-            if self.source_box.currentData() == "clips":
-                if 0 < m < 3:
-                    out.append(f"Clips: triplets need at least 3 clips, {which} are too few")
-                elif m >= 3:
-                    possible = m * (m - 1) * (m - 2) // 2
-                    if n > possible:
-                        out.append(f"Trials: {n} asked, but {which} give at most {possible} triplets")
-            else:
-                r = len({_recipe_key(t) for t in recipes if Recipe.parse(t).kind != "identity"})
-                if r < 2:
-                    out.append(f"Recipes: triplets of stimuli need at least 2 distortions, {r} checked")
-                elif m > 0:
-                    refs = m if ids else min(m, self.references_spin.value() or max(2, math.ceil(n / 5)))
-                    pairs = r * (r - 1) // 2
-                    if n > refs * pairs:
-                        out.append(f"Trials: {n} asked, but {refs} reference{'s' if refs != 1 else ''} × "
-                                   f"{pairs} pairs of the {r} recipes give at most {refs * pairs} triplets")
-            if self.active_check.isChecked() and len(self.checked_metrics()) < 2:
-                out.append(f"Metrics: active selection compares at least 2 metrics, "
-                           f"{len(self.checked_metrics())} checked")
-        else:
-            anchor_keys = {a.key for a in anchor_recipes()} if self.anchors_check.isChecked() else set()
-            tests = {_recipe_key(t) for t in recipes
-                     if Recipe.parse(t).kind != "identity" and _recipe_key(t) not in anchor_keys}
-            n_anchors = 2 if self.anchors_check.isChecked() else 0
-            conds = 1 + n_anchors + len(tests)
-            if conds > MUSHRA_MAX_CONDITIONS:
-                out.append(f"Recipes: {conds} conditions per item (hidden reference, {n_anchors} anchors, "
-                           f"{len(tests)} test conditions); BS.1534-3 allows at most {MUSHRA_MAX_CONDITIONS}")
-            if conds < 2:
-                out.append("Recipes: check at least one recipe or the anchors; the hidden reference alone "
-                           "is nothing to rate")
-            if ids is None and m > 0 and n > m:
-                out.append(f"Items: {n} asked, but the library has {m} clips to use as references")
-        d = self.stimuli_edit.text().strip()
-        if d and Path(d).expanduser().exists() and not Path(d).expanduser().is_dir():
-            out.append(f"Stimuli folder: {d} is a file, not a folder")
-        return out
+        return form_errors(self.form_state())
 
     def capacity(self) -> str:
         """What the current choices can give: distinct triplets, or conditions per MUSHRA item."""
-        m = self.n_clips()
-        recipes = self.checked_recipes()
-        if self.design() == TRIPLET:
-            if self.source_box.currentData() == "clips":
-                return f"{m} clips give at most {m * (m - 1) * (m - 2) // 2 if m >= 3 else 0} distinct triplets"
-            r = len({_recipe_key(t) for t in recipes if Recipe.parse(t).kind != "identity"})
-            n = self.trials_spin.value()
-            refs = m if self.chosen_clip_ids() else min(m, self.references_spin.value() or max(2, math.ceil(n / 5)))
-            pairs = r * (r - 1) // 2
-            return (f"{refs} reference{'s' if refs != 1 else ''} × {pairs} pairs of the {r} recipes: "
-                    f"at most {refs * pairs} triplets")
-        anchor_keys = {a.key for a in anchor_recipes()} if self.anchors_check.isChecked() else set()
-        tests = {_recipe_key(t) for t in recipes
-                 if Recipe.parse(t).kind != "identity" and _recipe_key(t) not in anchor_keys}
-        n_anchors = 2 if self.anchors_check.isChecked() else 0
-        return (f"{1 + n_anchors + len(tests)} conditions per item: hidden reference, {n_anchors} anchors, "
-                f"{len(tests)} recipes")
+        return capacity_text(self.form_state())
 
     def _on_changed(self, *_args) -> None:
         triplet = self.design() == TRIPLET
@@ -585,11 +455,11 @@ class QtSessionDialog(QDialog):
     def _on_design_changed(self, *_args) -> None:
         triplet = self.design() == TRIPLET
         defaults = DEFAULT_TRIPLET_RECIPES if triplet else DEFAULT_MUSHRA_RECIPES
-        keys = {_recipe_key(r) for r in defaults}
+        keys = {recipe_key(r) for r in defaults}
         self.recipe_list.blockSignals(True)
         for i in range(self.recipe_list.count()):
             it = self.recipe_list.item(i)
-            it.setCheckState(Qt.Checked if _recipe_key(it.text()) in keys else Qt.Unchecked)
+            it.setCheckState(Qt.Checked if recipe_key(it.text()) in keys else Qt.Unchecked)
         self.recipe_list.blockSignals(False)
         self.trials_spin.setValue(TripletPlan.n_trials if triplet else MushraPlan.n_items)
         self.must_play_check.setChecked(TripletPlan.must_play if triplet else MushraPlan.must_play)
@@ -639,7 +509,7 @@ class QtSessionDialog(QDialog):
         self.recipe_error.setText("")
         for i in range(self.recipe_list.count()):
             it = self.recipe_list.item(i)
-            if _recipe_key(it.text()) == recipe.key:
+            if recipe_key(it.text()) == recipe.key:
                 it.setCheckState(Qt.Checked)
                 break
         else:
@@ -654,70 +524,20 @@ class QtSessionDialog(QDialog):
         if errors:
             self.preview_message.setText("Cannot preview: " + errors[0])
             return False
-        if self._preview_task is not None:
-            self._preview_task.cancel()
-        self.engine.clear()
-        self.preview_list.clear()
-        self.preview_sounds = []
-        self.preview_message.setText("Rendering one trial…")
-        task = QtTask(render_preview, self.library_path, self.design(), self.plan(), self.engine.sample_rate)
-        task.signals.finished.connect(lambda res, t=task: self._on_preview_ready(t, res))
-        task.signals.failed.connect(lambda msg, _tb, t=task: self._on_preview_failed(t, msg))
-        task.signals.progress.connect(
-            lambda done, total: self.preview_message.setText(f"Rendering one trial… {done}/{total}"))
-        self._preview_task = task
-        self.runner.start(task)
+        self.preview_box.start(self.design(), self.plan())
         return True
 
     def preview_busy(self) -> bool:
-        return self._preview_task is not None
+        return self.preview_box.busy()
 
-    def _on_preview_failed(self, task, message: str) -> None:
-        if task is not self._preview_task:
-            return
-        self._preview_task = None
-        self.preview_message.setText(f"Cannot preview: {message}")
-
-    def _on_preview_ready(self, task, sounds: list) -> None:
-        if task is not self._preview_task:
-            return
-        self._preview_task = None
-        failed = []
-        for i, (label, what, wave) in enumerate(sounds):
-            key = "0" if i == 0 else str(i)
-            it = QListWidgetItem(f"[{key}] {label}: {what}")
-            self.preview_list.addItem(it)
-            self.preview_sounds.append((label, what))
-            if isinstance(wave, str):
-                failed.append(f"{label}: {wave}")
-                it.setFlags(it.flags() & ~Qt.ItemIsEnabled)
-            else:
-                self.engine.load(label, wave)
-        text = f"{len(sounds)} sounds rendered; click one to hear it (switching keeps the position)."
-        if failed:
-            text += " Cannot load " + "; ".join(failed)
-        self.preview_message.setText(text)
-        self.preview_ready.emit(len(sounds))
+    @property
+    def preview_sounds(self) -> list[tuple[str, str]]:
+        """(label, what it is) of each sound the preview rendered, the reference first."""
+        return self.preview_box.sounds
 
     def play_preview(self, index: int) -> bool:
         """Hear preview sound ``index`` (0 = the reference); False, saying why, if it cannot play."""
-        if not 0 <= index < len(self.preview_sounds):
-            return False
-        label = self.preview_sounds[index][0]
-        if not self.engine.has(label):
-            return False
-        was_playing = self.engine.is_playing
-        self.engine.select(label)
-        if was_playing:
-            return True
-        try:
-            self.engine.play()
-        except PlaybackUnavailable as exc:
-            self.preview_message.setText(f"No audio output, so the preview cannot be heard here: {exc}. "
-                                         f"The {len(self.preview_sounds)} sounds are rendered; the session "
-                                         "will use them.")
-            return False
-        return True
+        return self.preview_box.play(index)
 
     # -- closing ---------------------------------------------------------------------------------
     def accept(self) -> None:
@@ -728,6 +548,5 @@ class QtSessionDialog(QDialog):
         super().accept()
 
     def done(self, result: int) -> None:
-        self.engine.close()
-        self.runner.shutdown(5000)
+        self.preview_box.shutdown()
         super().done(result)
