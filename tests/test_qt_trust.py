@@ -363,7 +363,8 @@ def test_reconstructions_do_not_squeeze_the_other_panels(window, qtbot):
 
 
 def test_an_older_saved_layout_is_not_restored(qtbot, tmp_path):
-    from perceptlab.qt.main_window import QtMainWindow, settings
+    from perceptlab.qt.main_window import QtMainWindow
+    from perceptlab.qt.window_layout import settings
 
     w = QtMainWindow(library_path=tmp_path / "a.sqlite")
     qtbot.addWidget(w)
@@ -427,7 +428,7 @@ def test_documentation_opens_the_local_readme(window, monkeypatch):
 
     anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
                for h in re.findall(r"^#+ (.+)$", readme, flags=re.M)}
-    from perceptlab.qt.main_window import README_SECTIONS
+    from perceptlab.qt.window_menus import README_SECTIONS
 
     assert {a for _t, a in README_SECTIONS if a} <= anchors
 
