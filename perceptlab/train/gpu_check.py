@@ -58,7 +58,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .gpu_check_runs import GiB, Budget, Check, first_line, make_library
+from .gpu_check_runs import Budget, Check, GiB, first_line, make_library
 from .gpu_checks import (
     check_nccl,
     check_oom,

@@ -24,11 +24,11 @@ from perceptlab.models.autoencoder import AutoEncoder, ModelConfig
 
 from .bench import TrainStep, amp_dtype, measure
 from .gpu_check_runs import (
-    GiB,
-    MiB,
     NO_INDEX,
     Budget,
     Check,
+    GiB,
+    MiB,
     RunOutput,
     count_patches,
     first_line,
