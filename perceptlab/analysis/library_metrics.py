@@ -19,23 +19,21 @@ from __future__ import annotations
 
 from perceptlab.library.store import Library
 
-# Metrics that belong to one library (its encoders, its calibrated NLPD
-# variants). The registry is process-wide, so a window that opened another
-# library may have registered some that this library cannot compute.
-LIBRARY_METRIC_PREFIXES = ("embedding:", "nlpd:calibrated-")
-
 
 def register_library_metrics(library: Library) -> list[str]:
     """Register the metrics a library brings: its encoders (``embedding:<name>``)
     and its calibrated NLPD variants (``nlpd:calibrated-<name>``).
 
     Returns the names of every metric this library can compute: the built-in
-    ones, then its own, never another library's.
+    ones (:func:`perceptlab.metrics.registry.builtin_names`), then its own,
+    never another library's. The registry is process-wide, so a window that
+    opened another library may have registered metrics this one cannot
+    compute (:attr:`perceptlab.metrics.metric.Metric.of_library` tells them
+    apart).
     """
     from perceptlab.analysis.calibration import register_saved_variants
-    from perceptlab.metrics.registry import list_metrics
+    from perceptlab.metrics.registry import builtin_names
     from perceptlab.models.embedding_metric import register_library_embeddings
 
     own = [m.name for m in register_library_embeddings(library) + register_saved_variants(library)]
-    builtin = [m.name for m in list_metrics() if not m.name.startswith(LIBRARY_METRIC_PREFIXES)]
-    return builtin + own
+    return builtin_names() + own
