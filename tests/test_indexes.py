@@ -350,3 +350,105 @@ def test_the_metric_on_display_comes_first_as_a_top_list_in_a_large_library(tmp_
     assert [m for m, _ in seen] == ["nlpd", "nlpd", "mse"]
     assert seen[0][1] == seen[1][1][:3]  # the quick top list is the head of the full ranking
     assert len(res["rankings"]["nlpd"]) == 7
+
+
+def _synthetic_index(directory: Path, lengths, seed: int = 0, blocks: int = 2) -> tuple[ClipIndex, list]:
+    """An images index of smooth random (128, T) images written in ``blocks`` blocks (no audio needed)."""
+    from perceptlab.analysis.indexing import IMAGES, _create
+    from perceptlab.audio.features import FeatureConfig
+    from perceptlab.metrics.search import sketches
+
+    rng = np.random.default_rng(seed)
+    env = np.linspace(1.0, 0.3, 128)[:, None]
+    images = [np.clip(env * (0.5 + 0.4 * np.sin(np.arange(t)[None, :] / (3 + i % 5)))
+                      + rng.normal(0, 0.05, (128, t)), 0, 1).astype(np.float32) for i, t in enumerate(lengths)]
+    index = _create(directory, IMAGES, FeatureConfig())
+    cut = np.array_split(np.arange(len(images)), blocks)
+    for part in cut:
+        ims = [images[i] for i in part]
+        entry = index.write_block([f"h{i:04d}" for i in part], zip(ims, sketches(ims)))
+        index.commit([entry])
+    return index, images
+
+
+def test_gather_reads_many_images_padded_as_image_reads_one(tmp_path):
+    lengths = [22, 130, 64, 90, 31, 77, 45, 128, 100, 23]
+    index, images = _synthetic_index(tmp_path / "ix", lengths, blocks=3)
+    assert len(index.manifest["blocks"]) == 3
+    rows = np.array([7, 0, 9, 3, 3, 5])  # unsorted, across blocks, one twice
+    x = index.gather(rows, 140)
+    assert x.shape == (6, 1, 128, 140) and x.dtype == np.float32
+    for j, r in enumerate(rows):
+        t = lengths[r]
+        np.testing.assert_array_equal(x[j, 0, :, :t], images[r])
+        np.testing.assert_array_equal(x[j, 0, :, :t], index.image(int(r)))
+        assert not x[j, 0, :, t:].any()  # padded with silence
+    assert index.gather(np.zeros(0, np.int64), 64).shape == (0, 1, 128, 64)
+    with pytest.raises(ValueError, match="row 1 has 130 frames, more than the 100"):
+        index.gather([0, 1], 100)
+    with pytest.raises(ValueError, match="rows must lie in 0..9"):
+        index.gather([2, 10], 140)
+
+
+def test_a_damaged_image_read_in_a_gather_names_its_index(tmp_path):
+    index, _ = _synthetic_index(tmp_path / "ix", [40, 50, 60], blocks=1)
+    block = index.manifest["blocks"][0]["name"]
+    p = index.directory / f"{block}.images.npy"
+    with open(p, "r+b") as f:  # in place, as a failing disk would: the open map sees it
+        f.seek(128 + 4 * 128 * 40 + 8)  # inside row 1's image
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0xFF]))
+    index.gather([0, 2], 64)  # the other rows still read
+    with pytest.raises(IndexDamaged, match="row 1 fails its checksum") as info:
+        index.gather([0, 1], 64)
+    assert info.value.index is index
+    with pytest.raises(IndexDamaged) as info:
+        index.image(1)
+    assert info.value.index is index
+
+
+@pytest.mark.parametrize("metric", IMAGE_METRICS)
+def test_two_stage_gives_the_same_answer_read_by_gather_or_one_by_one(tmp_path, metric):
+    from perceptlab.metrics.search import SketchSearch, two_stage, whole_distances
+
+    lengths = [int(t) for t in np.random.default_rng(5).integers(22, 131, 40)]
+    index, images = _synthetic_index(tmp_path / "ix", lengths, seed=2)
+    search = SketchSearch(index.vectors(), index.lengths, 128)
+    query = images[3]
+    allowed = np.ones(index.n_rows, bool)
+    allowed[3] = False
+    one = two_stage(query, search, index.image, metric, 12, allowed)
+    many = two_stage(query, search, None, metric, 12, allowed, gather=index.gather)
+    np.testing.assert_array_equal(one[0], many[0])
+    np.testing.assert_array_equal(one[1], many[1])
+    assert len(many[0]) == 12 and 3 not in many[0].tolist()
+    exact = whole_distances(query, images, lengths, metric)
+    np.testing.assert_allclose(many[1], exact[many[0]], rtol=1e-6, atol=1e-9)  # the real metric's
+    with pytest.raises(ValueError, match="give the images"):
+        whole_distances(query, None, lengths, metric)
+
+
+def test_sketch_estimates_are_the_same_from_a_by_dimension_map_and_a_row_major_array(tmp_path):
+    from perceptlab.metrics.search import SketchSearch, sketch
+
+    lengths = [int(t) for t in np.random.default_rng(1).integers(22, 131, 30)]
+    index, images = _synthetic_index(tmp_path / "ix", lengths, blocks=1)
+    mapped = SketchSearch(index.vectors(), index.lengths, 128, chunk_rows=7)
+    assert mapped._by_dim is not None  # the index keeps sketches by dimension
+    rows = SketchSearch(np.ascontiguousarray(index.vectors()), index.lengths, 128, chunk_rows=7)
+    assert rows._by_dim is None
+    q = images[4]
+    others = np.arange(len(lengths)) != 4  # the query's own estimate is float32 cancellation, about 0
+    for metric in ("mse", "nlpd"):
+        a, b = mapped.estimates(q, metric), rows.estimates(q, metric)
+        np.testing.assert_allclose(a[others], b[others], rtol=1e-4, atol=1e-6)
+        assert a[4] < 1e-3 * a[others].min() + 1e-4 and b[4] < 1e-3 * b[others].min() + 1e-4
+    assert sorted(rows._norms) == list(range(7))
+    fresh = SketchSearch(index.vectors(), index.lengths, 128)
+    fresh.estimates(q, "mse")
+    assert sorted(fresh._norms) == [0]  # an MSE search reads only the pooled part
+    v = np.asarray(index.vectors(), np.float64)
+    qs = sketch(q).astype(np.float64)
+    np.testing.assert_allclose(fresh._sq(sketch(q), [0])[:, 0], ((v[:, :512] - qs[:512]) ** 2).sum(1),
+                               rtol=1e-3, atol=1e-3)

@@ -84,7 +84,13 @@ _CRC_CHUNK = 1 << 24
 
 
 class IndexDamaged(Exception):
-    """An index folder is unreadable, inconsistent or fails a checksum."""
+    """An index folder is unreadable, inconsistent or fails a checksum.
+
+    Raised while reading an open index's images, it carries that
+    :class:`ClipIndex` as ``index`` (the one to drop and rebuild).
+    """
+
+    index = None
 
 
 def index_root(library_path: str | os.PathLike) -> Path:
@@ -317,7 +323,9 @@ class ClipIndex:
         t, off, crc = b.rows[i].tolist()
         part = images[off : off + t]  # (T, F), one contiguous slice of the file
         if zlib.crc32(part) != crc:
-            raise IndexDamaged(f"{self.directory}: block {b.name} image of row {i} fails its checksum")
+            exc = IndexDamaged(f"{self.directory}: block {b.name} image of row {i} fails its checksum")
+            exc.index = self  # which index to drop and rebuild
+            raise exc
         return part
 
     def gather(self, rows: Sequence[int], width: int) -> np.ndarray:
@@ -344,10 +352,40 @@ class ClipIndex:
             raise ValueError(f"{self.directory}: row {int(long[0])} has {int(self.lengths[long[0]])} frames, "
                              f"more than the {width} to pad to")
         out = np.zeros((len(rows), 1, f, width), dtype=np.float32)  # (R, 1, F, W)
+        self._will_need(rows)
         for j in np.argsort(rows, kind="stable"):
             part = self._checked_image(int(rows[j]))  # (T, F)
             out[j, 0, :, : part.shape[0]] = part.T
         return out
+
+    def _will_need(self, rows: np.ndarray) -> None:
+        """Ask the kernel to read the images of ``rows`` ahead, all at once (``MADV_WILLNEED``).
+
+        Candidates lie scattered over the file; a page cache that does not
+        hold them yet would otherwise read them one page fault at a time.
+        Only a hint: where the platform has no ``madvise`` nothing happens.
+        """
+        import mmap
+
+        advice = getattr(mmap, "MADV_WILLNEED", None)
+        if advice is None or len(rows) < 2:
+            return
+        page = mmap.PAGESIZE
+        for r in rows.tolist():
+            bi, i = self._where[r]
+            images = self._blocks[bi].images
+            mm = getattr(images, "_mmap", None)
+            if mm is None:
+                continue
+            t, off, _ = self._blocks[bi].rows[i].tolist()
+            row_bytes = images.shape[1] * 4
+            # The map starts at the allocation boundary at or before the array's data.
+            start = images.offset % mmap.ALLOCATIONGRANULARITY + off * row_bytes
+            first = start - start % page
+            try:
+                mm.madvise(advice, first, start + t * row_bytes - first)
+            except (OSError, ValueError):
+                return
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
