@@ -423,7 +423,8 @@ def test_a_large_matrix_is_summarised_by_label_in_a_worker(qtbot, tmp_path):
 
     from perceptlab.analysis.matrix_summary import LARGE_MATRIX_CLIPS
     from perceptlab.qt.analysis_state import QtLibraryAnalysis
-    from perceptlab.qt.matrix_view import LABEL_MEANS, QtMatrixView
+    from perceptlab.qt.matrix_axis import LABEL_MEANS
+    from perceptlab.qt.matrix_view import QtMatrixView
     from perceptlab.qt.workers import QtTaskRunner
 
     n, n_labels = LARGE_MATRIX_CLIPS + 500, 50
@@ -487,7 +488,8 @@ def test_a_large_matrix_is_summarised_by_label_in_a_worker(qtbot, tmp_path):
 @pytest.mark.qt
 def test_a_large_unlabelled_matrix_is_shown_as_a_sample(qtbot, tmp_path):
     from perceptlab.qt.analysis_state import QtLibraryAnalysis
-    from perceptlab.qt.matrix_view import CLIPS, QtMatrixView
+    from perceptlab.qt.matrix_axis import CLIPS
+    from perceptlab.qt.matrix_view import QtMatrixView
     from perceptlab.qt.workers import QtTaskRunner
 
     n = 300
