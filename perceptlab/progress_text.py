@@ -24,6 +24,12 @@ def duration_text(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def bar_text(frac: float, width: int) -> str:
+    """``[#######        ]``: ``frac`` (clipped to 0-1) of ``width`` cells filled."""
+    filled = int(min(1.0, max(0.0, frac)) * width)
+    return f"[{'#' * filled:<{width}}]"
+
+
 def progress_text(what: str, done: int, total: int, unit: str, left_s: float | None = None) -> str:
     """One line: ``what: done / total unit`` (thousands separated), and the time left if known.
 

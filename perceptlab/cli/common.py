@@ -95,9 +95,9 @@ class ProgressBar:
     PIPED_EVERY_ENV = "PERCEPTLAB_PROGRESS_EVERY"
 
     def __init__(self, label: str, stream=None, unit: str = "", piped_every: float | None = None):
-        from perceptlab.progress_text import ProgressClock, duration_text
+        from perceptlab.progress_text import ProgressClock, bar_text, duration_text
 
-        self._duration_text = duration_text
+        self._duration_text, self._bar_text = duration_text, bar_text
         self.label = label
         self.unit = unit
         self.stream = stream or sys.stderr
@@ -127,11 +127,11 @@ class ProgressBar:
         self._last = now
         width = 30
         frac = done / total if total else 0.0
-        bar = "#" * int(frac * width)
+        bar = self._bar_text(frac, width)
         left = self.clock.left_s()
         tail = f" · {self._duration_text(left)} left" if left is not None else ""
         unit = f" {self.unit}" if self.unit else ""
-        self.stream.write(f"\r{self.label} [{bar:<{width}}] {done:,}/{total:,}{unit} {now - self.start:5.1f}s{tail}  ")
+        self.stream.write(f"\r{self.label} {bar} {done:,}/{total:,}{unit} {now - self.start:5.1f}s{tail}  ")
         if total and done >= total:
             self.stream.write("\n")
         self.stream.flush()

@@ -15,6 +15,7 @@ import time
 from typing import Callable, TextIO
 
 from perceptlab.jsonable import jsonable
+from perceptlab.progress_text import bar_text, duration_text
 
 #: Event kinds and the fields each one always carries (besides event, time).
 EVENTS = {
@@ -73,10 +74,7 @@ class JsonLinesReporter(Reporter):
 
 
 def _fmt_s(s) -> str:
-    if s is None:
-        return "?"
-    s = int(s)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    return "?" if s is None else duration_text(s)
 
 
 def _loss_text(weights: dict) -> str:
@@ -128,9 +126,8 @@ class BarReporter(Reporter):
                            f"{obj['skipped'][0]['reason']}")
         elif kind == "step":
             frac = obj["epoch_step"] / max(1, obj["steps_per_epoch"])
-            bar = "#" * int(frac * self.width)
             self.stream.write(
-                f"\repoch {obj['epoch']}/{self.total_epochs} [{bar:<{self.width}}] "
+                f"\repoch {obj['epoch']}/{self.total_epochs} {bar_text(frac, self.width)} "
                 f"loss {_num(obj['train_loss'])} lr {_num(obj['lr'], '.2e')} "
                 f"{_num(obj['samples_per_s'], '.0f')} samples/s eta {_fmt_s(obj['eta_s'])}   "
             )
