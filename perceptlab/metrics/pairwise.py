@@ -26,7 +26,8 @@ called between chunks and ``cancel()`` is polled there; cancelling raises
 Every matrix comes back as an (N, N) float64 CPU tensor, symmetric with an
 exact zero diagonal, whatever device did the work.
 
-The shared blocks, budgets and progress steps are in
+The shared blocks, budgets, progress steps and the generic engine (a metric
+without an all-pairs engine of its own) are in
 :mod:`perceptlab.metrics.pairwise_blocks`, the per-clip statistics of the
 NLPD and MS-SSIM engines in :mod:`~perceptlab.metrics.pairwise_nlpd` and
 :mod:`~perceptlab.metrics.pairwise_msssim`.
@@ -50,8 +51,9 @@ from .pairwise_blocks import (
     _budget_rows,
     _chunks,
     _finish,
+    _generic_matrix,
     _prepare_any,
-    _prepare_specs,
+    prepare_specs,
     _sq_dists,
     _sq_dists_plan,
     _Steps,
@@ -93,7 +95,7 @@ def mse_matrix(
     validate: bool = True,
 ) -> torch.Tensor:
     """All-pairs MSE, (N, N) float64 CPU tensor. See :func:`distance_matrix`."""
-    x = _prepare_specs(specs, device, validate, "mse")
+    x = prepare_specs(specs, device, validate, "mse")
     n = x.shape[0]
     flat = x.reshape(n, -1)  # (N, F*T)
     blocks = _sq_dists_plan(n, flat.shape[1], int(memory_budget_mb * _MB))
@@ -117,7 +119,7 @@ def nlpd_matrix(
     Each clip is transformed once; per level k the squared RMS difference
     (|y_a|^2 + |y_b|^2 - 2 y_a.y_b) / n_k comes from one float64 GEMM.
     """
-    x = _prepare_specs(specs, device, validate, "nlpd")
+    x = prepare_specs(specs, device, validate, "nlpd")
     n = x.shape[0]
     budget = int(memory_budget_mb * _MB)
     chunk = _nlpd_chunk(x, budget)
@@ -156,7 +158,7 @@ def msssim_matrix(
     """
     if not cs_floor > 0:
         raise ValueError(f"msssim: cs_floor must be > 0 (got {cs_floor})")
-    x = _prepare_specs(specs, device, validate, "msssim", _ms.MIN_SIDE)
+    x = prepare_specs(specs, device, validate, "msssim", _ms.MIN_SIDE)
     _ms.check_msssim_size(x.shape[-2], x.shape[-1])
     n = x.shape[0]
     budget = int(memory_budget_mb * _MB)
@@ -173,30 +175,6 @@ def msssim_matrix(
             for b0, b1 in row_blocks[i]:
                 j0, j1 = i + 1 + b0, i + 1 + b1
                 d[i, j0:j1] = stats.row(stats, i, j0, j1, cs_floor)
-                steps.step()
-    return _finish(d)
-
-
-def _generic_matrix(
-    metric: Any,
-    x: torch.Tensor,
-    budget_bytes: int,
-    progress: Optional[ProgressFn],
-    cancel: Optional[CancelFn],
-) -> torch.Tensor:
-    """Upper triangle by batched calls of ``metric.fn`` (one row of pairs at a time)."""
-    n = x.shape[0]
-    per_pair = 8 * x[0].numel() * x.element_size()
-    block = _budget_rows(budget_bytes, per_pair, 4096)
-    row_blocks = [_chunks(n - i - 1, block) for i in range(n - 1)]
-    steps = _Steps(sum(len(r) for r in row_blocks), progress, cancel)
-    d = torch.zeros(n, n, dtype=torch.float64, device=x.device)
-    with torch.no_grad():
-        for i in range(n - 1):
-            for b0, b1 in row_blocks[i]:
-                j0, j1 = i + 1 + b0, i + 1 + b1
-                a = x[i : i + 1].expand((j1 - j0,) + tuple(x.shape[1:]))
-                d[i, j0:j1] = metric.fn(a, x[j0:j1]).to(torch.float64)
                 steps.step()
     return _finish(d)
 
@@ -358,7 +336,7 @@ class _ImageIndexBase(DistanceIndex):
     def __init__(
         self, specs: ArrayLike, metric_name: str, device: DeviceLike, validate: bool, min_side: int = 1
     ):
-        x = _prepare_specs(specs, device, validate, metric_name, min_side)
+        x = prepare_specs(specs, device, validate, metric_name, min_side)
         self.metric_name = metric_name
         self.n = x.shape[0]
         self.shape = tuple(x.shape[1:])

@@ -1,9 +1,11 @@
 """Shared plumbing of the all-pairs engines and indexes of :mod:`perceptlab.metrics.pairwise`.
 
-Input preparation and validation, blocks of rows sized to a memory budget,
-progress and cancellation between blocks (:mod:`perceptlab.tasks`), the
-finished symmetric float64 matrix, and squared Euclidean distances through a
-float64 Gram matrix (MSE and every NLPD level use it).
+Input preparation and validation (:func:`prepare_specs`, also used by the
+calibrated NLPD variants), blocks of rows sized to a memory budget, progress
+and cancellation between blocks (:mod:`perceptlab.tasks`), the finished
+symmetric float64 matrix, squared Euclidean distances through a float64 Gram
+matrix (MSE and every NLPD level use it), and the generic engine for a metric
+without an all-pairs engine of its own (batched calls of its pair function).
 """
 
 from __future__ import annotations
@@ -47,9 +49,29 @@ def _to_tensor(specs: ArrayLike, device: DeviceLike) -> torch.Tensor:
     return x
 
 
-def _prepare_specs(
+def prepare_specs(
     specs: ArrayLike, device: DeviceLike, validate: bool, metric: str, min_side: int = 1
 ) -> torch.Tensor:
+    """A batch of spectrograms as a tensor on ``device``, checked.
+
+    Parameters
+    ----------
+    specs : torch.Tensor or numpy.ndarray
+        (N, 1, F, T) spectrograms in [0, 1].
+    device : str or torch.device, optional
+        Where the tensor goes; None keeps it where it is.
+    validate : bool
+        Also check the values (NaN/inf, range), not only rank and dtype.
+    metric : str
+        The metric's name, for the error messages.
+    min_side : int
+        The smallest side (mel bins or frames) the metric can take.
+
+    Raises
+    ------
+    ValueError
+        Bad rank, dtype or values, or a side shorter than ``min_side``.
+    """
     x = _to_tensor(specs, device)
     check_image_batch(x, "specs", check_values=validate)
     side = min(x.shape[-2], x.shape[-1])
@@ -118,4 +140,28 @@ def _prepare_any(specs: ArrayLike, m: Any, device: DeviceLike) -> torch.Tensor:
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{m.name}: vectors contain NaN or inf")
         return x
-    return _prepare_specs(specs, device, True, m.name, m.min_side)
+    return prepare_specs(specs, device, True, m.name, m.min_side)
+
+
+def _generic_matrix(
+    metric: Any,
+    x: torch.Tensor,
+    budget_bytes: int,
+    progress: Optional[ProgressFn],
+    cancel: Optional[CancelFn],
+) -> torch.Tensor:
+    """Upper triangle by batched calls of ``metric.fn`` (one row of pairs at a time)."""
+    n = x.shape[0]
+    per_pair = 8 * x[0].numel() * x.element_size()
+    block = _budget_rows(budget_bytes, per_pair, 4096)
+    row_blocks = [_chunks(n - i - 1, block) for i in range(n - 1)]
+    steps = _Steps(sum(len(r) for r in row_blocks), progress, cancel)
+    d = torch.zeros(n, n, dtype=torch.float64, device=x.device)
+    with torch.no_grad():
+        for i in range(n - 1):
+            for b0, b1 in row_blocks[i]:
+                j0, j1 = i + 1 + b0, i + 1 + b1
+                a = x[i : i + 1].expand((j1 - j0,) + tuple(x.shape[1:]))
+                d[i, j0:j1] = metric.fn(a, x[j0:j1]).to(torch.float64)
+                steps.step()
+    return _finish(d)
