@@ -350,7 +350,7 @@ def _coefficient_matrix(params: NLPDParams, specs: torch.Tensor, chunk: int = 64
 
 def calibrated_metric(variant: CalibratedVariant):
     """The registry :class:`~perceptlab.metrics.registry.Metric` of a variant."""
-    from perceptlab.metrics.pairwise import _prepare_specs
+    from perceptlab.metrics.pairwise_blocks import prepare_specs as _prepare_specs
     from perceptlab.metrics.registry import Metric
     from perceptlab.tasks import check_cancel as _cc
 
