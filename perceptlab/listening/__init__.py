@@ -6,6 +6,13 @@ dataclass; sessions are created with
 :func:`perceptlab.listening.create.create_session` (or the ``Session.create``
 of hand-made items). Heavy imports (torch, soundfile) happen only when a
 function needs them.
+
+- :mod:`.designs`: what a design asks (triplet items, MUSHRA items and bands).
+- :mod:`.create`: a whole session in one call, from a plan.
+- :mod:`.session`: one listener working through the trials; answers kept as
+  given (the store's rows are in :mod:`perceptlab.library.listening_rows`).
+- :mod:`.answers`: answers read back for analysis, and the screening of listeners.
+- :mod:`.export`: sessions written out with full provenance.
 """
 
 from perceptlab.listening.designs import (
