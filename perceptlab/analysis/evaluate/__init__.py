@@ -87,19 +87,20 @@ size (name alone when the entry records no size) and counted apart, as
 
 Modules
 -------
-``config``       :class:`EvaluateConfig` and the protocol's constants
-``data``         clips -> segments, folds grouped by clip
-``distances``    segment distances for k-NN (metrics, per-split baselines)
-``classifiers``  k-NN, logistic regression, majority; segment -> clip rules
-``checkpoints``  what a given checkpoint records: loss, overlap, convergence
-``encoders``     segment embeddings; per-fold training (``--train-config``)
-``run``          :func:`run_evaluation`, one named step at a time
-``assemble``     scores, ranks, paired comparisons -> the report dict
-``claim``        the headline and the verdict on the claim, in words
-``report``       :class:`EvaluationReport`, the report dict and views of it
-``markdown``     ``report.md`` and the terminal summary
-``chart``        the weighted-F1 bar chart (matplotlib, optional)
-``files``        writing a report folder
+- :mod:`.config`: :class:`EvaluateConfig` and the protocol's constants.
+- :mod:`.data`: clips -> segments, folds grouped by clip.
+- :mod:`.distances`: segment distances for k-NN (metrics, per-split baselines).
+- :mod:`.classifiers`: k-NN, logistic regression, majority; segment -> clip rules.
+- :mod:`.checkpoints`: what a given checkpoint records: loss, overlap, convergence.
+- :mod:`.encoders`: segment embeddings; per-fold training (``--train-config``).
+- :mod:`.run`: :func:`run_evaluation`, one named step at a time.
+- :mod:`.progress`: the run's weighted stages on one progress scale, stage timings, cancel checks.
+- :mod:`.assemble`: scores, ranks, paired comparisons -> the report dict.
+- :mod:`.claim`: the headline and the verdict on the claim, in words.
+- :mod:`.report`: :class:`EvaluationReport`, the report dict and views of it.
+- :mod:`.markdown`: ``report.md`` and the terminal summary.
+- :mod:`.chart`: the weighted-F1 bar chart (matplotlib, optional).
+- :mod:`.files`: writing a report folder.
 
 The ``perceptlab evaluate`` subcommand is :mod:`perceptlab.cli.evaluate`.
 """
