@@ -452,3 +452,34 @@ def test_sketch_estimates_are_the_same_from_a_by_dimension_map_and_a_row_major_a
     qs = sketch(q).astype(np.float64)
     np.testing.assert_allclose(fresh._sq(sketch(q), [0])[:, 0], ((v[:, :512] - qs[:512]) ** 2).sum(1),
                                rtol=1e-3, atol=1e-3)
+
+
+def test_a_new_process_trusts_verified_file_versions_but_not_a_changed_file(tmp_path, monkeypatch):
+    from perceptlab.library import indexes as store
+
+    index, _ = _synthetic_index(tmp_path / "ix", [40, 50, 60, 70], blocks=2)
+    d = index.directory
+    stamp = json.loads((d / "verified.json").read_text())
+    assert sorted(stamp) == sorted(p.name for p in d.glob("b*.npy") if not p.name.endswith("images.npy"))
+    read = []
+    real = store._crc_file
+    monkeypatch.setattr(store, "_crc_file", lambda p: read.append(Path(p).name) or real(p))
+    store._VERIFIED.clear()  # as in a new process
+    assert ClipIndex.open(d).n_rows == 4 and read == []  # the verified versions are not read again
+    block = index.manifest["blocks"][1]["name"]
+    with open(d / f"{block}.vectors.npy", "r+b") as f:  # damaged in place, same size
+        f.seek(200)
+        b = f.read(1)
+        f.seek(200)
+        f.write(bytes([b[0] ^ 0xFF]))
+    store._VERIFIED.clear()
+    with pytest.raises(IndexDamaged, match="checksum mismatch"):
+        ClipIndex.open(d)
+    assert read == [f"{block}.vectors.npy"]  # only the changed file is read
+    (d / "verified.json").write_text("{not json")  # a damaged record only costs a verification
+    store._VERIFIED.clear()
+    with pytest.raises(IndexDamaged, match="checksum mismatch"):
+        ClipIndex.open(d)
+    from perceptlab.library.indexes import drop
+
+    assert drop(d) and not d.exists()  # the record is an index file: drop removes it

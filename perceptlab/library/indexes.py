@@ -35,7 +35,10 @@ Safety
   manifest (the half-written block is an orphan, removed by the next update)
   or the new one.
 - :meth:`ClipIndex.open` checks the format, the sizes of every file, the
-  CRC-32 of the rows and vectors files (once per process and file version)
+  CRC-32 of the rows and vectors files (once per file version: a version
+  verified is recorded in ``verified.json`` by size, times and inode, and
+  any write to the file changes its ctime; so the app's cold start does not
+  read them whole)
   and the shapes; an image's own CRC-32 is checked each time it is read. A
   failure raises :class:`IndexDamaged`; the caller drops the folder and
   rebuilds it (:func:`drop`). Nothing here ever touches the library file.
@@ -53,6 +56,7 @@ compacted into one block.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import logging
@@ -141,6 +145,34 @@ def _write_npy_atomic(path: Path, arr: np.ndarray) -> None:
 
 # Files whose checksum this process has verified: (path, size, mtime_ns).
 _VERIFIED: set = set()
+#: In an index folder: the versions of its rows and vectors files whose
+#: checksums were verified, so a new process opening it (the app's cold
+#: start) need not read them whole again: {file name: [size, mtime_ns,
+#: ctime_ns, inode, crc32]}. Any write to a file changes its ctime.
+_STAMP = "verified.json"
+
+
+def _read_stamp(directory: Path) -> dict:
+    try:
+        stamp = json.loads((directory / _STAMP).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamp if isinstance(stamp, dict) else {}
+
+
+def _write_stamp(directory: Path, stamp: dict, names: set) -> None:
+    """Record the verified file versions (best effort: a read-only folder is verified again next time)."""
+    tmp = directory / f"{_STAMP}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps({k: v for k, v in stamp.items() if k in names}))
+        os.replace(tmp, directory / _STAMP)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _file_mark(st: os.stat_result, crc: int) -> list:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, crc]
 
 
 @dataclass
@@ -205,20 +237,24 @@ class ClipIndex:
         if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT:
             raise IndexDamaged(f"{path}: index format {manifest.get('format') if isinstance(manifest, dict) else '?'}"
                                f", this version reads {INDEX_FORMAT}")
+        stamp = _read_stamp(directory)
+        known = dict(stamp)
         try:
-            blocks = [cls._open_block(directory, b, manifest) for b in manifest["blocks"]]
+            blocks = [cls._open_block(directory, b, manifest, stamp) for b in manifest["blocks"]]
             dead = [int(i) for i in manifest["dead"]]
         except IndexDamaged:
             raise
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexDamaged(f"{path}: malformed manifest ({exc})") from None
+        if stamp != known:
+            _write_stamp(directory, stamp, _block_files(manifest))
         index = cls(directory, manifest, blocks)
         if dead and (min(dead) < 0 or max(dead) >= index.n_rows):
             raise IndexDamaged(f"{path}: a tombstone points past the {index.n_rows} rows")
         return index
 
     @staticmethod
-    def _open_block(directory: Path, entry: dict, manifest: dict) -> _Block:
+    def _open_block(directory: Path, entry: dict, manifest: dict, stamp: dict | None = None) -> _Block:
         name, n = entry["name"], int(entry["n"])
         hashes = list(entry["hashes"])
         if len(hashes) != n:
@@ -235,10 +271,13 @@ class ClipIndex:
                                    "or overwritten)")
             if "crc32" in meta:
                 key = (str(p), st.st_size, st.st_mtime_ns)
-                if key not in _VERIFIED:
+                mark = _file_mark(st, int(meta["crc32"]))
+                if key not in _VERIFIED and (stamp is None or stamp.get(p.name) != mark):
                     if _crc_file(p) != int(meta["crc32"]):
                         raise IndexDamaged(f"{p}: checksum mismatch (the file is damaged)")
-                    _VERIFIED.add(key)
+                    if stamp is not None:
+                        stamp[p.name] = mark
+                _VERIFIED.add(key)
             try:
                 arrays[part] = np.load(p, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as exc:
@@ -272,9 +311,8 @@ class ClipIndex:
             self.alive[np.asarray(dead, dtype=np.int64)] = False
         self.lengths = (np.concatenate([b.rows[:, 0] for b in self._blocks]) if self._blocks
                         else np.zeros(0, np.int64))
-        self._where = []  # global row -> (block, local row)
-        for bi, b in enumerate(self._blocks):
-            self._where.extend((bi, i) for i in range(len(b.hashes)))
+        # First global row of each block (a row's block is found by bisection, no per-row table).
+        self._starts = np.cumsum([0] + [len(b.hashes) for b in self._blocks]).tolist()
         self.row_of = {h: i for i, h in enumerate(self.hashes) if self.alive[i]}
         self._vectors = None
         # Plain array views of the image maps: slicing them makes no memmap objects (cheaper per read).
@@ -292,6 +330,13 @@ class ClipIndex:
     @property
     def n_alive(self) -> int:
         return int(self.alive.sum())
+
+    def _where(self, row: int) -> tuple[int, int]:
+        """(block, row within it) of global row ``row``."""
+        if not 0 <= row < self.n_rows:
+            raise IndexError(f"{self.directory}: row {row} outside the {self.n_rows} rows")
+        bi = bisect.bisect_right(self._starts, row) - 1
+        return bi, row - self._starts[bi]
 
     def vectors(self) -> np.ndarray:
         """(n_rows, D) float32 (a Fortran-order view): a memory map for one block, else the blocks joined (kept)."""
@@ -316,7 +361,7 @@ class ClipIndex:
 
     def _checked_image(self, row: int) -> np.ndarray:
         """Row ``row``'s (T, F) image as a view of its memory map, its checksum verified (no copy)."""
-        bi, i = self._where[row]
+        bi, i = self._where(row)
         b, images = self._blocks[bi], self._image_views[bi]
         if images is None:
             raise ValueError(f"{self.directory}: this index keeps no images")
@@ -372,7 +417,7 @@ class ClipIndex:
             return
         page = mmap.PAGESIZE
         for r in rows.tolist():
-            bi, i = self._where[r]
+            bi, i = self._where(r)
             images = self._blocks[bi].images
             mm = getattr(images, "_mmap", None)
             if mm is None:
@@ -493,7 +538,10 @@ class ClipIndex:
             self.manifest["dead"] = sorted(set(self.manifest["dead"]) | {int(i) for i in dead})
         self.manifest["blocks"] = keep + list(new_blocks)
         self._write_manifest()
-        self._blocks = [self._open_block(self.directory, b, self.manifest) for b in self.manifest["blocks"]]
+        stamp = _read_stamp(self.directory)
+        self._blocks = [self._open_block(self.directory, b, self.manifest, stamp)
+                        for b in self.manifest["blocks"]]
+        _write_stamp(self.directory, stamp, _block_files(self.manifest))
         self._refresh()
         self._remove_orphans()
 
@@ -562,8 +610,13 @@ class ClipIndex:
         return True
 
 
+def _block_files(manifest: dict) -> set:
+    return {f"{b['name']}.{part}.npy" for b in manifest["blocks"] for part in b["files"]}
+
+
 def _is_index_file(name: str) -> bool:
-    return (name in (_MANIFEST, _MANIFEST + ".tmp", ".lock")
+    return (name in (_MANIFEST, _MANIFEST + ".tmp", ".lock", _STAMP)
+            or (name.startswith(_STAMP + ".") and name.endswith(".tmp"))
             or (name.startswith("b") and (name.endswith(".npy") or name.endswith(".npy.tmp"))))
 
 
