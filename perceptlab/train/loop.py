@@ -17,6 +17,10 @@ Guarantees
 * ``best.pt`` holds the weights with the lowest validation loss (training
   loss when there is no validation split) and no optimizer state, so it is
   small; ``last.pt`` holds everything needed to resume.
+
+Stop requests are :class:`~perceptlab.train.stop.StopFlag`; the resume
+checks, the library's run record and the checkpoints are in
+:mod:`perceptlab.train.run_records`.
 """
 
 from __future__ import annotations
@@ -24,9 +28,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,23 +38,16 @@ import torch
 
 from perceptlab.library.store import default_library_path
 from perceptlab.models.autoencoder import AutoEncoder, count_parameters
-from perceptlab.models.checkpoint import (
-    CheckpointError,
-    inference_view,
-    load_checkpoint,
-    model_key,
-    new_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from perceptlab.models.checkpoint import CheckpointError, load_checkpoint, set_rng_state
 from perceptlab.tasks import Cancelled
 
-from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig, config_diff
-from .data import Augment, DataError, TrainingData, embedding_stats, load_training_data
+from .config import ConfigError, TrainConfig
+from .data import Augment, DataError, TrainingData, load_training_data
 from .distributed import DistContext
 from .losses import ReconstructionLoss, all_metrics, view_agreement
 from .progress import NullReporter, Reporter
+from .run_records import RunRecordsMixin
+from .stop import StopFlag
 
 #: Seconds to sleep after each step; for tests and demos that need a slow run.
 STEP_DELAY_ENV = "PERCEPTLAB_STEP_DELAY_S"
@@ -77,47 +71,6 @@ class TrainResult:
     best: str | None
     last: str | None
     history: list = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------
-# stop requests
-# --------------------------------------------------------------------------
-
-
-class StopFlag:
-    """Turns SIGINT/SIGTERM (and an optional ``cancel()``) into a polled flag."""
-
-    def __init__(self, cancel: Callable[[], bool] | None = None):
-        self.cancel = cancel
-        self.signal: str | None = None
-        self.count = 0
-        self._previous: dict = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signals can only be handled in the main thread
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._on_signal)
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def _on_signal(self, signum, frame) -> None:
-        self.count += 1
-        if self.signal is None:
-            self.signal = signal.Signals(signum).name
-        # Under torchrun a Ctrl-C reaches a worker twice (terminal + agent),
-        # so only a third signal means "stop now".
-        if self.count >= 3:
-            raise KeyboardInterrupt
-
-    @property
-    def requested(self) -> bool:
-        if self.signal is None and self.cancel is not None and self.cancel():
-            self.signal = "cancel"
-        return self.signal is not None
 
 
 # --------------------------------------------------------------------------
@@ -152,17 +105,6 @@ def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
     span = max(1, total - o.warmup_steps)
     t = min(1.0, max(0.0, (step - o.warmup_steps) / span))
     return o.min_lr_ratio + (1.0 - o.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-def _with_defaults(saved: dict, defaults: dict) -> dict:
-    """``saved`` with every key it lacks taken from ``defaults`` (nested tables too)."""
-    out = dict(saved)
-    for key, value in defaults.items():
-        if key not in out:
-            out[key] = value
-        elif isinstance(value, dict) and isinstance(out[key], dict) and key != "loss":
-            out[key] = _with_defaults(out[key], value)
-    return out
 
 
 def _seed_everything(seed: int) -> None:
@@ -224,7 +166,9 @@ def train(
         dist.shutdown()
 
 
-class _Run:
+class _Run(RunRecordsMixin):
+    """One training run: set-up, the loop over epochs and steps, evaluation, stops."""
+
     def __init__(self, cfg: TrainConfig, dist: DistContext, device: torch.device, rep: Reporter, stop: StopFlag):
         self.cfg = cfg
         self.dist = dist
@@ -261,81 +205,6 @@ class _Run:
         data = load() if self.dist.is_main else None
         self.dist.barrier()
         return data if data is not None else load()
-
-    def _check_resume(self, ckpt: dict, path: Path, data: TrainingData) -> None:
-        # Keys added to the config since the checkpoint was written count as their defaults.
-        defaults = TrainConfig().to_dict()
-        # ... except the model's pooling: runs saved before it was recorded used the global mean.
-        defaults["model"].update(pooling="global", embed_from=["latent"])
-        saved = _with_defaults(ckpt["train_config"], defaults)
-        diff = [k for k in config_diff(saved, self.cfg.to_dict()) if k not in RESUMABLE_CHANGES]
-        if diff:
-            raise ConfigError(
-                f"{path}: cannot resume: the config differs from the checkpoint's in {', '.join(diff)} "
-                f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change)"
-            )
-        old = (ckpt.get("data") or {}).get("selection_hash")
-        if old != data.selection_hash:
-            raise DataError(
-                f"{path}: cannot resume: the training clips differ from the checkpoint's "
-                f"(selection {old} vs {data.selection_hash}); the library changed since the run started"
-            )
-        if "optimizer" not in ckpt or "rng" not in ckpt:
-            raise CheckpointError(f"{path}: is a weights-only ('best') checkpoint; resume from last.pt")
-
-    def _record_run(self, data: TrainingData, resumed_run: int | None) -> None:
-        if not self.dist.is_main:
-            return
-        try:
-            from perceptlab.library.store import Library
-
-            with Library(data.library) as lib:
-                if resumed_run is not None and any(r["id"] == resumed_run for r in lib.runs()):
-                    self.run_id = resumed_run
-                    lib.update_run(resumed_run, status="running", ended_at=None, error=None,
-                                   config=self.cfg.to_dict())
-                else:
-                    self.run_id = lib.add_run(self.cfg.name, self.cfg.to_dict(), str(self.out.resolve()))
-        except Exception:  # the run record is a convenience; never fail training for it
-            self.run_id = None
-
-    # -- checkpoints -------------------------------------------------------------
-    def _checkpoint(self, kind: str) -> dict:
-        st = self.state
-        ck = new_checkpoint(
-            self.model_cfg_dict, self.core.state_dict(), self.cfg.features.to_dict(), self.cfg.to_dict(),
-            kind="last",
-            data=self.data_desc,
-            progress={
-                "epoch": st["epoch"], "epoch_step": st["epoch_step"], "global_step": st["global_step"],
-                "epoch_loss_sum": self._epoch_sum(), "epoch_loss_count": st["epoch_loss_count"],
-                "wall_s": st["wall_s"] + (time.perf_counter() - self.t_session),
-            },
-            metrics={"best_val_loss": st["best"], "best_epoch": st["best_epoch"], "history": st["history"]},
-            run_id=self.run_id,
-            command=[str(a) for a in sys.argv],
-            hardware={"device": str(self.device), "world_size": self.dist.world,
-                      "name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"},
-            optimizer=self.opt.state_dict(),
-            scheduler=self.sched.state_dict(),
-            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            rng=rng_state(),
-        )
-        return inference_view(ck) if kind == "best" else ck
-
-    def _save(self, kind: str) -> str | None:
-        if not self.dist.is_main:
-            return None
-        path = self.best_path if kind == "best" else self.last_path
-        ck = self._checkpoint(kind)
-        if kind == "best":
-            ck["embedding_stats"] = self._embedding_stats()
-            ck["model_hash"] = model_key(ck)
-        save_checkpoint(ck, path)
-        return str(path)
-
-    def _embedding_stats(self) -> dict:
-        return embedding_stats(self.core, self._data.train, self.cfg.batch_size, self.device)
 
     # -- main ------------------------------------------------------------------------
     def run(self, resume) -> TrainResult:
@@ -667,23 +536,3 @@ class _Run:
         self._finish_run("cancelled")
         return TrainResult("interrupted", st["epoch"], st["global_step"], st["best"], st["best_epoch"],
                            str(self.best_path) if self.best_path.exists() else None, last, st["history"])
-
-    def _finish_run(self, status: str, error: str | None = None) -> None:
-        """Record how the run ended (completed, cancelled or failed) with where it got to."""
-        if not self.dist.is_main or self.run_id is None:
-            return
-        st = self.state
-        try:
-            from perceptlab.library.store import Library
-
-            with Library(self.data_desc["library"]) as lib:
-                lib.update_run(
-                    self.run_id, status=status, ended_at=time.time(), error=error,
-                    final_metrics={"best_val_loss": st["best"], "best_epoch": st["best_epoch"],
-                                   "epochs": st["epoch"], "step": st["global_step"],
-                                   "history": st["history"][-1:] if st["history"] else []},
-                    best_checkpoint=str(self.best_path.resolve()) if self.best_path.exists() else None,
-                    last_checkpoint=str(self.last_path.resolve()) if self.last_path.exists() else None,
-                )
-        except Exception:  # the run record is a convenience; never fail training for it
-            pass
