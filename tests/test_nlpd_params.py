@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.signal import convolve2d
 
-from perceptlab.analysis.calibration import CalibratedVariant, load_variants, register_saved_variants
+from perceptlab.analysis.calibration import CalibratedVariant, load_variants, register_saved_variants, register_variant
 from perceptlab.analysis.library_metrics import register_library_metrics
 from perceptlab.library.store import Library
 from perceptlab.metrics.pyramid import (
@@ -149,3 +149,65 @@ def test_a_damaged_saved_variant_is_named(tmp_path):
         lib.set_meta("calibrated_metric:broken", json.dumps({"name": "broken", "params": {"sigmas": [1.0]}}))
         with pytest.raises(ValueError, match="saved calibrated metric 'calibrated_metric:broken' is damaged"):
             register_saved_variants(lib)
+
+
+def _crops(n: int = 8, side: int = 48) -> torch.Tensor:
+    return torch.from_numpy(np.stack([np.load(DATA / "reference" / f"pair_{i:02d}_{s}.npy")[:side, :side]
+                                      for i in range(n // 2) for s in ("ref", "dist")]))[:, None]
+
+
+def _other_params(seed: int = 1) -> NLPDParams:
+    rng = np.random.default_rng(seed)
+    return _params_of(np.asarray(SIGMAS) * rng.uniform(0.3, 3.0, N_LEVELS), _matrices(seed))
+
+
+def test_the_nlpd_engine_takes_params_and_measures_what_the_pair_function_does():
+    from perceptlab.metrics.pairwise import NLPDIndex, nlpd_matrix
+
+    x = _crops().double()
+    params = _other_params()
+    d = nlpd_matrix(x, params=params)
+    n = x.shape[0]
+    i, j = torch.triu_indices(n, n, 1)
+    want = nlpd(x[i], x[j], params)
+    np.testing.assert_allclose(d[i, j].numpy(), want.numpy(), rtol=1e-9, atol=1e-12)
+    assert float((d - nlpd_matrix(x)).abs().max()) > 1e-3 * float(d.max())  # the parameters reach the matrix
+    # A small memory budget (many chunks and blocks) gives the same matrix.
+    np.testing.assert_allclose(nlpd_matrix(x, params=params, memory_budget_mb=0.01).numpy(), d.numpy(),
+                               rtol=1e-12, atol=1e-14)
+    index = NLPDIndex(x, params=params)
+    np.testing.assert_allclose(index.distances(x[:3]).numpy(), d[:3].numpy(), rtol=1e-9, atol=1e-12)
+    again = NLPDIndex.from_coefficients(index.levels, tuple(x.shape[-2:]), params)
+    assert torch.equal(again.distances(x[5]), index.distances(x[5]))
+
+
+def test_the_published_params_take_the_engine_s_default_path_bit_for_bit():
+    from perceptlab.metrics.pairwise import NLPDIndex, nlpd_matrix
+
+    x = _crops()
+    assert torch.equal(nlpd_matrix(x, params=NLPDParams.default()), nlpd_matrix(x))
+    assert torch.equal(NLPDIndex(x, params=NLPDParams.default()).distances(x[:2]), NLPDIndex(x).distances(x[:2]))
+
+
+def test_a_calibrated_variant_s_matrix_and_index_are_the_engine_s():
+    from perceptlab.metrics.pairwise import build_index, distance_matrix
+    from perceptlab.tasks import Cancelled
+
+    m = register_variant(CalibratedVariant("engine-check", _other_params(2)))
+    try:
+        x = _crops()
+        seen = []
+        d = distance_matrix(x, m.name, progress=lambda done, total: seen.append((done, total)))
+        assert seen[0][0] == 0 and seen[-1][0] == seen[-1][1] > 1
+        n = x.shape[0]
+        i, j = torch.triu_indices(n, n, 1)
+        np.testing.assert_allclose(d[i, j].numpy(), m.fn(x[i], x[j]).double().numpy(), rtol=2e-5, atol=1e-7)
+        assert torch.equal(d, d.T) and float(d.diagonal().abs().max()) == 0.0
+        index = build_index(x, m.name)
+        np.testing.assert_allclose(index.distances(x[:4]).numpy(), d[:4].numpy(), rtol=2e-5, atol=1e-7)
+        with pytest.raises(ValueError, match="nlpd:calibrated-engine-check: query shape"):
+            index.distances(x[0, :, :40])
+        with pytest.raises(Cancelled):
+            distance_matrix(x, m.name, cancel=lambda: True)
+    finally:
+        unregister_metric(m.name)

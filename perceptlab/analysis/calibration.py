@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from perceptlab.jsonable import jsonable
-from perceptlab.metrics.pyramid import N_LEVELS, NLPDParams, laplacian_pyramid, nlpd, nlpd_transform, safe_sqrt
+from perceptlab.metrics.pyramid import NLPDParams, laplacian_pyramid, nlpd, safe_sqrt
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
 
 META_PREFIX = "calibrated_metric:"
@@ -339,20 +339,16 @@ class CalibratedVariant:
         return cls(data["name"], NLPDParams.from_json(data["params"]), dict(data.get("info") or {}))
 
 
-def _coefficient_matrix(params: NLPDParams, specs: torch.Tensor, chunk: int = 64) -> list[torch.Tensor]:
-    out: list[list[torch.Tensor]] = [[] for _ in range(N_LEVELS)]
-    with torch.no_grad():
-        for i0 in range(0, specs.shape[0], chunk):
-            for k, c in enumerate(nlpd_transform(specs[i0 : i0 + chunk], params, validate=False)):
-                out[k].append(c.reshape(c.shape[0], -1))
-    return [torch.cat(v) for v in out]
-
-
 def calibrated_metric(variant: CalibratedVariant):
-    """The registry :class:`~perceptlab.metrics.registry.Metric` of a variant."""
-    from perceptlab.metrics.pairwise_blocks import prepare_specs as _prepare_specs
+    """The registry :class:`~perceptlab.metrics.registry.Metric` of a variant.
+
+    Its matrix and index are the NLPD engine's
+    (:func:`~perceptlab.metrics.pairwise.nlpd_matrix`,
+    :class:`~perceptlab.metrics.pairwise.NLPDIndex`) with the variant's
+    parameters.
+    """
+    from perceptlab.metrics.pairwise import NLPDIndex, nlpd_matrix
     from perceptlab.metrics.registry import Metric
-    from perceptlab.tasks import check_cancel as _cc
 
     params = variant.params
 
@@ -360,21 +356,14 @@ def calibrated_metric(variant: CalibratedVariant):
         return nlpd(x, y, params, validate=validate)
 
     def pairwise(specs, *, memory_budget_mb=512, progress=None, cancel=None, device=None) -> torch.Tensor:
-        x = _prepare_specs(specs, device, True, variant.metric_name)
-        coeffs = _coefficient_matrix(params, x)
-        n = x.shape[0]
-        d = torch.zeros(n, n, dtype=torch.float64)
-        report(progress, 0, N_LEVELS)
-        for k, c in enumerate(coeffs):
-            _cc(cancel)
-            c = c.double().cpu()
-            sq = c.square().sum(1)
-            g = (sq[:, None] + sq[None, :] - 2.0 * (c @ c.T)).clamp_min_(0.0)
-            d += torch.sqrt(g / c.shape[1])
-            report(progress, k + 1, N_LEVELS)
-        d /= N_LEVELS
-        d.fill_diagonal_(0.0)
-        return (d + d.T) / 2
+        return nlpd_matrix(specs, params=params, memory_budget_mb=memory_budget_mb, progress=progress,
+                           cancel=cancel, device=device)
+
+    def index(specs, *, memory_budget_mb=512, progress=None, cancel=None, device=None) -> NLPDIndex:
+        idx = NLPDIndex(specs, params=params, memory_budget_mb=memory_budget_mb, progress=progress,
+                        cancel=cancel, device=device)
+        idx.metric_name = variant.metric_name  # a query's errors name the variant
+        return idx
 
     return Metric(
         name=variant.metric_name,
@@ -384,6 +373,7 @@ def calibrated_metric(variant: CalibratedVariant):
         description=("NLPD with divisive-normalisation sigmas and P-filter taps fitted to listening-test "
                      f"answers ({variant.info.get('design', 'listening data')})."),
         pairwise=pairwise,
+        index=index,
     )
 
 

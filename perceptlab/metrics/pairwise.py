@@ -61,7 +61,7 @@ from .pairwise_blocks import (
 )
 from .pairwise_msssim import _msssim_block, _msssim_chunk, _MSSSIMStats
 from .pairwise_nlpd import _nlpd_chunk, _nlpd_coefficients
-from .pyramid import N_LEVELS, nlpd_transform
+from .pyramid import N_LEVELS, NLPDParams, nlpd_transform
 from .validation import check_image_batch
 
 __all__ = [
@@ -108,6 +108,7 @@ def mse_matrix(
 def nlpd_matrix(
     specs: ArrayLike,
     *,
+    params: Optional[NLPDParams] = None,
     memory_budget_mb: float = 512,
     progress: Optional[ProgressFn] = None,
     cancel: Optional[CancelFn] = None,
@@ -118,6 +119,9 @@ def nlpd_matrix(
 
     Each clip is transformed once; per level k the squared RMS difference
     (|y_a|^2 + |y_b|^2 - 2 y_a.y_b) / n_k comes from one float64 GEMM.
+    ``params`` (:class:`~perceptlab.metrics.pyramid.NLPDParams`) are the
+    normalisation's sigmas and taps, e.g. a calibrated variant's; None: the
+    published values.
     """
     x = prepare_specs(specs, device, validate, "nlpd")
     n = x.shape[0]
@@ -131,7 +135,7 @@ def nlpd_matrix(
     plans = [_sq_dists_plan(n, s, budget) for s in sizes]
     total = len(_chunks(n, chunk)) + sum(len(p) * (len(p) + 1) // 2 for p in plans)
     steps = _Steps(total, progress, cancel)
-    coeffs = _nlpd_coefficients(x, budget, steps, chunk)
+    coeffs = _nlpd_coefficients(x, budget, steps, chunk, params)
     with torch.no_grad():
         d = torch.zeros(n, n, dtype=torch.float64, device=x.device)
         for c, plan in zip(coeffs, plans):
@@ -385,16 +389,22 @@ class NLPDIndex(_ImageIndexBase):
     ----------
     specs : array
         (N, 1, F, T) spectrograms in [0, 1].
+    params : NLPDParams, optional
+        The normalisation's sigmas and taps (a calibrated variant), for the
+        clips and every query; None: the published values.
     memory_budget_mb, progress, cancel, device
         As in :func:`distance_matrix` (progress counts transform chunks).
     validate : bool
         Check ``specs`` and later queries for NaN/inf and range.
     """
 
+    params: Optional[NLPDParams] = None
+
     def __init__(
         self,
         specs: ArrayLike,
         *,
+        params: Optional[NLPDParams] = None,
         memory_budget_mb: float = 512,
         progress: Optional[ProgressFn] = None,
         cancel: Optional[CancelFn] = None,
@@ -402,17 +412,24 @@ class NLPDIndex(_ImageIndexBase):
         validate: bool = True,
     ):
         super().__init__(specs, "nlpd", device, validate)
+        self.params = params
         budget = int(memory_budget_mb * _MB)
         chunk = _nlpd_chunk(self._x, budget)
         steps = _Steps(len(_chunks(self.n, chunk)), progress, cancel)
-        self.levels = _nlpd_coefficients(self._x, budget, steps, chunk)  # 6 x (N, n_k)
+        self.levels = _nlpd_coefficients(self._x, budget, steps, chunk, params)  # 6 x (N, n_k)
         del self._x
 
     @classmethod
-    def from_coefficients(cls, levels: Sequence[torch.Tensor], shape: Tuple[int, int]) -> "NLPDIndex":
-        """Build an index from already transformed clips (6 tensors (N, n_k)), e.g. a cache."""
+    def from_coefficients(
+        cls, levels: Sequence[torch.Tensor], shape: Tuple[int, int], params: Optional[NLPDParams] = None
+    ) -> "NLPDIndex":
+        """Build an index from already transformed clips (6 tensors (N, n_k)), e.g. a cache.
+
+        ``params``: those the clips were transformed with (None: the published values).
+        """
         self = cls.__new__(cls)
         self.metric_name = "nlpd"
+        self.params = params
         self.levels = [lv.contiguous() for lv in levels]
         self.n = self.levels[0].shape[0]
         self.shape = (1,) + tuple(shape)
@@ -423,7 +440,7 @@ class NLPDIndex(_ImageIndexBase):
 
     def _distances(self, q: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            qc = nlpd_transform(q, validate=False)  # 6 x (Q, 1, F_k, T_k)
+            qc = nlpd_transform(q, self.params, validate=False)  # 6 x (Q, 1, F_k, T_k)
             total = None
             for c, lv in zip(qc, self.levels):
                 cf = c.reshape(c.shape[0], -1)
