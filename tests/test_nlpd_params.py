@@ -211,3 +211,10 @@ def test_a_calibrated_variant_s_matrix_and_index_are_the_engine_s():
             distance_matrix(x, m.name, cancel=lambda: True)
     finally:
         unregister_metric(m.name)
+
+
+def test_the_metrics_package_exports_the_params():
+    import perceptlab.metrics as metrics
+
+    assert metrics.NLPDParams is NLPDParams and "NLPDParams" in metrics.__all__
+    assert "params" in metrics.__doc__ and ":class:`NLPDParams`" in metrics.__doc__

@@ -32,6 +32,9 @@ float32 and 5e-8 in float64 (totals and per-level values).
     - The P filters are anisotropic: swapping time and frequency changes the
       value. Rows must be mel bins (low first), columns frames.
     - :func:`nlpd_transform` exposes the normalised coefficients y_k.
+    - ``params`` (:class:`NLPDParams`, e.g. a calibrated variant's) replaces
+      the sigmas and P_k above in :func:`nlpd`, :func:`nlpd_transform`,
+      :func:`nlpd_levels`, :func:`nlpd_matrix` and :class:`NLPDIndex`.
 
 ``msssim(x, y)`` returns 1 - MS-SSIM -- Wang, Simoncelli, Bovik 2003, as in
 pytorch-msssim 1.0.0 with a 7-tap window.
@@ -96,7 +99,7 @@ from perceptlab.tasks import Cancelled
 from .embedding import embedding_metric
 from .pixel import mse
 from .ssim import CS_FLOOR, msssim, n_scales, scale_weights
-from .pyramid import nlpd, nlpd_levels, nlpd_transform
+from .pyramid import NLPDParams, nlpd, nlpd_levels, nlpd_transform
 from .pairwise import (
     DistanceIndex,
     GenericIndex,
@@ -132,6 +135,7 @@ __all__ = [
     "MSSSIMIndex",
     "Metric",
     "NLPDIndex",
+    "NLPDParams",
     "build_index",
     "check_inputs",
     "distance_matrix",
