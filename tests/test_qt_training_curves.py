@@ -159,7 +159,7 @@ def test_auto_scale_turns_log_when_the_loss_spans_decades(panel, run, qtbot):
 
 
 def test_the_legend_names_raw_smoothed_envelope_and_validation(panel, run, qtbot):
-    from perceptlab.qt.training_curves import ENVELOPE
+    from perceptlab.qt.training_numbers import ENVELOPE
 
     run.start()
     run.step(20, 0.9)
@@ -235,7 +235,7 @@ def test_progress_says_epochs_steps_and_time_left(panel, tmp_path, qtbot):
 
 
 def test_progress_and_range_numbers():
-    from perceptlab.qt.training_curves import fmt_duration, progress_text, robust_range, rolling_envelope
+    from perceptlab.qt.training_numbers import fmt_duration, progress_text, robust_range, rolling_envelope
 
     assert fmt_duration(750) == "12:30" and fmt_duration(3725) == "1:02:05" and fmt_duration(None) == "?"
     assert robust_range([]) is None and robust_range([float("nan")]) is None

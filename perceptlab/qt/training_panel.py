@@ -38,16 +38,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from perceptlab.qt.training_curves import (
-    NO_RUN,
-    WAITING,
-    QtLossPlot,
-    RunCurves,
-    fmt_duration,
-    progress_fraction,
-    progress_text,
-)
+from perceptlab.qt.training_curves import NO_RUN, WAITING, QtLossPlot, RunCurves
 from perceptlab.qt.training_jobs import QtTrainingJob
+from perceptlab.qt.training_numbers import fmt_duration, progress_fraction, progress_text
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "training" / "configs"
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
