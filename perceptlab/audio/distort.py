@@ -23,7 +23,8 @@ Kinds and their parameters (``kind:param=value`` is the text form, see
     transition_hz`` (default 5 % of the cutoff), 0 above. The BS.1534-3
     anchors are ``lowpass:cutoff_hz=3500`` and ``lowpass:cutoff_hz=7000``.
 ``mp3: bitrate_kbps``
-    Constant-bitrate MP3 through libsndfile/LAME and back; the bitrate must
+    Constant-bitrate MP3 through libsndfile/LAME and back
+    (:func:`perceptlab.audio.mp3_codec.mp3_roundtrip`); the bitrate must
     be one MPEG allows at the rate (MPEG-1 at 32-48 kHz: 32..320 kbps,
     MPEG-2 at 16-24 kHz: 8..160 kbps, MPEG-2.5 below: 8..64 kbps). Rates
     LAME cannot encode are resampled to 48 kHz and back. The codec delay is
@@ -60,7 +61,7 @@ Kinds and their parameters (``kind:param=value`` is the text form, see
     Phase vocoder; ``rate`` > 1 is faster (shorter), tempo only.
 
 Both use a phase vocoder with identity phase locking (see
-:func:`_phase_vocoder`): the level of a partial is kept (torchaudio's plain
+:func:`perceptlab.audio.phase_vocoder.phase_vocoder`): the level of a partial is kept (torchaudio's plain
 ``phase_vocoder`` loses 13 dB on a sine slowed by 1 %).
 
 This module is signal processing only. Rendering a stimulus into a library
@@ -70,7 +71,6 @@ This module is signal processing only. Rendering a stimulus into a library
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -79,19 +79,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .mp3_codec import mp3_roundtrip
+from .phase_vocoder import fft_resample, stretch
+
 # Sentinel for a parameter without a default.
 _REQUIRED = object()
-
-#: Rates libsndfile/LAME encode, and the bitrates MPEG allows at each.
-_MP3_BITRATES = {
-    "mpeg1": (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
-    "mpeg2": (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
-    "mpeg25": (8, 16, 24, 32, 40, 48, 56, 64),
-}
-_MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
-# Encoder (576) + decoder (529) delay of LAME/mpg123 when the stream carries
-# no gapless (Xing/LAME) header; libsndfile drops it by itself otherwise.
-_MP3_DELAY = 1105
 
 #: BS.1534-3 anchor cut-offs.
 LOW_ANCHOR_HZ = 3500.0
@@ -401,59 +393,10 @@ def _lowpass(x, rate, p, seed):
     return _fft_filter(x, rate, gain, pad=int(8 * rate / tw) + 1)
 
 
-def _mp3_table(rate: int) -> tuple[str, tuple[int, ...], float, float]:
-    if rate >= 32000:
-        return "MPEG-1", _MP3_BITRATES["mpeg1"], 32.0, 320.0
-    if rate >= 16000:
-        return "MPEG-2", _MP3_BITRATES["mpeg2"], 8.0, 160.0
-    return "MPEG-2.5", _MP3_BITRATES["mpeg25"], 8.0, 64.0
-
-
 @_kind("mp3", "Constant-bitrate MP3 (LAME via libsndfile) encode and decode.",
        _Param("bitrate_kbps", 8, 320, integer=True, doc="constant bitrate, kbit/s"))
 def _mp3(x, rate, p, seed):
-    import soundfile as sf
-
-    from perceptlab.audio.decode import resample
-
-    br = p["bitrate_kbps"]
-    enc_rate = rate if rate in _MP3_RATES else 48000
-    version, allowed, lo, hi = _mp3_table(enc_rate)
-    if br not in allowed:
-        raise ValueError(
-            f"mp3: bitrate_kbps={br} is not an {version} bitrate at {enc_rate} Hz; "
-            f"choose one of {', '.join(map(str, allowed))}"
-        )
-    src = x.astype(np.float32)
-    if enc_rate != rate:
-        src = resample(src, rate, enc_rate)
-    # libsndfile maps compression c to int(hi - c (hi - lo)) kbps; aim half a
-    # kbps above the target so the truncation lands on it.
-    level = min(1.0, max(0.0, (hi - (br + 0.5)) / (hi - lo)))
-    buf = io.BytesIO()
-    sf.write(buf, src, enc_rate, format="MP3", subtype="MPEG_LAYER_III",
-             compression_level=level, bitrate_mode="CONSTANT")
-    buf.seek(0)
-    y, got_rate = sf.read(buf, dtype="float32")
-    if y.ndim > 1:
-        y = y.mean(axis=1)
-    n = src.size
-    if y.size != n:
-        # No gapless header: the stream starts with the codec delay. Check
-        # the known delay against no delay by correlation, to be safe.
-        def corr(lag):
-            seg = y[lag : lag + n]
-            m = min(seg.size, n)
-            return float(np.dot(seg[:m], src[:m]))
-
-        lag = _MP3_DELAY if y.size >= n + _MP3_DELAY and corr(_MP3_DELAY) >= corr(0) else 0
-        y = y[lag : lag + n]
-        if y.size < n:
-            y = np.concatenate([y, np.zeros(n - y.size, np.float32)])
-    if got_rate != rate:
-        y = resample(np.ascontiguousarray(y, dtype=np.float32), got_rate, rate)
-        y = y[: x.size] if y.size >= x.size else np.concatenate([y, np.zeros(x.size - y.size, np.float32)])
-    return y.astype(np.float64)
+    return mp3_roundtrip(x, rate, p["bitrate_kbps"])
 
 
 @_kind("clip", "Hard clipping at a fraction of the signal's peak.",
@@ -546,96 +489,11 @@ def _reverse(x, rate, p, seed):
     return x[::-1].copy()
 
 
-def _stft_params(rate: int) -> tuple[int, int]:
-    n_fft = 1024 if rate <= 24000 else 2048
-    return n_fft, n_fft // 4
-
-
-def _phase_vocoder(spec: np.ndarray, factor: float, hop: int, n_fft: int) -> np.ndarray:
-    """Time-scale an STFT (F, T) by ``factor`` (> 1: fewer frames) with identity phase locking.
-
-    A plain phase vocoder accumulates each bin's phase on its own; a frame
-    whose phase differences are off (an onset, the padded first frame) is
-    reused when slowing down and leaves the bins of one partial out of phase
-    for good, which cancels part of its energy (a sine slowed by 1 % lost
-    13 dB with torchaudio's ``phase_vocoder``). Identity phase locking
-    (Laroche and Dolson 1999) advances only the phase of each spectral peak
-    and gives the bins around it the input's phase offsets to that peak,
-    frame by frame, so a partial stays coherent.
-    """
-    f, t = spec.shape
-    mags = np.abs(spec)
-    angs = np.angle(spec)
-    mags = np.concatenate([mags, np.zeros((f, 2))], 1)
-    angs = np.concatenate([angs, np.zeros((f, 2))], 1)
-    steps = np.arange(0.0, t, factor)
-    omega = 2.0 * np.pi * hop * np.arange(f) / n_fft
-    bins = np.arange(f)
-    out = np.empty((f, steps.size), dtype=complex)
-    phase = angs[:, 0].copy()
-    for i, st in enumerate(steps):
-        j = int(st)
-        frac = st - j
-        mag = (1.0 - frac) * mags[:, j] + frac * mags[:, j + 1]
-        if i > 0:
-            inner = mag[1:-1]
-            peaks = np.flatnonzero((inner > mag[:-2]) & (inner >= mag[2:])) + 1
-            if peaks.size == 0:
-                peaks = np.array([int(np.argmax(mag))])
-            region = peaks[np.searchsorted((peaks[:-1] + peaks[1:]) / 2.0, bins)]
-            phase = phase[region] + (angs[:, j] - angs[region, j])
-        out[:, i] = mag * np.exp(1j * phase)
-        # Advance each bin by its instantaneous frequency between frames j and j + 1.
-        dphi = angs[:, j + 1] - angs[:, j] - omega
-        dphi -= 2.0 * np.pi * np.round(dphi / (2.0 * np.pi))
-        phase = phase + omega + dphi
-    return out
-
-
-def _stretch(x: np.ndarray, rate: int, factor: float, n_out: int) -> np.ndarray:
-    """Phase-vocoder time stretch: ``factor`` > 1 is faster; output ``n_out`` samples."""
-    import torch
-
-    n_fft, hop = _stft_params(rate)
-    window = torch.hann_window(n_fft, dtype=torch.float64)
-    xt = torch.from_numpy(np.ascontiguousarray(x))
-    if xt.numel() < n_fft // 2 + 1:  # reflect padding needs a little signal
-        xt = torch.nn.functional.pad(xt, (0, n_fft // 2 + 1 - xt.numel()))
-    with torch.no_grad():
-        spec = torch.stft(xt, n_fft, hop, window=window, return_complex=True).numpy()  # (F, frames)
-        stretched = torch.from_numpy(_phase_vocoder(spec, factor, hop, n_fft))
-        y = torch.istft(stretched, n_fft, hop, window=window, length=n_out)
-    return y.numpy()
-
-
 @_kind("time_stretch", "Phase-vocoder tempo change (pitch kept); rate > 1 is faster and shorter.",
        _Param("rate", 0.25, 4.0, doc="speed factor"))
 def _time_stretch(x, rate, p, seed):
     n_out = max(1, int(round(x.size / p["rate"])))
-    return _stretch(x, rate, p["rate"], n_out)
-
-
-def _fft_resample(x: np.ndarray, ratio: float, n_out: int) -> np.ndarray:
-    """Band-limited resampling by any ratio (output rate / input rate), ``n_out`` samples.
-
-    Zero-padded on both sides (so the FFT's circular wrap does not ring across
-    the ends), then the spectrum is cut or extended: an ideal low-pass at
-    the lower of the two Nyquist frequencies.
-    """
-    from scipy.fft import next_fast_len
-
-    pad = max(64, int(0.05 * x.size))
-    xp = np.concatenate([np.zeros(pad), x, np.zeros(pad)])
-    m = next_fast_len(xp.size, real=True)
-    m_out = int(round(m * ratio))
-    spec = np.fft.rfft(xp, m)
-    keep = min(spec.size, m_out // 2 + 1)
-    out_spec = np.zeros(m_out // 2 + 1, dtype=complex)
-    out_spec[:keep] = spec[:keep]
-    y = np.fft.irfft(out_spec, m_out) * (m_out / m)
-    start = int(round(pad * m_out / m))
-    y = y[start : start + n_out]
-    return y if y.size == n_out else np.concatenate([y, np.zeros(n_out - y.size)])
+    return stretch(x, rate, p["rate"], n_out)
 
 
 @_kind("pitch_shift", "Pitch shift in semitones (phase vocoder + band-limited resampling); length kept.",
@@ -647,5 +505,5 @@ def _pitch_shift(x, rate, p, seed):
     # Stretch to ratio * n samples at the same pitch, then resample those back
     # to n: played at `rate`, the result sounds `ratio` times higher.
     long_n = max(1, int(round(x.size * ratio)))
-    stretched = _stretch(x, rate, 1.0 / ratio, long_n)
-    return _fft_resample(stretched, x.size / long_n, x.size)
+    stretched = stretch(x, rate, 1.0 / ratio, long_n)
+    return fft_resample(stretched, x.size / long_n, x.size)
