@@ -26,19 +26,19 @@ After the A/B pair was compared, the part of the shown clip the metrics
 compared is marked (:meth:`QtSpectrogramView.set_compared`): dashed amber
 lines at its ends, what lies outside it dimmed, and a caption saying what it
 is. The marks take no mouse input, and sit under the loop region.
+
+One pane (caption, waveform strip, plot) and what it shows are
+:mod:`perceptlab.qt.spectrogram_pane`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
-    QGraphicsItem,
     QHBoxLayout,
     QLabel,
     QSizePolicy,
@@ -47,9 +47,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from perceptlab.audio.features import FeatureConfig, mel_frequencies, unit_to_db
-from perceptlab.qt.time_axes import ZOOM_HELP, QtLoopViewBox, QtMelAxis
-from perceptlab.qt.waveform_strip import COMPARED_COLOUR, QtTimeMarks, QtWaveformStrip
+from perceptlab.audio.features import FeatureConfig, mel_frequencies
+from perceptlab.qt.spectrogram_pane import EMPTY_HINT, QtSpectrogramPane, Shown, as_db_image
+from perceptlab.qt.time_axes import ZOOM_HELP
+from perceptlab.qt.waveform_strip import COMPARED_COLOUR, QtTimeMarks
 
 COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis")
 COMPARED_HELP = ("Between the dashed amber lines: the part of this clip the metrics compared with the other "
@@ -57,127 +58,15 @@ COMPARED_HELP = ("Between the dashed amber lines: the part of this clip the metr
 PANES_HELP = ("A/B panes: A above, B below, with linked time and frequency axes and one colour scale "
               "(Sonic Visualiser's panes). Off: the selected slot's clip alone.")
 SLOTS = ("A", "B")
-EMPTY_HINT = "Select a clip in the library to see its log-mel spectrogram"
-AXIS_WIDTH = 70  # every left axis the same width, so the linked time axes line up
 MIN_FRAMES_SHOWN = 4  # the deepest time zoom, in spectrogram frames
 MIN_BANDS_SHOWN = 4  # the deepest frequency zoom, in mel bands
 _EMPTY_SECONDS = 5.0
-
-
-@dataclass
-class _Shown:
-    """What one pane shows: an image in dB, its config, caption, compared region, waveform."""
-
-    db: np.ndarray | None = None  # (F, T) levels in dB
-    config: FeatureConfig | None = None
-    caption: str = ""
-    compared: tuple[float, float] | None = None
-    compared_text: str = ""
-    samples: np.ndarray | None = None  # (n,) mono
-    rate: float = 0.0
-
-    def duration(self) -> float:
-        if self.db is None or self.config is None:
-            return 0.0
-        return self.db.shape[1] * self.config.seconds_per_frame()
-
-    def readout(self, seconds: float, mel_pos: float, freqs: np.ndarray) -> str:
-        if self.db is None or self.config is None:
-            return ""
-        n_mels, n_frames = self.db.shape
-        col = int(np.floor(seconds / self.config.seconds_per_frame()))
-        row = int(np.floor(mel_pos))
-        if not (0 <= col < n_frames and 0 <= row < n_mels):
-            return ""
-        return f"{seconds:6.2f} s   {freqs[row]:7.0f} Hz   {self.db[row, col]:6.1f} dB"
 
 
 def _check_slot(slot: str) -> str:
     if slot not in SLOTS:
         raise ValueError(f"no slot named {slot!r} (slots: {', '.join(SLOTS)})")
     return slot
-
-
-def _as_image(image, config: FeatureConfig) -> np.ndarray:
-    arr = np.asarray(image, dtype=np.float32)
-    if arr.ndim != 2 or arr.shape[0] != config.n_mels or arr.shape[1] < 1:
-        raise ValueError(f"spectrogram image must be (n_mels={config.n_mels}, frames >= 1), got shape {arr.shape}")
-    return unit_to_db(arr, config)
-
-
-class QtPaneCaption(pg.LabelItem):
-    """A pane's caption: one line, cut at the pane's width instead of widening the view."""
-
-    def __init__(self):
-        super().__init__("", justify="left", size="9pt")
-        self.setFlag(QGraphicsItem.ItemClipsChildrenToShape, True)
-        self.setMaximumHeight(24)
-
-    def updateMin(self):
-        super().updateMin()
-        self.setMinimumWidth(0)
-        self._sizeHint[Qt.SizeHint.MinimumSize] = (0, self._sizeHint[Qt.SizeHint.MinimumSize][1])
-        self.updateGeometry()
-
-
-class QtSpectrogramPane:
-    """One pane: a caption, a waveform strip and a spectrogram plot, on one time axis."""
-
-    def __init__(self, view: "QtSpectrogramView", name: str, title: str = ""):
-        self.name = name
-        self.label = QtPaneCaption()
-        self.strip = QtWaveformStrip(on_region=view._on_region_dragged, on_loop_moved=view._on_region_moved)
-        self.axis = QtMelAxis("left")
-        self.plot = pg.PlotItem(title=title or None, viewBox=QtLoopViewBox(view._on_region_dragged),
-                                axisItems={"left": self.axis})
-        self.plot.setLabel("bottom", "time", units="s")
-        self.plot.setLabel("left", "frequency (Hz, mel scale)")
-        self.plot.setMenuEnabled(False)
-        self.plot.hideButtons()  # the unlabelled "A" button: Fit does it, without padding
-        self.plot.getViewBox().setMouseEnabled(x=True, y=True)
-        for axis in (self.axis, self.strip.getAxis("left")):
-            axis.setWidth(AXIS_WIDTH)
-        self.image = pg.ImageItem()
-        self.plot.addItem(self.image)
-        self.marks = QtTimeMarks(self.plot, view._on_region_moved)
-        self.placeholder = pg.TextItem("", color=(190, 190, 190), anchor=(0.5, 0.5))
-        self.plot.addItem(self.placeholder, ignoreBounds=True)
-        self.strip.setXLink(self.plot)
-        self.placeholder.setText(EMPTY_HINT)
-        # A long hint (a failed clip's reason) wraps within the plot instead of running off both sides.
-        self.viewbox().sigResized.connect(self._wrap_placeholder)
-        self.shown = _Shown()
-        self.freqs = mel_frequencies(FeatureConfig())
-
-    def viewbox(self) -> pg.ViewBox:
-        return self.plot.getViewBox()
-
-    def _wrap_placeholder(self, *_) -> None:
-        self.placeholder.setTextWidth(max(120.0, 0.85 * self.viewbox().width()))
-
-    def show(self, shown: _Shown, config: FeatureConfig, empty_text: str | None, levels) -> None:
-        """Draw ``shown``; empty, the pane shows its hint (``empty_text``, None: as it is) over a 5 s frame."""
-        self.shown = shown
-        cfg = shown.config or config
-        self.freqs = mel_frequencies(cfg)
-        self.axis.set_bands(self.freqs)
-        if shown.db is None:
-            self.image.clear()
-            if empty_text is not None:
-                self.placeholder.setText(empty_text)
-            self._wrap_placeholder()
-            self.placeholder.setVisible(True)
-        else:
-            self.placeholder.setVisible(False)
-            self.image.setImage(shown.db, autoLevels=False, levels=levels)
-            n_mels, n_frames = shown.db.shape
-            self.image.setRect(QRectF(0.0, 0.0, n_frames * cfg.seconds_per_frame(), float(n_mels)))
-        self.marks.set_compared(shown.compared, shown.duration())
-        self.strip.marks.set_compared(shown.compared, shown.duration())
-        self.strip.set_waveform(shown.samples, shown.rate or 1.0)
-
-    def n_mels(self, config: FeatureConfig) -> int:
-        return self.shown.db.shape[0] if self.shown.db is not None else (self.shown.config or config).n_mels
 
 
 class QtSpectrogramView(QWidget):
@@ -202,8 +91,8 @@ class QtSpectrogramView(QWidget):
         super().__init__(parent)
         pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
         self.config = FeatureConfig()
-        self._single = _Shown()
-        self._slots = {s: _Shown() for s in SLOTS}
+        self._single = Shown()
+        self._slots = {s: Shown() for s in SLOTS}
         self._active_slot: str | None = None
         self._panes_on = False
         self._show_strips = False  # set once the view is given a waveform: no empty strip before
@@ -295,8 +184,8 @@ class QtSpectrogramView(QWidget):
         """Show a (n_mels, T) image in [0, 1] in the single view (None clears it)."""
         self._set_config(config)
         self.caption.setText(caption)
-        db = None if image is None else _as_image(image, self.config)
-        self._single = _Shown(db=db, config=self.config, caption=caption, samples=self._single.samples,
+        db = None if image is None else as_db_image(image, self.config)
+        self._single = Shown(db=db, config=self.config, caption=caption, samples=self._single.samples,
                               rate=self._single.rate)
         self.set_compared(None)  # marks belong to the image they were set for
         if not self._panes_on:
@@ -307,7 +196,7 @@ class QtSpectrogramView(QWidget):
         """Give the A/B panes slot ``slot``'s (n_mels, T) image in [0, 1] (None clears it)."""
         shown = self._slots[_check_slot(slot)]
         self._set_config(config)
-        shown.db = None if image is None else _as_image(image, self.config)
+        shown.db = None if image is None else as_db_image(image, self.config)
         shown.config = self.config
         shown.caption = caption
         shown.compared, shown.compared_text = None, ""
@@ -527,7 +416,7 @@ class QtSpectrogramView(QWidget):
         ci.addItem(self.colorbar, plot_rows[0], 1, rowspan=plot_rows[-1] - plot_rows[0] + 1)
         ci.setGeometry(geometry)
 
-    def _pane_contents(self) -> list[tuple[QtSpectrogramPane, _Shown, str]]:
+    def _pane_contents(self) -> list[tuple[QtSpectrogramPane, Shown, str]]:
         if not self._panes_on:
             return [(self.panes[0], self._single, None)]  # the single view's hint is what was last set
         return [(pane, self._slots[s], f"{s}: no clip yet (Shift+B makes the selected clip B; then select A)")
@@ -549,7 +438,7 @@ class QtSpectrogramView(QWidget):
         if fit:
             self.fit()
 
-    def _pane_caption(self, pane: QtSpectrogramPane, shown: _Shown) -> str:
+    def _pane_caption(self, pane: QtSpectrogramPane, shown: Shown) -> str:
         slot = SLOTS[self.panes.index(pane)]
         text = shown.caption or f"{slot}: —"
         if slot == self._active_slot:
