@@ -12,12 +12,12 @@ import soundfile as sf
 
 from perceptlab.analysis.agreement import (
     agreement_report,
-    fit_monotonic_cubic,
     inter_listener_agreement,
     metric_agrees,
     mushra_report,
     triplet_report,
 )
+from perceptlab.analysis.score_mapping import fit_monotonic_cubic
 from perceptlab.listening.answers import Rating, TripletAnswer, post_screen, read_ratings_csv
 from perceptlab.analysis.stats import bootstrap_ci
 from perceptlab.audio.distort import Recipe, apply
