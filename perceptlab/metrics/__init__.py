@@ -101,7 +101,6 @@ from .pixel import mse
 from .ssim import CS_FLOOR, msssim, n_scales, scale_weights
 from .pyramid import NLPDParams, nlpd, nlpd_levels, nlpd_transform
 from .pairwise import (
-    DistanceIndex,
     GenericIndex,
     MSEIndex,
     MSSSIMIndex,
@@ -113,6 +112,7 @@ from .pairwise import (
     nearest,
     nlpd_matrix,
 )
+from .pairwise_index import DistanceIndex
 from .registry import (
     Metric,
     _register_builtins,

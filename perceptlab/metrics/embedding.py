@@ -22,7 +22,7 @@ import torch
 from perceptlab.tasks import CancelFn, ProgressFn
 
 from .pyramid import safe_sqrt
-from .pairwise import DistanceIndex
+from .pairwise_index import DistanceIndex
 from .pairwise_blocks import _chunks, _prepare_any, _Steps
 from .metric import Metric
 from .validation import check_inputs
