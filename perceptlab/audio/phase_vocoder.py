@@ -1,4 +1,4 @@
-"""Tempo and pitch without artefacts: a phase vocoder with identity phase locking.
+"""Tempo and pitch changes: a phase vocoder with identity phase locking, and band-limited resampling.
 
 :func:`stretch` time-scales a signal through an STFT and :func:`phase_vocoder`
 (Laroche and Dolson 1999: the level of a partial is kept, where torchaudio's
