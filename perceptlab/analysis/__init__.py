@@ -14,7 +14,8 @@ Built on :mod:`perceptlab.metrics` (the distances between two images) and
   processes), :mod:`.indexing` (the persistent search indexes),
   :mod:`.matrix_summary` (label-block summaries of large matrices),
   :mod:`.local_maps` (where two images differ), :mod:`.projection` (2-D maps).
-- Agreement with listeners: :mod:`.agreement`, :mod:`.agreement_stats`,
+- Agreement with listeners: :mod:`.agreement` (with :mod:`.score_mapping`,
+  the P.1401 mapping and correlations), :mod:`.agreement_stats`,
   :mod:`.calibration` (NLPD fitted to answers), :mod:`.probe` (a quick check
   on the user's own clips), :mod:`.retrieval` (1-NN by label).
 - :mod:`.evaluate`: the genre-classification protocol, one module per step.

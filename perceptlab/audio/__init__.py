@@ -9,7 +9,8 @@ anything above them (``tests/test_store_layers.py`` checks it).
 - :mod:`.loudness`: integrated loudness (ITU-R BS.1770-4, pyloudnorm's filters).
 - :mod:`.distort`: graded distortions of a signal, the stimuli of listening
   tests; each kind is one function in the ``@_kind`` registry. A new
-  distortion goes here.
+  distortion goes here. :mod:`.mp3_codec` (the MP3 round trip) and
+  :mod:`.phase_vocoder` (tempo and pitch, band-limited resampling) serve it.
 - :mod:`.invert`: a log-mel image back to audio (Griffin-Lim), to hear what
   an encoder keeps.
 - :mod:`.playback`: the sounddevice engine behind the player (A/B slots,

@@ -12,12 +12,13 @@ window loads the metric registry in a worker after its first paint.
   :mod:`.analysis_state` (library matrices computed once, shared);
   :mod:`.dialogs`, :mod:`.page_tabs`.
 - Panels and views, one module each (a new panel goes here):
-  :mod:`.library_panel`, :mod:`.spectrogram_view` (with :mod:`.time_axes`
+  :mod:`.library_panel`, :mod:`.spectrogram_view` (with :mod:`.spectrogram_pane`, :mod:`.time_axes`
   and :mod:`.waveform_strip`), :mod:`.player_bar`, :mod:`.compare_panel`,
   :mod:`.neighbours_panel`, :mod:`.map_view` (with :mod:`.label_legend`),
   :mod:`.matrix_view` (with :mod:`.matrix_axis`, :mod:`.matrix_correlations`,
   :mod:`.matrix_export`), :mod:`.reconstruction_view`, :mod:`.training_panel`
-  (with :mod:`.training_curves`, :mod:`.training_jobs`),
+  (with :mod:`.training_curves`, :mod:`.training_numbers`,
+  :mod:`.training_jobs`),
   :mod:`.listening_view` (with :mod:`.listening_sessions`,
   :mod:`.listening_rating`), :mod:`.session_dialog` (with
   :mod:`.session_preview`, :mod:`.session_checks`), :mod:`.agreement_view`,
