@@ -92,6 +92,26 @@ All-pairs and queries
 function N^2 times; see :mod:`perceptlab.metrics.pairwise`. The registry
 (:func:`get_metric`, :func:`list_metrics`, :func:`register_metric`) names
 the metrics for the GUI and CLI.
+
+Modules
+-------
+- The metrics: :mod:`.pixel` (MSE), :mod:`.pyramid` (NLPD and
+  :class:`NLPDParams`), :mod:`.ssim` (MS-SSIM), :mod:`.baselines` (log-mel and
+  MFCC statistics), :mod:`.embedding` (distances in an encoder's latent
+  space); :mod:`._filters` their separable filters, :mod:`.validation` the
+  input checks. A new metric is one module here and one registration.
+- What a metric is and which exist: :mod:`.metric` (:class:`Metric`),
+  :mod:`.registry` (the built-ins, registered once; every list of metric
+  names the project uses is asked of it).
+- Many distances at once: :mod:`.pairwise` (the all-pairs engines,
+  :func:`distance_matrix`, :func:`nearest`, the indexes) with
+  :mod:`.pairwise_blocks` (inputs, memory-budgeted blocks),
+  :mod:`.pairwise_index` (the index base), :mod:`.pairwise_nlpd` and
+  :mod:`.pairwise_msssim` (per-clip coefficients and statistics);
+  :mod:`.search` (exact or two-stage nearest-neighbour search over a
+  persistent index).
+- :mod:`.bench`, :mod:`.bench_neighbours`: ``perceptlab bench metrics`` and
+  ``perceptlab bench neighbours``.
 """
 
 from perceptlab.tasks import Cancelled
