@@ -48,7 +48,7 @@ class Metric:
         returning an (N, N) float64 CPU tensor.
     index : callable, optional
         ``index(specs, *, memory_budget_mb, progress, cancel, device)``
-        returning a :class:`perceptlab.metrics.pairwise.DistanceIndex`.
+        returning a :class:`perceptlab.metrics.pairwise_index.DistanceIndex`.
     input_kind : str
         ``"spectrogram"`` or ``"vector"``.
     min_side : int

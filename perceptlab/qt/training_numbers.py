@@ -22,15 +22,6 @@ PERCENTILES = (1.0, 99.0)  # the part of the shown losses the y range covers
 MARGIN = 0.08  # of the covered span, added above and below
 
 
-def ema(values, alpha: float = SMOOTH) -> np.ndarray:
-    """Exponential moving average, starting at the first value."""
-    out, acc = [], None
-    for v in values:
-        acc = v if acc is None else alpha * acc + (1 - alpha) * v
-        out.append(acc)
-    return np.array(out, dtype=float)
-
-
 def rolling_envelope(values, window: int = ENVELOPE) -> tuple[np.ndarray, np.ndarray]:
     """Min and max of the last ``window`` values at each position (fewer at the start)."""
     v = np.asarray(values, dtype=float)
