@@ -25,10 +25,10 @@ def add_parsers(sub, common) -> None:
             "matplotlib: pip install 'perceptlab[report]'."
         ),
     )
-    p.add_argument("--metrics", default="mse,nlpd,msssim,logmel-stats,mfcc-stats",
-                   help="spectrogram metrics and baselines for k-NN, comma-separated (default: "
-                        "mse,nlpd,msssim,logmel-stats,mfcc-stats; the baselines' statistics are z-scored on "
-                        "each fold's training segments)")
+    p.add_argument("--metrics", default=None,
+                   help="spectrogram metrics and baselines for k-NN, comma-separated, see `perceptlab metrics` "
+                        "(default: every built-in metric, the image metrics then the baselines; the baselines' "
+                        "statistics are z-scored on each fold's training segments)")
     enc = p.add_mutually_exclusive_group()
     enc.add_argument("--train-config", metavar="FILE.toml", default=None,
                      help="train one encoder per fold and loss on the fold's training clips (honest, slow)")
@@ -72,8 +72,10 @@ def cmd_evaluate(args) -> int:
     from perceptlab.analysis.evaluate import EvaluateConfig, run_evaluation, write_report
 
     try:
+        # No --metrics: the config's own default (every built-in metric).
+        given = {} if args.metrics is None else {"metrics": _split(args.metrics)}
         cfg = EvaluateConfig(
-            metrics=_split(args.metrics), checkpoints=tuple(args.checkpoints or ()),
+            **given, checkpoints=tuple(args.checkpoints or ()),
             train_config=args.train_config, train_overrides=tuple(args.set or ()),
             losses=_split(args.losses), folds=args.folds, seed=args.seed, k=args.k,
             k_grid=_split(args.k_grid, int), c_grid=_split(args.c_grid, float), inner_folds=args.inner_folds,

@@ -125,10 +125,12 @@ def cmd_listen_create(args) -> int:
         _check_clip_ids(lib, clip_ids)
         _register_metrics(lib)
         if args.design == "triplet":
+            # No --metric: the plan's own default (the built-in image metrics).
+            given = {} if args.metric is None else {"metrics": tuple(m.strip() for m in args.metric.split(",")
+                                                                     if m.strip())}
             plan = TripletPlan(
                 n_trials=20 if args.n_trials is None else args.n_trials, source=args.source, active=args.active,
-                metrics=tuple(m.strip() for m in (args.metric or "mse,nlpd,msssim").split(",") if m.strip()),
-                n_catch=args.catch, recipes=tuple(args.recipe or DEFAULT_TRIPLET_RECIPES),
+                **given, n_catch=args.catch, recipes=tuple(args.recipe or DEFAULT_TRIPLET_RECIPES),
                 clip_ids=tuple(clip_ids) if clip_ids else None, n_references=args.n_references,
                 stimuli_dir=args.stimuli_dir, seed=args.seed,
                 must_play=bool(args.must_play) if args.must_play is not None else False,
@@ -286,7 +288,9 @@ def add_parsers(sub, common: argparse.ArgumentParser, frames: argparse.ArgumentP
                    help="listening sessions to analyse (default: all; none with --ratings alone)")
     p.add_argument("--ratings", metavar="CSV", default=None,
                    help="external ratings: rows reference,degraded,score[,listener]; paths relative to the CSV")
-    p.add_argument("--metric", default=None, help="comma-separated metrics (default: mse,nlpd,msssim)")
+    p.add_argument("--metric", default=None,
+                   help="comma-separated metrics, see `perceptlab metrics` (default: every built-in metric, not "
+                        "a library's own; the baselines only with a library, whose clips they are z-scored over)")
     p.add_argument("--boot", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--screen", dest="screen", action="store_true", default=None,
@@ -307,7 +311,9 @@ def add_parsers(sub, common: argparse.ArgumentParser, frames: argparse.ArgumentP
     c.add_argument("--source", choices=["clips", "stimuli"], default="clips",
                    help="triplets from library clips, or from distortions of reference clips (default clips)")
     c.add_argument("--active", action="store_true", help="triplets on which the metrics disagree most")
-    c.add_argument("--metric", default=None, help="metrics compared by --active (default mse,nlpd,msssim)")
+    c.add_argument("--metric", default=None,
+                   help="comma-separated metrics compared by --active (default: the built-in metrics that "
+                        "compare log-mel images, the baselines left out)")
     c.add_argument("--clips", default=None, metavar="ID[,ID...]", help="clips to draw from / references")
     c.add_argument("--n-references", type=int, default=None, metavar="N",
                    help="--source stimuli: random reference clips (default max(2, n-trials/5))")

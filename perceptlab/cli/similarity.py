@@ -288,7 +288,9 @@ def add_parsers(sub, common, frames) -> None:
     p.add_argument("b", metavar="B", help="audio file or clip id")
     p.add_argument("--no-align", action="store_true",
                    help="compare as recorded, without first aligning B to A in time (within 100 ms)")
-    p.add_argument("--metric", default=None, help="comma-separated metrics (default: mse,nlpd,msssim)")
+    p.add_argument("--metric", default=None,
+                   help="comma-separated metrics, see `perceptlab metrics` (default: every built-in metric, not "
+                        "a library's own; the baselines only with a library, whose clips they are z-scored over)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_distance)
 
@@ -324,7 +326,9 @@ def add_parsers(sub, common, frames) -> None:
     p = sub.add_parser("neighbours", aliases=["neighbors"], parents=[common, frames],
                        help="nearest library clips to a clip or file")
     p.add_argument("clip", metavar="CLIP", help="clip id, or a path (inside the library or not)")
-    p.add_argument("--metric", default=None, help="comma-separated metrics (default: mse,nlpd,msssim)")
+    p.add_argument("--metric", default=None,
+                   help="comma-separated metrics, see `perceptlab metrics` (default: every built-in metric, not "
+                        "the library's own)")
     p.add_argument("-k", type=int, default=5, help="how many neighbours (default 5)")
     p.add_argument("--search", choices=["auto", "exact", "two-stage"], default="auto",
                    help="auto (default): two stages (sketch candidates, then the real metric) when the library "

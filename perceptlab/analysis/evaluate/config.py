@@ -73,7 +73,7 @@ class EvaluateConfig:
         Working memory of the distance-matrix engine.
     """
 
-    # A live view, not a tuple made here: a default config is built at import (torch stays unloaded).
+    # A live view, not a tuple made here: making a default config does not load torch (the registry).
     metrics: Sequence[str] = metric_names.BUILTIN_METRICS
     checkpoints: tuple[str, ...] = ()
     train_config: str | None = None

@@ -29,7 +29,7 @@ from .report import EvaluationReport
 
 def run_evaluation(
     library: Library | str | os.PathLike,
-    config: EvaluateConfig = EvaluateConfig(),
+    config: EvaluateConfig | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     *,
@@ -43,7 +43,8 @@ def run_evaluation(
     ----------
     library : Library or path
         A path is opened (and closed) here, so a worker thread can pass one.
-    config : EvaluateConfig
+    config : EvaluateConfig, optional
+        None: the default one (every built-in metric, five folds, ...).
     progress, cancel : callables
         See :mod:`perceptlab.tasks`; progress is reported on a 0..1000 scale.
     log : callable, optional
@@ -63,6 +64,7 @@ def run_evaluation(
     Cancelled
         ``cancel()`` turned true; nothing is written.
     """
+    config = EvaluateConfig() if config is None else config
     if not isinstance(library, Library):
         path = Path(library).expanduser()
         if not path.exists():
