@@ -48,7 +48,8 @@ def _is_vector(metric_name: str) -> bool:
 
 
 def _is_baseline(metric_name: str) -> bool:
-    return bool(_metric(metric_name).params.get("baseline", False))
+    """The registered metric's :attr:`~perceptlab.metrics.metric.Metric.is_baseline`."""
+    return _metric(metric_name).is_baseline
 
 
 def _check_excerpt(excerpt: str) -> None:

@@ -97,7 +97,7 @@ def run_checks(library: Path, device: str = "cuda", tolerance: float = TOLERANCE
     checks = []
     with Library(library, read_only=True) as lib:
         clips = lib.clips()
-        metrics = [m for m in list_metrics() if ":" not in m.name]
+        metrics = [m for m in list_metrics() if not m.of_library]
         for m in metrics:
             excerpt = "whole" if m.input_kind == "vector" else "centre"
             x = metric_inputs(lib, m.name, clips, excerpt=excerpt)

@@ -11,16 +11,17 @@ from .config import CLAIM, PERCEPTUAL_LOSSES, EvaluateConfig
 
 def is_baseline_method(m: dict) -> bool:
     """True for the baselines a perceptual encoder must beat to earn its cost: logistic regression on
-    log-mel statistics, k-NN on a baseline metric (``logmel-stats``, ``mfcc-stats``), the majority class."""
+    log-mel statistics, k-NN on a baseline metric (the registry's baselines: ``logmel-stats``,
+    ``mfcc-stats`` for the built-ins), the majority class."""
     if m["kind"] in ("logreg-logmel", "majority"):
         return True
     if m["kind"] in ("knn", "knn-cv"):
-        try:
-            from perceptlab.metrics.registry import get_metric
+        from perceptlab.metrics.registry import baseline_names, is_baseline
 
-            return bool(get_metric(m["representation"]).params.get("baseline"))
-        except (KeyError, ValueError):
-            return m["representation"] in ("logmel-stats", "mfcc-stats")
+        try:
+            return is_baseline(m["representation"])
+        except (KeyError, ValueError):  # a metric no longer registered
+            return m["representation"] in baseline_names()
     return False
 
 
