@@ -21,7 +21,7 @@ O(N^2 F T) multiply-adds at GEMM speed); for MS-SSIM it is a filtered
 product image per pair and scale, O(N^2 F T) at memory speed, which is why
 MS-SSIM dominates. Everything grows linearly with clip length. Clips of
 different lengths add one query block per rung (see
-:func:`perceptlab.analysis.similarity._whole_matrix`).
+:func:`perceptlab.analysis.matrices._whole_matrix`).
 """
 
 from __future__ import annotations

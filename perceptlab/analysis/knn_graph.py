@@ -13,7 +13,7 @@ dense matrix keeps, built once and kept) plus one (B, N) slab
 within ``memory_budget_mb``.
 
 Every distance follows the rule of
-:func:`perceptlab.analysis.similarity.library_matrix`: whole clips each pair
+:func:`perceptlab.analysis.matrices.library_matrix`: whole clips each pair
 at its own compared width (no alignment), or the centre excerpts, or the
 vector metrics on their (z-scored) vectors. The numbers are those of the
 metric's index (:func:`perceptlab.metrics.pairwise.build_index`), equal to
@@ -99,7 +99,7 @@ class RowEngine:
     clips : sequence of Clip, optional
         The rows and columns (default: every good clip, the matrix order).
     config, excerpt, n_frames
-        As in :func:`perceptlab.analysis.similarity.library_matrix`.
+        As in :func:`perceptlab.analysis.matrices.library_matrix`.
     device : str, optional
         Where the metric engines compute (``"cuda"``); results come back as
         float64 on the CPU.

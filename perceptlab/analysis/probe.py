@@ -214,7 +214,7 @@ def run_probe(library: Library, *, metrics: Sequence[str] | None = None, n_clips
     library : Library
     metrics : sequence of str, optional
         Default: every metric the library offers
-        (:func:`~perceptlab.analysis.similarity.register_library_metrics`).
+        (:func:`~perceptlab.analysis.library_metrics.register_library_metrics`).
     n_clips : int
         Clips sampled (spread over labels, see :func:`sample_clips`); fewer
         when the library has fewer.

@@ -7,7 +7,7 @@ the same clips (1: the same order, 0: unrelated, -1: reversed).
 
 Up to :data:`FULL_RANKING_MAX` clips the rankings are complete (exact, every
 clip). A larger library is ranked to the top :data:`TOP_DEPTH` of each
-metric through its search index (:func:`perceptlab.analysis.similarity.neighbours`),
+metric through its search index (:func:`perceptlab.analysis.neighbours.neighbours`),
 since a complete exact ranking would cost a full scan per metric and query;
 tau is then over the clips that two top lists share.
 """

@@ -2,7 +2,7 @@
 
 For every good, labelled clip of a library, the clip's nearest OTHER clip
 under a metric is looked up in the metric's whole-clip distance matrix
-(:func:`perceptlab.analysis.similarity.library_matrix`, the numbers the app
+(:func:`perceptlab.analysis.matrices.library_matrix`, the numbers the app
 shows); the clip counts as a hit when that neighbour has the same label.
 The score per metric is the fraction of hits (1-NN accuracy), with a
 bootstrap interval over clips, next to two references: chance (the hit rate
@@ -30,7 +30,8 @@ from perceptlab.audio.features import FeatureConfig
 from perceptlab.library.store import Clip, Library
 from perceptlab.tasks import CancelFn, ProgressFn
 
-from .similarity import DEFAULT_EXCERPT_FRAMES, library_matrix
+from .matrices import library_matrix
+from .similarity import DEFAULT_EXCERPT_FRAMES
 
 
 @dataclass
