@@ -20,8 +20,7 @@ from perceptlab.analysis.calibration import (
 from perceptlab.library.importer import import_files
 from perceptlab.library.store import Library
 from perceptlab.listening.create import TripletPlan, create_triplet_session
-from perceptlab.metrics import nlpd
-from perceptlab.metrics.pyramid import NLPDParams, nlpd as nlpd_with
+from perceptlab.metrics.pyramid import NLPDParams, nlpd
 from perceptlab.metrics.registry import get_metric, unregister_metric
 
 
@@ -58,7 +57,7 @@ def synthetic_triplets(n=120, size=24, seed=0):
     imgs = np.clip(np.stack(xs + as_ + bs), 0, 1).astype(np.float32)
     t = torch.from_numpy(imgs)[:, None]
     ix, ia, ib = np.arange(pool), np.arange(pool) + pool, np.arange(pool) + 2 * pool
-    truth = (nlpd_with(t[ix], t[ia], altered_params()) < nlpd_with(t[ix], t[ib], altered_params())).numpy()
+    truth = (nlpd(t[ix], t[ia], altered_params()) < nlpd(t[ix], t[ib], altered_params())).numpy()
     default = (nlpd(t[ix], t[ia]) < nlpd(t[ix], t[ib])).numpy()
     wrong, right = np.flatnonzero(truth != default), np.flatnonzero(truth == default)
     keep = np.sort(np.r_[wrong[: n // 3], right[: n - min(len(wrong), n // 3)]])
@@ -69,7 +68,7 @@ def test_defaults_reproduce_nlpd_exactly():
     torch.manual_seed(0)
     x = torch.rand(3, 1, 40, 56)
     y = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
-    assert torch.allclose(nlpd_with(x, y, NLPDParams.default()), nlpd(x, y), atol=1e-7, rtol=0)
+    assert torch.allclose(nlpd(x, y, NLPDParams.default()), nlpd(x, y), atol=1e-7, rtol=0)
     p = NLPDParams.default()
     assert NLPDParams.from_json(json.loads(json.dumps(p.to_json()))) == p
     with pytest.raises(ValueError, match="positive"):
@@ -109,7 +108,7 @@ def test_calibration_on_ratings_improves_held_out_correlation():
     t = torch.from_numpy(imgs)[:, None]
     ir = np.array(iref)
     ic = np.arange(n_items, n_items + len(conds))
-    scores = 100 - 60 * nlpd_with(t[ir], t[ic], altered_params()).numpy()
+    scores = 100 - 60 * nlpd(t[ir], t[ic], altered_params()).numpy()
     res = fit_ratings(imgs, ir, ic, scores, steps=60, lr=0.1, seed=1)
     b, a = res.report["before"]["test"]["pearson"], res.report["after"]["test"]["pearson"]
     assert a < b and a < -0.9
@@ -133,7 +132,7 @@ def test_variants_are_saved_registered_and_reloaded(tmp_path):
         x = torch.rand(5, 1, 32, 32)
         d = m.pairwise(x)
         assert d[1, 3].item() == pytest.approx(float(m.fn(x[1:2], x[3:4])[0]), rel=1e-5)
-        assert float(m.fn(x[1:2], x[3:4])[0]) == pytest.approx(float(nlpd_with(x[1:2], x[3:4], altered_params())[0]))
+        assert float(m.fn(x[1:2], x[3:4])[0]) == pytest.approx(float(nlpd(x[1:2], x[3:4], altered_params())[0]))
     finally:
         unregister_metric(m.name)
 
@@ -151,7 +150,7 @@ def test_calibrate_from_a_library_session_and_the_cli(tmp_path, clip_tree, capsy
 
         def agreement(params, sp, choice):
             x, a, b = image(sp["x"]), image(sp["a"]), image(sp["b"])
-            margin = float(nlpd_with(x, b, params)[0] - nlpd_with(x, a, params)[0])  # > 0: A closer
+            margin = float(nlpd(x, b, params)[0] - nlpd(x, a, params)[0])  # > 0: A closer
             return 0.5 if margin == 0 else float((margin > 0) == (choice == "A"))
 
         # A listener who contradicts the published NLPD on every scored trial

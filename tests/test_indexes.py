@@ -142,9 +142,9 @@ def test_damaged_index_is_detected_and_rebuilt(tmp_path, caplog, damage):
     from perceptlab.library import indexes as store
 
     store._VERIFIED.clear()  # as in a new process: checksums are verified again
-    from perceptlab.analysis import clip_inputs as similarity
+    from perceptlab.analysis import clip_inputs
 
-    similarity._INDEX_CACHE.clear()  # ... and no query index is kept from before the damage
+    clip_inputs._INDEX_CACHE.clear()  # ... and no query index is kept from before the damage
     caplog.set_level(logging.WARNING, logger="perceptlab.indexes")
     with Library(lib_path) as lib:
         after = {m: [(n.clip.id, n.distance) for n in ranking(lib, query, m)] for m in ("nlpd", "logmel-stats")}

@@ -171,7 +171,7 @@ def test_a_delayed_copy_is_aligned_and_the_regions_say_so(qtbot, tmp_path):
 
 
 def test_a_metric_that_cannot_be_computed_does_not_hide_the_others(tmp_path, monkeypatch):
-    import perceptlab.analysis.clip_inputs as similarity
+    from perceptlab.analysis import clip_inputs
     from perceptlab.audio.features import FeatureConfig
     from perceptlab.library.importer import import_files
     from perceptlab.library.store import Library
@@ -189,7 +189,7 @@ def test_a_metric_that_cannot_be_computed_does_not_hide_the_others(tmp_path, mon
     def refuse(*_args, **_kwargs):
         raise ValueError("no statistics here")
 
-    monkeypatch.setattr(similarity, "baseline_standardisation", refuse)
+    monkeypatch.setattr(clip_inputs, "baseline_standardisation", refuse)
     res = compare_pair(str(path), a, b, None, FeatureConfig())
     assert {"mse", "nlpd", "msssim"} <= set(res["distances"])
     assert set(res["errors"]) == {"logmel-stats", "mfcc-stats"}
