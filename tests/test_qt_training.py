@@ -155,3 +155,76 @@ def test_reconstructions_view_shows_and_plays_what_the_encoder_keeps(window, qtb
     assert view.last_audio.ndim == 1 and len(view.last_audio) > 22050  # about 3 s of audio
     assert view.engine.active_slot == "A" and view.engine.duration() == len(view.last_audio) / res["config"].sample_rate
     qtbot.waitUntil(lambda: not view.engine.is_playing, timeout=30000)  # played to the end
+
+
+# -- the loss weights: one per trainable metric of the registry ------------------------
+
+
+def _loss_rows(panel) -> list[tuple[str, str]]:
+    return [(key, panel.form.labelForField(box).text()) for key, box in panel.loss_boxes.items()]
+
+
+def test_the_loss_weights_are_the_registry_s_trainable_metrics(window, qtbot):
+    from perceptlab.metrics.registry import loss_names
+
+    panel = window.training_panel
+    qtbot.waitUntil(lambda: bool(panel.loss_boxes), timeout=5000)
+    assert list(panel.loss_boxes) == loss_names()
+    assert _loss_rows(panel) == [("mse", "Loss weight: MSE"), ("nlpd", "NLPD"), ("msssim", "1 - MS-SSIM")]
+    assert all(box.isVisible() for box in panel.loss_boxes.values())
+    panel.config_box.setCurrentText("demo_nlpd")  # the recipe's weights fill the boxes
+    assert {k: b.value() for k, b in panel.loss_boxes.items()} == {"mse": 0.0, "nlpd": 1.0, "msssim": 0.0}
+    panel.loss_boxes["msssim"].setValue(0.5)
+    assert "loss={nlpd = 1, msssim = 0.5}" in panel.form_overrides()
+
+
+@pytest.fixture
+def trainable_l1():
+    """A trainable plugin metric, registered before the window opens and removed after the test."""
+    from perceptlab.metrics.registry import Metric, register_metric, unregister_metric
+
+    def l1(x, y, *, validate: bool = True):
+        return (x - y).abs().mean(dim=(1, 2, 3))
+
+    metric = register_metric(Metric(name="l1", display_name="L1", fn=l1, trainable=True))
+    try:
+        yield metric
+    finally:
+        unregister_metric(metric.name)
+
+
+def test_a_trainable_plugin_metric_gets_a_loss_weight(trainable_l1, window, qtbot):
+    from perceptlab.metrics.registry import unregister_metric
+
+    panel = window.training_panel
+    qtbot.waitUntil(lambda: bool(panel.loss_boxes), timeout=5000)
+    assert _loss_rows(panel)[-1] == ("l1", "L1") and len(panel.loss_boxes) == 4
+    panel.loss_boxes["l1"].setValue(0.25)
+    panel.loss_boxes["mse"].setValue(0.0)
+    assert "loss={l1 = 0.25}" in panel.form_overrides()
+    # Made again without it, the rows keep the weights the user set.
+    panel.loss_boxes["nlpd"].setValue(2.0)
+    unregister_metric("l1")
+    try:
+        panel.refresh_losses()
+        assert _loss_rows(panel) == [("mse", "Loss weight: MSE"), ("nlpd", "NLPD"), ("msssim", "1 - MS-SSIM")]
+        assert panel.loss_boxes["nlpd"].value() == 2.0
+        assert panel.form.rowCount() == 10  # recipe, name, 3 weights, epochs, batch, latent, device, launch
+    finally:
+        from perceptlab.metrics.registry import register_metric
+
+        register_metric(trainable_l1)
+
+
+def test_a_panel_on_its_own_makes_its_loss_weights_when_shown(qtbot):
+    from perceptlab.qt.training_panel import QtTrainingPanel
+
+    panel = QtTrainingPanel()
+    qtbot.addWidget(panel)
+    assert not panel.loss_boxes  # nothing asked of the registry before it is shown
+    with pytest.raises(ValueError, match="the training losses are not known yet"):
+        panel.form_overrides()
+    panel.show()
+    qtbot.waitExposed(panel)
+    assert list(panel.loss_boxes) == ["mse", "nlpd", "msssim"]
+    assert panel.loss_boxes["mse"].value() == 1.0 and "loss={mse = 1}" in panel.form_overrides()

@@ -85,14 +85,12 @@ class QtTrainingPanel(QWidget):
         for p in list_configs():
             self.config_box.addItem(p.stem, str(p))
         self.name_edit = QLineEdit()
-        self.loss_boxes = {}
-        for key, label in (("mse", "MSE"), ("nlpd", "NLPD"), ("msssim", "MS-SSIM")):
-            box = QDoubleSpinBox()
-            box.setRange(0.0, 100.0)
-            box.setSingleStep(0.1)
-            box.setDecimals(2)
-            box.setToolTip(f"weight of the {label} term (0 = off); several non-zero weights make a mix")
-            self.loss_boxes[key] = box
+        # One weight per trainable metric of the registry, made once the window has loaded it
+        # (refresh_losses): asking the registry here would load torch before the first window.
+        self.loss_boxes: dict[str, QDoubleSpinBox] = {}
+        self._recipe_loss: dict = {}  # the chosen recipe's loss weights, for boxes made later
+        self._losses_pending = QLabel()
+        self._losses_pending.setEnabled(False)
         self.epochs_box = QSpinBox()
         self.epochs_box.setRange(1, 10000)
         self.batch_box = QSpinBox()
@@ -106,9 +104,7 @@ class QtTrainingPanel(QWidget):
         form = QFormLayout()
         form.addRow("Recipe", self.config_box)
         form.addRow("Run name", self.name_edit)
-        form.addRow("Loss weight: MSE", self.loss_boxes["mse"])
-        form.addRow("NLPD", self.loss_boxes["nlpd"])
-        form.addRow("1 - MS-SSIM", self.loss_boxes["msssim"])
+        form.addRow("Loss weight", self._losses_pending)
         form.addRow("Epochs", self.epochs_box)
         form.addRow("Batch size", self.batch_box)
         form.addRow("Latent size", self.latent_box)
@@ -116,6 +112,7 @@ class QtTrainingPanel(QWidget):
         form.addRow(self.launch_button)
         form_box = QGroupBox("New run")
         form_box.setLayout(form)
+        self.form = form
 
         # -- runs ----------------------------------------------------------------
         self.run_list = QListWidget()
@@ -197,6 +194,57 @@ class QtTrainingPanel(QWidget):
         self._update_buttons()
         self._refresh_plot()
 
+    # -- the losses ----------------------------------------------------------------------
+    def refresh_losses(self) -> None:
+        """One weight box per metric an encoder can be trained with, from the registry.
+
+        The rows follow :func:`perceptlab.metrics.registry.loss_names`, each
+        labelled with its metric's ``display_name``; a box keeps its weight
+        when the rows are made again, and a new one starts at the recipe's.
+        This reads the registry (torch): the panel calls it when it is shown
+        and its window has loaded the metrics (``metrics_loaded``), a window
+        may call it then too.
+        """
+        from perceptlab.metrics.registry import get_metric, loss_names
+
+        names = loss_names()
+        if names == list(self.loss_boxes):
+            return
+        values = {**self._recipe_loss, **{k: b.value() for k, b in self.loss_boxes.items()}}
+        for box in self.loss_boxes.values():
+            self.form.removeRow(box)
+        if self._losses_pending is not None:
+            self.form.removeRow(self._losses_pending)
+            self._losses_pending = None
+        self.loss_boxes = {}
+        first = 2  # below the recipe and the run name
+        for i, key in enumerate(names):
+            label = get_metric(key).display_name
+            box = QDoubleSpinBox()
+            box.setRange(0.0, 100.0)
+            box.setSingleStep(0.1)
+            box.setDecimals(2)
+            box.setValue(float(values.get(key, 0.0)))
+            box.setToolTip(f"weight of the {label} term (0 = off); several non-zero weights make a mix")
+            self.form.insertRow(first + i, f"Loss weight: {label}" if i == 0 else label, box)
+            self.loss_boxes[key] = box
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._refresh_losses_when_loaded()
+
+    def _refresh_losses_when_loaded(self) -> None:
+        if self.loss_boxes or not self.isVisible():
+            return
+        window = self.window()
+        if window is self or getattr(window, "metrics_loaded", False):
+            self.refresh_losses()
+            return
+        # In a window that loads the metrics in the background: look again shortly, without waiting here.
+        loading = hasattr(window, "metrics_loaded")
+        self._losses_pending.setText("loading the metrics..." if loading else "open a library first")
+        QTimer.singleShot(200, self, self._refresh_losses_when_loaded)
+
     # -- library -----------------------------------------------------------------------
     def set_library(self, path: str | None) -> None:
         self.library_path = path
@@ -227,6 +275,8 @@ class QtTrainingPanel(QWidget):
         """``--set`` overrides that turn the chosen recipe into what the form shows."""
         sets = [f"epochs={self.epochs_box.value()}", f"batch_size={self.batch_box.value()}",
                 f"model.latent_dim={self.latent_box.value()}", f'device="{self.device_box.currentText()}"']
+        if not self.loss_boxes:
+            raise ValueError("the training losses are not known yet: the metrics are still loading")
         weights = {k: b.value() for k, b in self.loss_boxes.items() if b.value() > 0}
         if not weights:
             raise ValueError("give at least one loss a weight above 0")
@@ -498,6 +548,7 @@ class QtTrainingPanel(QWidget):
         loss = cfg.get("loss", {"mse": 1.0})
         if isinstance(loss, str):
             loss = {loss: 1.0}
+        self._recipe_loss = dict(loss)
         for k, box in self.loss_boxes.items():
             box.setValue(float(loss.get(k, 0.0)))
 
