@@ -50,3 +50,40 @@ def test_bench_neighbours_at_a_small_size(tmp_path):
 def test_bench_neighbours_rejects_a_tiny_n():
     r = run_cli("bench", "neighbours", "--n", "5", check=False)
     assert r.returncode != 0 and "--n must be at least 30" in r.stderr
+
+
+@pytest.mark.slow
+def test_bench_neighbours_keeps_its_images_index_for_the_next_run(tmp_path):
+    from perceptlab.metrics.bench_neighbours import run_neighbours_bench
+
+    keep = tmp_path / "kept"
+    first_lines, second_lines = [], []
+    first = run_neighbours_bench(n=60, queries=2, metrics=("mse",), keep=keep, recall=False,
+                                 out=first_lines.append)
+    index_dirs = sorted(p.name for p in keep.iterdir() if p.is_dir())
+    assert [d.split("-")[0] for d in index_dirs] == ["images"]
+    manifest = (keep / index_dirs[0] / "manifest.json").read_bytes()
+    second = run_neighbours_bench(n=60, queries=2, metrics=("mse", "nlpd"), keep=keep, recall=False,
+                                  out=second_lines.append)
+    assert any("reused from" in line for line in second_lines)
+    assert not any("reused from" in line for line in first_lines)
+    assert (keep / index_dirs[0] / "manifest.json").read_bytes() == manifest  # not rebuilt
+    assert set(first["metrics"]) == {"mse"} and set(second["metrics"]) == {"mse", "nlpd"}
+    assert second["metrics"]["mse"]["build_s"] == first["metrics"]["mse"]["build_s"]  # the first run's build
+    for m in second["metrics"].values():
+        assert "recall_at_10" not in m and 0 < m["query_ms_median"] <= m["query_ms_p95"]
+    # Another size is built afresh in the same folder.
+    third_lines = []
+    run_neighbours_bench(n=40, queries=1, metrics=("mse",), keep=keep, recall=False, out=third_lines.append)
+    assert not any("reused from" in line for line in third_lines)
+
+
+def test_bench_neighbours_rejects_a_kept_folder_that_is_a_file_and_no_metrics(tmp_path):
+    from perceptlab.metrics.bench_neighbours import run_neighbours_bench
+
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        run_neighbours_bench(n=60, metrics=("mse",), keep=f)
+    with pytest.raises(ValueError, match="no metric to measure"):
+        run_neighbours_bench(n=60, metrics=())
