@@ -475,10 +475,11 @@ class _Run(RunRecordsMixin):
                                    + [torch.tensor(float(x.shape[0]), device=device)])
                 sums = vals if sums is None else sums + vals
         model.train()
-        if names is None:  # this rank got no validation patches
-            from perceptlab.metrics import n_scales
+        if names is None:  # this rank got no validation patches: the names the others sum (all_metrics)
+            from perceptlab.metrics import list_metrics
 
-            names = ["loss", "mse", "nlpd"] + (["msssim"] if n_scales(self.cfg.features.n_mels, data.val.patch) else [])
+            side = min(self.cfg.features.n_mels, data.val.patch)
+            names = ["loss"] + [m.name for m in list_metrics() if m.trainable and side >= m.min_side]
             sums = torch.zeros(len(names) + 1, device=device)
         sums = self.dist.sum_(sums.double()).cpu()
         n = max(1.0, float(sums[-1]))
