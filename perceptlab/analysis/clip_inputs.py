@@ -47,11 +47,6 @@ def _is_vector(metric_name: str) -> bool:
     return _metric(metric_name).input_kind == "vector"
 
 
-def _is_baseline(metric_name: str) -> bool:
-    """The registered metric's :attr:`~perceptlab.metrics.metric.Metric.is_baseline`."""
-    return _metric(metric_name).is_baseline
-
-
 def _check_excerpt(excerpt: str) -> None:
     if excerpt not in EXCERPTS:
         raise ValueError(f"unknown excerpt {excerpt!r}; use one of {', '.join(EXCERPTS)}")
@@ -158,7 +153,9 @@ def _indexed_raw_vectors(library: Library, metric_name: str, clips: Sequence[Cli
 
 def _vectors_for(library: Library, metric_name: str, clips: Sequence[Clip], config: FeatureConfig,
                  progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray:
-    if _is_baseline(metric_name):
+    from perceptlab.metrics.registry import is_baseline
+
+    if is_baseline(metric_name):
         from perceptlab.metrics.baselines import apply_standardisation
 
         raw = _indexed_raw_vectors(library, metric_name, clips, config, progress, cancel)

@@ -55,7 +55,7 @@ from typing import Sequence
 
 import numpy as np
 
-from perceptlab.analysis.clip_inputs import _baseline_vectors, _check_excerpt, _is_baseline, _metric
+from perceptlab.analysis.clip_inputs import _baseline_vectors, _check_excerpt, _metric
 from perceptlab.audio.features import (
     DEFAULT_EXCERPT_FRAMES,
     FeatureConfig,
@@ -127,10 +127,10 @@ def metric_names(names: str | Sequence[str] | None, with_baselines: bool = True)
     None gives :data:`DEFAULT_METRICS`; ``with_baselines=False`` leaves the
     baselines out of that default (they need a library to z-score over).
     """
-    from perceptlab.metrics.registry import get_metric
+    from perceptlab.metrics.registry import get_metric, is_baseline
 
     if names is None:
-        return [m for m in DEFAULT_METRICS if with_baselines or not _is_baseline(m)]
+        return [m for m in DEFAULT_METRICS if with_baselines or not is_baseline(m)]
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     for n in names:
@@ -154,7 +154,9 @@ def query_image(library: Library | None, query: Query, config: FeatureConfig = F
 
 
 def _query_vector(library: Library | None, metric_name: str, query: Query, config: FeatureConfig) -> np.ndarray:
-    if _is_baseline(metric_name):
+    from perceptlab.metrics.registry import is_baseline
+
+    if is_baseline(metric_name):
         return _baseline_vectors(library, metric_name, [query_full_image(library, query, config)], config)[0]
     from perceptlab.models.embedding_metric import query_vector, standardised_embeddings
 

@@ -131,27 +131,30 @@ def _cmd_matrix_rows(args, metric: str, lib) -> int:
     return 0
 
 
+def _one_metric(args, lib) -> str:
+    """The one metric ``matrix`` computes, with the library's own metrics registered."""
+    from perceptlab.analysis.similarity import metric_names
+
+    register_metrics(lib)
+    if "," in args.metric:
+        raise UserError("matrix takes one --metric at a time")
+    (metric,) = metric_names(args.metric)
+    return metric
+
+
 def cmd_matrix(args) -> int:
     import numpy as np
 
     from perceptlab.analysis.matrices import library_matrix
-    from perceptlab.analysis.similarity import metric_names
 
     if _matrix_by_rows(args):
         lib = open_library(args, read_only=True)
         with lib:
-            register_metrics(lib)
-            (metric,) = metric_names(args.metric) if "," not in args.metric else (None,)
-            if metric is None:
-                raise UserError("matrix takes one --metric at a time")
-            return _cmd_matrix_rows(args, metric, lib)
+            return _cmd_matrix_rows(args, _one_metric(args, lib), lib)
     out = output_file(args.out, "--out", (".npy",)) if args.out else None
     lib = open_library(args, read_only=True)
     with lib:
-        register_metrics(lib)
-        (metric,) = metric_names(args.metric) if "," not in args.metric else (None,)
-        if metric is None:
-            raise UserError("matrix takes one --metric at a time")
+        metric = _one_metric(args, lib)
         clips, d = library_matrix(lib, metric, config=feature_config(args), n_frames=args.frames,
                                   excerpt=args.excerpt, progress=ProgressBar(f"{metric} matrix"))
     if out is not None:

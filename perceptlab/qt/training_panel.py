@@ -89,7 +89,7 @@ class QtTrainingPanel(QWidget):
         # (refresh_losses): asking the registry here would load torch before the first window.
         self.loss_boxes: dict[str, QDoubleSpinBox] = {}
         self._recipe_loss: dict = {}  # the chosen recipe's loss weights, for boxes made later
-        self._losses_pending = QLabel()
+        self._losses_pending = QLabel("loading the metrics...")
         self._losses_pending.setEnabled(False)
         self.epochs_box = QSpinBox()
         self.epochs_box.setRange(1, 10000)
@@ -201,9 +201,8 @@ class QtTrainingPanel(QWidget):
         The rows follow :func:`perceptlab.metrics.registry.loss_names`, each
         labelled with its metric's ``display_name``; a box keeps its weight
         when the rows are made again, and a new one starts at the recipe's.
-        This reads the registry (torch): the panel calls it when it is shown
-        and its window has loaded the metrics (``metrics_loaded``), a window
-        may call it then too.
+        This reads the registry (torch): the main window calls it once it has
+        loaded the metrics; a panel on its own calls it when first shown.
         """
         from perceptlab.metrics.registry import get_metric, loss_names
 
@@ -231,19 +230,9 @@ class QtTrainingPanel(QWidget):
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
-        self._refresh_losses_when_loaded()
-
-    def _refresh_losses_when_loaded(self) -> None:
-        if self.loss_boxes or not self.isVisible():
-            return
         window = self.window()
-        if window is self or getattr(window, "metrics_loaded", False):
+        if not self.loss_boxes and (window is self or getattr(window, "metrics_loaded", False)):
             self.refresh_losses()
-            return
-        # In a window that loads the metrics in the background: look again shortly, without waiting here.
-        loading = hasattr(window, "metrics_loaded")
-        self._losses_pending.setText("loading the metrics..." if loading else "open a library first")
-        QTimer.singleShot(200, self, self._refresh_losses_when_loaded)
 
     # -- library -----------------------------------------------------------------------
     def set_library(self, path: str | None) -> None:

@@ -85,6 +85,7 @@ class WindowLibraryMixin:
         self.metrics_loaded = True
         self.matrix_view.refresh_metrics(self.metric_names)
         self.map_view.refresh_sources(self.metric_names)
+        self.training_panel.refresh_losses()
 
     def register_library_metrics(self) -> None:
         """Register the open library's own metrics and list them in the views."""
