@@ -139,7 +139,7 @@ def test_damaged_index_is_detected_and_rebuilt(tmp_path, caplog, damage):
         with pytest.raises(IndexDamaged):
             ClipIndex.open(d)
     indexing.forget()
-    from perceptlab.library import indexes as store
+    from perceptlab.library import index_files as store
 
     store._VERIFIED.clear()  # as in a new process: checksums are verified again
     from perceptlab.analysis import clip_inputs
@@ -455,7 +455,7 @@ def test_sketch_estimates_are_the_same_from_a_by_dimension_map_and_a_row_major_a
 
 
 def test_a_new_process_trusts_verified_file_versions_but_not_a_changed_file(tmp_path, monkeypatch):
-    from perceptlab.library import indexes as store
+    from perceptlab.library import index_files as store
 
     index, _ = _synthetic_index(tmp_path / "ix", [40, 50, 60, 70], blocks=2)
     d = index.directory

@@ -14,5 +14,7 @@ Every SQL statement of the project lives in this package
 - :mod:`.features`: a clip's log-mel image through the cache.
 - :mod:`.stimuli`: rendered distortions kept as files.
 - :mod:`.indexes`: persistent, memory-mapped search indexes next to the library
-  file (built and updated by :mod:`perceptlab.analysis.indexing`).
+  file (built and updated by :mod:`perceptlab.analysis.indexing`);
+  :mod:`.index_files` their files: names, durable writes, checksums, the
+  verified record, the lock.
 """

@@ -8,6 +8,13 @@ sketch) or the name of a vector metric (``logmel-stats``, ``mfcc-stats``).
 Everything in the folder is derived data: it can be deleted at any time and
 is rebuilt from the library (its feature cache, or the audio files).
 
+This module is the index itself: :class:`ClipIndex` (opening and checking
+its blocks, reading vectors and images, :meth:`~ClipIndex.gather`, updates
+and compaction), :class:`IndexDamaged`, where the folders lie
+(:func:`index_root`, :func:`index_dir`) and :func:`drop`. The files'
+mechanics (names, durable writes, checksums, the verified record, the lock)
+are :mod:`perceptlab.library.index_files`.
+
 What an index holds
 -------------------
 Rows keyed by content hash (two clips with the same content share a row),
@@ -29,21 +36,22 @@ and checks its small files, never the images into memory.
 
 Safety
 ------
-- Every file is written under a temporary name, flushed, fsynced and renamed
-  into place; a block's files are never rewritten; the manifest is replaced
-  last (temp + rename). A process killed at any point leaves either the old
-  manifest (the half-written block is an orphan, removed by the next update)
-  or the new one.
+How each file is written, checksummed, recorded as verified and locked is
+:mod:`perceptlab.library.index_files`; what this module relies on:
+
+- Every file is written under a temporary name, fsynced and renamed into
+  place; a block's files are never rewritten; the manifest is replaced
+  last. A process killed at any point leaves either the old manifest (the
+  half-written block is an orphan, removed by the next update) or the new
+  one.
 - :meth:`ClipIndex.open` checks the format, the sizes of every file, the
-  CRC-32 of the rows and vectors files (once per file version: a version
-  verified is recorded in ``verified.json`` by size, times and inode, and
-  any write to the file changes its ctime; so the app's cold start does not
-  read them whole)
-  and the shapes; an image's own CRC-32 is checked each time it is read. A
+  CRC-32 of the rows and vectors files (once per file version, recorded in
+  ``verified.json``, so the app's cold start does not read them whole) and
+  the shapes; an image's own CRC-32 is checked each time it is read. A
   failure raises :class:`IndexDamaged`; the caller drops the folder and
   rebuilds it (:func:`drop`). Nothing here ever touches the library file.
-- Updates take an exclusive lock on the folder (``fcntl.flock``), so the GUI
-  and a CLI command never write the same index at once.
+- Updates take an exclusive lock on the folder (:meth:`ClipIndex.locked`),
+  so the GUI and a CLI command never write the same index at once.
 
 Incremental updates
 -------------------
@@ -66,10 +74,11 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from perceptlab.library import index_files
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
 
 log = logging.getLogger("perceptlab.indexes")
@@ -82,9 +91,6 @@ BLOCK_ROWS = 2048
 MAX_BLOCKS = 16
 #: Compact when more than this fraction of the rows are tombstones.
 MAX_DEAD_FRACTION = 0.25
-
-_MANIFEST = "manifest.json"
-_CRC_CHUNK = 1 << 24
 
 
 class IndexDamaged(Exception):
@@ -106,73 +112,6 @@ def index_dir(library_path: str | os.PathLike, kind: str, config_hash: str) -> P
     """The folder of one index: ``<library>.indexes/<kind>-<config hash>``."""
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in kind)
     return index_root(library_path) / f"{safe}-{config_hash}"
-
-
-def _npy_header(rows: int, cols: int) -> bytes:
-    """A fixed-length (128-byte) .npy 1.0 header for a C-order (rows, cols) float32 array."""
-    text = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (rows, cols)
-    body = text.ljust(128 - 10 - 1) + "\n"
-    return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1")
-
-
-def _crc_file(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(_CRC_CHUNK)
-            if not chunk:
-                return crc
-            crc = zlib.crc32(chunk, crc)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_npy_atomic(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-# Files whose checksum this process has verified: (path, size, mtime_ns).
-_VERIFIED: set = set()
-#: In an index folder: the versions of its rows and vectors files whose
-#: checksums were verified, so a new process opening it (the app's cold
-#: start) need not read them whole again: {file name: [size, mtime_ns,
-#: ctime_ns, inode, crc32]}. Any write to a file changes its ctime.
-_STAMP = "verified.json"
-
-
-def _read_stamp(directory: Path) -> dict:
-    try:
-        stamp = json.loads((directory / _STAMP).read_text())
-    except (OSError, ValueError):
-        return {}
-    return stamp if isinstance(stamp, dict) else {}
-
-
-def _write_stamp(directory: Path, stamp: dict, names: set) -> None:
-    """Record the verified file versions (best effort: a read-only folder is verified again next time)."""
-    tmp = directory / f"{_STAMP}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(json.dumps({k: v for k, v in stamp.items() if k in names}))
-        os.replace(tmp, directory / _STAMP)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-
-
-def _file_mark(st: os.stat_result, crc: int) -> list:
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, crc]
 
 
 @dataclass
@@ -227,7 +166,7 @@ class ClipIndex:
             Anything inconsistent, with the reason.
         """
         directory = Path(directory)
-        path = directory / _MANIFEST
+        path = directory / index_files.MANIFEST
         if not path.exists():
             raise FileNotFoundError(f"no index in {directory}")
         try:
@@ -237,7 +176,7 @@ class ClipIndex:
         if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT:
             raise IndexDamaged(f"{path}: index format {manifest.get('format') if isinstance(manifest, dict) else '?'}"
                                f", this version reads {INDEX_FORMAT}")
-        stamp = _read_stamp(directory)
+        stamp = index_files.read_verified(directory)
         known = dict(stamp)
         try:
             blocks = [cls._open_block(directory, b, manifest, stamp) for b in manifest["blocks"]]
@@ -247,7 +186,7 @@ class ClipIndex:
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexDamaged(f"{path}: malformed manifest ({exc})") from None
         if stamp != known:
-            _write_stamp(directory, stamp, _block_files(manifest))
+            index_files.write_verified(directory, stamp, index_files.block_files(manifest))
         index = cls(directory, manifest, blocks)
         if dead and (min(dead) < 0 or max(dead) >= index.n_rows):
             raise IndexDamaged(f"{path}: a tombstone points past the {index.n_rows} rows")
@@ -261,23 +200,10 @@ class ClipIndex:
             raise IndexDamaged(f"{directory}: block {name} lists {len(hashes)} hashes for {n} rows")
         arrays = {}
         for part, meta in entry["files"].items():
-            p = directory / f"{name}.{part}.npy"
-            try:
-                st = p.stat()
-            except OSError:
-                raise IndexDamaged(f"{p}: missing") from None
-            if st.st_size != int(meta["bytes"]):
-                raise IndexDamaged(f"{p}: {st.st_size} bytes, the manifest says {meta['bytes']} (truncated "
-                                   "or overwritten)")
-            if "crc32" in meta:
-                key = (str(p), st.st_size, st.st_mtime_ns)
-                mark = _file_mark(st, int(meta["crc32"]))
-                if key not in _VERIFIED and (stamp is None or stamp.get(p.name) != mark):
-                    if _crc_file(p) != int(meta["crc32"]):
-                        raise IndexDamaged(f"{p}: checksum mismatch (the file is damaged)")
-                    if stamp is not None:
-                        stamp[p.name] = mark
-                _VERIFIED.add(key)
+            p = index_files.block_path(directory, name, part)
+            problem = index_files.file_problem(p, meta, stamp)
+            if problem:
+                raise IndexDamaged(f"{p}: {problem}")
             try:
                 arrays[part] = np.load(p, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as exc:
@@ -441,28 +367,14 @@ class ClipIndex:
                 "bytes": self.size_bytes(), "generation": self.manifest.get("generation", 0)}
 
     # -- writing -----------------------------------------------------------------
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self) -> contextlib.AbstractContextManager[None]:
         """Hold the folder's exclusive write lock."""
-        import fcntl
-
-        with open(self.directory / ".lock", "a+b") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return index_files.folder_lock(self.directory)
 
     def _write_manifest(self) -> None:
         self.manifest["updated_at"] = time.time()
         self.manifest["generation"] = int(self.manifest.get("generation", 0)) + 1
-        tmp = self.directory / (_MANIFEST + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.manifest, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.directory / _MANIFEST)
-        _fsync_dir(self.directory)
+        index_files.write_json(self.directory / index_files.MANIFEST, self.manifest)
 
     def _next_name(self) -> str:
         used = [int(b["name"][1:]) for b in self.manifest["blocks"]]
@@ -481,14 +393,14 @@ class ClipIndex:
         with_images = bool(self.manifest["with_images"])
         rows = np.zeros((n, 3), dtype=np.int64)
         vectors = np.zeros((dim, n), dtype=np.float32)
-        img_path = self.directory / f"{name}.images.npy"
-        tmp_img = img_path.with_name(img_path.name + ".tmp")
+        img_path = index_files.block_path(self.directory, name, "images")
+        tmp_img = index_files.temp_path(img_path)
         files: dict = {}
         fimg = None
         try:
             if with_images:
                 fimg = open(tmp_img, "wb")
-                fimg.write(_npy_header(0, f))  # rewritten below with the real row count
+                fimg.write(index_files.npy_header(0, f))  # rewritten below with the real row count
             count, offset = 0, 0
             for i, (image, vec) in enumerate(items):
                 check_cancel(cancel)
@@ -509,17 +421,12 @@ class ClipIndex:
                 raise ValueError(f"block {name}: {count} items for {n} rows")
             if fimg is not None:
                 fimg.seek(0)
-                fimg.write(_npy_header(offset, f))
-                fimg.flush()
-                os.fsync(fimg.fileno())
-                fimg.close()
+                fimg.write(index_files.npy_header(offset, f))
+                index_files.finish_file(fimg, tmp_img, img_path)
                 fimg = None
-                os.replace(tmp_img, img_path)
                 files["images"] = {"bytes": img_path.stat().st_size}
             for part, arr in (("rows", rows), ("vectors", vectors)):
-                p = self.directory / f"{name}.{part}.npy"
-                _write_npy_atomic(p, arr)
-                files[part] = {"bytes": p.stat().st_size, "crc32": _crc_file(p)}
+                files[part] = index_files.write_npy(index_files.block_path(self.directory, name, part), arr)
         except BaseException:
             if fimg is not None:
                 fimg.close()
@@ -538,18 +445,12 @@ class ClipIndex:
             self.manifest["dead"] = sorted(set(self.manifest["dead"]) | {int(i) for i in dead})
         self.manifest["blocks"] = keep + list(new_blocks)
         self._write_manifest()
-        stamp = _read_stamp(self.directory)
+        stamp = index_files.read_verified(self.directory)
         self._blocks = [self._open_block(self.directory, b, self.manifest, stamp)
                         for b in self.manifest["blocks"]]
-        _write_stamp(self.directory, stamp, _block_files(self.manifest))
+        index_files.write_verified(self.directory, stamp, index_files.block_files(self.manifest))
         self._refresh()
-        self._remove_orphans()
-
-    def _remove_orphans(self) -> None:
-        names = {b["name"] for b in self.manifest["blocks"]}
-        for p in self.directory.iterdir():
-            if p.name.startswith("b") and p.name.split(".")[0] not in names:
-                p.unlink(missing_ok=True)
+        index_files.remove_orphans(self.directory, {b["name"] for b in self.manifest["blocks"]})
 
     def update(self, wanted: Iterable[str], compute: Callable[[str], tuple[np.ndarray, np.ndarray]],
                progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> dict:
@@ -610,16 +511,6 @@ class ClipIndex:
         return True
 
 
-def _block_files(manifest: dict) -> set:
-    return {f"{b['name']}.{part}.npy" for b in manifest["blocks"] for part in b["files"]}
-
-
-def _is_index_file(name: str) -> bool:
-    return (name in (_MANIFEST, _MANIFEST + ".tmp", ".lock", _STAMP)
-            or (name.startswith(_STAMP + ".") and name.endswith(".tmp"))
-            or (name.startswith("b") and (name.endswith(".npy") or name.endswith(".npy.tmp"))))
-
-
 def drop(directory: str | os.PathLike) -> bool:
     """Delete an index folder (derived data only); True if there was one.
 
@@ -631,7 +522,7 @@ def drop(directory: str | os.PathLike) -> bool:
     directory = Path(directory)
     if not directory.exists():
         return False
-    strangers = [p.name for p in directory.iterdir() if not _is_index_file(p.name)]
+    strangers = [p.name for p in directory.iterdir() if not index_files.is_index_file(p.name)]
     if strangers:
         raise ValueError(f"{directory}: not an index folder (it holds {', '.join(sorted(strangers)[:3])}); "
                          "refusing to delete it")
