@@ -150,7 +150,10 @@ def read_verified(directory: Path) -> dict:
 
 
 def write_verified(directory: Path, stamp: dict, names: set) -> None:
-    """Record the verified versions of the files ``names`` (best effort: a read-only folder is verified again next time)."""
+    """Record the verified versions of the files ``names``.
+
+    Best effort: a folder that cannot be written is verified again next time.
+    """
     tmp = directory / f"{VERIFIED}.{os.getpid()}.tmp"
     try:
         tmp.write_text(json.dumps({k: v for k, v in stamp.items() if k in names}))
