@@ -67,7 +67,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
-import logging
 import os
 import shutil
 import time
@@ -80,8 +79,6 @@ import numpy as np
 
 from perceptlab.library import index_files
 from perceptlab.tasks import CancelFn, ProgressFn, check_cancel, report
-
-log = logging.getLogger("perceptlab.indexes")
 
 #: Version of the on-disk layout; an index of another version is rebuilt.
 INDEX_FORMAT = 1
