@@ -343,12 +343,13 @@ def test_the_metric_on_display_comes_first_as_a_top_list_in_a_large_library(tmp_
         import_files(lib, files)
         query = lib.clips()[1]
     monkeypatch.setattr(rankings, "QUICK_FIRST_MIN", 5)
-    monkeypatch.setattr(rankings, "TOP_DEPTH", 3)
+    monkeypatch.setattr(rankings, "QUICK_DEPTH", 3)
     seen = []
     res = rankings.rank_all(str(lib_path), query, ["mse", "nlpd"], FeatureConfig(), first="nlpd",
                             on_metric=lambda m, r: seen.append((m, [n.clip.id for n in r])))
     assert [m for m, _ in seen] == ["nlpd", "nlpd", "mse"]
     assert seen[0][1] == seen[1][1][:3]  # the quick top list is the head of the full ranking
+    assert len(seen[0][1]) == 3 and len(seen[1][1]) == 7  # QUICK_DEPTH long, then complete
     assert len(res["rankings"]["nlpd"]) == 7
 
 

@@ -235,6 +235,10 @@ def test_click_loads_b_and_k_is_adjustable(demo_window, qtbot):
     assert w.slots["B"].id == top[1].clip.id
     panel.k_box.setValue(3)
     assert panel.table.rowCount() == 3 and panel.table.horizontalHeaderItem(4).text() == "Agree"
+    # k never asks for more than a large library's quick top list of the shown metric holds.
+    from perceptlab.analysis.rankings import QUICK_DEPTH
+
+    assert panel.k_box.maximum() == QUICK_DEPTH
     with pytest.raises(ValueError, match="not in the neighbours panel"):
         panel.set_metric("no-such-metric")
 

@@ -38,8 +38,36 @@ from perceptlab.tasks import CancelFn, ProgressFn, report
 log = logging.getLogger("perceptlab.indexes")
 
 IMAGES = "images"
-#: The kinds of index a library can have.
-KINDS = (IMAGES, "logmel-stats", "mfcc-stats")
+
+
+class _IndexKinds(Sequence):
+    """:data:`IMAGES`, then the registry's built-in baselines, asked at every read
+    (:data:`perceptlab.metric_names.BASELINES`: importing this module loads no torch)."""
+
+    def names(self) -> tuple[str, ...]:
+        from perceptlab.metric_names import BASELINES
+
+        return (IMAGES, *BASELINES)
+
+    def __getitem__(self, i):
+        return self.names()[i]
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __contains__(self, kind) -> bool:
+        return kind in self.names()
+
+    def __repr__(self) -> str:
+        return f"KINDS{self.names()!r}"
+
+
+#: The kinds of index a library can have: ``images`` (every spectrogram
+#: metric), then one per built-in baseline (its raw statistics).
+KINDS: Sequence[str] = _IndexKinds()
 
 #: What happened to damaged or unusable indexes in this process (newest last),
 #: for a status line or a test: (directory, reason).
@@ -108,7 +136,8 @@ def open_index(library_path: str | os.PathLike, kind: str, config: FeatureConfig
     Returns None when there is none and ``create`` is False.
     """
     directory = index_dir(library_path, kind, config.hash)
-    key = str(directory)
+    # Whatever this process held open for the folder is stale now (and gone if it is).
+    _OPEN.pop(str(directory), None)
     try:
         index = ClipIndex.open(directory)
         if index.kind != kind or index.manifest.get("config_hash") != config.hash \
@@ -146,19 +175,33 @@ def _library_hashes(clips: Sequence[Clip]) -> list[str]:
 
 def library_index(library: Library, kind: str, config: FeatureConfig = FeatureConfig(),
                   progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                  clips: Sequence[Clip] | None = None) -> ClipIndex:
+                  clips: Sequence[Clip] | None = None, *, hashes: Sequence[str | None] | None = None
+                  ) -> ClipIndex:
     """The index of ``kind`` for ``library``, up to date with its good clips.
 
     Incremental: only clips whose content is not in the index are read
     (from the feature cache, or decoded); clips gone from the library are
     tombstoned. An index whose image fails its checksum while this runs is
     rebuilt.
+
+    Parameters
+    ----------
+    clips : sequence of Clip, optional
+        The library's clips, when the caller has read them.
+    hashes : sequence of str, optional
+        Else their content hashes (:meth:`~perceptlab.library.store.Library.clip_keys`),
+        when the caller has read those. With neither, the hashes are read; the
+        clips themselves only when some must be added.
     """
-    clips = library.clips() if clips is None else list(clips)
-    by_hash = {}
-    for c in clips:
-        by_hash.setdefault(c.content_hash, c)
-    wanted = _library_hashes(clips)
+    if clips is None:
+        # Only the content hashes to see whether the index is current (the whole rows,
+        # five times the cost in a large library, only when clips have to be added).
+        if hashes is None:
+            hashes = [h for _, h in library.clip_keys()]
+        wanted = list(dict.fromkeys(h for h in hashes if h is not None))
+    else:
+        clips = list(clips)
+        wanted = _library_hashes(clips)
     index = _OPEN.get(str(index_dir(library.path, kind, config.hash)))
     if index is not None and not _still_current(index):
         index = None
@@ -166,6 +209,12 @@ def library_index(library: Library, kind: str, config: FeatureConfig = FeatureCo
         index = open_index(library.path, kind, config)
     if len(index.row_of) == len(wanted) and all(h in index.row_of for h in wanted):
         return index
+    if clips is None:
+        clips = library.clips()
+        wanted = _library_hashes(clips)
+    by_hash = {}
+    for c in clips:
+        by_hash.setdefault(c.content_hash, c)
 
     def compute(h: str):
         image = clip_image(library, by_hash[h], config)

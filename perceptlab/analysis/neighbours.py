@@ -12,6 +12,7 @@ any file.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,7 +21,6 @@ import numpy as np
 from perceptlab.analysis.clip_inputs import (
     _check_excerpt,
     _is_vector,
-    _library_index,
     _vectors_for,
     _with_index,
     metric_inputs,
@@ -30,6 +30,8 @@ from perceptlab.analysis.similarity import Query, _query_vector, query_full_imag
 from perceptlab.audio.features import DEFAULT_EXCERPT_FRAMES, FeatureConfig
 from perceptlab.library.store import Clip, Library
 from perceptlab.tasks import CancelFn, ProgressFn
+
+_log = logging.getLogger("perceptlab.indexes")
 
 
 @dataclass(frozen=True)
@@ -75,12 +77,13 @@ def neighbours(library: Library, query: Query, metric_name: str, k: int = 5,
         budget = default_budget(metric_name) if budget is None else int(budget)
         if budget < 1:
             raise ValueError(f"the candidate budget must be at least 1, got {budget}")
-        pool = list(library.clips() if candidates is None else candidates)
-        if search == "two-stage" or len(pool) - 1 > max(budget, k):
-            # The library's clips, read once (a large library's rows cost more than the search).
-            every = pool if candidates is None else None
-            found = _with_index(lambda: _two_stage_neighbours(library, query, metric_name, k, config, pool,
-                                                              max(budget, k), progress, cancel, every))
+        # Of every clip only its id and content hash (reading a large library's rows whole
+        # costs more than the search); whole clips only for the k found.
+        pool = None if candidates is None else list(candidates)
+        keys = library.clip_keys() if pool is None else [(c.id, c.content_hash) for c in pool]
+        if search == "two-stage" or len(keys) - 1 > max(budget, k):
+            found = _with_index(lambda: _two_stage_neighbours(library, query, metric_name, k, config, keys,
+                                                              max(budget, k), progress, cancel, pool))
             if found is not None:
                 return found
     ranked = ranking(library, query, metric_name, config, n_frames, candidates, progress, cancel, excerpt)
@@ -101,39 +104,61 @@ def _sketch_search(store):
     return found
 
 
+def _images_index(library: Library, config: FeatureConfig, progress: ProgressFn | None, cancel: CancelFn | None,
+                  hashes: list[str | None] | None):
+    """The library's images index, up to date, checked against ``hashes`` (the library's, when
+    the caller read them: the clips are then read only if some must be added); None where it
+    cannot be kept (as :func:`perceptlab.analysis.clip_inputs._library_index`)."""
+    from perceptlab.analysis.indexing import IMAGES, library_index
+
+    try:
+        return library_index(library, IMAGES, config, progress, cancel, hashes=hashes)
+    except OSError as exc:
+        _log.info("no search index for %s (%s): computing from the feature cache", library.path, exc)
+        return None
+
+
 def _two_stage_neighbours(library: Library, query: Query, metric_name: str, k: int, config: FeatureConfig,
-                          pool: list[Clip], budget: int, progress: ProgressFn | None,
-                          cancel: CancelFn | None, library_clips: list[Clip] | None = None
-                          ) -> list[Neighbour] | None:
-    from perceptlab.analysis.indexing import IMAGES
-    from perceptlab.library.indexes import IndexDamaged
+                          keys: list[tuple[int, str | None]], budget: int, progress: ProgressFn | None,
+                          cancel: CancelFn | None, pool: list[Clip] | None = None) -> list[Neighbour] | None:
+    """Two-stage search over the clips of ``keys`` ((id, content hash), in ranking order: ties
+    go to the earlier); None where the index cannot serve them. ``pool``: the clips themselves,
+    when the caller has them; else the k found are read from the library."""
     from perceptlab.metrics.search import two_stage
 
-    store = _library_index(library, IMAGES, config, progress, cancel, library_clips)
-    if store is None or any(c.content_hash not in store.row_of for c in pool):
+    # Checked against the whole library's hashes unless searching a subset of it.
+    store = _images_index(library, config, progress, cancel, [h for _, h in keys] if pool is None else None)
+    if store is None or any(h not in store.row_of for _, h in keys):
         return None
-    others = [c for c in pool if query.clip is None or c.id != query.clip.id]
+    own = None if query.clip is None else query.clip.id
+    others = [(i, h) for i, h in keys if i != own]
     if not others:
         raise ValueError(f"{library.path}: no other clips to compare with")
-    position = {c.id: i for i, c in enumerate(others)}
-    by_row: dict[int, list[Clip]] = {}
-    for c in others:
-        by_row.setdefault(store.row_of[c.content_hash], []).append(c)
+    position = {i: p for p, (i, _) in enumerate(others)}
+    by_row: dict[int, list[int]] = {}
+    for i, h in others:
+        by_row.setdefault(store.row_of[h], []).append(i)
     allowed = np.zeros(store.n_rows, dtype=bool)
     allowed[list(by_row)] = True
 
-    def image(row: int) -> np.ndarray:
-        try:
-            return store.image(row)
-        except IndexDamaged as exc:
-            exc.index = store
-            raise
-
     qimg = query_full_image(library, query, config)
-    rows, d = two_stage(qimg, _sketch_search(store), image, metric_name, budget, allowed, cancel)
-    found = [(float(dist), position[c.id], c) for r, dist in zip(rows, d) for c in by_row[int(r)]]
+    # A damaged image read in the gather names its index (IndexDamaged.index): _with_index rebuilds it.
+    rows, d = two_stage(qimg, _sketch_search(store), None, metric_name, budget, allowed, cancel,
+                        gather=store.gather)
+    found = [(float(dist), position[i], i) for r, dist in zip(rows, d) for i in by_row[int(r)]]
     found.sort(key=lambda t: (t[0], t[1]))
-    return [Neighbour(i + 1, c, dist) for i, (dist, _, c) in enumerate(found[:k])]
+    found = found[:k]
+    ids = [i for _, _, i in found]
+    if pool is not None:
+        by_id = {c.id: c for c in pool}
+        clips = [by_id[i] for i in ids]
+    else:
+        try:
+            clips = library.clips_by_ids(ids)
+        except KeyError as exc:
+            raise ValueError(f"{library.path}: clips were removed while searching ({exc.args[0]}); "
+                             "search again") from None
+    return [Neighbour(r + 1, c, dist) for r, ((dist, _, _), c) in enumerate(zip(found, clips))]
 
 
 def ranking(library: Library, query: Query, metric_name: str, config: FeatureConfig = FeatureConfig(),

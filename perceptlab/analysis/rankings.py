@@ -28,6 +28,11 @@ FULL_RANKING_MAX = 5000
 TOP_DEPTH = 200
 #: Libraries over this many clips get the metric on display as a top list first.
 QUICK_FIRST_MIN = 1000
+#: The length of that quick top list: the most neighbours the panel lists
+#: (its k box stops here). Shorter than :data:`TOP_DEPTH`, so its exact stage
+#: re-ranks fewer candidates (the metric's own budget,
+#: :func:`perceptlab.metrics.search.default_budget`, when that is larger).
+QUICK_DEPTH = 50
 
 
 def rank_all(library_path: str, query: Clip, metrics: list[str] | None, config: FeatureConfig,
@@ -47,7 +52,7 @@ def rank_all(library_path: str, query: Clip, metrics: list[str] | None, config: 
     on_metric : callable, optional
         ``on_metric(metric, ranked)`` as soon as each metric's ranking is ready; in a
         library of more than :data:`QUICK_FIRST_MIN` clips, ``first`` is also
-        reported before that as its top :data:`TOP_DEPTH`.
+        reported before that as its top :data:`QUICK_DEPTH`.
     progress : callable, optional
         ``progress(done, total)`` in metrics.
 
@@ -73,7 +78,7 @@ def rank_all(library_path: str, query: Clip, metrics: list[str] | None, config: 
             # The metric on display first as a top list through the search index
             # (a fraction of a full exact ranking's cost), then completely.
             try:
-                on_metric(first, neighbours(lib, q, first, TOP_DEPTH, config, cancel=cancel))
+                on_metric(first, neighbours(lib, q, first, QUICK_DEPTH, config, cancel=cancel))
             except ValueError:
                 pass  # the full ranking below says why
         for i, m in enumerate(order):

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from perceptlab.analysis.rankings import rank_all
+from perceptlab.analysis.rankings import QUICK_DEPTH, rank_all
 from perceptlab.audio.features import FeatureConfig
 from perceptlab.library.store import Clip
 from perceptlab.qt.workers import QtTask, QtTaskRunner
@@ -113,7 +113,8 @@ class QtNeighboursPanel(QWidget):
         self.metric_box.setMinimumContentsLength(12)
         self.metric_box.setToolTip("The metric whose nearest neighbours the table lists")
         self.k_box = QSpinBox()
-        self.k_box.setRange(1, 50)
+        # No more than the quick top list a large library shows first holds.
+        self.k_box.setRange(1, QUICK_DEPTH)
         self.k_box.setValue(5)
         self.k_box.setPrefix("k = ")
         self.k_box.setToolTip("How many neighbours to list")
