@@ -87,3 +87,33 @@ def test_bench_neighbours_rejects_a_kept_folder_that_is_a_file_and_no_metrics(tm
         run_neighbours_bench(n=60, metrics=("mse",), keep=f)
     with pytest.raises(ValueError, match="no metric to measure"):
         run_neighbours_bench(n=60, metrics=())
+
+
+def test_cli_bench_neighbours_measures_chosen_metrics_keeps_its_index_and_can_skip_the_recall(tmp_path):
+    import json
+
+    keep = tmp_path / "kept"
+    args = ("bench", "neighbours", "--n", "40", "--queries", "1", "--metrics", "mse, logmel-stats",
+            "--keep", keep, "--no-recall", "--json")
+    first = run_cli(*args)
+    got = json.loads(first.stdout)
+    assert got["n"] == 40 and set(got["metrics"]) == {"mse", "logmel-stats"}
+    assert all("recall_at_10" not in m and m["query_ms_median"] > 0 for m in got["metrics"].values())
+    assert "no recall" in first.stderr and [p.name.split("-")[0] for p in keep.iterdir() if p.is_dir()]
+    second = run_cli(*args)
+    assert "reused from" in second.stderr and "reused from" not in first.stderr
+    assert set(json.loads(second.stdout)["metrics"]) == {"mse", "logmel-stats"}
+
+
+@pytest.mark.parametrize("metrics, says", [(",", "--metrics: no metric named"),
+                                           ("mse,no-such", "unknown metric(s) no-such")])
+def test_cli_bench_neighbours_names_a_bad_metric_list(metrics, says):
+    r = run_cli("bench", "neighbours", "--n", "40", "--metrics", metrics, check=False)
+    assert r.returncode != 0 and says in r.stderr
+
+
+def test_cli_bench_neighbours_refuses_a_file_to_keep_in(tmp_path):
+    f = tmp_path / "a-file"
+    f.write_text("")
+    r = run_cli("bench", "neighbours", "--n", "40", "--keep", f, "--no-recall", check=False)
+    assert r.returncode != 0 and f"--keep {f} is a file, not a folder" in r.stderr

@@ -59,8 +59,18 @@ def cmd_bench(args) -> int:
         emit = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
         if args.queries < 1:
             raise UserError(f"--queries must be at least 1, got {args.queries}")
+        extra = {}
+        if args.metrics is not None:
+            chosen = [m.strip() for m in args.metrics.split(",") if m.strip()]
+            if not chosen:
+                raise UserError(f"--metrics: no metric named in {args.metrics!r}; give a comma-separated list "
+                                f"such as mse,nlpd")
+            extra["metrics"] = chosen
+        if args.keep is not None:
+            extra["keep"] = Path(args.keep).expanduser()
         try:
-            results = run_neighbours_bench(n=args.n or 100_000, queries=args.queries, out=emit)
+            results = run_neighbours_bench(n=args.n or 100_000, queries=args.queries, out=emit,
+                                           recall=not args.no_recall, **extra)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         if args.json:
@@ -106,6 +116,14 @@ def add_parsers(sub, common) -> None:
                         "if a check fails, 2 without a GPU)")
     p.add_argument("--queries", type=int, default=50, metavar="Q",
                    help="neighbours: top-10 queries timed and checked for recall (default 50)")
+    p.add_argument("--metrics", default=None, metavar="A,B",
+                   help="neighbours: the metrics to measure, comma-separated (default: every built-in "
+                        "metric)")
+    p.add_argument("--keep", default=None, metavar="DIR",
+                   help="neighbours: keep the synthetic indexes in DIR; the next run of the same --n reuses "
+                        "its images index instead of building it again")
+    p.add_argument("--no-recall", action="store_true",
+                   help="neighbours: skip the exact reference search (timings and memory only, much faster)")
     p.add_argument("--large", type=int, default=None, metavar="N",
                    help="gui: instead, neighbours after a selection in a freshly started app on an N-clip "
                         "library (built once in --work, with its search indexes)")

@@ -5,7 +5,7 @@ Whole clips differ in length. The comparison rule (see
 the pair's :func:`~perceptlab.audio.features.compared_width`, so the exact
 distances from one query are computed per group of clips sharing a pair
 width (:func:`whole_distances`, the same rule and numbers as
-:func:`perceptlab.analysis.similarity.ranking`).
+:func:`perceptlab.analysis.neighbours.ranking`).
 
 Two stages (:func:`two_stage`)
 ------------------------------
