@@ -111,3 +111,25 @@ def test_a_damaged_image_met_by_a_two_stage_search_rebuilds_the_index_and_answer
     assert any("fails its checksum" in reason for _, reason in indexing.LAST_EVENTS[n_events:])
     assert [i for i, _ in after] == [i for i, _ in before]
     np.testing.assert_allclose([d for _, d in after], [d for _, d in before], rtol=1e-6)
+
+
+def test_prepare_search_opens_an_existing_index_and_builds_none(tmp_path):
+    from perceptlab.analysis import neighbours as nb
+    from perceptlab.audio.features import FeatureConfig
+    from perceptlab.library.indexes import index_dir
+
+    lib_path = _library(tmp_path, 6)
+    assert nb.prepare_search(str(lib_path)) is False  # no index yet: nothing is built at start-up
+    assert not index_dir(lib_path, "images", FeatureConfig().hash).exists()
+    indexing.update_library_indexes(lib_path)
+    indexing.forget()
+    nb._SKETCH_SEARCH.clear()
+    assert nb.prepare_search(str(lib_path)) is True
+    (key, search), = nb._SKETCH_SEARCH.items()
+    assert key[0] == str(index_dir(lib_path, "images", FeatureConfig().hash)) and len(search.lengths) == 6
+    assert 0 in search._norms  # the pooled norms an MSE query needs are ready
+    with Library(lib_path) as lib:
+        q = lib.clips()[0]
+        found = neighbours(lib, _q(q), "mse", k=2, search="two-stage", budget=3)
+        assert [n.clip.id for n in found] == [n.clip.id for n in ranking(lib, _q(q), "mse")[:2]]
+    assert nb._SKETCH_SEARCH == {key: search}  # the query used the prepared search

@@ -302,3 +302,23 @@ def test_a_long_metric_name_does_not_squeeze_the_clip_names(long_named_metric, m
         [f"{n.distance:.4g}" for n in panel.top(long_named_metric)]
     assert _fits(t, "low_0.wav", t.columnWidth(NAME_COL))
     assert panel.metric_box.width() < panel.width() / 2
+
+
+@pytest.mark.qt
+def test_opening_a_library_prepares_its_search_index_in_the_background(qtbot, tmp_path, clip_library):
+    from perceptlab.analysis import indexing
+    from perceptlab.analysis import neighbours as nb
+    from perceptlab.qt.neighbours_panel import QtNeighboursPanel
+    from perceptlab.qt.workers import QtTaskRunner
+
+    indexing.update_library_indexes(clip_library)
+    indexing.forget()
+    nb._SKETCH_SEARCH.clear()
+    runner = QtTaskRunner()
+    panel = QtNeighboursPanel(runner)
+    qtbot.addWidget(panel)
+    panel.set_library(str(clip_library))
+    qtbot.waitUntil(lambda: len(nb._SKETCH_SEARCH) == 1, timeout=30000)
+    (key, search), = nb._SKETCH_SEARCH.items()
+    assert key[0].startswith(str(clip_library) + ".indexes") and len(search.lengths) == 9
+    assert runner.shutdown(5000)

@@ -104,6 +104,24 @@ def _sketch_search(store):
     return found
 
 
+def prepare_search(library_path: str, config: FeatureConfig = FeatureConfig(), progress: ProgressFn | None = None,
+                   cancel: CancelFn | None = None) -> bool:
+    """Open the library's images index and ready its candidate stage, for the first query after a start.
+
+    Run in the background when a library opens: the first two-stage search
+    then finds the index open and its sketches joined in memory. Builds
+    nothing: without an index on disk (or with fewer than two clips in it)
+    it does nothing and returns False.
+    """
+    from perceptlab.analysis.indexing import IMAGES, open_index
+
+    store = open_index(library_path, IMAGES, config, create=False)
+    if store is None or store.n_alive < 2:
+        return False
+    _sketch_search(store)._segment_norms(0)  # the pooled part's norms: what every MSE query reads
+    return True
+
+
 def _images_index(library: Library, config: FeatureConfig, progress: ProgressFn | None, cancel: CancelFn | None,
                   hashes: list[str | None] | None):
     """The library's images index, up to date, checked against ``hashes`` (the library's, when

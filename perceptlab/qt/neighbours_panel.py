@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from perceptlab.analysis.neighbours import prepare_search
 from perceptlab.analysis.rankings import QUICK_DEPTH, rank_all
 from perceptlab.audio.features import FeatureConfig
 from perceptlab.library.store import Clip
@@ -165,6 +166,9 @@ class QtNeighboursPanel(QWidget):
     def set_library(self, path: str | None) -> None:
         self.library_path = path
         self._clear("Select a clip to see its nearest neighbours")
+        if path is not None:
+            # The search index opened in the background now: the first selection's neighbours come sooner.
+            self.runner.start(QtTask(prepare_search, path, self.config))
 
     def set_query(self, clip: Clip | None) -> None:
         """Rank the library for ``clip``; the previous clip's rows go at once."""
