@@ -293,7 +293,7 @@ def test_cli_neighbours_unchanged_against_the_exact_path_and_index_commands(tmp_
     dropped = json.loads(run_cli("index", "drop", "--library", lib_path, "--json").stdout)["dropped"]
     assert len(dropped) == 3 and not Path(str(lib_path) + ".indexes").exists()
     built = json.loads(run_cli("index", "build", "--library", lib_path, "--json").stdout)
-    assert {k: v["alive"] for k, v in built.items() if k in indexing.KINDS} == {k: 9 for k in indexing.KINDS}
+    assert {k: v["alive"] for k, v in built.items() if k in indexing.index_kinds()} == {k: 9 for k in indexing.index_kinds()}
     bad = run_cli("index", "status", "--library", tmp_path / "none.sqlite", check=False)
     assert bad.returncode != 0 and "no library here yet" in bad.stderr
 
@@ -309,7 +309,7 @@ def test_update_library_indexes_reports_progress_and_cancels(tmp_path):
         indexing.update_library_indexes(lib_path, cancel=lambda: True)
     seen = []
     result = indexing.update_library_indexes(lib_path, progress=lambda d, t: seen.append((d, t)))
-    assert set(result) == set(indexing.KINDS) and all(v["alive"] == 5 for v in result.values())
+    assert set(result) == set(indexing.index_kinds()) and all(v["alive"] == 5 for v in result.values())
     assert seen[-1][0] == seen[-1][1] and all(0 <= d <= t for d, t in seen)
 
 

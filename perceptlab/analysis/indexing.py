@@ -40,34 +40,13 @@ log = logging.getLogger("perceptlab.indexes")
 IMAGES = "images"
 
 
-class _IndexKinds(Sequence):
-    """:data:`IMAGES`, then the registry's built-in baselines, asked at every read
-    (:data:`perceptlab.metric_names.BASELINES`: importing this module loads no torch)."""
+def index_kinds() -> tuple[str, ...]:
+    """The kinds of index a library can have: :data:`IMAGES` (every spectrogram
+    metric), then one per built-in baseline (its raw statistics), from the registry."""
+    from perceptlab.metric_names import BASELINES
 
-    def names(self) -> tuple[str, ...]:
-        from perceptlab.metric_names import BASELINES
+    return (IMAGES, *BASELINES)
 
-        return (IMAGES, *BASELINES)
-
-    def __getitem__(self, i):
-        return self.names()[i]
-
-    def __len__(self) -> int:
-        return len(self.names())
-
-    def __iter__(self):
-        return iter(self.names())
-
-    def __contains__(self, kind) -> bool:
-        return kind in self.names()
-
-    def __repr__(self) -> str:
-        return f"KINDS{self.names()!r}"
-
-
-#: The kinds of index a library can have: ``images`` (every spectrogram
-#: metric), then one per built-in baseline (its raw statistics).
-KINDS: Sequence[str] = _IndexKinds()
 
 #: What happened to damaged or unusable indexes in this process (newest last),
 #: for a status line or a test: (directory, reason).
@@ -84,7 +63,7 @@ def index_kind(metric_name: str) -> str | None:
     m = get_metric(metric_name)
     if m.input_kind == "spectrogram":
         return IMAGES
-    if m.params.get("baseline", False) and metric_name in KINDS:
+    if m.params.get("baseline", False) and metric_name in index_kinds():
         return metric_name
     return None
 
@@ -248,12 +227,14 @@ def forget(library_path: str | os.PathLike | None = None) -> None:
 
 def update_library_indexes(library_path: str | os.PathLike, config: FeatureConfig = FeatureConfig(),
                            progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                           kinds: Sequence[str] = KINDS) -> dict:
+                           kinds: Sequence[str] | None = None) -> dict:
     """Bring every search index of a library up to date (the call to make after an import).
 
     Returns {kind: index status}. Baseline indexes need at least 2 clips to
-    be used, but are kept from the first.
+    be used, but are kept from the first. ``kinds``: which (default: every
+    one of :func:`index_kinds`).
     """
+    kinds = index_kinds() if kinds is None else kinds
     out = {}
     with Library(library_path) as lib:
         clips = lib.clips()
@@ -272,7 +253,7 @@ def update_library_indexes(library_path: str | os.PathLike, config: FeatureConfi
 def index_status(library_path: str | os.PathLike, config: FeatureConfig = FeatureConfig()) -> dict:
     """{kind: status or None} of a library's indexes, without building any."""
     out = {}
-    for kind in KINDS:
+    for kind in index_kinds():
         directory = index_dir(library_path, kind, config.hash)
         try:
             out[kind] = ClipIndex.open(directory).status()
