@@ -10,6 +10,7 @@ display or an audio device into a failure: in CI those must really run.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,13 @@ def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
     monkeypatch.setenv("PERCEPTLAB_LIBRARY", str(home / "default-library.sqlite"))
+    # Qt reads the settings folder from XDG_CONFIG_HOME once per process: point
+    # it at this test's folder, so a preference one test's window saves
+    # (autoplay, the layout) never reaches the next test's window.
+    if "PySide6.QtCore" in sys.modules:
+        from PySide6.QtCore import QSettings
+
+        QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(home / "config"))
 
 
 @pytest.hookimpl(hookwrapper=True)
