@@ -250,6 +250,48 @@ def test_a_run_with_the_view_agreement_term_trains(library, tmp_path):
         tiny_config(library, tmp_path / "x", contrastive=0.1, contrastive_temperature=0.0)
 
 
+def test_the_mse_scale_gives_each_loss_the_size_of_mse_and_keeps_its_gradient_direction():
+    from perceptlab.train.losses import ReconstructionLoss, mse_scale
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 1, 64, 64, generator=g)
+    for loss in ("mse", "nlpd", "msssim"):
+        r = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1).requires_grad_()
+        plain = ReconstructionLoss({loss: 1.0})(r, x)
+        (g_plain,) = torch.autograd.grad(plain, r, retain_graph=True)
+        scaled = plain * mse_scale(r, x, plain)
+        (g_scaled,) = torch.autograd.grad(scaled, r)
+        assert float(scaled.detach()) == pytest.approx(float(torch.mean((r.detach() - x) ** 2)), rel=1e-5)
+        cos = torch.nn.functional.cosine_similarity(g_plain.flatten(), g_scaled.flatten(), dim=0)
+        assert float(cos) == pytest.approx(1.0, abs=1e-5)  # the same direction, only the size changes
+        if loss == "mse":
+            assert float(mse_scale(r, x, plain)) == pytest.approx(1.0, abs=1e-6)
+        else:  # NLPD and 1 - MS-SSIM are far larger than MSE on these patches
+            assert float(mse_scale(r, x, plain)) < 0.5
+
+
+def test_view_agreement_weighed_against_the_size_of_mse(library, tmp_path):
+    common = dict(epochs=2, contrastive=0.1, optim={"lr": 1e-2, "schedule": "constant"})
+    # With an MSE loss the two scales are the same objective: the same run, step for step.
+    runs = {}
+    for scale in ("absolute", "mse"):
+        events = []
+        cfg = tiny_config(library, tmp_path / f"mse-{scale}", contrastive_scale=scale, **common)
+        assert train(cfg, reporter=CallbackReporter(events.append)).status == "completed"
+        runs[scale] = [e["train_loss"] for e in events if e["event"] == "step"]
+    np.testing.assert_allclose(runs["mse"], runs["absolute"], rtol=1e-4)
+    # With NLPD the optimised loss is in MSE units: far below the NLPD a plain run reports.
+    events = []
+    cfg = tiny_config(library, tmp_path / "nlpd", contrastive_scale="mse", loss="nlpd", **common)
+    assert train(cfg, reporter=CallbackReporter(events.append)).status == "completed"
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert all(np.isfinite(e["train_loss"]) for e in epochs)
+    assert epochs[-1]["val_loss"] > epochs[-1]["train_loss"]  # validation is NLPD itself, unscaled
+    assert load_checkpoint(tmp_path / "nlpd" / "best.pt")["train_config"]["contrastive_scale"] == "mse"
+    with pytest.raises(ConfigError, match="contrastive_scale: must be one of 'absolute', 'mse', got 'nlpd'"):
+        tiny_config(library, tmp_path / "x", contrastive=0.1, contrastive_scale="nlpd")
+
+
 def test_early_stopping_and_time_budget_end_the_run_and_say_why(library, tmp_path):
     # A learning rate of ~0 cannot improve the validation loss after epoch 1.
     cfg = tiny_config(library, tmp_path / "es", epochs=20, patience=2,
@@ -505,7 +547,7 @@ def test_a_run_saved_before_newer_config_keys_existed_resumes(library, tmp_path)
     train(tiny_config(library, tmp_path / "run", epochs=1))
     last = tmp_path / "run" / "last.pt"
     ck = load_checkpoint(last)
-    for key in ("patience", "max_minutes", "contrastive", "contrastive_temperature"):
+    for key in ("patience", "max_minutes", "contrastive", "contrastive_temperature", "contrastive_scale"):
         del ck["train_config"][key]  # as an older perceptlab wrote it
     del ck["train_config"]["model"]["embed_from"]
     del ck["train_config"]["data"]["augment_shift"]

@@ -113,6 +113,15 @@ class TrainConfig:
     contrastive: float = 0.0
     #: Temperature of that InfoNCE loss.
     contrastive_temperature: float = 0.1
+    #: What ``contrastive`` is weighed against. "absolute": the reconstruction
+    #: loss as it is. "mse": the reconstruction loss rescaled, each step, to the
+    #: size of the reconstruction's MSE (the scale carries no gradient), so the
+    #: weight means the same for every loss: NLPD (about 0.3) and 1 - MS-SSIM
+    #: (about 0.1) would otherwise give the view-agreement term a far smaller
+    #: share than MSE (about 0.01) does. With an MSE loss the two are the same.
+    #: The training loss a run reports is the objective it optimises (so, with
+    #: "mse", in MSE units); validation reports the loss itself.
+    contrastive_scale: str = "absolute"
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -143,6 +152,7 @@ class TrainConfig:
             "max_minutes": self.max_minutes,
             "contrastive": self.contrastive,
             "contrastive_temperature": self.contrastive_temperature,
+            "contrastive_scale": self.contrastive_scale,
             "data": {f.name: copy.deepcopy(getattr(self.data, f.name)) for f in fields(DataConfig)},
             "features": self.features.to_dict(),
             "model": {k: v for k, v in self.model.to_dict().items() if k not in ("n_mels", "patch_frames")},
@@ -150,6 +160,9 @@ class TrainConfig:
             "optim": {f.name: copy.deepcopy(getattr(self.optim, f.name)) for f in fields(OptimConfig)},
         }
 
+
+#: What the view-agreement weight is weighed against (see ``TrainConfig.contrastive_scale``).
+CONTRASTIVE_SCALES = ("absolute", "mse")
 
 #: Keys that may differ between a run and its resumption.
 RESUMABLE_CHANGES = {"epochs", "device", "amp", "log_every", "out_dir", "data.library", "patience",
@@ -321,6 +334,9 @@ def _check_values(cfg: TrainConfig) -> None:
     ):
         if not ok:
             bad(key, f"must be {want}, got {value}")
+    if cfg.contrastive_scale not in CONTRASTIVE_SCALES:
+        bad("contrastive_scale", f"must be one of {', '.join(map(repr, CONTRASTIVE_SCALES))}, "
+                                 f"got {cfg.contrastive_scale!r}")
     if cfg.contrastive and cfg.batch_size < 2:
         bad("batch_size", f"the view-agreement term needs at least 2 patches per batch, got {cfg.batch_size}")
     o = cfg.optim

@@ -44,7 +44,7 @@ from perceptlab.tasks import Cancelled
 from .config import ConfigError, TrainConfig
 from .data import Augment, DataError, TrainingData, load_training_data
 from .distributed import DistContext
-from .losses import ReconstructionLoss, all_metrics, view_agreement
+from .losses import ReconstructionLoss, all_metrics, mse_scale, view_agreement
 from .progress import NullReporter, Reporter
 from .run_records import RunRecordsMixin
 from .stop import StopFlag
@@ -354,6 +354,8 @@ class _Run(RunRecordsMixin):
                         recon = net(x)  # (B, 1, F, T)
                 loss = loss_fn(recon, x)
                 if cfg.contrastive:
+                    if cfg.contrastive_scale == "mse":
+                        loss = loss * mse_scale(recon, x, loss)
                     n = x.shape[0] // 2
                     loss = loss + cfg.contrastive * view_agreement(emb[:n], emb[n:], cfg.contrastive_temperature)
                 self.opt.zero_grad(set_to_none=True)

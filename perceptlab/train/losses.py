@@ -64,6 +64,20 @@ def all_metrics(recon: torch.Tensor, target: torch.Tensor) -> Dict[str, torch.Te
             if m.trainable and side >= m.min_side}
 
 
+def mse_scale(recon: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    """The factor that brings ``loss`` (a batch's reconstruction loss) to the size of the
+    batch's MSE, with no gradient through it.
+
+    ``loss * mse_scale(...)`` has the gradient of ``loss`` (its direction: what
+    the loss asks of the reconstruction) at the size an MSE loss would have, so
+    a weight set against it (the view-agreement term's) means the same for
+    every loss. For an MSE loss the factor is 1.
+    """
+    with torch.no_grad():
+        mse = torch.mean((recon.float() - target.float()) ** 2)
+        return mse / loss.detach().clamp_min(torch.finfo(torch.float32).tiny)
+
+
 def view_agreement(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """InfoNCE loss that pulls two views of the same clip together.
 
