@@ -130,6 +130,13 @@ def test_convergence_reads_progress_history_and_config(tmp_path):
     # a last.pt records epochs after its best one: converged, whatever the config said
     c = _convergence(_fake_encoder(tmp_path / "last.pt", 5, 9, 20))
     assert (c["best_at_last_epoch"], c["last_epoch"], c["source"]) == (False, 9, "the checkpoint's progress")
+    # a run ended early (time budget) at its best epoch: the epochs it trained in all, as recorded
+    # in a kept best.pt, win over the config's
+    enc = _fake_encoder(tmp_path / "best.pt", 14, 14, 15)
+    assert not _convergence(enc)["best_at_last_epoch"]
+    enc.metrics["run_epochs"] = 14
+    c = _convergence(enc)
+    assert (c["best_at_last_epoch"], c["last_epoch"], c["source"]) == (True, 14, "the epochs its run trained in all")
     c = _convergence(_fake_encoder(tmp_path / "b.pt", 3, 3, None, history_val=None))
     assert c["best_at_last_epoch"] and not c["validated"]
     assert "best training loss (no validation split)" in ev.not_converged_warning("m", 3, 3, c["validated"])

@@ -28,18 +28,20 @@ def shipped_general_encoders() -> list[Path]:
     return sorted((_ROOT / "assets" / "models").glob("general-*.pt"))
 
 
-def ensure_demo_library(path: Path, out=sys.stderr, progress: Callable[[int, int], None] | None = None):
+def ensure_demo_library(path: Path, out=None, progress: Callable[[int, int], None] | None = None):
     """Open ``path``; if it holds no clips, import the demo clips and embed them
     with the shipped general encoders (so ``embedding:general-*`` are there
     from the first screen, on clips those encoders never heard).
 
-    ``progress(done, total)`` follows the import; messages go to ``out``.
+    ``progress(done, total)`` follows the import; messages go to ``out``
+    (default: ``sys.stderr`` as it is at the call, not as it was at import).
     Returns the open :class:`~perceptlab.library.store.Library`.
     """
     from perceptlab.library.importer import import_files
     from perceptlab.library.store import Library
     from perceptlab.models.embedding_metric import embed_library
 
+    out = sys.stderr if out is None else out
     lib = Library(path)
     if lib.count(include_failed=True) == 0 and demo_dir().is_dir():
         print(f"perceptlab: first run: importing the demo clips into {path}", file=out)

@@ -134,6 +134,8 @@ def _convergence(enc) -> dict:
             if other is not None and (other.get("data") or {}).get("selection_hash") == enc.data.get(
                     "selection_hash") and (other.get("train_config") or {}).get("name") == enc.name:
                 last, source = (other.get("progress") or {}).get("epoch"), f"{sib.name} beside it"
+        if last is None and m.get("run_epochs"):  # recorded by whoever kept best.pt without last.pt
+            last, source = int(m["run_epochs"]), "the epochs its run trained in all"
         if last is None and enc.train_config.get("epochs"):
             last, source = int(enc.train_config["epochs"]), "its training config's epochs"
         if last is None and saved is not None:
