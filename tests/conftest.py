@@ -144,10 +144,15 @@ def _qt_test_hygiene(request, monkeypatch):
 
 
 def _delete_closed_widgets() -> None:
-    """Carry out pytest-qt's deleteLater calls now, inside the test that closed the widgets."""
+    """Carry out pytest-qt's deleteLater calls now, inside the test that closed the widgets,
+    and collect the Python side of what they held while no background task runs: left to
+    chance, that collection would fall inside a later test's event loop, beside its workers."""
+    import gc
+
     from PySide6.QtCore import QCoreApplication, QEvent
 
     QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    gc.collect()
 
 
 def _wind_down(w) -> None:
