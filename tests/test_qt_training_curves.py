@@ -45,10 +45,11 @@ class Run:
                       total_steps=total_steps, epoch=0, step=0, resumed_from=None, out_dir=str(self.folder),
                       library="lib.sqlite", fingerprint="0", skipped=[], config={"epochs": epochs})
 
-    def step(self, step, loss, eta_s=100.0):
+    def step(self, step, loss, eta_s=100.0, **extra):
         epoch = (step - 1) // STEPS_PER_EPOCH + 1
         self.rep.emit("step", epoch=epoch, step=step, epoch_step=step - (epoch - 1) * STEPS_PER_EPOCH,
-                      steps_per_epoch=STEPS_PER_EPOCH, train_loss=loss, samples_per_s=40.0, eta_s=eta_s, lr=1e-3)
+                      steps_per_epoch=STEPS_PER_EPOCH, train_loss=loss, samples_per_s=40.0, eta_s=eta_s, lr=1e-3,
+                      **extra)
 
     def epoch(self, epoch, val):
         self.rep.emit("epoch", epoch=epoch, step=epoch * STEPS_PER_EPOCH, train_loss=val, val_loss=val,
@@ -131,6 +132,24 @@ def test_the_y_range_fits_losses_at_0_8_to_0_9_and_leaves_zero_out(panel, run, q
     p1, p99 = np.percentile(losses, [1, 99])
     assert lo < p1 and hi > p99
     assert (p1 - lo) < 0.1 * (p99 - p1) + 1e-9 and (hi - p99) < 0.1 * (p99 - p1) + 1e-9
+
+
+def test_a_run_with_view_agreement_plots_its_reconstruction_loss_beside_validation(panel, run, qtbot):
+    # An NLPD run with contrastive_scale = "mse": the objective is in MSE units (~0.01), the
+    # reconstruction loss and validation in NLPD's (~0.5). The curve must show the NLPD.
+    steps = logged_steps(STEPS_PER_EPOCH)
+    run.start()
+    for s, v in zip(steps, losses_between(0.5, 0.6, len(steps))):
+        run.step(s, 0.012, recon_loss=v)
+    run.epoch(1, 0.55)
+    panel.watch(run.folder, "demo-nlpd")
+    curves = panel.curves[str(run.folder.resolve())]
+    qtbot.waitUntil(lambda: len(curves.val_losses) == 1, timeout=5000)
+    assert min(curves.losses) >= 0.5 and max(curves.losses) <= 0.6
+    lo, hi = panel.loss_plot.y_range()
+    assert 0.1 < lo < 0.55 < hi  # one linear range holds both, far above the objective's 0.012
+    assert not panel.loss_plot.is_log()
+    assert "loss 0.012 (reconstruction 0.5" in panel.log_view.toPlainText()
 
 
 def test_auto_scale_turns_log_when_the_loss_spans_decades(panel, run, qtbot):

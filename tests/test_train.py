@@ -27,7 +27,7 @@ from perceptlab.models.checkpoint import load_checkpoint
 from perceptlab.train import ConfigError, DataError, train
 from perceptlab.train.config import apply_overrides, config_from_dict, load_config, parse_override
 from perceptlab.train.data import Augment, PatchSet, split_clips, window_starts
-from perceptlab.train.progress import EVENTS, CallbackReporter
+from perceptlab.train.progress import EVENTS, OPTIONAL, CallbackReporter
 from perceptlab.train.run import run_train_command
 
 from conftest import write_clip
@@ -128,8 +128,10 @@ def test_each_loss_trains_and_the_loss_goes_down(library, tmp_path, loss):
     assert result.status == "completed"
     kinds = [e["event"] for e in events]
     assert kinds[0] == "loading" and "start" in kinds and kinds[-1] == "done"
-    for e in events:  # every documented field is there
+    for e in events:  # every documented field is there, and no other
         assert set(EVENTS[e["event"]]) <= set(e), e["event"]
+        assert set(e) <= {"event", "time", *EVENTS[e["event"]], *OPTIONAL.get(e["event"], ())}, e
+        assert "recon_loss" not in e  # no view agreement: the objective is the loss itself
     epochs = [e for e in events if e["event"] == "epoch"]
     assert len(epochs) == 6
     assert epochs[-1]["train_loss"] < 0.9 * epochs[0]["train_loss"]
@@ -278,7 +280,11 @@ def test_view_agreement_weighed_against_the_size_of_mse(library, tmp_path):
         events = []
         cfg = tiny_config(library, tmp_path / f"mse-{scale}", contrastive_scale=scale, **common)
         assert train(cfg, reporter=CallbackReporter(events.append)).status == "completed"
-        runs[scale] = [e["train_loss"] for e in events if e["event"] == "step"]
+        steps = [e for e in events if e["event"] == "step"]
+        runs[scale] = [e["train_loss"] for e in steps]
+        # Each step also reports the reconstruction loss alone: below the objective, which
+        # adds the (non-negative) agreement term to it.
+        assert all(0 < e["recon_loss"] < e["train_loss"] for e in steps)
     np.testing.assert_allclose(runs["mse"], runs["absolute"], rtol=1e-4)
     # With NLPD the optimised loss is in MSE units: far below the NLPD a plain run reports.
     events = []
@@ -287,6 +293,10 @@ def test_view_agreement_weighed_against_the_size_of_mse(library, tmp_path):
     epochs = [e for e in events if e["event"] == "epoch"]
     assert all(np.isfinite(e["train_loss"]) for e in epochs)
     assert epochs[-1]["val_loss"] > epochs[-1]["train_loss"]  # validation is NLPD itself, unscaled
+    # ... and so is the reconstruction loss each step reports: near validation, not near the objective.
+    last = [e for e in events if e["event"] == "step"][-1]
+    assert last["recon_loss"] > 2 * last["train_loss"]
+    assert 0.5 < last["recon_loss"] / epochs[-1]["val_loss"] < 2
     assert load_checkpoint(tmp_path / "nlpd" / "best.pt")["train_config"]["contrastive_scale"] == "mse"
     with pytest.raises(ConfigError, match="contrastive_scale: must be one of 'absolute', 'mse', got 'nlpd'"):
         tiny_config(library, tmp_path / "x", contrastive=0.1, contrastive_scale="nlpd")
@@ -322,6 +332,18 @@ def test_the_progress_line_warns_when_the_best_epoch_is_the_last():
     BarReporter(out).emit("done", epochs=3, step=9, best_val_loss=0.1, best_epoch=3, best="b.pt", last="l.pt",
              elapsed_s=1.0, stopped=None)
     assert "best validation loss came at the last epoch (3)" in out.getvalue()
+
+
+def test_the_progress_line_shows_the_reconstruction_loss_beside_the_objective():
+    from perceptlab.train.progress import BarReporter
+
+    step = dict(epoch=1, step=5, epoch_step=5, steps_per_epoch=10, samples_per_s=40.0, eta_s=3.0, lr=1e-3)
+    out = io.StringIO()
+    BarReporter(out).emit("step", train_loss=0.0123, recon_loss=0.52, **step)
+    assert "loss 0.0123 (reconstruction 0.52) lr" in out.getvalue()
+    out = io.StringIO()
+    BarReporter(out).emit("step", train_loss=0.0123, **step)
+    assert "reconstruction" not in out.getvalue()
 
 
 # --------------------------------------------------------------------------

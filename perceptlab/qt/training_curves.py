@@ -51,7 +51,8 @@ from perceptlab.qt.training_numbers import (
 
 #: The legend: (key, text, tooltip), in the order the entries are shown.
 LEGEND = (
-    ("raw", "raw loss", "the training loss of every logged step"),
+    ("raw", "raw loss", "the training loss of every logged step; for a run with view agreement, the "
+     "reconstruction loss alone (without the agreement term or its scaling), as validation reports it"),
     ("smoothed", "smoothed (EMA)", f"exponential moving average of the raw loss (factor {SMOOTH:g})"),
     ("envelope", f"envelope: min–max of {ENVELOPE} steps",
      f"the band between the lowest and the highest raw loss of the last {ENVELOPE} logged steps: "
@@ -97,7 +98,9 @@ class RunCurves:
     def add_event(self, ev: dict) -> None:
         kind = ev.get("event")
         if kind == "step" and ev.get("train_loss") is not None:
-            loss = float(ev["train_loss"])
+            # The reconstruction loss alone where the run reports it (view agreement on):
+            # the quantity validation measures, so the two curves compare like with like.
+            loss = float(ev["recon_loss"] if ev.get("recon_loss") is not None else ev["train_loss"])
             self.steps.append(int(ev["step"]))
             self.epochs.append(int(ev.get("epoch") or 0))
             self.losses.append(loss)

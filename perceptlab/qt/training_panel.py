@@ -426,8 +426,10 @@ class QtTrainingPanel(QWidget):
     def _append_log(self, ev: dict) -> None:
         kind = ev.get("event")
         if kind == "step":
-            line = (f"epoch {ev.get('epoch')} step {ev.get('step')}: loss {ev.get('train_loss'):.5g}, "
-                    f"{ev.get('samples_per_s', 0):.0f} samples/s")
+            recon = ev.get("recon_loss")
+            line = (f"epoch {ev.get('epoch')} step {ev.get('step')}: loss {ev.get('train_loss'):.5g}"
+                    + (f" (reconstruction {recon:.5g})" if recon is not None else "")
+                    + f", {ev.get('samples_per_s', 0):.0f} samples/s")
         elif kind == "epoch":
             val = ev.get("val_loss")
             line = f"epoch {ev.get('epoch')} done: train {ev.get('train_loss'):.5g}" + (

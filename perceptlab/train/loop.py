@@ -334,6 +334,7 @@ class _Run(RunRecordsMixin):
             order = list(iter(sampler))
             batches = [order[i : i + per_rank_batch] for i in range(0, len(order), per_rank_batch)]
             log_sum = torch.zeros((), dtype=torch.float64, device=device)
+            log_recon = torch.zeros((), dtype=torch.float64, device=device)  # the loss alone, in its units
             log_n = 0
             t_log = time.perf_counter()
             net.train()
@@ -352,7 +353,7 @@ class _Run(RunRecordsMixin):
                         recon, emb = net(x, return_embedding=True)
                     else:
                         recon = net(x)  # (B, 1, F, T)
-                loss = loss_fn(recon, x)
+                loss = recon_loss = loss_fn(recon, x)
                 if cfg.contrastive:
                     if cfg.contrastive_scale == "mse":
                         loss = loss * mse_scale(recon, x, loss)
@@ -371,6 +372,7 @@ class _Run(RunRecordsMixin):
                     time.sleep(self.delay)
                 loss_d = loss.detach().double() * x.shape[0]
                 log_sum += loss_d
+                log_recon += recon_loss.detach().double() * x.shape[0]
                 log_n += x.shape[0]
                 self.epoch_acc += loss_d  # stays on the device: no sync per step
                 st["epoch_loss_count"] += x.shape[0]
@@ -383,9 +385,10 @@ class _Run(RunRecordsMixin):
                 stopping = bool(dist.sum_(stop_flag).item() > 0) if dist.enabled else self.stop.requested
                 last_in_epoch = b + 1 == len(batches)
                 if st["global_step"] % cfg.log_every == 0 or b == 0 or (stopping and not last_in_epoch):
-                    self._log_step(log_sum, log_n, t_log, world_batch, t_train, steps_this_session,
+                    self._log_step(log_sum, log_recon, log_n, t_log, world_batch, t_train, steps_this_session,
                                    total_steps, steps_per_epoch, epoch)
                     log_sum = torch.zeros((), dtype=torch.float64, device=device)
+                    log_recon = torch.zeros((), dtype=torch.float64, device=device)
                     log_n = 0
                     t_log = time.perf_counter()
                 if stopping and not last_in_epoch:
@@ -438,11 +441,15 @@ class _Run(RunRecordsMixin):
         flag.fill_(1.0 if self.stop.requested else 0.0)
         return bool(self.dist.sum_(flag).item() > 0)
 
-    def _log_step(self, log_sum, log_n, t_log, world_batch, t_train, steps_done, total_steps,
+    def _log_step(self, log_sum, log_recon, log_n, t_log, world_batch, t_train, steps_done, total_steps,
                   steps_per_epoch, epoch) -> None:
         st = self.state
-        loss_mean = self.dist.sum_(torch.stack([log_sum, torch.tensor(float(log_n), dtype=torch.float64, device=log_sum.device)]))
+        n = torch.tensor(float(log_n), dtype=torch.float64, device=log_sum.device)
+        loss_mean = self.dist.sum_(torch.stack([log_sum, n, log_recon]))
         train_loss = float(loss_mean[0] / loss_mean[1].clamp_min(1))
+        # With view agreement the objective is not the loss validation reports: the step also
+        # says the reconstruction loss alone, which the training curve sets beside validation.
+        extra = {"recon_loss": float(loss_mean[2] / loss_mean[1].clamp_min(1))} if self.cfg.contrastive else {}
         if not math.isfinite(train_loss):
             raise TrainError(
                 f"the training loss became {train_loss} at step {st['global_step']}; lower optim.lr "
@@ -454,7 +461,7 @@ class _Run(RunRecordsMixin):
             "step", epoch=epoch + 1, step=st["global_step"], epoch_step=st["epoch_step"],
             steps_per_epoch=steps_per_epoch, train_loss=train_loss,
             samples_per_s=round(float(loss_mean[1]) / elapsed, 2), eta_s=round(eta, 1),
-            lr=self.step_lr,
+            lr=self.step_lr, **extra,
         )
 
     def _evaluate(self, model, data, loss_fn, use_amp, amp_dtype) -> tuple[float | None, dict]:

@@ -30,6 +30,10 @@ EVENTS = {
     "done": ("epochs", "step", "best_val_loss", "best_epoch", "best", "last", "elapsed_s", "stopped"),
     "error": ("message", "kind"),
 }
+#: Fields some events carry only sometimes. A run with view agreement (``contrastive > 0``)
+#: trains on more than the reconstruction loss, so its steps also report that loss alone
+#: (``recon_loss``, in the units validation reports) beside the objective (``train_loss``).
+OPTIONAL = {"step": ("recon_loss",)}
 
 
 class Reporter:
@@ -128,7 +132,9 @@ class BarReporter(Reporter):
             frac = obj["epoch_step"] / max(1, obj["steps_per_epoch"])
             self.stream.write(
                 f"\repoch {obj['epoch']}/{self.total_epochs} {bar_text(frac, self.width)} "
-                f"loss {_num(obj['train_loss'])} lr {_num(obj['lr'], '.2e')} "
+                f"loss {_num(obj['train_loss'])}"
+                + (f" (reconstruction {_num(obj['recon_loss'])})" if obj.get("recon_loss") is not None else "")
+                + f" lr {_num(obj['lr'], '.2e')} "
                 f"{_num(obj['samples_per_s'], '.0f')} samples/s eta {_fmt_s(obj['eta_s'])}   "
             )
             self._open_line = True
