@@ -96,13 +96,18 @@ def test_mushra_rows_put_each_slider_beside_its_play_button_with_its_score(windo
     assert view.sliders[labels[1]].value() == 44
     assert view.value_labels[labels[1]].text() == "44 · Fair"
     assert view.value_labels[first].text() == "19 · Bad"  # the others stay
-    # Switching keeps the playback position (with or without an audio device).
+    # Switching keeps the playback position (with or without an audio device). Paused first:
+    # "2" started playback, and a clip that played to its end (a slow machine) starts again
+    # at 0 on the next key, which is right, but not what this checks.
+    view.engine.pause()
     view.engine.seek(0.5)
-    qtbot.keyClick(view, Qt.Key_3)
-    assert view.engine.active_slot == labels[2] and view.engine.position == pytest.approx(0.5, abs=0.05)
+    qtbot.keyClick(view, Qt.Key_3)  # plays from where "2" stood
+    assert view.engine.active_slot == labels[2] and 0.5 <= view.engine.position < 0.75
     assert view.sound_buttons[labels[2]].isChecked() and not view.sound_buttons[labels[1]].isChecked()
+    view.engine.pause()
+    here = view.engine.position
     qtbot.keyClick(view, Qt.Key_R)
-    assert view.engine.active_slot == "reference" and view.engine.position == pytest.approx(0.5, abs=0.05)
+    assert view.engine.active_slot == "reference" and here <= view.engine.position < here + 0.25
 
 
 def _stored(lib_path, session_id):
