@@ -131,7 +131,7 @@ def test_each_loss_trains_and_the_loss_goes_down(library, tmp_path, loss):
     for e in events:  # every documented field is there, and no other
         assert set(EVENTS[e["event"]]) <= set(e), e["event"]
         assert set(e) <= {"event", "time", *EVENTS[e["event"]], *OPTIONAL.get(e["event"], ())}, e
-        assert "recon_loss" not in e  # no view agreement: the objective is the loss itself
+        assert "recon_loss" not in e and "train_recon_loss" not in e  # no view agreement: the loss is the objective
     epochs = [e for e in events if e["event"] == "epoch"]
     assert len(epochs) == 6
     assert epochs[-1]["train_loss"] < 0.9 * epochs[0]["train_loss"]
@@ -297,9 +297,33 @@ def test_view_agreement_weighed_against_the_size_of_mse(library, tmp_path):
     last = [e for e in events if e["event"] == "step"][-1]
     assert last["recon_loss"] > 2 * last["train_loss"]
     assert 0.5 < last["recon_loss"] / epochs[-1]["val_loss"] < 2
+    # The epoch's mean of it, in the event and in the checkpoint's history.
+    for e in epochs:
+        assert e["train_recon_loss"] > 2 * e["train_loss"] and 0.5 < e["train_recon_loss"] / e["val_loss"] < 2
+    history = load_checkpoint(tmp_path / "nlpd" / "last.pt")["metrics"]["history"]
+    assert [h["train_recon_loss"] for h in history] == pytest.approx([e["train_recon_loss"] for e in epochs])
     assert load_checkpoint(tmp_path / "nlpd" / "best.pt")["train_config"]["contrastive_scale"] == "mse"
     with pytest.raises(ConfigError, match="contrastive_scale: must be one of 'absolute', 'mse', got 'nlpd'"):
         tiny_config(library, tmp_path / "x", contrastive=0.1, contrastive_scale="nlpd")
+
+
+def test_a_run_with_view_agreement_cancelled_mid_epoch_resumes_to_the_same_epoch_means(library, tmp_path):
+    common = dict(epochs=2, contrastive=0.1, contrastive_scale="mse", loss="nlpd", log_every=1,
+                  optim={"lr": 1e-2, "schedule": "constant"})
+    whole = []
+    assert train(tiny_config(library, tmp_path / "whole", **common),
+                 reporter=CallbackReporter(whole.append)).status == "completed"
+    cut = []
+    cfg = tiny_config(library, tmp_path / "cut", **common)
+    steps_per_epoch = next(e for e in whole if e["event"] == "start")["steps_per_epoch"]
+    assert steps_per_epoch >= 2, "the test needs a cut inside the first epoch"
+    stopped = train(cfg, reporter=CallbackReporter(cut.append),
+                    cancel=lambda: sum(e["event"] == "step" for e in cut) >= 1)
+    assert stopped.status == "interrupted"
+    assert train(cfg, resume=True, reporter=CallbackReporter(cut.append)).status == "completed"
+    ends = {name: [e for e in ev if e["event"] == "epoch"] for name, ev in (("whole", whole), ("cut", cut))}
+    for key in ("train_loss", "train_recon_loss", "val_loss"):
+        np.testing.assert_allclose([e[key] for e in ends["cut"]], [e[key] for e in ends["whole"]], rtol=1e-4)
 
 
 def test_early_stopping_and_time_budget_end_the_run_and_say_why(library, tmp_path):

@@ -432,7 +432,9 @@ class QtTrainingPanel(QWidget):
                     + f", {ev.get('samples_per_s', 0):.0f} samples/s")
         elif kind == "epoch":
             val = ev.get("val_loss")
+            recon = ev.get("train_recon_loss")
             line = f"epoch {ev.get('epoch')} done: train {ev.get('train_loss'):.5g}" + (
+                f" (reconstruction {recon:.5g})" if recon is not None else "") + (
                 f", validation {val:.5g}" if val is not None else "") + (" (best)" if ev.get("best") else "")
         elif kind == "error":
             line = f"ERROR ({ev.get('kind')}): {ev.get('message')}"

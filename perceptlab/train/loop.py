@@ -267,12 +267,15 @@ class _Run(RunRecordsMixin):
 
         st = self.state = {
             "epoch": 0, "epoch_step": 0, "global_step": 0, "epoch_loss_sum": 0.0, "epoch_loss_count": 0,
-            "wall_s": 0.0, "best": None, "best_epoch": None, "history": [],
+            "epoch_recon_sum": 0.0, "wall_s": 0.0, "best": None, "best_epoch": None, "history": [],
         }
         if ckpt is not None:
             p, m = ckpt["progress"], ckpt["metrics"]
             st.update({k: p[k] for k in ("epoch", "epoch_step", "global_step", "epoch_loss_sum",
                                          "epoch_loss_count", "wall_s")})
+            # Older checkpoints did not keep the reconstruction part: the resumed epoch's
+            # reconstruction mean then covers only its steps after the resume.
+            st["epoch_recon_sum"] = float(p.get("epoch_recon_sum", 0.0))
             st.update(best=m["best_val_loss"], best_epoch=m["best_epoch"], history=list(m["history"]))
             self.opt.load_state_dict(ckpt["optimizer"])
             self.sched.load_state_dict(ckpt["scheduler"])
@@ -281,7 +284,7 @@ class _Run(RunRecordsMixin):
             set_rng_state(ckpt["rng"])
             self.run_id = ckpt.get("run_id")
             if not dist.is_main:  # the saved partial-epoch sums are totals over ranks: count them once
-                st["epoch_loss_sum"], st["epoch_loss_count"] = 0.0, 0
+                st["epoch_loss_sum"], st["epoch_loss_count"], st["epoch_recon_sum"] = 0.0, 0, 0.0
         self._record_run(data, self.run_id if ckpt is not None else None)
 
         if dist.is_main:
@@ -323,7 +326,7 @@ class _Run(RunRecordsMixin):
         t_train = 0.0
         steps_this_session = 0
         stop_flag = torch.zeros(1, device=device)
-        self.epoch_acc = torch.zeros((), dtype=torch.float64, device=device)
+        self.epoch_acc = torch.zeros(2, dtype=torch.float64, device=device)  # objective, reconstruction
         d = cfg.data
         augment = Augment(d.augment_shift, d.augment_gain_db, cfg.features.db_ceiling - cfg.features.db_floor)
         # A resumed run that had already stopped (early stop, time budget) stays stopped.
@@ -371,10 +374,11 @@ class _Run(RunRecordsMixin):
                 if self.delay:
                     time.sleep(self.delay)
                 loss_d = loss.detach().double() * x.shape[0]
+                recon_d = recon_loss.detach().double() * x.shape[0]
                 log_sum += loss_d
-                log_recon += recon_loss.detach().double() * x.shape[0]
+                log_recon += recon_d
                 log_n += x.shape[0]
-                self.epoch_acc += loss_d  # stays on the device: no sync per step
+                self.epoch_acc += torch.stack([loss_d, recon_d])  # stays on the device: no sync per step
                 st["epoch_loss_count"] += x.shape[0]
                 st["epoch_step"] = b + 1
                 st["global_step"] += 1
@@ -435,7 +439,12 @@ class _Run(RunRecordsMixin):
     def _epoch_sum(self) -> float:
         """This rank's loss sum over the epoch in progress (resumed part included)."""
         acc = getattr(self, "epoch_acc", None)
-        return self.state["epoch_loss_sum"] + (float(acc) if acc is not None else 0.0)
+        return self.state["epoch_loss_sum"] + (float(acc[0]) if acc is not None else 0.0)
+
+    def _epoch_recon_sum(self) -> float:
+        """The same for the reconstruction loss alone (differs from the loss with view agreement)."""
+        acc = getattr(self, "epoch_acc", None)
+        return self.state["epoch_recon_sum"] + (float(acc[1]) if acc is not None else 0.0)
 
     def _any_stop(self, flag) -> bool:
         flag.fill_(1.0 if self.stop.requested else 0.0)
@@ -497,11 +506,14 @@ class _Run(RunRecordsMixin):
 
     def _end_epoch(self, model, data, loss_fn, use_amp, amp_dtype) -> None:
         st = self.state
-        local = torch.tensor([self._epoch_sum(), float(st["epoch_loss_count"])], dtype=torch.float64)
+        local = torch.tensor([self._epoch_sum(), float(st["epoch_loss_count"]), self._epoch_recon_sum()],
+                             dtype=torch.float64)
         if self.device.type != "cpu" or self.dist.enabled:
             local = local.to(self.device)
         tot = self.dist.sum_(local).cpu()
         train_loss = float(tot[0] / max(1.0, float(tot[1])))
+        # With view agreement, the reconstruction loss alone, comparable with validation.
+        extra = {"train_recon_loss": float(tot[2] / max(1.0, float(tot[1])))} if self.cfg.contrastive else {}
         if not math.isfinite(train_loss):
             raise TrainError(
                 f"the training loss became {train_loss} in epoch {st['epoch'] + 1}; lower optim.lr. "
@@ -512,31 +524,32 @@ class _Run(RunRecordsMixin):
         st["epoch_step"] = 0
         st["epoch_loss_sum"] = 0.0
         st["epoch_loss_count"] = 0
+        st["epoch_recon_sum"] = 0.0
         self.epoch_acc.zero_()
         is_best = st["best"] is None or score < st["best"]
         if is_best:
             st["best"] = score
             st["best_epoch"] = st["epoch"]
         elapsed = round(st["wall_s"] + time.perf_counter() - self.t_session, 3)
-        st["history"].append({"epoch": st["epoch"], "step": st["global_step"], "train_loss": train_loss,
+        st["history"].append({"epoch": st["epoch"], "step": st["global_step"], "train_loss": train_loss, **extra,
                               "val_loss": val_loss, "val_metrics": val_metrics, "elapsed_s": elapsed})
         if is_best:
             self._save("best")
         last = self._save("last")
-        self.rep.emit("epoch", epoch=st["epoch"], step=st["global_step"], train_loss=train_loss,
+        self.rep.emit("epoch", epoch=st["epoch"], step=st["global_step"], train_loss=train_loss, **extra,
                       val_loss=val_loss, val_metrics=val_metrics, best=is_best, checkpoint=last,
                       best_checkpoint=str(self.best_path), elapsed_s=elapsed)
 
     def _interrupt(self) -> TrainResult:
         st = self.state
-        st["epoch_loss_sum"] = self._epoch_sum()
+        st["epoch_loss_sum"], st["epoch_recon_sum"] = self._epoch_sum(), self._epoch_recon_sum()
         self.epoch_acc.zero_()
         if self.dist.enabled:  # every rank stopped at the same step; agree on the partial sums
-            t = torch.tensor([st["epoch_loss_sum"], float(st["epoch_loss_count"])], dtype=torch.float64,
-                             device=self.device)
+            t = torch.tensor([st["epoch_loss_sum"], float(st["epoch_loss_count"]), st["epoch_recon_sum"]],
+                             dtype=torch.float64, device=self.device)
             t = self.dist.sum_(t).cpu()
             # Rank 0 saves the totals; the shards' split is irrelevant after a resume.
-            st["epoch_loss_sum"], st["epoch_loss_count"] = float(t[0]), int(t[1])
+            st["epoch_loss_sum"], st["epoch_loss_count"], st["epoch_recon_sum"] = float(t[0]), int(t[1]), float(t[2])
         if not math.isfinite(st["epoch_loss_sum"]):
             raise TrainError(f"the training loss is not finite at step {st['global_step']}; "
                              f"{self.last_path} was left as it was", "nan")

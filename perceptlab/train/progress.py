@@ -32,8 +32,9 @@ EVENTS = {
 }
 #: Fields some events carry only sometimes. A run with view agreement (``contrastive > 0``)
 #: trains on more than the reconstruction loss, so its steps also report that loss alone
-#: (``recon_loss``, in the units validation reports) beside the objective (``train_loss``).
-OPTIONAL = {"step": ("recon_loss",)}
+#: (``recon_loss``, in the units validation reports) beside the objective (``train_loss``),
+#: and each epoch its mean over the epoch (``train_recon_loss``, also in the history).
+OPTIONAL = {"step": ("recon_loss",), "epoch": ("train_recon_loss",)}
 
 
 class Reporter:
@@ -143,7 +144,9 @@ class BarReporter(Reporter):
             mark = " *best*" if obj["best"] else ""
             self._line(
                 f"epoch {obj['epoch']}/{self.total_epochs}: train {_num(obj['train_loss'])} "
-                f"val {_num(obj['val_loss'])}{mark} ({_fmt_s(obj['elapsed_s'])})"
+                + (f"(reconstruction {_num(obj['train_recon_loss'])}) "
+                   if obj.get("train_recon_loss") is not None else "")
+                + f"val {_num(obj['val_loss'])}{mark} ({_fmt_s(obj['elapsed_s'])})"
             )
         elif kind == "interrupted":
             self._line(f"interrupted by {obj['signal']} at step {obj['step']}; saved {obj['checkpoint']} "

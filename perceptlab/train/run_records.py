@@ -92,6 +92,7 @@ class RunRecordsMixin:
             progress={
                 "epoch": st["epoch"], "epoch_step": st["epoch_step"], "global_step": st["global_step"],
                 "epoch_loss_sum": self._epoch_sum(), "epoch_loss_count": st["epoch_loss_count"],
+                "epoch_recon_sum": self._epoch_recon_sum(),
                 "wall_s": st["wall_s"] + (time.perf_counter() - self.t_session),
             },
             metrics={"best_val_loss": st["best"], "best_epoch": st["best_epoch"], "history": st["history"]},
