@@ -188,9 +188,32 @@ def _widget_pos(view, index):
 
 
 @pytest.mark.qt
-def test_the_map_says_what_it_needs_before_it_is_drawn(map_view, qtbot):
-    assert map_view.stack.currentWidget() is map_view.empty
+def test_the_first_map_draws_itself_when_quick_and_otherwise_says_what_it_needs(map_view, qtbot, labels_library,
+                                                                              tmp_path, monkeypatch):
+    import perceptlab.qt.map_view as map_module
+    from perceptlab.library.store import Library
+
+    names = [map_view.source_box.itemData(i) for i in range(map_view.source_box.count())]
+    # 80 clips: the first source's map is fitted by itself, with no Refit.
+    qtbot.waitUntil(lambda: map_view.result is not None and map_view._task is None, timeout=60000)
+    assert map_view.stack.currentWidget() is map_view.plot_widget
+    assert map_view.point_count() == N_LABELS * PER_LABEL
+    assert map_view.result["metric"] == names[0]
+    # Beyond the size drawn by itself, it waits for Refit and says how many clips it has.
+    monkeypatch.setattr(map_module, "AUTO_DRAW_MAX", {"vector": 10, "matrix": 10})
+    map_view.set_library(str(labels_library))
+    map_view.refresh_sources(names)
+    assert map_view._task is None and map_view.stack.currentWidget() is map_view.empty
+    text = map_view.empty.text()
+    assert f"{N_LABELS * PER_LABEL} clips" in text and "Refit" in text and "Import clips" not in text
+    # An empty library says how to get a map.
+    empty = tmp_path / "empty.sqlite"
+    Library(empty).close()
+    map_view.set_library(str(empty))
+    map_view.refresh_sources(names)
+    assert map_view._task is None
     assert "Import clips" in map_view.empty.text() and "Refit" in map_view.empty.text()
+    map_view.set_library(str(labels_library))
     _fit(map_view, qtbot)
     assert map_view.stack.currentWidget() is map_view.plot_widget
     assert map_view.point_count() == N_LABELS * PER_LABEL

@@ -42,6 +42,18 @@ POINT_SIZE, RING_SIZE = 11, 22
 EMPTY_TEXT = ("No map yet.\n\nThe map places the library's clips by a metric's distances (MDS) or an "
               "encoder's embeddings (PCA, t-SNE). Import clips (File ▸ Import folder…, at least 3), "
               "choose a source above and press Refit.")
+#: The first map of a library is drawn by itself once its sources are known, up to this many
+#: clips: a PCA of embeddings takes well under a second at 2,000 clips, while MDS needs the
+#: whole distance matrix (several seconds at 500), so larger maps wait for Refit.
+AUTO_DRAW_MAX = {"vector": 2000, "matrix": 150}
+
+
+def waiting_text(n_clips: int, source: str) -> str:
+    """What the empty map says when the library has clips but no map is drawn yet."""
+    if n_clips < 3:
+        return EMPTY_TEXT
+    return (f"No map yet.\n\n{n_clips:,} clips: press Refit to place them by {source} "
+            "(or choose another source above).")
 
 
 def compute_map(library_path: str, metric: str, method: str, fitted: Projection | None = None,
@@ -234,6 +246,26 @@ class QtMapView(QWidget):
         self.source_box.setCurrentIndex(max(idx, 0))
         self.source_box.blockSignals(False)
         self._fill_methods()
+        self._draw_first_map()
+
+    def _draw_first_map(self) -> None:
+        """Fit the first map of the library by itself when it is quick (see :data:`AUTO_DRAW_MAX`);
+        otherwise say how many clips wait for Refit."""
+        from perceptlab.metrics.registry import get_metric
+
+        name = self.source_box.currentData()
+        if self.result is not None or self._task is not None or self.library_path is None or name is None:
+            return
+        try:
+            with Library(self.library_path) as lib:
+                n = lib.count()
+        except Exception:  # the window reports a library it cannot read; the map just waits
+            return
+        kind = "vector" if get_metric(name).input_kind == "vector" else "matrix"
+        if 3 <= n <= AUTO_DRAW_MAX[kind]:
+            self.refit()
+        else:
+            self._show_empty(waiting_text(n, self.source_box.currentText()))
 
     def _fill_methods(self) -> None:
         from perceptlab.metrics.registry import get_metric

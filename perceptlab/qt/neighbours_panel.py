@@ -113,6 +113,7 @@ class QtNeighboursPanel(QWidget):
         self.metric_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.metric_box.setMinimumContentsLength(12)
         self.metric_box.setToolTip("The metric whose nearest neighbours the table lists")
+        self.metric_box.setPlaceholderText("select a clip")
         self.k_box = QSpinBox()
         # No more than the quick top list a large library shows first holds.
         self.k_box.setRange(1, QUICK_DEPTH)
