@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -260,8 +261,18 @@ def test_manifest_refuses_train_eval_overlap(bc, tmp_path):
     _write_clip(tmp_path / "eval/music/t/seg0.flac", 1.0, 440)  # identical bytes
     b.add("train/music/t/clip00.flac", "train-music", "t", "p", "usr/a.ogg", "GPL-2+")
     b.add("eval/music/t/seg0.flac", "eval-music", "t", "p", "usr/b.ogg", "GPL-2+")
-    with pytest.raises(bc.CorpusError, match="training and evaluation overlap"):
+    with pytest.raises(bc.CorpusError, match=r"training and held-out \(evaluation, development\) sets overlap"):
         b.write_manifest(["train-music", "eval-music"])
+
+
+def test_manifest_refuses_a_development_clip_in_training(bc, tmp_path):
+    b = bc.Builder(tmp_path)
+    _write_clip(tmp_path / "train/instruments/piano/a.flac", 1.0, 440)
+    _write_clip(tmp_path / "dev/instruments/piano/b.flac", 1.0, 550)
+    b.add("train/instruments/piano/a.flac", "train-instruments", "piano", "freepats", "x.cfg", "GPL-2+")
+    b.add("dev/instruments/piano/b.flac", "dev-instruments", "piano", "freepats", "x.cfg", "GPL-2+")
+    with pytest.raises(bc.CorpusError, match="1 shared source files"):
+        b.write_manifest(["train-instruments", "dev-instruments"])
 
 
 def test_missing_package_message(bc, monkeypatch):
@@ -274,12 +285,33 @@ def test_missing_package_message(bc, monkeypatch):
         bc.parse_parts("eval,bogus")
     assert bc.parse_parts("train-music,eval") == ["eval-instruments", "eval-drums", "eval-music",
                                                   "train-music"]
+    assert bc.parse_parts("dev") == ["dev-instruments"]
+    with pytest.raises(bc.CorpusError, match="apt-get install -y timidity"):
+        bc.need_timidity()
+    with pytest.raises(bc.CorpusError, match="freepats patches not found .* apt-get install -y freepats"):
+        bc.freepats_programs("/nonexistent/freepats")
 
 
 def _have_renderer(bc) -> bool:
     fonts = [bc.EVAL_FONT["path"]] + [f["path"] for req, f in bc.TRAIN_FONTS
                                       if req and not f["path"].endswith(".sf3")]
     return shutil.which("fluidsynth") is not None and all(Path(p).is_file() for p in fonts)
+
+
+def _have_freepats(bc) -> bool:
+    return shutil.which("timidity") is not None and Path(bc.DEV_PATCHES["config"]).is_file()
+
+
+def test_freepats_programs_cover_every_evaluated_family(bc):
+    if not _have_freepats(bc):
+        if os.environ.get("PERCEPTLAB_STRICT") == "1":
+            pytest.fail("timidity and freepats are not installed (apt-get install -y timidity freepats)")
+        pytest.skip("timidity and freepats are not installed (apt-get install -y timidity freepats)")
+    progs = bc.freepats_programs()
+    assert 0 in progs and 73 in progs  # acoustic grand piano, flute
+    for fam in bc.EVAL_FAMILIES:
+        f0 = bc.GM_FAMILIES.index(fam) * 8
+        assert any(f0 <= p < f0 + 8 for p in progs), fam
 
 
 def test_quick_build_end_to_end(bc, tmp_path):
@@ -294,6 +326,10 @@ def test_quick_build_end_to_end(bc, tmp_path):
         parts += ["eval-music", "train-music"]
     if Path(bc.SONIC_PI["dir"]).is_dir() and Path(bc.OPENSFX["path"]).is_file():
         parts += ["train-sounds"]
+    if _have_freepats(bc):
+        parts += ["dev-instruments"]
+    elif os.environ.get("PERCEPTLAB_STRICT") == "1":
+        pytest.fail("timidity and freepats are not installed (apt-get install -y timidity freepats)")
     out = tmp_path / "corpus"
     assert bc.main(["--out", str(out), "--quick", "--parts", ",".join(parts)]) == 0
     m = json.loads((out / "manifest.json").read_text())
@@ -313,6 +349,11 @@ def test_quick_build_end_to_end(bc, tmp_path):
     assert all(e["source_package"] == "fluid-soundfont-gm" for e in rows
                if e["part"] == "eval-instruments")
     assert not any(e["source_package"] == "fluid-soundfont-gm" for e in rows if e["role"] == "train")
+    if "dev-instruments" in parts:
+        dev = [e for e in rows if e["part"] == "dev-instruments"]
+        assert {e["label"] for e in dev} == set(bc.EVAL_FAMILIES[:3])
+        assert all(e["source_package"] == "freepats" and e["role"] == "dev" for e in dev)
+        assert not any(e["source_package"] == "freepats" for e in rows if e["role"] == "train")
     listed = (out / "train_files.txt").read_text().splitlines()
     assert sorted(listed) == sorted(f"{e['path']} {e['sha256']}" for e in rows if e["role"] == "train")
     # a resumed run writes nothing new and gives the same manifest

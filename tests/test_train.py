@@ -212,6 +212,36 @@ def test_augmentation_moves_and_levels_patches_within_the_clip():
         ps.batch([0], Augment(shift=4))
 
 
+def test_transposed_partner_views_move_every_harmonic_by_the_interval():
+    from perceptlab.audio.features import FeatureConfig, mel_frequencies
+
+    hz = mel_frequencies(FeatureConfig())
+    aug = Augment(transpose=3.0, band_hz=hz)
+    # a 220 Hz harmonic tone: one lit band per harmonic, steady over 8 frames
+    img = np.zeros((len(hz), 8), np.float32)
+    for k in range(1, 16):
+        img[int(np.argmin(np.abs(hz - 220.0 * k)))] = 0.8
+    up = aug.apply_transpose(torch.from_numpy(img), 12.0).numpy()
+    lit = hz[up[:, 0] > 0.3]
+    for k in (1, 2, 3, 5, 8):  # an octave up: energy at 440 k Hz, within the bands' spacing
+        near = lit[np.abs(lit - 440.0 * k) < 0.06 * 440.0 * k]
+        assert near.size, f"no energy near {440 * k} Hz after transposing an octave up"
+    assert up[hz < 400].max() < 0.05  # nothing left below the new fundamental
+    np.testing.assert_allclose(aug.apply_transpose(torch.from_numpy(img), 0.0).numpy(), img, atol=1e-6)
+    down = aug.apply_transpose(torch.from_numpy(img), -12.0).numpy()
+    assert down[hz > hz[-1] / 2 * 1.01].max() == 0.0  # from above the top band: silence
+    # Only partner views are transposed, each by at most the limit, and the draw is reproducible.
+    ps = PatchSet([img], 8, 8)
+    assert torch.equal(ps.batch([0], aug, np.random.default_rng(0)), ps.batch([0]))
+    views = ps.other_views([0] * 6, aug, np.random.default_rng(3))
+    assert torch.equal(views, ps.other_views([0] * 6, aug, np.random.default_rng(3)))
+    assert all(not torch.equal(v[0], torch.from_numpy(img)) for v in views)
+    lowest = [hz[np.nonzero(v[0, :, 0].numpy() > 0.3)[0][0]] for v in views]
+    assert all(220 * 2 ** (-3.2 / 12) < f < 220 * 2 ** (3.2 / 12) for f in lowest), lowest
+    with pytest.raises(ValueError, match="centre frequency of each of the patch's 128 mel bands"):
+        Augment(transpose=2.0).apply_transpose(torch.from_numpy(img), 1.0)
+
+
 def test_augmented_run_trains_and_records_its_training_files(library, tmp_path):
     cfg = tiny_config(library, tmp_path / "run", epochs=2,
                       data={"augment_shift": 6, "augment_gain_db": 3.0})
@@ -239,7 +269,7 @@ def test_view_agreement_rewards_partners_that_match():
 
 def test_a_run_with_the_view_agreement_term_trains(library, tmp_path):
     cfg = tiny_config(library, tmp_path / "c", epochs=4, contrastive=0.1, optim={"lr": 1e-2, "schedule": "constant"},
-                      data={"augment_gain_db": 3.0})
+                      data={"augment_gain_db": 3.0, "augment_transpose": 2.0})
     events = []
     assert train(cfg, reporter=CallbackReporter(events.append)).status == "completed"
     epochs = [e for e in events if e["event"] == "epoch"]
@@ -248,6 +278,7 @@ def test_a_run_with_the_view_agreement_term_trains(library, tmp_path):
     assert all(np.isfinite(e["train_loss"]) for e in steps)
     ck = load_checkpoint(tmp_path / "c" / "best.pt")
     assert ck["train_config"]["contrastive"] == 0.1
+    assert ck["train_config"]["data"]["augment_transpose"] == 2.0
     with pytest.raises(ConfigError, match="contrastive_temperature: must be > 0"):
         tiny_config(library, tmp_path / "x", contrastive=0.1, contrastive_temperature=0.0)
 
@@ -347,6 +378,8 @@ def test_early_stopping_and_time_budget_end_the_run_and_say_why(library, tmp_pat
         tiny_config(library, tmp_path / "x", patience=-1)
     with pytest.raises(ConfigError, match="data.augment_gain_db: must be in \\[0, 40\\]"):
         tiny_config(library, tmp_path / "x", data={"augment_gain_db": 90.0})
+    with pytest.raises(ConfigError, match="data.augment_transpose: must be in \\[0, 12\\] semitones"):
+        tiny_config(library, tmp_path / "x", data={"augment_transpose": -1.0})
 
 
 def test_the_progress_line_warns_when_the_best_epoch_is_the_last():

@@ -8,6 +8,7 @@ downloaded. The script writes, under ``--out DIR`` (default ``corpus``)::
     DIR/eval/instruments/<family>/<name>.flac
     DIR/eval/drums/<kind>/<name>.flac
     DIR/eval/music/<track>/<name>.flac
+    DIR/dev/instruments/<family>/<name>.flac
     DIR/manifest.json
     DIR/train_files.txt
 
@@ -21,6 +22,12 @@ Evaluation data are disjoint from training data by construction:
   whose bytes equal a held-out sample is dropped as well;
 - music: whole tracks are held out (and a track that is an edit of another is
   kept on the same side as it).
+
+The development set ``dev/instruments`` mirrors the instrument evaluation on
+a third sample set that training never reads either: the freepats patches,
+rendered with timidity. Choices made after training (which encoder maps an
+embedding reads) are made on it, so that they are tested on instruments no
+encoder heard without looking at the evaluation sets.
 
 The output is deterministic: every random choice is drawn from a generator
 seeded by the name of the thing it decides. ``--resume`` keeps files that are
@@ -64,6 +71,7 @@ PARTS = (
     "eval-instruments",
     "eval-drums",
     "eval-music",
+    "dev-instruments",
     "train-instruments",
     "train-drums",
     "train-music",
@@ -80,6 +88,15 @@ class CorpusError(RuntimeError):
 # --------------------------------------------------------------------------
 
 FLUIDSYNTH_PACKAGE = "fluidsynth"
+TIMIDITY_PACKAGE = "timidity"
+# The development instruments: GUS patches, rendered with timidity, never read by training.
+DEV_PATCHES = {
+    "id": "freepats",
+    "package": "freepats",
+    "config": "/etc/timidity/freepats.cfg",
+    "dir": "/usr/share/midi/freepats/Tone_000",
+    "licence": "GPL-2+ with composition exception",
+}
 EVAL_FONT = {
     "id": "fluidr3",
     "package": "fluid-soundfont-gm",
@@ -320,6 +337,20 @@ def need_fluidsynth() -> str:
         raise CorpusError("fluidsynth command not found on PATH: install with "
                           f"apt-get install -y {FLUIDSYNTH_PACKAGE}")
     return exe
+
+
+def need_timidity() -> str:
+    exe = shutil.which("timidity")
+    if exe is None:
+        raise CorpusError("timidity command not found on PATH: install with "
+                          f"apt-get install -y {TIMIDITY_PACKAGE}")
+    return exe
+
+
+def freepats_programs(patch_dir=None) -> list[int]:
+    """GM programs of bank 0 that the freepats set has a patch for (``NNN_Name.pat``)."""
+    folder = need_path(patch_dir or DEV_PATCHES["dir"], DEV_PATCHES["package"], "freepats patches")
+    return sorted({int(f.name[:3]) for f in folder.glob("*.pat") if f.name[:3].isdigit()})
 
 
 def to_stereo_44k(audio: np.ndarray, sr: int) -> np.ndarray:
@@ -619,30 +650,37 @@ def phrase_schedule(phrases) -> tuple[list, list]:
 
 
 def render_job(job) -> list:
-    """Render one batch of phrases with fluidsynth and write one FLAC each.
+    """Render one batch of phrases and write one FLAC each.
 
     Parameters
     ----------
     job : dict
-        ``font`` (path), ``items`` (list of (Phrase, output path)).
+        ``font`` (a soundfont path, rendered with fluidsynth, or a timidity
+        configuration when ``synth`` is ``"timidity"``), ``items`` (list of
+        (Phrase, output path)).
 
     Returns
     -------
     list of (str, bool)
         Each output path and whether it was written (False: near-silent).
     """
-    exe = need_fluidsynth()
+    synth = job.get("synth", "fluidsynth")
     phrases = [ph for ph, _ in job["items"]]
     events, starts = phrase_schedule(phrases)
     with tempfile.TemporaryDirectory(prefix="corpus-render-") as tmp:
         mid = Path(tmp) / "in.mid"
         wav = Path(tmp) / "out.wav"
         mid.write_bytes(midi_file_bytes(events))
-        cmd = [exe, "-ni", "-q", "-o", "synth.dynamic-sample-loading=1", "-F", str(wav),
-               "-r", str(SR), "-g", "0.6", job["font"], str(mid)]
+        if synth == "timidity":
+            # --preserve-silence: timidity otherwise drops the lead-in, and the clips are cut by time
+            cmd = [need_timidity(), "-c", job["font"], "-Ow", "--preserve-silence", "-s", str(SR),
+                   "-o", str(wav), str(mid)]
+        else:
+            cmd = [need_fluidsynth(), "-ni", "-q", "-o", "synth.dynamic-sample-loading=1", "-F", str(wav),
+                   "-r", str(SR), "-g", "0.6", job["font"], str(mid)]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if proc.returncode != 0 or not wav.exists():
-            raise CorpusError(f"fluidsynth failed on {job['font']} (exit {proc.returncode}): "
+            raise CorpusError(f"{synth} failed on {job['font']} (exit {proc.returncode}): "
                               f"{proc.stdout.strip()[-500:]}")
         audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)
     audio = to_stereo_44k(audio, sr)
@@ -959,6 +997,40 @@ class Builder:
                      EVAL_FONT["path"], EVAL_FONT["licence"], gm_program=prog,
                      gm_name=GM_PROGRAMS[prog], notes=len(ph.notes), bpm=ph.bpm, scale=ph.scale)
         self.source(EVAL_FONT["package"], EVAL_FONT["licence"], "eval/instruments")
+
+    def dev_instruments(self) -> None:
+        """The evaluation's families and clip count, played by the freepats patches.
+
+        freepats has no patch for some programs, so a family's clips cycle
+        through the programs it has, each time with a new phrase.
+        """
+        need_timidity()
+        cfg = need_path(DEV_PATCHES["config"], DEV_PATCHES["package"], "freepats timidity configuration")
+        have = freepats_programs()
+        families = EVAL_FAMILIES[:3] if self.quick else EVAL_FAMILIES
+        per = 2 if self.quick else 8
+        items, meta = [], {}
+        for fam in families:
+            f0 = GM_FAMILIES.index(fam) * 8
+            progs = [p for p in have if f0 <= p < f0 + 8]
+            if not progs:
+                self.notes.append(f"dev-instruments: freepats has no {fam} patch; family left out")
+                continue
+            for i in range(per):
+                prog, k = progs[i % len(progs)], i // len(progs)
+                rel = f"dev/instruments/{fam}/{prog:03d}-{slug(GM_PROGRAMS[prog])}-{k}.flac"
+                ph = make_phrase(seeded_rng("dev-instruments", prog, k), prog)
+                items.append((ph, str(self.out / rel)))
+                meta[rel] = (fam, ph)
+        jobs = [{"font": str(cfg), "synth": "timidity", "items": items[i::self.workers]}
+                for i in range(self.workers)]
+        written = self._render("dev-instruments", [j for j in jobs if j["items"]])
+        for rel, (fam, ph) in meta.items():
+            if str(self.out / rel) in written:
+                self.add(rel, "dev-instruments", fam, DEV_PATCHES["package"], DEV_PATCHES["config"],
+                         DEV_PATCHES["licence"], gm_program=ph.program, gm_name=GM_PROGRAMS[ph.program],
+                         notes=len(ph.notes), bpm=ph.bpm, scale=ph.scale)
+        self.source(DEV_PATCHES["package"], DEV_PATCHES["licence"], "dev/instruments")
 
     def train_instruments(self) -> None:
         need_fluidsynth()
@@ -1322,13 +1394,14 @@ def build_manifest(rows, sources, excluded, notes, quick=False) -> dict:
         counts.setdefault(key, {}).setdefault(e["label"], 0)
         counts[key][e["label"]] += 1
     train = [e for e in rows if e["role"] == "train"]
-    evals = [e for e in rows if e["role"] == "eval"]
+    # the development set is held out of training just as the evaluation sets are
+    evals = [e for e in rows if e["role"] in ("eval", "dev")]
     sha_overlap = sorted({e["sha256"] for e in train} & {e["sha256"] for e in evals})
     # eval instruments come from the eval soundfont, which training never reads
     src_overlap = sorted({(e["source_package"], e["source_file"]) for e in train}
                          & {(e["source_package"], e["source_file"]) for e in evals})
     if sha_overlap or src_overlap:
-        raise CorpusError(f"training and evaluation overlap: {len(sha_overlap)} identical files, "
+        raise CorpusError(f"training and held-out (evaluation, development) sets overlap: {len(sha_overlap)} identical files, "
                           f"{len(src_overlap)} shared source files (first: "
                           f"{(sha_overlap + [str(s) for s in src_overlap])[:3]})")
     per_source = {}
@@ -1349,7 +1422,8 @@ def build_manifest(rows, sources, excluded, notes, quick=False) -> dict:
         "train_hours": round(sum(v for k, v in hours.items() if k.startswith("train/")), 4),
         "counts_per_label": {k: dict(sorted(v.items())) for k, v in sorted(counts.items())},
         "sources": dict(sorted(per_source.items())),
-        "held_out": {"soundfont": EVAL_FONT["path"], "drum_kits": list(HELD_OUT_KITS)},
+        "held_out": {"soundfont": EVAL_FONT["path"], "drum_kits": list(HELD_OUT_KITS),
+                     "dev_patches": DEV_PATCHES["config"]},
         "excluded_training_presets": excluded,
         "checks": {"train_eval_identical_files": 0, "train_eval_shared_sources": 0},
         "notes": notes,
@@ -1606,9 +1680,12 @@ def load_sound(loader) -> np.ndarray:
 
 def check_sources(parts) -> None:
     """Fail early, naming the package, when a needed source is missing."""
-    if any(p.endswith("instruments") for p in parts):
+    if {"eval-instruments", "train-instruments"} & set(parts):
         need_fluidsynth()
         need_path(EVAL_FONT["path"], EVAL_FONT["package"], "FluidR3_GM soundfont")
+    if "dev-instruments" in parts:
+        need_timidity()
+        need_path(DEV_PATCHES["config"], DEV_PATCHES["package"], "freepats timidity configuration")
     if "train-instruments" in parts:
         for required, font in TRAIN_FONTS:
             if required and not any(Path(p).is_file() for p in [font["path"], *font.get("alt_paths", [])]):
@@ -1629,12 +1706,12 @@ def parse_parts(text: str) -> list[str]:
     for tok in (t.strip() for t in text.split(",") if t.strip()):
         if tok == "all":
             out += PARTS
-        elif tok in ("eval", "train"):
+        elif tok in ("eval", "dev", "train"):
             out += [p for p in PARTS if p.startswith(tok + "-")]
         elif tok in PARTS:
             out.append(tok)
         else:
-            raise CorpusError(f"unknown part {tok!r}: choose from all, eval, train, {', '.join(PARTS)}")
+            raise CorpusError(f"unknown part {tok!r}: choose from all, eval, dev, train, {', '.join(PARTS)}")
     return [p for p in PARTS if p in out]
 
 
@@ -1646,7 +1723,7 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true", help="keep files that are already written")
     ap.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
     ap.add_argument("--parts", default="all",
-                    help="comma list: all, eval, train, or " + ", ".join(PARTS))
+                    help="comma list: all, eval, dev, train, or " + ", ".join(PARTS))
     args = ap.parse_args(argv)
     try:
         parts = parse_parts(args.parts)

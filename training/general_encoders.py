@@ -10,7 +10,8 @@ sounds from Debian packages), imports ``corpus/train`` into
 ``corpus/train.sqlite`` (labels: the parent folders) and trains
 ``training/configs/general_<loss>.toml`` on it. ``finish`` then chooses which
 encoder maps the embedding reads (:func:`select_embedding`, on development
-sets cut from the TRAINING corpus) and writes each run's ``best.pt``,
+sets: the corpus's held-out freepats instruments, and drums and music cut
+from the training corpus) and writes each run's ``best.pt``,
 re-pooled to that choice, to ``assets/models/general-<loss>.pt``. The checkpoint records
 every training file (path, blake2b content hash, label, duration) under
 ``data.train_files``, so anyone can check an evaluated library against it.
@@ -84,22 +85,35 @@ def cmd_train(args) -> int:
 
 #: The embeddings compared when choosing what a general encoder's embedding reads (see cmd_select).
 CANDIDATES = (("latent",), ("stage2",), ("stage1", "stage2"), ("stage1", "stage2", "latent"), ("stage1",))
-#: Development sets cut from the TRAINING corpus (never the evaluation sets): clips per label, labels per kind.
-#: Larger sets make the choice less noisy: at 6 clips per family, instruments scored 0.15-0.21 and
-#: the candidates differed by one or two clips.
-DEV_CLIPS = {"instruments": (16, 16), "drums": (16, 8), "music": (4, 40)}
+#: Development sets (never the evaluation sets): clips per label, labels per kind, cut from the
+#: TRAINING corpus for drums and music. Larger sets make the choice less noisy: at 6 clips per
+#: family, instruments scored 0.15-0.21 and the candidates differed by one or two clips.
+DEV_CLIPS = {"drums": (16, 8), "music": (4, 40)}
 
 
 def dev_library(corpus: Path, kind: str) -> Path:
-    """A library of training clips of one kind (labels by folder), for choosing the embedding."""
+    """A library for choosing the embedding: one kind, labels by folder, no evaluation clip.
+
+    Instruments: the corpus's held-out development set (``dev/instruments``:
+    the evaluation's families, played by a sample set no encoder trained on,
+    built by ``build_corpus.py --parts dev-instruments`` when missing).
+    Drums and music: :data:`DEV_CLIPS` training clips.
+    """
     from perceptlab.library.importer import import_files
     from perceptlab.library.store import Library
 
-    per_label, n_labels = DEV_CLIPS[kind]
-    root = corpus / "train" / kind
-    labels = sorted(p for p in root.iterdir() if p.is_dir())
-    labels = [p for p in labels if len(list(p.glob("*.flac"))) >= per_label][:n_labels]
-    files = [f for lab in labels for f in sorted(lab.glob("*.flac"))[:per_label]]
+    if kind == "instruments":
+        root = corpus / "dev" / kind
+        if not root.is_dir():
+            _run([sys.executable, str(REPO / "training" / "build_corpus.py"), "--out", str(corpus),
+                  "--resume", "--parts", "dev-instruments"])
+        files = sorted(root.glob("*/*.flac"))
+    else:
+        per_label, n_labels = DEV_CLIPS[kind]
+        root = corpus / "train" / kind
+        labels = sorted(p for p in root.iterdir() if p.is_dir())
+        labels = [p for p in labels if len(list(p.glob("*.flac"))) >= per_label][:n_labels]
+        files = [f for lab in labels for f in sorted(lab.glob("*.flac"))[:per_label]]
     path = corpus / f"dev-{kind}.sqlite"
     for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         stale.unlink(missing_ok=True)  # rebuilt each time: exactly today's selection
@@ -113,7 +127,7 @@ def select_embedding(corpus: Path, runs: Path, losses=LOSSES) -> tuple[tuple[str
 
     Every candidate of :data:`CANDIDATES` is made from each run's ``best.pt``
     by re-pooling (same weights, statistics recomputed on the run's training
-    patches), embedded into the development libraries (training clips, so
+    patches), embedded into the development libraries (:func:`dev_library`;
     the evaluation sets play no part in the choice) and scored by
     leave-one-out 1-NN by label; one choice for all losses, so that they
     stay comparable.

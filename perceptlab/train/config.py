@@ -63,6 +63,9 @@ class DataConfig:
     augment_gain_db : float
         Training patches are made up to this many dB louder or quieter
         (0: off).
+    augment_transpose : float
+        The partner views of the view-agreement term are transposed by up to
+        this many semitones either way (0: off); reconstruction inputs never are.
     """
 
     library: str = ""
@@ -74,6 +77,7 @@ class DataConfig:
     min_clip_frames: int = 0
     augment_shift: int = 0
     augment_gain_db: float = 0.0
+    augment_transpose: float = 0.0
 
 
 @dataclass
@@ -327,6 +331,8 @@ def _check_values(cfg: TrainConfig) -> None:
     for key, value, ok, want in (
         ("data.augment_shift", d.augment_shift, d.augment_shift >= 0, ">= 0 frames (0 turns it off)"),
         ("data.augment_gain_db", d.augment_gain_db, 0 <= d.augment_gain_db <= 40, "in [0, 40] dB (0 turns it off)"),
+        ("data.augment_transpose", d.augment_transpose, 0 <= d.augment_transpose <= 12,
+         "in [0, 12] semitones (0 turns it off)"),
         ("patience", cfg.patience, cfg.patience >= 0, ">= 0 epochs (0 turns early stopping off)"),
         ("max_minutes", cfg.max_minutes, cfg.max_minutes >= 0, ">= 0 (0: no limit)"),
         ("contrastive", cfg.contrastive, cfg.contrastive >= 0, ">= 0 (0 turns the view-agreement term off)"),

@@ -94,7 +94,8 @@ class PatchSet:
 
         (B, 1, F, patch), in the order of ``indices``; the partner views of
         the view-agreement term. A clip one patch long gives the same crop,
-        moved by nothing, at another level.
+        moved by nothing, at another level. With ``augment.transpose``, each
+        view is also transposed by up to that many semitones either way.
         """
         rows = self.index[torch.as_tensor(indices, dtype=torch.int64)].tolist()
         out = []
@@ -104,6 +105,8 @@ class PatchSet:
             p = img[:, s : s + self.patch]
             if augment.gain_db:
                 p = augment.apply_gain(p, float(rng.uniform(-augment.gain_db, augment.gain_db)))
+            if augment.transpose:
+                p = augment.apply_transpose(p, float(rng.uniform(-augment.transpose, augment.transpose)))
             out.append(p)
         return torch.stack(out).unsqueeze(1)
 
@@ -123,11 +126,21 @@ class Augment:
         and the result is clipped to [0, 1] as the features are.
     db_range : float
         ``ceiling - floor`` of the feature config, in dB.
+    transpose : float
+        Largest transposition of a PARTNER view (:meth:`PatchSet.other_views`),
+        in semitones either way: an instrument a few semitones higher is still
+        the same instrument, so view agreement should not lean on the exact
+        pitch. Reconstruction inputs are never transposed.
+    band_hz : numpy.ndarray, optional
+        Centre frequency of each mel band (``mel_frequencies``); needed when
+        ``transpose`` is on.
     """
 
     shift: int = 0
     gain_db: float = 0.0
     db_range: float = 83.0
+    transpose: float = 0.0
+    band_hz: "np.ndarray | None" = None
 
     @property
     def active(self) -> bool:
@@ -136,6 +149,26 @@ class Augment:
     def apply_gain(self, patch: torch.Tensor, gain_db: float) -> torch.Tensor:
         moved = (patch + gain_db / self.db_range).clamp(0.0, 1.0)
         return torch.where(patch > 0, moved, patch)
+
+    def apply_transpose(self, patch: torch.Tensor, semitones: float) -> torch.Tensor:
+        """``patch`` (F, T) with every frequency multiplied by ``2 ** (semitones / 12)``.
+
+        Band b of the result reads the input at ``band_hz[b] / ratio``,
+        interpolated linearly between the two nearest bands; what would come
+        from outside the bands is silence (0).
+        """
+        if self.band_hz is None or len(self.band_hz) != patch.shape[0]:
+            raise ValueError(f"transposing needs the centre frequency of each of the patch's {patch.shape[0]} "
+                             "mel bands (Augment.band_hz)")
+        src = self.band_hz / 2.0 ** (semitones / 12.0)
+        pos = np.interp(src, self.band_hz, np.arange(len(self.band_hz), dtype=np.float64))
+        outside = (src < self.band_hz[0]) | (src > self.band_hz[-1])
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, len(pos) - 1)
+        w = torch.from_numpy(np.where(outside, 0.0, pos - lo).astype(np.float32)).unsqueeze(1)
+        keep = torch.from_numpy((~outside).astype(np.float32)).unsqueeze(1)
+        out = patch[torch.from_numpy(lo)] * (1.0 - w) + patch[torch.from_numpy(hi)] * w
+        return out * keep
 
 
 @dataclass

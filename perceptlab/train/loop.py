@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from perceptlab.audio.features import mel_frequencies
 from perceptlab.library.store import default_library_path
 from perceptlab.models.autoencoder import AutoEncoder, count_parameters
 from perceptlab.models.checkpoint import CheckpointError, load_checkpoint, set_rng_state
@@ -328,7 +329,8 @@ class _Run(RunRecordsMixin):
         stop_flag = torch.zeros(1, device=device)
         self.epoch_acc = torch.zeros(2, dtype=torch.float64, device=device)  # objective, reconstruction
         d = cfg.data
-        augment = Augment(d.augment_shift, d.augment_gain_db, cfg.features.db_ceiling - cfg.features.db_floor)
+        augment = Augment(d.augment_shift, d.augment_gain_db, cfg.features.db_ceiling - cfg.features.db_floor,
+                          transpose=d.augment_transpose, band_hz=mel_frequencies(cfg.features))
         # A resumed run that had already stopped (early stop, time budget) stays stopped.
         stopped_because = self._stop_reason() if st["epoch"] else None
         while st["epoch"] < cfg.epochs and not stopped_because:
