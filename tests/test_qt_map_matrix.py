@@ -220,6 +220,20 @@ def test_the_first_map_draws_itself_when_quick_and_otherwise_says_what_it_needs(
 
 
 @pytest.mark.qt
+def test_a_narrow_map_dock_still_names_the_whole_source(map_view, qtbot):
+    box = map_view.source_box
+    map_view.resize(300, 400)  # narrower than the default right column
+    qtbot.wait(20)
+    texts = [box.itemText(i) for i in range(box.count())]
+    assert box.count() >= 2 and box.toolTip() == box.currentText()
+    widest = max(box.fontMetrics().horizontalAdvance(t) for t in texts)
+    assert box.view().minimumWidth() >= widest  # the open list shows every name whole
+    box.setCurrentIndex(box.count() - 1)
+    assert box.toolTip() == texts[-1]
+    qtbot.waitUntil(lambda: map_view._task is None, timeout=60000)
+
+
+@pytest.mark.qt
 def test_hovering_a_point_names_its_clip_and_label(map_view, qtbot):
     _fit(map_view, qtbot)
     view = map_view

@@ -907,9 +907,11 @@ class Progress:
 class Builder:
     """Builds the parts of the corpus into ``out`` and collects manifest rows."""
 
-    def __init__(self, out: Path, quick: bool = False, resume: bool = False, workers: int = 2):
+    def __init__(self, out: Path, quick: bool = False, resume: bool = False, workers: int = 2,
+                 phrase_scale: int = 1):
         self.out = Path(out)
         self.quick, self.resume, self.workers = quick, resume, max(1, workers)
+        self.phrase_scale = max(1, int(phrase_scale))
         self.entries: dict[str, dict] = {}
         self.notes: list[str] = []
         self.sources: dict[str, dict] = {}
@@ -1056,7 +1058,7 @@ class Builder:
             if self.quick:
                 progs = [p for p in (0, 24, 40, 56, 73, 80) if p not in bad][:3]
             for prog in progs:
-                for k in range(1 if self.quick else TRAIN_PHRASES.get(font["id"], 1)):
+                for k in range(1 if self.quick else self.phrase_scale * TRAIN_PHRASES.get(font["id"], 1)):
                     fam = family_of(prog)
                     rel = (f"train/instruments/{fam}/{font['id']}-{prog:03d}-"
                            f"{slug(GM_PROGRAMS[prog])}-{k}.flac")
@@ -1722,13 +1724,19 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny build: a few clips per kind")
     ap.add_argument("--resume", action="store_true", help="keep files that are already written")
     ap.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
+    ap.add_argument("--phrase-scale", type=int, default=1, metavar="N",
+                    help="N times the default phrases per training soundfont program (default: 1); "
+                         "the first phrases stay the same, so a larger build contains the smaller one")
     ap.add_argument("--parts", default="all",
                     help="comma list: all, eval, dev, train, or " + ", ".join(PARTS))
     args = ap.parse_args(argv)
     try:
         parts = parse_parts(args.parts)
         check_sources(parts)
-        b = Builder(Path(args.out), quick=args.quick, resume=args.resume, workers=args.workers)
+        if args.phrase_scale < 1:
+            raise CorpusError(f"--phrase-scale must be at least 1, got {args.phrase_scale}")
+        b = Builder(Path(args.out), quick=args.quick, resume=args.resume, workers=args.workers,
+                    phrase_scale=args.phrase_scale)
         t0 = time.monotonic()
         for part in parts:
             getattr(b, part.replace("-", "_"))()

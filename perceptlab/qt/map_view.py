@@ -160,6 +160,9 @@ class QtMapView(QWidget):
         self._shown: np.ndarray = np.zeros(0, dtype=int)  # result indices of the drawn points
 
         self.source_box = QComboBox()
+        # A narrow dock shows the start of a long metric name; the tooltip and the open list show it whole.
+        self.source_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.source_box.setMinimumContentsLength(12)
         self.method_box = QComboBox()
         self.method_box.setSizeAdjustPolicy(QComboBox.AdjustToContents)  # "MDS of distances" whole
         self.refit_button = QPushButton("Refit")
@@ -245,6 +248,10 @@ class QtMapView(QWidget):
         idx = self.source_box.findData(current)
         self.source_box.setCurrentIndex(max(idx, 0))
         self.source_box.blockSignals(False)
+        widest = max((self.source_box.fontMetrics().horizontalAdvance(self.source_box.itemText(i))
+                      for i in range(self.source_box.count())), default=0)
+        self.source_box.view().setMinimumWidth(widest + 40)
+        self.source_box.setToolTip(self.source_box.currentText())
         self._fill_methods()
         self._draw_first_map()
 
@@ -281,6 +288,7 @@ class QtMapView(QWidget):
         self.method_box.blockSignals(False)
 
     def _on_source_changed(self, *_):
+        self.source_box.setToolTip(self.source_box.currentText())
         self._fill_methods()
         self.refit()
 
