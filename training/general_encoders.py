@@ -201,6 +201,16 @@ def _encoders(names: list[str]) -> list[Path]:
     return paths
 
 
+#: The sets ``table`` scores: the three evaluation sets, then the development instruments (another
+#: sample set no encoder trained on; the embedding's maps were chosen on it, so it is reported
+#: beside the evaluation, not as part of it).
+TABLE_SETS = (("instruments", "eval"), ("drums", "eval"), ("music", "eval"), ("instruments", "dev"))
+
+
+def table_key(kind: str, role: str) -> str:
+    return kind if role == "eval" else f"{kind} ({role})"
+
+
 def retrieval_table(corpus: Path, encoders: list[Path], bootstrap: int) -> dict:
     from perceptlab.analysis.retrieval import run_retrieval
     from perceptlab.analysis.library_metrics import register_library_metrics
@@ -209,16 +219,20 @@ def retrieval_table(corpus: Path, encoders: list[Path], bootstrap: int) -> dict:
     from perceptlab.models.embedding_metric import embed_library
 
     out = {}
-    for kind in KINDS:
-        lib_path = corpus / f"eval-{kind}.sqlite"
-        ensure_library(corpus / "eval" / kind, lib_path)
+    for kind, role in TABLE_SETS:
+        folder = corpus / role / kind
+        if role == "dev" and not folder.is_dir():
+            _run([sys.executable, str(REPO / "training" / "build_corpus.py"), "--out", str(corpus),
+                  "--resume", "--parts", f"dev-{kind}"])
+        lib_path = corpus / f"{role}-{kind}.sqlite"
+        ensure_library(folder, lib_path)
         with Library(lib_path) as lib:
             for ckpt in encoders:
                 embed_library(lib, ckpt, name=ckpt.stem)
             own = [m for m in register_library_metrics(lib) if m.startswith("embedding:")]
             mine = [f"embedding:{c.stem}" for c in encoders]
             report = run_retrieval(lib, metric_names(None) + [m for m in mine if m in own], n_boot=bootstrap)
-        out[kind] = report.to_json()
+        out[table_key(kind, role)] = report.to_json()
         print(report.text(), flush=True)
     return out
 
@@ -249,7 +263,7 @@ def level_delay_check(encoders: list[Path], n_clips: int) -> dict:
 
 
 def markdown(tables: dict) -> str:
-    kinds = [k for k in KINDS if k in tables["retrieval"]]
+    kinds = [table_key(k, r) for k, r in TABLE_SETS if table_key(k, r) in tables["retrieval"]]
     metrics = list(next(iter(tables["retrieval"].values()))["metrics"])
     lines = ["| metric | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
     for m in metrics:
