@@ -331,20 +331,20 @@ def need_path(path, package: str, what: str) -> Path:
     return p
 
 
-def need_fluidsynth() -> str:
-    exe = shutil.which("fluidsynth")
+def need_command(name: str, package: str) -> str:
+    """The path of the command ``name``, or a :class:`CorpusError` naming its package."""
+    exe = shutil.which(name)
     if exe is None:
-        raise CorpusError("fluidsynth command not found on PATH: install with "
-                          f"apt-get install -y {FLUIDSYNTH_PACKAGE}")
+        raise CorpusError(f"{name} command not found on PATH: install with apt-get install -y {package}")
     return exe
+
+
+def need_fluidsynth() -> str:
+    return need_command("fluidsynth", FLUIDSYNTH_PACKAGE)
 
 
 def need_timidity() -> str:
-    exe = shutil.which("timidity")
-    if exe is None:
-        raise CorpusError("timidity command not found on PATH: install with "
-                          f"apt-get install -y {TIMIDITY_PACKAGE}")
-    return exe
+    return need_command("timidity", TIMIDITY_PACKAGE)
 
 
 def freepats_programs(patch_dir=None) -> list[int]:
