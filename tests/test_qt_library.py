@@ -135,3 +135,37 @@ def test_an_empty_spectrogram_view_says_what_to_do(qtbot):
     assert view.has_image() and not view.placeholder.isVisible()
     view.set_image(None)
     assert view.placeholder.isVisible()
+
+
+def test_every_column_shows_and_sorts_its_own_value(qtbot):
+    """The model formats only the cell asked for; each column still sorts by its value."""
+    from perceptlab.library.store import Clip
+    from perceptlab.qt.library_panel import QtClipFilterModel, QtClipTableModel
+
+    def clip(i, duration, lufs, ok=True):
+        return Clip(id=i, path=f"/x/c{i}.flac", name=f"c{i}.flac", content_hash=f"h{i}", label=f"l{3 - i}",
+                    duration=duration, sample_rate=44100 if i % 2 else 22050, channels=1 + i % 2,
+                    loudness=lufs, size=1, mtime=0.0, format="FLAC",
+                    error=None if ok else "not audio", imported_at=0.0)
+
+    clips = [clip(0, 10.5, -20.0), clip(1, 2.25, None), clip(2, 9.0, -31.5, ok=False), clip(3, 100.0, -14.0)]
+    assert [c.ok for c in clips] == [True, True, False, True]
+    model = QtClipTableModel()
+    model.set_clips(clips)
+    shown = [[model.data(model.index(r, c)) for c in range(len(model.COLUMNS))] for r in range(2)]
+    assert shown[0][:5] == ["c0.flac", "l3", "10.50 s", "22.05 kHz", "1"]
+    assert shown[1][2:5] == ["2.25 s", "44.1 kHz", "2"] and shown[0][6] == "ok"
+    assert model.data(model.index(2, 6)) == "failed"
+    assert model.data(model.index(0, 2), Qt.ItemDataRole.TextAlignmentRole) == int(Qt.AlignRight | Qt.AlignVCenter)
+    assert model.headerData(5, Qt.Horizontal) == "LUFS"
+    proxy = QtClipFilterModel()
+    proxy.setSourceModel(model)
+
+    def order(col):
+        proxy.sort(col, Qt.AscendingOrder)
+        return [proxy.data(proxy.index(r, 0)) for r in range(proxy.rowCount())]
+
+    assert order(2) == ["c1.flac", "c2.flac", "c0.flac", "c3.flac"]  # by seconds, not as text
+    assert order(5) == ["c1.flac", "c2.flac", "c0.flac", "c3.flac"]  # no loudness first
+    assert order(1) == ["c3.flac", "c2.flac", "c1.flac", "c0.flac"]
+    assert order(6)[-1] == "c2.flac"  # failed clips last
