@@ -288,8 +288,29 @@ def test_missing_package_message(bc, monkeypatch):
     assert bc.parse_parts("dev") == ["dev-instruments"]
     with pytest.raises(bc.CorpusError, match="apt-get install -y timidity"):
         bc.need_timidity()
-    with pytest.raises(bc.CorpusError, match="freepats patches not found .* apt-get install -y freepats"):
-        bc.freepats_programs("/nonexistent/freepats")
+    with pytest.raises(bc.CorpusError, match="freepats timidity configuration not found .* apt-get install -y freepats"):
+        bc.freepats_programs("/nonexistent/freepats.cfg")
+
+
+def test_freepats_programs_are_the_bank_0_bindings_of_its_configuration(bc, tmp_path):
+    cfg = tmp_path / "freepats.cfg"
+    cfg.write_text("dir /usr/share/midi/freepats\n# a comment\ndrumset 0\n 35\tDrum_000/035_Kick_1.pat amp=100\n"
+                   "\nbank 0\n\n 0\tTone_000/000_Acoustic_Grand_Piano.pat amp=120\n 73\tTone_000/073_Flute.pat\n"
+                   "bank 8\n 4\tTone_008/004_Other.pat\n")
+    assert bc.freepats_programs(cfg) == [0, 73]  # not the drum kit's 35, not bank 8's 4
+    cfg.write_text("drumset 0\n 35\tDrum_000/035_Kick_1.pat\n")
+    with pytest.raises(bc.CorpusError, match="binds no program of bank 0"):
+        bc.freepats_programs(cfg)
+
+
+def test_a_corpus_is_not_rebuilt_at_another_phrase_scale(bc, tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"phrase_scale": 2, "files": []}))
+    with pytest.raises(bc.CorpusError, match="built with --phrase-scale 2: .* again with --phrase-scale 2"):
+        bc.check_phrase_scale(tmp_path, ["train-instruments"], 1)
+    bc.check_phrase_scale(tmp_path, ["train-instruments"], 2)
+    bc.check_phrase_scale(tmp_path, ["eval-instruments", "dev-instruments"], 1)  # other parts: any scale
+    assert bc.main(["--out", str(tmp_path), "--parts", "train-instruments", "--phrase-scale", "3"]) == 2
+    assert bc.main(["--out", str(tmp_path), "--parts", "train-instruments", "--phrase-scale", "0"]) == 2
 
 
 def _have_renderer(bc) -> bool:

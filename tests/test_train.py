@@ -230,6 +230,14 @@ def test_transposed_partner_views_move_every_harmonic_by_the_interval():
     np.testing.assert_allclose(aug.apply_transpose(torch.from_numpy(img), 0.0).numpy(), img, atol=1e-6)
     down = aug.apply_transpose(torch.from_numpy(img), -12.0).numpy()
     assert down[hz > hz[-1] / 2 * 1.01].max() == 0.0  # from above the top band: silence
+    # What would come from outside the bands is silence, at both ends; everything else is read.
+    ones = torch.ones(len(hz), 2)
+    up3 = aug.apply_transpose(ones, 3.0)[:, 0].numpy()
+    below = hz / 2 ** (3 / 12) < hz[0]
+    assert below.any() and (up3[below] == 0).all() and np.allclose(up3[~below], 1.0)
+    down3 = aug.apply_transpose(ones, -3.0)[:, 0].numpy()
+    above = hz * 2 ** (3 / 12) > hz[-1]
+    assert above.any() and (down3[above] == 0).all() and np.allclose(down3[~above], 1.0)
     # Only partner views are transposed, each by at most the limit, and the draw is reproducible.
     ps = PatchSet([img], 8, 8)
     assert torch.equal(ps.batch([0], aug, np.random.default_rng(0)), ps.batch([0]))
@@ -378,8 +386,10 @@ def test_early_stopping_and_time_budget_end_the_run_and_say_why(library, tmp_pat
         tiny_config(library, tmp_path / "x", patience=-1)
     with pytest.raises(ConfigError, match="data.augment_gain_db: must be in \\[0, 40\\]"):
         tiny_config(library, tmp_path / "x", data={"augment_gain_db": 90.0})
-    with pytest.raises(ConfigError, match="data.augment_transpose: must be in \\[0, 12\\] semitones"):
-        tiny_config(library, tmp_path / "x", data={"augment_transpose": -1.0})
+    with pytest.raises(ConfigError, match="data.augment_transpose: must be in \\[0, 4\\] semitones"):
+        tiny_config(library, tmp_path / "x", contrastive=0.1, data={"augment_transpose": 6.0})
+    with pytest.raises(ConfigError, match="data.augment_transpose: transposes the partner views .* which is off"):
+        tiny_config(library, tmp_path / "x", data={"augment_transpose": 2.0})
 
 
 def test_the_progress_line_warns_when_the_best_epoch_is_the_last():

@@ -347,10 +347,27 @@ def need_timidity() -> str:
     return need_command("timidity", TIMIDITY_PACKAGE)
 
 
-def freepats_programs(patch_dir=None) -> list[int]:
-    """GM programs of bank 0 that the freepats set has a patch for (``NNN_Name.pat``)."""
-    folder = need_path(patch_dir or DEV_PATCHES["dir"], DEV_PATCHES["package"], "freepats patches")
-    return sorted({int(f.name[:3]) for f in folder.glob("*.pat") if f.name[:3].isdigit()})
+def freepats_programs(config=None) -> list[int]:
+    """GM programs that freepats' timidity configuration binds in ``bank 0``.
+
+    Only those are rendered: timidity reads the system configuration first
+    (which may bind another sample set), and a program the freepats file
+    binds is played by freepats whatever came before.
+    """
+    cfg = need_path(config or DEV_PATCHES["config"], DEV_PATCHES["package"], "freepats timidity configuration")
+    progs, in_bank0 = set(), False
+    for line in cfg.read_text(errors="replace").splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] in ("bank", "drumset"):
+            in_bank0 = words[0] == "bank" and words[1:2] == ["0"]
+        elif in_bank0 and words[0].isdigit() and len(words) > 1 and words[1].endswith(".pat"):
+            progs.add(int(words[0]))
+    if not progs:
+        raise CorpusError(f"{cfg}: binds no program of bank 0 to a patch; reinstall with "
+                          f"apt-get install --reinstall -y {DEV_PATCHES['package']}")
+    return sorted(progs)
 
 
 def to_stereo_44k(audio: np.ndarray, sr: int) -> np.ndarray:
@@ -671,14 +688,17 @@ def render_job(job) -> list:
         mid = Path(tmp) / "in.mid"
         wav = Path(tmp) / "out.wav"
         mid.write_bytes(midi_file_bytes(events))
+        env = None
         if synth == "timidity":
-            # --preserve-silence: timidity otherwise drops the lead-in, and the clips are cut by time
+            # --preserve-silence: timidity otherwise drops the lead-in, and the clips are cut by time.
+            # HOME in the scratch folder: no ~/.timidity.cfg of the user's joins in.
             cmd = [need_timidity(), "-c", job["font"], "-Ow", "--preserve-silence", "-s", str(SR),
                    "-o", str(wav), str(mid)]
+            env = dict(os.environ, HOME=tmp)
         else:
             cmd = [need_fluidsynth(), "-ni", "-q", "-o", "synth.dynamic-sample-loading=1", "-F", str(wav),
                    "-r", str(SR), "-g", "0.6", job["font"], str(mid)]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         if proc.returncode != 0 or not wav.exists():
             raise CorpusError(f"{synth} failed on {job['font']} (exit {proc.returncode}): "
                               f"{proc.stdout.strip()[-500:]}")
@@ -1004,14 +1024,15 @@ class Builder:
         """The evaluation's families and clip count, played by the freepats patches.
 
         freepats has no patch for some programs, so a family's clips cycle
-        through the programs it has, each time with a new phrase.
+        through the programs it has, each time with a new phrase. A clip that
+        comes out near-silent gets up to two more tries with fresh phrases.
         """
         need_timidity()
         cfg = need_path(DEV_PATCHES["config"], DEV_PATCHES["package"], "freepats timidity configuration")
-        have = freepats_programs()
+        have = freepats_programs(cfg)
         families = EVAL_FAMILIES[:3] if self.quick else EVAL_FAMILIES
         per = 2 if self.quick else 8
-        items, meta = [], {}
+        plan = {}
         for fam in families:
             f0 = GM_FAMILIES.index(fam) * 8
             progs = [p for p in have if f0 <= p < f0 + 8]
@@ -1020,18 +1041,29 @@ class Builder:
                 continue
             for i in range(per):
                 prog, k = progs[i % len(progs)], i // len(progs)
-                rel = f"dev/instruments/{fam}/{prog:03d}-{slug(GM_PROGRAMS[prog])}-{k}.flac"
-                ph = make_phrase(seeded_rng("dev-instruments", prog, k), prog)
-                items.append((ph, str(self.out / rel)))
-                meta[rel] = (fam, ph)
-        jobs = [{"font": str(cfg), "synth": "timidity", "items": items[i::self.workers]}
-                for i in range(self.workers)]
-        written = self._render("dev-instruments", [j for j in jobs if j["items"]])
-        for rel, (fam, ph) in meta.items():
-            if str(self.out / rel) in written:
-                self.add(rel, "dev-instruments", fam, DEV_PATCHES["package"], DEV_PATCHES["config"],
-                         DEV_PATCHES["licence"], gm_program=ph.program, gm_name=GM_PROGRAMS[ph.program],
-                         notes=len(ph.notes), bpm=ph.bpm, scale=ph.scale)
+                plan[f"dev/instruments/{fam}/{prog:03d}-{slug(GM_PROGRAMS[prog])}-{k}.flac"] = (fam, prog, k)
+        pending, phrases = dict(plan), {}
+        for attempt in range(3):
+            if not pending:
+                break
+            items = []
+            for rel, (fam, prog, k) in pending.items():
+                key = ("dev-instruments", prog, k) + ((attempt,) if attempt else ())
+                phrases[rel] = make_phrase(seeded_rng(*key), prog)
+                items.append((phrases[rel], str(self.out / rel)))
+            jobs = [{"font": str(cfg), "synth": "timidity", "items": items[i::self.workers]}
+                    for i in range(self.workers)]
+            written = self._render("dev-instruments" + (f" retry {attempt}" if attempt else ""),
+                                   [j for j in jobs if j["items"]])
+            pending = {r: v for r, v in pending.items() if str(self.out / r) not in written}
+        for rel, (fam, prog, k) in plan.items():
+            if rel in pending:
+                self.notes.append(f"dev-instruments: {rel} silent after 3 attempts; left out")
+                continue
+            ph = phrases[rel]
+            self.add(rel, "dev-instruments", fam, DEV_PATCHES["package"], DEV_PATCHES["config"],
+                     DEV_PATCHES["licence"], gm_program=prog, gm_name=GM_PROGRAMS[prog],
+                     notes=len(ph.notes), bpm=ph.bpm, scale=ph.scale)
         self.source(DEV_PATCHES["package"], DEV_PATCHES["licence"], "dev/instruments")
 
     def train_instruments(self) -> None:
@@ -1340,9 +1372,12 @@ class Builder:
     def write_manifest(self, parts) -> dict:
         old = {}
         mpath = self.out / "manifest.json"
+        phrase_scale = self.phrase_scale
         if mpath.is_file():
             try:
                 prev = json.loads(mpath.read_text())
+                if "train-instruments" not in parts:
+                    phrase_scale = int(prev.get("phrase_scale", 1))
                 old = {e["path"]: e for e in prev.get("files", [])
                        if e.get("part") not in parts and (self.out / e["path"]).is_file()}
                 for pkg, s in prev.get("sources", {}).items():
@@ -1359,7 +1394,7 @@ class Builder:
         entries = {**old, **self.entries}
         rows = [entries[k] for k in sorted(entries)]
         manifest = build_manifest(rows, self.sources, self.excluded_presets, self.notes,
-                                  quick=self.quick)
+                                  quick=self.quick, phrase_scale=phrase_scale)
         tmp = mpath.with_name("manifest.json.part")
         tmp.write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
         os.replace(tmp, mpath)
@@ -1368,7 +1403,7 @@ class Builder:
         return manifest
 
 
-def build_manifest(rows, sources, excluded, notes, quick=False) -> dict:
+def build_manifest(rows, sources, excluded, notes, quick=False, phrase_scale=1) -> dict:
     """The manifest dict: files, per-source licences, hours and split checks.
 
     Parameters
@@ -1420,6 +1455,7 @@ def build_manifest(rows, sources, excluded, notes, quick=False) -> dict:
         "format": 1,
         "sample_rate": SR,
         "quick": quick,
+        "phrase_scale": phrase_scale,
         "total_hours": {k: round(v, 4) for k, v in sorted(hours.items())},
         "train_hours": round(sum(v for k, v in hours.items() if k.startswith("train/")), 4),
         "counts_per_label": {k: dict(sorted(v.items())) for k, v in sorted(counts.items())},
@@ -1702,6 +1738,24 @@ def check_sources(parts) -> None:
         need_path(OPENSFX["path"], OPENSFX["package"], "OpenSFX sound set")
 
 
+def check_phrase_scale(out: Path, parts, scale: int) -> None:
+    """Refuse to rebuild the training instruments of ``out`` at another ``--phrase-scale``.
+
+    A smaller scale would leave the larger build's extra phrases on disk,
+    unlisted, and training imports the folder.
+    """
+    mpath = out / "manifest.json"
+    if "train-instruments" not in parts or not mpath.is_file():
+        return
+    try:
+        before = int(json.loads(mpath.read_text()).get("phrase_scale", 1))
+    except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
+        return
+    if before != scale:
+        raise CorpusError(f"{out} was built with --phrase-scale {before}: build its training instruments "
+                          f"again with --phrase-scale {before}, or build into an empty folder")
+
+
 def parse_parts(text: str) -> list[str]:
     """Expand ``all``, ``eval``, ``train`` and part names into a part list."""
     out = []
@@ -1735,6 +1789,7 @@ def main(argv=None) -> int:
         check_sources(parts)
         if args.phrase_scale < 1:
             raise CorpusError(f"--phrase-scale must be at least 1, got {args.phrase_scale}")
+        check_phrase_scale(Path(args.out), parts, args.phrase_scale)
         b = Builder(Path(args.out), quick=args.quick, resume=args.resume, workers=args.workers,
                     phrase_scale=args.phrase_scale)
         t0 = time.monotonic()

@@ -65,7 +65,9 @@ class DataConfig:
         (0: off).
     augment_transpose : float
         The partner views of the view-agreement term are transposed by up to
-        this many semitones either way (0: off); reconstruction inputs never are.
+        this many semitones either way (0: off; at most 4). The patches they
+        are partners of never are; the partners, like every patch of a step,
+        are reconstructed too.
     """
 
     library: str = ""
@@ -167,6 +169,9 @@ class TrainConfig:
 
 #: What the view-agreement weight is weighed against (see ``TrainConfig.contrastive_scale``).
 CONTRASTIVE_SCALES = ("absolute", "mse")
+#: Largest ``data.augment_transpose`` in semitones: transposing down reads the input bands further
+#: apart than one band where the mel scale is linear (below 1 kHz), and beyond this they skip lines.
+MAX_TRANSPOSE = 4.0
 
 #: Keys that may differ between a run and its resumption.
 RESUMABLE_CHANGES = {"epochs", "device", "amp", "log_every", "out_dir", "data.library", "patience",
@@ -331,8 +336,9 @@ def _check_values(cfg: TrainConfig) -> None:
     for key, value, ok, want in (
         ("data.augment_shift", d.augment_shift, d.augment_shift >= 0, ">= 0 frames (0 turns it off)"),
         ("data.augment_gain_db", d.augment_gain_db, 0 <= d.augment_gain_db <= 40, "in [0, 40] dB (0 turns it off)"),
-        ("data.augment_transpose", d.augment_transpose, 0 <= d.augment_transpose <= 12,
-         "in [0, 12] semitones (0 turns it off)"),
+        ("data.augment_transpose", d.augment_transpose, 0 <= d.augment_transpose <= MAX_TRANSPOSE,
+         f"in [0, {MAX_TRANSPOSE:g}] semitones (0 turns it off; further down, the linear bands below "
+         "1 kHz would be read too sparsely)"),
         ("patience", cfg.patience, cfg.patience >= 0, ">= 0 epochs (0 turns early stopping off)"),
         ("max_minutes", cfg.max_minutes, cfg.max_minutes >= 0, ">= 0 (0: no limit)"),
         ("contrastive", cfg.contrastive, cfg.contrastive >= 0, ">= 0 (0 turns the view-agreement term off)"),
@@ -343,6 +349,9 @@ def _check_values(cfg: TrainConfig) -> None:
     if cfg.contrastive_scale not in CONTRASTIVE_SCALES:
         bad("contrastive_scale", f"must be one of {', '.join(map(repr, CONTRASTIVE_SCALES))}, "
                                  f"got {cfg.contrastive_scale!r}")
+    if d.augment_transpose and not cfg.contrastive:
+        bad("data.augment_transpose", "transposes the partner views of the view-agreement term, which is off: "
+                                      "set contrastive > 0, or augment_transpose = 0")
     if cfg.contrastive and cfg.batch_size < 2:
         bad("batch_size", f"the view-agreement term needs at least 2 patches per batch, got {cfg.batch_size}")
     o = cfg.optim

@@ -130,7 +130,7 @@ class Augment:
         Largest transposition of a PARTNER view (:meth:`PatchSet.other_views`),
         in semitones either way: an instrument a few semitones higher is still
         the same instrument, so view agreement should not lean on the exact
-        pitch. Reconstruction inputs are never transposed.
+        pitch. The patches they are partners of are never transposed.
     band_hz : numpy.ndarray, optional
         Centre frequency of each mel band (``mel_frequencies``); needed when
         ``transpose`` is on.
@@ -140,7 +140,7 @@ class Augment:
     gain_db: float = 0.0
     db_range: float = 83.0
     transpose: float = 0.0
-    band_hz: "np.ndarray | None" = None
+    band_hz: "np.ndarray | None" = field(default=None, compare=False)
 
     @property
     def active(self) -> bool:
@@ -158,8 +158,9 @@ class Augment:
         from outside the bands is silence (0).
         """
         if self.band_hz is None or len(self.band_hz) != patch.shape[0]:
+            have = "none" if self.band_hz is None else f"{len(self.band_hz)}"
             raise ValueError(f"transposing needs the centre frequency of each of the patch's {patch.shape[0]} "
-                             "mel bands (Augment.band_hz)")
+                             f"mel bands (Augment.band_hz has {have})")
         src = self.band_hz / 2.0 ** (semitones / 12.0)
         pos = np.interp(src, self.band_hz, np.arange(len(self.band_hz), dtype=np.float64))
         outside = (src < self.band_hz[0]) | (src > self.band_hz[-1])
