@@ -94,7 +94,6 @@ DEV_PATCHES = {
     "id": "freepats",
     "package": "freepats",
     "config": "/etc/timidity/freepats.cfg",
-    "dir": "/usr/share/midi/freepats/Tone_000",
     "licence": "GPL-2+ with composition exception",
 }
 EVAL_FONT = {
@@ -984,6 +983,42 @@ class Builder:
             self.notes.append(f"{stage}: near-silent render skipped: {Path(p).name}")
         return written
 
+    def _render_held_out(self, stage: str, plan: dict, phrase, job: dict) -> dict:
+        """Render a held-out instrument set: up to three attempts with fresh phrases for
+        any clip that came out near-silent.
+
+        Parameters
+        ----------
+        stage : str
+            The part, for progress and notes.
+        plan : dict
+            Output path (relative) -> ``(family, program, ...)``.
+        phrase : callable
+            ``phrase(rel, attempt)`` -> the :class:`Phrase` to render.
+        job : dict
+            The render job's other keys (``font``, optionally ``synth``).
+
+        Returns
+        -------
+        dict
+            Each written path -> the phrase it holds; the paths silent after
+            three attempts are noted and left out.
+        """
+        pending, phrases = dict(plan), {}
+        for attempt in range(3):
+            if not pending:
+                break
+            items = []
+            for rel in pending:
+                phrases[rel] = phrase(rel, attempt)
+                items.append((phrases[rel], str(self.out / rel)))
+            jobs = [{**job, "items": items[i::self.workers]} for i in range(self.workers)]
+            written = self._render(stage + (f" retry {attempt}" if attempt else ""), [j for j in jobs if j["items"]])
+            pending = {r: v for r, v in pending.items() if str(self.out / r) not in written}
+        for rel in pending:
+            self.notes.append(f"{stage}: {rel} silent after 3 attempts; left out")
+        return {rel: phrases[rel] for rel in plan if rel not in pending}
+
     def eval_instruments(self) -> None:
         need_fluidsynth()
         font = need_path(EVAL_FONT["path"], EVAL_FONT["package"], "FluidR3_GM soundfont")
@@ -993,28 +1028,13 @@ class Builder:
         for fam in families:
             f0 = GM_FAMILIES.index(fam) * 8
             for prog in range(f0, f0 + per):
-                rel = f"eval/instruments/{fam}/{prog:03d}-{slug(GM_PROGRAMS[prog])}.flac"
-                plan[rel] = (fam, prog)
-        # up to three attempts with fresh phrases for any clip that came out silent
-        pending = dict(plan)
-        phrases = {}
-        for attempt in range(3):
-            if not pending:
-                break
-            items = []
-            for rel, (fam, prog) in pending.items():
-                ph = make_phrase(seeded_rng("eval-instruments", prog, attempt), prog)
-                phrases[rel] = (ph, attempt)
-                items.append((ph, str(self.out / rel)))
-            jobs = [{"font": str(font), "items": items[i::self.workers]} for i in range(self.workers)]
-            written = self._render("eval-instruments" + (f" retry {attempt}" if attempt else ""),
-                                   [j for j in jobs if j["items"]])
-            pending = {r: v for r, v in pending.items() if str(self.out / r) not in written}
-        for rel, (fam, prog) in plan.items():
-            if rel in pending:
-                self.notes.append(f"eval-instruments: {rel} silent after 3 attempts; left out")
-                continue
-            ph, attempt = phrases[rel]
+                plan[f"eval/instruments/{fam}/{prog:03d}-{slug(GM_PROGRAMS[prog])}.flac"] = (fam, prog)
+        done = self._render_held_out(
+            "eval-instruments", plan,
+            lambda rel, attempt: make_phrase(seeded_rng("eval-instruments", plan[rel][1], attempt), plan[rel][1]),
+            {"font": str(font)})
+        for rel, ph in done.items():
+            fam, prog = plan[rel]
             self.add(rel, "eval-instruments", fam, EVAL_FONT["package"],
                      EVAL_FONT["path"], EVAL_FONT["licence"], gm_program=prog,
                      gm_name=GM_PROGRAMS[prog], notes=len(ph.notes), bpm=ph.bpm, scale=ph.scale)
@@ -1024,8 +1044,7 @@ class Builder:
         """The evaluation's families and clip count, played by the freepats patches.
 
         freepats has no patch for some programs, so a family's clips cycle
-        through the programs it has, each time with a new phrase. A clip that
-        comes out near-silent gets up to two more tries with fresh phrases.
+        through the programs it has, each time with a new phrase.
         """
         need_timidity()
         cfg = need_path(DEV_PATCHES["config"], DEV_PATCHES["package"], "freepats timidity configuration")
@@ -1042,25 +1061,14 @@ class Builder:
             for i in range(per):
                 prog, k = progs[i % len(progs)], i // len(progs)
                 plan[f"dev/instruments/{fam}/{prog:03d}-{slug(GM_PROGRAMS[prog])}-{k}.flac"] = (fam, prog, k)
-        pending, phrases = dict(plan), {}
-        for attempt in range(3):
-            if not pending:
-                break
-            items = []
-            for rel, (fam, prog, k) in pending.items():
-                key = ("dev-instruments", prog, k) + ((attempt,) if attempt else ())
-                phrases[rel] = make_phrase(seeded_rng(*key), prog)
-                items.append((phrases[rel], str(self.out / rel)))
-            jobs = [{"font": str(cfg), "synth": "timidity", "items": items[i::self.workers]}
-                    for i in range(self.workers)]
-            written = self._render("dev-instruments" + (f" retry {attempt}" if attempt else ""),
-                                   [j for j in jobs if j["items"]])
-            pending = {r: v for r, v in pending.items() if str(self.out / r) not in written}
-        for rel, (fam, prog, k) in plan.items():
-            if rel in pending:
-                self.notes.append(f"dev-instruments: {rel} silent after 3 attempts; left out")
-                continue
-            ph = phrases[rel]
+
+        def phrase(rel, attempt):
+            _, prog, k = plan[rel]
+            return make_phrase(seeded_rng("dev-instruments", prog, k, *((attempt,) if attempt else ())), prog)
+
+        done = self._render_held_out("dev-instruments", plan, phrase, {"font": str(cfg), "synth": "timidity"})
+        for rel, ph in done.items():
+            fam, prog, _ = plan[rel]
             self.add(rel, "dev-instruments", fam, DEV_PATCHES["package"], DEV_PATCHES["config"],
                      DEV_PATCHES["licence"], gm_program=prog, gm_name=GM_PROGRAMS[prog],
                      notes=len(ph.notes), bpm=ph.bpm, scale=ph.scale)

@@ -91,6 +91,15 @@ CANDIDATES = (("latent",), ("stage2",), ("stage1", "stage2"), ("stage1", "stage2
 DEV_CLIPS = {"drums": (16, 8), "music": (4, 40)}
 
 
+def ensure_dev_set(corpus: Path, kind: str) -> Path:
+    """``corpus/dev/<kind>``, built (``build_corpus.py --parts dev-<kind>``) when it is missing."""
+    folder = corpus / "dev" / kind
+    if not folder.is_dir():
+        _run([sys.executable, str(REPO / "training" / "build_corpus.py"), "--out", str(corpus),
+              "--resume", "--parts", f"dev-{kind}"])
+    return folder
+
+
 def dev_library(corpus: Path, kind: str) -> Path:
     """A library for choosing the embedding: one kind, labels by folder, no evaluation clip.
 
@@ -103,11 +112,7 @@ def dev_library(corpus: Path, kind: str) -> Path:
     from perceptlab.library.store import Library
 
     if kind == "instruments":
-        root = corpus / "dev" / kind
-        if not root.is_dir():
-            _run([sys.executable, str(REPO / "training" / "build_corpus.py"), "--out", str(corpus),
-                  "--resume", "--parts", "dev-instruments"])
-        files = sorted(root.glob("*/*.flac"))
+        files = sorted(ensure_dev_set(corpus, kind).glob("*/*.flac"))
     else:
         per_label, n_labels = DEV_CLIPS[kind]
         root = corpus / "train" / kind
@@ -220,10 +225,7 @@ def retrieval_table(corpus: Path, encoders: list[Path], bootstrap: int) -> dict:
 
     out = {}
     for kind, role in TABLE_SETS:
-        folder = corpus / role / kind
-        if role == "dev" and not folder.is_dir():
-            _run([sys.executable, str(REPO / "training" / "build_corpus.py"), "--out", str(corpus),
-                  "--resume", "--parts", f"dev-{kind}"])
+        folder = ensure_dev_set(corpus, kind) if role == "dev" else corpus / role / kind
         lib_path = corpus / f"{role}-{kind}.sqlite"
         ensure_library(folder, lib_path)
         with Library(lib_path) as lib:
