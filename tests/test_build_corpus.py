@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -377,11 +378,24 @@ def test_quick_build_end_to_end(bc, tmp_path):
         assert not any(e["source_package"] == "freepats" for e in rows if e["role"] == "train")
     listed = (out / "train_files.txt").read_text().splitlines()
     assert sorted(listed) == sorted(f"{e['path']} {e['sha256']}" for e in rows if e["role"] == "train")
-    # a resumed run writes nothing new and gives the same manifest
+    # held-out instruments: several phrases of each program, the program first in the name
+    held = [e for e in rows if e["part"] in ("eval-instruments", "dev-instruments")]
+    for e in held:
+        name = Path(e["path"]).name
+        assert name.startswith(f"{e['gm_program']:03d}-") and name.endswith(f"-{e['phrase']}.flac")
+        assert re.match(bc.HELD_OUT_SOURCE_PATTERN, name).group(0) == f"{e['gm_program']:03d}"
+    ev = [e for e in held if e["part"] == "eval-instruments"]
+    assert sorted({e["phrase"] for e in ev}) == [0, 1]
+    assert len({(e["gm_program"], e["phrase"]) for e in ev}) == len(ev) == 3 * 2 * 2
+    # a resumed run writes nothing new and gives the same manifest; a clip of an older
+    # layout left in a held-out folder is removed, so it can never be scored
     before = {e["path"]: e["sha256"] for e in rows}
+    stale = out / "eval" / "instruments" / bc.EVAL_FAMILIES[0] / "000-acoustic-grand-piano.flac"
+    shutil.copy(out / ev[0]["path"], stale)
     assert bc.main(["--out", str(out), "--quick", "--resume", "--parts", ",".join(parts)]) == 0
     after = {e["path"]: e["sha256"] for e in json.loads((out / "manifest.json").read_text())["files"]}
     assert after == before
+    assert not stale.exists()
     # and a fresh build of the instruments renders the same bytes
     out2 = tmp_path / "again"
     assert bc.main(["--out", str(out2), "--quick", "--parts", "eval-instruments"]) == 0

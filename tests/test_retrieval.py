@@ -69,3 +69,80 @@ def test_retrieval_refuses_a_library_where_nothing_can_be_found(tmp_path, clip_t
                            clip_tree / "high" / "high_0.wav"])
     assert main(["retrieval", "--library", str(lib_path), "--metric", "mse"]) == 2
     assert "every label has one clip" in capsys.readouterr().err
+
+
+def test_other_sources_only_by_hand():
+    # Clips 0 and 1 are one source (two phrases of one instrument): with sources,
+    # clip 0 may not find clip 1, and its next nearest (clip 3, label b) is a miss.
+    labels = ["a", "a", "a", "b", "b"]
+    sources = ["s", "s", "t", "u", "u"]
+    d = np.array([[0, 1, 4, 2, 9],
+                  [1, 0, 3, 5, 9],
+                  [4, 3, 0, 6, 7],
+                  [2, 5, 6, 0, 1],
+                  [9, 9, 7, 1, 0]], dtype=float)
+    assert nearest_hits(d, labels, k=2)[0].tolist() == [True] * 5
+    hits, prec = nearest_hits(d, labels, k=2, sources=sources)
+    # 0 -> 3 (b), 1 -> 2 (a), 2 -> 1 (a), 3 -> 0 (a), 4 -> 2 (a): source u has no other b clip.
+    assert hits.tolist() == [False, True, True, False, False]
+    # clip 0's two allowed nearest: 3 (b), 2 (a); clip 3's: 0 (a), 1 (a).
+    np.testing.assert_allclose(prec, [0.5, 0.5, 1.0, 0.0, 0.0])
+    # A random neighbour from another source: clip 0 sees {2, 3, 4}: 1 of 3 shares "a";
+    # clip 2 sees all four others: 2 of 4; clips 3 and 4 see only "a" clips.
+    assert chance_rate(labels, sources) == pytest.approx((1 / 3 + 1 / 3 + 2 / 4 + 0 + 0) / 5)
+    assert chance_rate(labels, sources=None) == pytest.approx(chance_rate(labels))
+    with pytest.raises(ValueError, match="expected 5 sources"):
+        nearest_hits(d, labels, sources=sources[:4])
+
+
+def test_cluster_bootstrap_resamples_sources():
+    from perceptlab.analysis.stats import cluster_bootstrap_ci
+
+    rng = np.random.default_rng(3)
+    values = rng.random(40) < 0.5
+    # One value per group: the same resampling as the plain bootstrap.
+    assert cluster_bootstrap_ci(values, np.arange(40), 500, seed=1) == pytest.approx(
+        bootstrap_ci(values.astype(float), 500, seed=1), abs=0.08)
+    # Eight groups of five identical values: far fewer independent draws, so a wider interval.
+    grouped = np.repeat(rng.random(8) < 0.5, 5)
+    lo_c, hi_c = cluster_bootstrap_ci(grouped, np.repeat(np.arange(8), 5), 2000, seed=0)
+    lo_p, hi_p = bootstrap_ci(grouped.astype(float), 2000, seed=0)
+    assert hi_c - lo_c > 1.5 * (hi_p - lo_p)
+    assert lo_c <= grouped.mean() <= hi_c
+    assert cluster_bootstrap_ci(np.ones(6), ["x"] * 6) == (1.0, 1.0)
+
+
+def test_retrieval_other_sources_only_on_a_real_library(tmp_path, capsys):
+    # Two "instruments" per label, two phrases (tones a few percent apart) of the first:
+    # a phrase's nearest clip is its own instrument's other phrase until that is skipped.
+    from conftest import write_clip
+
+    root = tmp_path / "clips"
+    for label, tones in {"low": {"p1": (110, 113), "p2": (150,)}, "high": {"p3": (440, 452), "p4": (600,)}}.items():
+        for src, freqs in tones.items():
+            for k, f in enumerate(freqs):
+                write_clip(root / label / f"{src}-{k}.wav", seconds=1.0, freq=float(f))
+    lib_path = tmp_path / "lib.sqlite"
+    with Library(lib_path) as lib:
+        import_files(lib, [root])
+    base = ["retrieval", "--library", str(lib_path), "--metric", "logmel-stats", "--bootstrap", "100"]
+    assert main(base + ["--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(base + ["--json", "--source-pattern", "^p[0-9]"]) == 0
+    other = json.loads(capsys.readouterr().out)
+    assert "source_pattern" not in plain
+    assert other["source_pattern"] == "^p[0-9]" and other["n_sources"] == 4
+    # A random other-source neighbour of p1-0 is one of {p2-0, p3-0, p3-1, p4-0}: 1 in 4 is "low";
+    # p2-0 may meet all five others, 2 of them "low". Likewise for "high".
+    assert other["chance"] == pytest.approx((4 * (1 / 4) + 2 * (2 / 5)) / 6)
+    assert other["metrics"]["logmel-stats"]["accuracy"] <= plain["metrics"]["logmel-stats"]["accuracy"]
+    assert main(base + ["--source-pattern", "^p[0-9]"]) == 0
+    assert "other sources only: 4 sources by '^p[0-9]'" in capsys.readouterr().out
+    # Bad patterns are named.
+    assert main(base + ["--source-pattern", "(p"]) == 2
+    assert "'(p' is not a regular expression" in capsys.readouterr().err
+    assert main(base + ["--source-pattern", "x*"]) == 2
+    assert "matches empty text" in capsys.readouterr().err
+    # One source for every clip: nothing could be found elsewhere.
+    assert main(base + ["--source-pattern", "^p"]) == 2
+    assert "no label has clips from two sources by '^p'" in capsys.readouterr().err

@@ -5,10 +5,10 @@ Everything comes from Debian packages installed on this machine; nothing is
 downloaded. The script writes, under ``--out DIR`` (default ``corpus``)::
 
     DIR/train/<kind>/<label>/<file>.flac   kinds: instruments, drums, music, sounds
-    DIR/eval/instruments/<family>/<name>.flac
+    DIR/eval/instruments/<family>/<program>-<name>-<phrase>.flac
     DIR/eval/drums/<kind>/<name>.flac
     DIR/eval/music/<track>/<name>.flac
-    DIR/dev/instruments/<family>/<name>.flac
+    DIR/dev/instruments/<family>/<program>-<name>-<phrase>.flac
     DIR/manifest.json
     DIR/train_files.txt
 
@@ -217,6 +217,13 @@ GM_FAMILIES = (
     "synth-effects", "ethnic", "percussive", "sound-effects",
 )
 EVAL_FAMILIES = GM_FAMILIES[:10]
+#: Phrases per program in the held-out instrument sets (evaluation and development). Several
+#: phrases of one program let retrieval ask both "the same instrument, other notes" (plain
+#: leave-one-out) and "the same family, another instrument" (neighbours of the same program
+#: skipped: ``perceptlab retrieval --source-pattern '^[0-9]+'``).
+HELD_OUT_PHRASES = 4
+#: The pattern that takes a held-out clip's program from its file name.
+HELD_OUT_SOURCE_PATTERN = "^[0-9]+"
 GM_PROGRAMS = (
     "acoustic grand piano", "bright acoustic piano", "electric grand piano",
     "honky-tonk piano", "electric piano 1", "electric piano 2", "harpsichord",
@@ -1003,6 +1010,9 @@ class Builder:
         dict
             Each written path -> the phrase it holds; the paths silent after
             three attempts are noted and left out.
+
+        Clips under the set's folders that the plan does not name (an older
+        build's layout) are deleted, so the folder holds the set and nothing else.
         """
         pending, phrases = dict(plan), {}
         for attempt in range(3):
@@ -1017,50 +1027,65 @@ class Builder:
             pending = {r: v for r, v in pending.items() if str(self.out / r) not in written}
         for rel in pending:
             self.notes.append(f"{stage}: {rel} silent after 3 attempts; left out")
-        return {rel: phrases[rel] for rel in plan if rel not in pending}
+        done = {rel: phrases[rel] for rel in plan if rel not in pending}
+        stale = [f for folder in {(self.out / rel).parent for rel in plan} for f in sorted(folder.glob("*.flac"))
+                 if str(f.relative_to(self.out)) not in done]
+        for f in stale:
+            f.unlink()
+        if stale:
+            print(f"{stage}: removed {len(stale)} clips the plan does not name (an older layout)", flush=True)
+        return done
 
     def eval_instruments(self) -> None:
+        """The first 8 programs of each evaluated family, :data:`HELD_OUT_PHRASES` phrases each, FluidR3.
+
+        Phrase 0 keeps the seeds of the set's first version (one phrase per
+        program), so it plays the same notes.
+        """
         need_fluidsynth()
         font = need_path(EVAL_FONT["path"], EVAL_FONT["package"], "FluidR3_GM soundfont")
         families = EVAL_FAMILIES[:3] if self.quick else EVAL_FAMILIES
-        per = 2 if self.quick else 8
+        per, phrases = (2, 2) if self.quick else (8, HELD_OUT_PHRASES)
         plan = {}
         for fam in families:
             f0 = GM_FAMILIES.index(fam) * 8
             for prog in range(f0, f0 + per):
-                plan[f"eval/instruments/{fam}/{prog:03d}-{slug(GM_PROGRAMS[prog])}.flac"] = (fam, prog)
-        done = self._render_held_out(
-            "eval-instruments", plan,
-            lambda rel, attempt: make_phrase(seeded_rng("eval-instruments", plan[rel][1], attempt), plan[rel][1]),
-            {"font": str(font)})
+                for k in range(phrases):
+                    plan[f"eval/instruments/{fam}/{prog:03d}-{slug(GM_PROGRAMS[prog])}-{k}.flac"] = (fam, prog, k)
+
+        def phrase(rel, attempt):
+            _, prog, k = plan[rel]
+            return make_phrase(seeded_rng("eval-instruments", prog, attempt, *((k,) if k else ())), prog)
+
+        done = self._render_held_out("eval-instruments", plan, phrase, {"font": str(font)})
         for rel, ph in done.items():
-            fam, prog = plan[rel]
+            fam, prog, k = plan[rel]
             self.add(rel, "eval-instruments", fam, EVAL_FONT["package"],
                      EVAL_FONT["path"], EVAL_FONT["licence"], gm_program=prog,
-                     gm_name=GM_PROGRAMS[prog], notes=len(ph.notes), bpm=ph.bpm, scale=ph.scale)
+                     gm_name=GM_PROGRAMS[prog], phrase=k, notes=len(ph.notes), bpm=ph.bpm, scale=ph.scale)
         self.source(EVAL_FONT["package"], EVAL_FONT["licence"], "eval/instruments")
 
     def dev_instruments(self) -> None:
-        """The evaluation's families and clip count, played by the freepats patches.
+        """The evaluation's families, played by the freepats patches: every program it has, 4 phrases each.
 
-        freepats has no patch for some programs, so a family's clips cycle
-        through the programs it has, each time with a new phrase.
+        freepats has no patch for some programs (2 of the ensemble family),
+        so the families have 2-8 programs here.
         """
         need_timidity()
         cfg = need_path(DEV_PATCHES["config"], DEV_PATCHES["package"], "freepats timidity configuration")
         have = freepats_programs(cfg)
         families = EVAL_FAMILIES[:3] if self.quick else EVAL_FAMILIES
-        per = 2 if self.quick else 8
+        per, phrases = (2, 2) if self.quick else (8, HELD_OUT_PHRASES)
         plan = {}
         for fam in families:
             f0 = GM_FAMILIES.index(fam) * 8
-            progs = [p for p in have if f0 <= p < f0 + 8]
+            progs = [p for p in have if f0 <= p < f0 + 8][:per]
             if not progs:
                 self.notes.append(f"dev-instruments: freepats has no {fam} patch; family left out")
                 continue
-            for i in range(per):
-                prog, k = progs[i % len(progs)], i // len(progs)
-                plan[f"dev/instruments/{fam}/{prog:03d}-{slug(GM_PROGRAMS[prog])}-{k}.flac"] = (fam, prog, k)
+            for prog in progs:
+                for k in range(phrases):
+                    plan[f"dev/instruments/{fam}/{prog:03d}-{slug(GM_PROGRAMS[prog])}-{k}.flac"] = (fam, prog, k)
 
         def phrase(rel, attempt):
             _, prog, k = plan[rel]
@@ -1068,9 +1093,9 @@ class Builder:
 
         done = self._render_held_out("dev-instruments", plan, phrase, {"font": str(cfg), "synth": "timidity"})
         for rel, ph in done.items():
-            fam, prog, _ = plan[rel]
+            fam, prog, k = plan[rel]
             self.add(rel, "dev-instruments", fam, DEV_PATCHES["package"], DEV_PATCHES["config"],
-                     DEV_PATCHES["licence"], gm_program=prog, gm_name=GM_PROGRAMS[prog],
+                     DEV_PATCHES["licence"], gm_program=prog, gm_name=GM_PROGRAMS[prog], phrase=k,
                      notes=len(ph.notes), bpm=ph.bpm, scale=ph.scale)
         self.source(DEV_PATCHES["package"], DEV_PATCHES["licence"], "dev/instruments")
 

@@ -38,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+from build_corpus import HELD_OUT_SOURCE_PATTERN  # training/ is this script's folder, first on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
 LOSSES = ("mse", "nlpd", "msssim")
 KINDS = ("instruments", "drums", "music")
@@ -58,8 +60,19 @@ def ensure_corpus(corpus: Path) -> None:
 
 
 def ensure_library(folder: Path, library: Path) -> None:
-    """Import (or refresh: unchanged files are skipped) ``folder`` into ``library``."""
+    """Import (or refresh: unchanged files are skipped) ``folder`` into ``library``.
+
+    Clips whose files are gone (a rebuild of the corpus removed them) leave
+    the library, so it holds what the folder holds.
+    """
+    from perceptlab.library.store import Library
+
     _perceptlab("import", str(folder), "--library", str(library))
+    with Library(library) as lib:
+        gone = [c.id for c in lib.clips() if not Path(c.path).is_file()]
+        if gone:
+            lib.remove_clips(gone)
+            print(f"{library}: removed {len(gone)} clips whose files are gone", flush=True)
 
 
 def cmd_train(args) -> int:
@@ -206,14 +219,19 @@ def _encoders(names: list[str]) -> list[Path]:
     return paths
 
 
-#: The sets ``table`` scores: the three evaluation sets, then the development instruments (another
-#: sample set no encoder trained on; the embedding's maps were chosen on it, so it is reported
-#: beside the evaluation, not as part of it).
-TABLE_SETS = (("instruments", "eval"), ("drums", "eval"), ("music", "eval"), ("instruments", "dev"))
+#: The sets ``table`` scores, as (kind, role, source pattern): the three evaluation sets, the
+#: evaluation instruments again with neighbours of the clip's own program skipped ("another
+#: instrument of the family"), then the development instruments (another sample set no encoder
+#: trained on; the embedding's maps were chosen on it, so it is reported beside the evaluation,
+#: not as part of it), both ways.
+PROGRAM = HELD_OUT_SOURCE_PATTERN  # 032-acoustic-bass-1.flac -> program 032
+TABLE_SETS = (("instruments", "eval", None), ("instruments", "eval", PROGRAM), ("drums", "eval", None),
+              ("music", "eval", None), ("instruments", "dev", None), ("instruments", "dev", PROGRAM))
 
 
-def table_key(kind: str, role: str) -> str:
-    return kind if role == "eval" else f"{kind} ({role})"
+def table_key(kind: str, role: str, source_pattern: str | None = None) -> str:
+    notes = ([] if role == "eval" else [role]) + ([] if source_pattern is None else ["other programs"])
+    return kind + (f" ({', '.join(notes)})" if notes else "")
 
 
 def retrieval_table(corpus: Path, encoders: list[Path], bootstrap: int) -> dict:
@@ -223,18 +241,21 @@ def retrieval_table(corpus: Path, encoders: list[Path], bootstrap: int) -> dict:
     from perceptlab.library.store import Library
     from perceptlab.models.embedding_metric import embed_library
 
-    out = {}
-    for kind, role in TABLE_SETS:
+    out, ready = {}, set()
+    for kind, role, pattern in TABLE_SETS:
         folder = ensure_dev_set(corpus, kind) if role == "dev" else corpus / role / kind
         lib_path = corpus / f"{role}-{kind}.sqlite"
-        ensure_library(folder, lib_path)
+        if lib_path not in ready:
+            ensure_library(folder, lib_path)
+            ready.add(lib_path)
         with Library(lib_path) as lib:
             for ckpt in encoders:
                 embed_library(lib, ckpt, name=ckpt.stem)
             own = [m for m in register_library_metrics(lib) if m.startswith("embedding:")]
             mine = [f"embedding:{c.stem}" for c in encoders]
-            report = run_retrieval(lib, metric_names(None) + [m for m in mine if m in own], n_boot=bootstrap)
-        out[table_key(kind, role)] = report.to_json()
+            report = run_retrieval(lib, metric_names(None) + [m for m in mine if m in own], n_boot=bootstrap,
+                                   source_pattern=pattern)
+        out[table_key(kind, role, pattern)] = report.to_json()
         print(report.text(), flush=True)
     return out
 
@@ -265,7 +286,7 @@ def level_delay_check(encoders: list[Path], n_clips: int) -> dict:
 
 
 def markdown(tables: dict) -> str:
-    kinds = [table_key(k, r) for k, r in TABLE_SETS if table_key(k, r) in tables["retrieval"]]
+    kinds = [table_key(*ks) for ks in TABLE_SETS if table_key(*ks) in tables["retrieval"]]
     metrics = list(next(iter(tables["retrieval"].values()))["metrics"])
     lines = ["| metric | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
     for m in metrics:

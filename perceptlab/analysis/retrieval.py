@@ -13,6 +13,19 @@ Identical audio (same content hash) counts once, so an exact copy cannot be
 anyone's neighbour. Ties in distance go to the lower clip id, so the result
 does not depend on the order of the matrix.
 
+Other sources only (``source_pattern``)
+---------------------------------------
+When several clips come from one source (phrases of one instrument, hits of
+one drum), the nearest clip of the same label is often the same source, and
+1-NN then measures "the same instrument again". With a ``source_pattern``
+(a regular expression), a clip's source is the first match of the pattern
+in its file name without the extension (``^[0-9]+`` takes the program number
+of ``032-acoustic-bass-1.flac``); a file name it does not match is a source
+of its own. Neighbours from the clip's own source are skipped, so the score
+measures finding the same label in ANOTHER source. Chance and precision at
+5 skip them too, and the bootstrap resamples sources rather than clips
+(clips of one source are not independent draws).
+
 This is the measurement behind the retrieval table of ``assets/models/README.md``:
 on held-out instrument, drum and music libraries it shows whether an encoder
 finds the same instrument, drum or track better than the simple baselines.
@@ -23,9 +36,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import re
+from pathlib import Path
+
 import numpy as np
 
-from perceptlab.analysis.stats import bootstrap_ci
+from perceptlab.analysis.stats import bootstrap_ci, cluster_bootstrap_ci
 from perceptlab.audio.features import FeatureConfig
 from perceptlab.library.store import Clip, Library
 from perceptlab.tasks import CancelFn, ProgressFn
@@ -58,18 +74,26 @@ class RetrievalReport:
     chance: float
     results: list[MetricRetrieval]
     left_out: list[tuple[str, str]]  # (path, why)
+    source_pattern: str | None = None
+    sources: list[str] | None = None  # per clip, with a source_pattern
 
     def to_json(self) -> dict:
         counts = {lab: self.labels.count(lab) for lab in sorted(set(self.labels))}
-        return {"library": self.library, "n": len(self.clips), "labels": counts, "chance": self.chance,
-                "metrics": {r.metric: r.to_json() for r in self.results},
-                "left_out": [{"path": p, "reason": r} for p, r in self.left_out]}
+        out = {"library": self.library, "n": len(self.clips), "labels": counts, "chance": self.chance,
+               "metrics": {r.metric: r.to_json() for r in self.results},
+               "left_out": [{"path": p, "reason": r} for p, r in self.left_out]}
+        if self.source_pattern is not None:
+            out.update(source_pattern=self.source_pattern, n_sources=len(set(self.sources)))
+        return out
 
     def text(self, display=lambda name: name) -> str:
         counts = {lab: self.labels.count(lab) for lab in sorted(set(self.labels))}
         lines = [f"leave-one-out 1-NN by label: {len(self.clips)} clips, {len(counts)} labels "
-                 f"({min(counts.values())}-{max(counts.values())} clips each); chance {self.chance:.2f}",
-                 f"  {'metric':<34} {'1-NN':>5}  {'95% interval':<13} {'P@5':>5}"]
+                 f"({min(counts.values())}-{max(counts.values())} clips each); chance {self.chance:.2f}"]
+        if self.source_pattern is not None:
+            lines.append(f"  other sources only: {len(set(self.sources))} sources by {self.source_pattern!r}; "
+                         "a clip's neighbours from its own source are skipped")
+        lines.append(f"  {'metric':<34} {'1-NN':>5}  {'95% interval':<13} {'P@5':>5}")
         for r in sorted(self.results, key=lambda r: -r.accuracy):
             lines.append(f"  {display(r.metric):<34} {r.accuracy:5.2f}  "
                          f"[{r.interval[0]:.2f}, {r.interval[1]:.2f}]  {r.precision_at_5:5.2f}")
@@ -96,15 +120,49 @@ def retrieval_clips(library: Library) -> tuple[list[Clip], list[tuple[str, str]]
     return keep, left_out
 
 
-def chance_rate(labels: Sequence[str]) -> float:
-    """Hit rate of a neighbour drawn at random from the other clips."""
-    labels = list(labels)
-    n = len(labels)
-    counts = np.array([labels.count(lab) for lab in set(labels)], dtype=np.float64)
-    return float(((counts / n) * (counts - 1) / (n - 1)).sum())
+def clip_sources(clips: Sequence[Clip], pattern: str) -> list[str]:
+    """Each clip's source: the first match of ``pattern`` in its file name without the extension.
+
+    A name the pattern does not match is a source of its own (its path).
+
+    Raises
+    ------
+    ValueError
+        ``pattern`` is not a regular expression, or matches only empty text.
+    """
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"source pattern {pattern!r} is not a regular expression: {exc}") from None
+    out = []
+    for c in clips:
+        m = rx.search(Path(c.path).stem)
+        if m is not None and not m.group(0):
+            raise ValueError(f"source pattern {pattern!r} matches empty text in {Path(c.path).name!r}; "
+                             "it must match part of the name, e.g. '^\\d+'")
+        out.append(m.group(0) if m else c.path)
+    return out
 
 
-def nearest_hits(d: np.ndarray, labels: Sequence[str], k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def _allowed(n: int, sources: Sequence[str] | None) -> np.ndarray:
+    """(N, N): whether clip j may be clip i's neighbour (not itself, not its source)."""
+    if sources is None:
+        return ~np.eye(n, dtype=bool)
+    src = np.asarray(sources)
+    return src[:, None] != src[None, :]
+
+
+def chance_rate(labels: Sequence[str], sources: Sequence[str] | None = None) -> float:
+    """Hit rate of a neighbour drawn at random from the other clips (of other sources, with ``sources``)."""
+    lab = np.asarray(list(labels))
+    ok = _allowed(len(lab), sources)
+    same = (lab[:, None] == lab[None, :]) & ok
+    per_clip = same.sum(1) / np.maximum(ok.sum(1), 1)
+    return float(per_clip.mean())
+
+
+def nearest_hits(d: np.ndarray, labels: Sequence[str], k: int = 5,
+                 sources: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per clip: whether its nearest other clip shares its label, and the label share of its k nearest.
 
     Parameters
@@ -113,6 +171,8 @@ def nearest_hits(d: np.ndarray, labels: Sequence[str], k: int = 5) -> tuple[np.n
         (N, N) distances; the diagonal is ignored.
     labels : sequence of str
         N labels.
+    sources : sequence of str, optional
+        N sources: a clip's neighbours from its own source are skipped.
 
     Returns
     -------
@@ -125,26 +185,36 @@ def nearest_hits(d: np.ndarray, labels: Sequence[str], k: int = 5) -> tuple[np.n
         raise ValueError(f"expected an ({len(labels)}, {len(labels)}) matrix, got {d.shape}")
     if not np.isfinite(d[~np.eye(n, dtype=bool)]).all():
         raise ValueError("the distance matrix holds NaN or infinite values")
-    np.fill_diagonal(d, np.inf)
+    if sources is not None and len(sources) != n:
+        raise ValueError(f"expected {n} sources, got {len(sources)}")
+    ok = _allowed(n, sources)
+    d[~ok] = np.inf
     lab = np.asarray(labels)
-    # A stable sort on distance keeps ties in column (clip id) order.
+    # A stable sort on distance keeps ties in column (clip id) order; skipped clips sort last.
     order = np.argsort(d, axis=1, kind="stable")
     same = lab[order] == lab[:, None]  # (N, N): neighbour rank r shares the label
-    k = min(k, n - 1)
-    return same[:, 0], same[:, :k].mean(axis=1)
+    usable = np.take_along_axis(ok, order, axis=1)
+    same &= usable
+    kk = np.minimum(k, np.maximum(usable.sum(1), 1))  # fewer allowed neighbours: the share of those
+    first_k = np.arange(n)[None, :] < kk[:, None]
+    return same[:, 0], (same & first_k).sum(1) / kk
 
 
 def run_retrieval(library: Library, metrics: Sequence[str], *, config: FeatureConfig = FeatureConfig(),
                   excerpt: str = "whole", n_frames: int = DEFAULT_EXCERPT_FRAMES, n_boot: int = 2000,
-                  seed: int = 0, progress: ProgressFn | None = None,
+                  seed: int = 0, source_pattern: str | None = None, progress: ProgressFn | None = None,
                   cancel: CancelFn | None = None) -> RetrievalReport:
     """Leave-one-out 1-NN by label for each metric (see the module docstring).
+
+    ``source_pattern``: skip neighbours from a clip's own source (see
+    "Other sources only" in the module docstring).
 
     Raises
     ------
     ValueError
-        Fewer than 3 usable clips, or no label with two clips (nothing could
-        ever be a hit).
+        Fewer than 3 usable clips, no label with two clips (nothing could
+        ever be a hit), a bad ``source_pattern``, or no label found in two
+        sources.
     """
     clips, left_out = retrieval_clips(library)
     labels = [c.label for c in clips]
@@ -153,12 +223,20 @@ def run_retrieval(library: Library, metrics: Sequence[str], *, config: FeatureCo
     if max(labels.count(lab) for lab in set(labels)) < 2:
         raise ValueError(f"{library.path}: every label has one clip, so no clip can find another of its kind; "
                          "label the clips by their folder (import DIR/<label>/...) or with --labels")
+    sources = None
+    if source_pattern is not None:
+        sources = clip_sources(clips, source_pattern)
+        if chance_rate(labels, sources) == 0:
+            raise ValueError(f"{library.path}: no label has clips from two sources by {source_pattern!r}, "
+                             "so no clip can find its kind in another source")
     results = []
     cache: dict = {}
     for metric in metrics:
         _, d = library_matrix(library, metric, clips, config=config, n_frames=n_frames, excerpt=excerpt,
                               progress=progress, cancel=cancel, inputs_cache=cache)
-        hits, prec = nearest_hits(d, labels)
-        results.append(MetricRetrieval(metric, float(hits.mean()), bootstrap_ci(hits, n_boot, seed),
-                                       float(prec.mean()), hits.tolist()))
-    return RetrievalReport(str(library.path), clips, labels, chance_rate(labels), results, left_out)
+        hits, prec = nearest_hits(d, labels, sources=sources)
+        interval = (bootstrap_ci(hits, n_boot, seed) if sources is None
+                    else cluster_bootstrap_ci(hits, sources, n_boot, seed))
+        results.append(MetricRetrieval(metric, float(hits.mean()), interval, float(prec.mean()), hits.tolist()))
+    return RetrievalReport(str(library.path), clips, labels, chance_rate(labels, sources), results, left_out,
+                           source_pattern, sources)

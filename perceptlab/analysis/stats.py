@@ -90,6 +90,35 @@ def bootstrap_ci(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95)
     return lo, hi
 
 
+def cluster_bootstrap_ci(values, groups, n_boot: int = 1000, seed: int = 0,
+                         level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values``, resampling whole groups.
+
+    Values of one group (clips of one source) are not independent draws:
+    each resample draws as many groups as there are, with replacement, and
+    takes the mean over all their values. With one value per group this is
+    :func:`bootstrap_ci`'s resampling.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return (math.nan, math.nan)
+    _, idx = np.unique(np.asarray(groups), return_inverse=True)
+    sums = np.bincount(idx, weights=v)
+    counts = np.bincount(idx).astype(np.float64)
+    g = sums.size
+    if g == 1 or n_boot < 1:
+        return (float(v.mean()), float(v.mean()))
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // g)
+    for i in range(0, n_boot, chunk):
+        j = min(n_boot, i + chunk)
+        pick = rng.integers(0, g, (j - i, g))
+        means[i:j] = sums[pick].sum(1) / counts[pick].sum(1)
+    lo, hi = percentile_ci(means, level)
+    return lo, hi
+
+
 # --------------------------------------------------------------------------
 # classification scores
 # --------------------------------------------------------------------------

@@ -190,6 +190,7 @@ def cmd_retrieval(args) -> int:
         try:
             report = run_retrieval(lib, metrics, config=feature_config(args), excerpt=args.excerpt,
                                    n_frames=args.frames, n_boot=args.bootstrap,
+                                   source_pattern=args.source_pattern,
                                    progress=ProgressBar("distance matrices"))
         except ValueError as exc:
             raise UserError(str(exc)) from None
@@ -323,6 +324,10 @@ def add_parsers(sub, common, frames) -> None:
     p.add_argument("--metric", default=None,
                    help="comma-separated metrics (default: the built-in ones and the library's encoders)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the interval (default 2000)")
+    p.add_argument("--source-pattern", default=None, metavar="REGEX",
+                   help="other sources only: a clip's source is the first match of REGEX in its file name "
+                        "(e.g. '^[0-9]+' for 032-acoustic-bass-1.flac), and neighbours from its own source "
+                        "are skipped")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_retrieval)
 
