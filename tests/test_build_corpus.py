@@ -390,14 +390,28 @@ def test_quick_build_end_to_end(bc, tmp_path):
     # a resumed run writes nothing new and gives the same manifest; a clip of an older
     # layout left in a held-out folder is removed, so it can never be scored
     before = {e["path"]: e["sha256"] for e in rows}
-    stale = out / "eval" / "instruments" / bc.EVAL_FAMILIES[0] / "000-acoustic-grand-piano.flac"
-    shutil.copy(out / ev[0]["path"], stale)
+    stale = [out / "eval" / "instruments" / bc.EVAL_FAMILIES[0] / "000-acoustic-grand-piano.flac",
+             out / "eval" / "instruments" / bc.EVAL_FAMILIES[5] / "040-violin.flac"]  # a family not planned
+    for f in stale:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(out / ev[0]["path"], f)
     assert bc.main(["--out", str(out), "--quick", "--resume", "--parts", ",".join(parts)]) == 0
     after = {e["path"]: e["sha256"] for e in json.loads((out / "manifest.json").read_text())["files"]}
     assert after == before
-    assert not stale.exists()
+    assert not any(f.exists() for f in stale)
+    assert all((out / e["path"]).is_file() for e in held)
     # and a fresh build of the instruments renders the same bytes
     out2 = tmp_path / "again"
     assert bc.main(["--out", str(out2), "--quick", "--parts", "eval-instruments"]) == 0
     again = {e["path"]: e["sha256"] for e in json.loads((out2 / "manifest.json").read_text())["files"]}
     assert again == {k: v for k, v in before.items() if k.startswith("eval/instruments/")}
+
+
+def test_a_quick_build_into_a_full_corpus_is_refused(bc, tmp_path, capsys):
+    # A quick build's held-out sets would replace (and so delete) a full corpus's.
+    (tmp_path / "manifest.json").write_text(json.dumps({"quick": False, "files": []}))
+    assert bc.main(["--out", str(tmp_path), "--quick", "--parts", "eval-instruments"]) == 2
+    assert "holds a full corpus: a --quick build would replace its sets" in capsys.readouterr().err
+    bc.check_quick(tmp_path, quick=False)  # a full build over a full corpus: fine
+    (tmp_path / "manifest.json").write_text(json.dumps({"quick": True, "files": []}))
+    bc.check_quick(tmp_path, quick=True)  # a quick build over a quick one: fine

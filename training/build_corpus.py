@@ -1011,8 +1011,11 @@ class Builder:
             Each written path -> the phrase it holds; the paths silent after
             three attempts are noted and left out.
 
-        Clips under the set's folders that the plan does not name (an older
-        build's layout) are deleted, so the folder holds the set and nothing else.
+        Clips under the set's folder (``<role>/instruments/*/``) that the plan
+        does not name (an older build's layout, a family left out) are
+        deleted, so the folder holds the set and nothing else; a quick build
+        into a full corpus is refused before anything is rendered
+        (:func:`check_quick`).
         """
         pending, phrases = dict(plan), {}
         for attempt in range(3):
@@ -1028,8 +1031,9 @@ class Builder:
         for rel in pending:
             self.notes.append(f"{stage}: {rel} silent after 3 attempts; left out")
         done = {rel: phrases[rel] for rel in plan if rel not in pending}
-        stale = [f for folder in {(self.out / rel).parent for rel in plan} for f in sorted(folder.glob("*.flac"))
-                 if str(f.relative_to(self.out)) not in done]
+        roots = {(self.out / rel).parent.parent for rel in plan}  # <role>/instruments: every family folder
+        stale = [f for root in roots for f in sorted(root.glob("*/*.flac"))
+                 if f.relative_to(self.out).as_posix() not in done]
         for f in stale:
             f.unlink()
         if stale:
@@ -1789,6 +1793,24 @@ def check_phrase_scale(out: Path, parts, scale: int) -> None:
                           f"again with --phrase-scale {before}, or build into an empty folder")
 
 
+def check_quick(out: Path, quick: bool) -> None:
+    """Refuse a ``--quick`` build into a folder that holds a full corpus.
+
+    The quick build's held-out sets are a few clips of 3 families; writing
+    them over a full corpus would delete the full sets' other clips.
+    """
+    mpath = out / "manifest.json"
+    if not quick or not mpath.is_file():
+        return
+    try:
+        full = json.loads(mpath.read_text()).get("quick") is False
+    except (json.JSONDecodeError, AttributeError):
+        return
+    if full:
+        raise CorpusError(f"{out} holds a full corpus: a --quick build would replace its sets; "
+                          "build the quick corpus into an empty folder")
+
+
 def parse_parts(text: str) -> list[str]:
     """Expand ``all``, ``eval``, ``train`` and part names into a part list."""
     out = []
@@ -1823,6 +1845,7 @@ def main(argv=None) -> int:
         if args.phrase_scale < 1:
             raise CorpusError(f"--phrase-scale must be at least 1, got {args.phrase_scale}")
         check_phrase_scale(Path(args.out), parts, args.phrase_scale)
+        check_quick(Path(args.out), args.quick)
         b = Builder(Path(args.out), quick=args.quick, resume=args.resume, workers=args.workers,
                     phrase_scale=args.phrase_scale)
         t0 = time.monotonic()

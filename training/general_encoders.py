@@ -19,7 +19,12 @@ every training file (path, blake2b content hash, label, duration) under
 ``table`` imports each held-out evaluation set (``corpus/eval/<kind>``:
 instruments, drums, music; never in training) into its own library, stores
 the embeddings of every general encoder there, and runs
-``perceptlab retrieval`` (leave-one-out 1-NN by label) for every metric; then
+``perceptlab retrieval`` (leave-one-out 1-NN by label) for every metric. The
+held-out instruments play 4 phrases of every program, so they are scored
+twice: plainly (the nearest other clip may be another phrase of the same
+program: "the same instrument, other notes") and with neighbours of the
+clip's own program skipped (``--source-pattern``: "another instrument of the
+family"). Then
 it checks, on the demo library, that a -3 dB copy and a 10 ms delay of a clip
 are closer than the clip with white noise at 20 dB SNR (``perceptlab probe``'s
 machinery with those three copies). It prints Markdown tables and writes
@@ -38,7 +43,8 @@ import sys
 import time
 from pathlib import Path
 
-from build_corpus import HELD_OUT_SOURCE_PATTERN  # training/ is this script's folder, first on sys.path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_corpus import HELD_OUT_PHRASES, HELD_OUT_SOURCE_PATTERN  # noqa: E402  (training/build_corpus.py)
 
 REPO = Path(__file__).resolve().parents[1]
 LOSSES = ("mse", "nlpd", "msssim")
@@ -55,8 +61,19 @@ def _perceptlab(*args: str) -> None:
 
 
 def ensure_corpus(corpus: Path) -> None:
-    if not (corpus / "manifest.json").is_file():
+    """Build the corpus if it is not there; rebuild held-out instruments of an older layout."""
+    manifest = corpus / "manifest.json"
+    if not manifest.is_file():
         _run([sys.executable, str(REPO / "training" / "build_corpus.py"), "--out", str(corpus)])
+        return
+    rows = json.loads(manifest.read_text()).get("files", [])
+    old = sorted({r["part"] for r in rows if r.get("part") in ("eval-instruments", "dev-instruments")
+                  and "phrase" not in r})
+    if old:  # one clip per program: plain and other-program retrieval would be the same question
+        print(f"{corpus}: {', '.join(old)} hold one phrase per program; rebuilding with "
+              f"{HELD_OUT_PHRASES} phrases each", flush=True)
+        _run([sys.executable, str(REPO / "training" / "build_corpus.py"), "--out", str(corpus),
+              "--resume", "--parts", ",".join(old)])
 
 
 def ensure_library(folder: Path, library: Path) -> None:
@@ -69,7 +86,7 @@ def ensure_library(folder: Path, library: Path) -> None:
 
     _perceptlab("import", str(folder), "--library", str(library))
     with Library(library) as lib:
-        gone = [c.id for c in lib.clips() if not Path(c.path).is_file()]
+        gone = [c.id for c in lib.clips(include_failed=True) if not Path(c.path).is_file()]
         if gone:
             lib.remove_clips(gone)
             print(f"{library}: removed {len(gone)} clips whose files are gone", flush=True)
@@ -148,7 +165,9 @@ def select_embedding(corpus: Path, runs: Path, losses=LOSSES) -> tuple[tuple[str
     patches), embedded into the development libraries (:func:`dev_library`;
     the evaluation sets play no part in the choice) and scored by
     leave-one-out 1-NN by label; one choice for all losses, so that they
-    stay comparable.
+    stay comparable. The instruments are scored plainly, the protocol of
+    the evaluation's targets (the nearest other clip may be another phrase
+    of the same program).
     """
     import tempfile
 
@@ -197,6 +216,7 @@ def cmd_finish(args) -> int:
     from perceptlab.train.repool import repool_checkpoint
 
     corpus, runs = Path(args.corpus).resolve(), Path(args.runs)
+    ensure_corpus(corpus)
     embed_from, selection = select_embedding(corpus, runs, args.loss)
     (corpus / "selection.json").write_text(json.dumps(selection, indent=1))
     for loss in args.loss:

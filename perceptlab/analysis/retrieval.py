@@ -5,7 +5,7 @@ under a metric is looked up in the metric's whole-clip distance matrix
 (:func:`perceptlab.analysis.matrices.library_matrix`, the numbers the app
 shows); the clip counts as a hit when that neighbour has the same label.
 The score per metric is the fraction of hits (1-NN accuracy), with a
-bootstrap interval over clips, next to two references: chance (the hit rate
+bootstrap interval over clips (over sources, below), next to two references: chance (the hit rate
 of a neighbour picked at random) and precision at 5 (the fraction of the
 five nearest clips that share the label).
 
@@ -56,7 +56,7 @@ class MetricRetrieval:
 
     metric: str
     accuracy: float  # 1-NN: fraction of clips whose nearest other clip shares the label
-    interval: tuple[float, float]  # bootstrap 95% interval of the accuracy over clips
+    interval: tuple[float, float]  # bootstrap 95% interval of the accuracy over clips (or sources)
     precision_at_5: float
     hits: list[bool] = field(repr=False)  # per clip, in the report's clip order
 
@@ -77,13 +77,19 @@ class RetrievalReport:
     source_pattern: str | None = None
     sources: list[str] | None = None  # per clip, with a source_pattern
 
+    @property
+    def unmatched(self) -> int:
+        """Clips whose file name the source pattern does not match (each its own source)."""
+        return 0 if self.sources is None else sum(s == c.path for s, c in zip(self.sources, self.clips))
+
     def to_json(self) -> dict:
         counts = {lab: self.labels.count(lab) for lab in sorted(set(self.labels))}
         out = {"library": self.library, "n": len(self.clips), "labels": counts, "chance": self.chance,
                "metrics": {r.metric: r.to_json() for r in self.results},
                "left_out": [{"path": p, "reason": r} for p, r in self.left_out]}
         if self.source_pattern is not None:
-            out.update(source_pattern=self.source_pattern, n_sources=len(set(self.sources)))
+            out.update(source_pattern=self.source_pattern, n_sources=len(set(self.sources)),
+                       unmatched=self.unmatched)
         return out
 
     def text(self, display=lambda name: name) -> str:
@@ -92,7 +98,8 @@ class RetrievalReport:
                  f"({min(counts.values())}-{max(counts.values())} clips each); chance {self.chance:.2f}"]
         if self.source_pattern is not None:
             lines.append(f"  other sources only: {len(set(self.sources))} sources by {self.source_pattern!r}; "
-                         "a clip's neighbours from its own source are skipped")
+                         "a clip's neighbours from its own source are skipped"
+                         + (f" ({self.unmatched} names unmatched, each its own source)" if self.unmatched else ""))
         lines.append(f"  {'metric':<34} {'1-NN':>5}  {'95% interval':<13} {'P@5':>5}")
         for r in sorted(self.results, key=lambda r: -r.accuracy):
             lines.append(f"  {display(r.metric):<34} {r.accuracy:5.2f}  "
@@ -124,11 +131,15 @@ def clip_sources(clips: Sequence[Clip], pattern: str) -> list[str]:
     """Each clip's source: the first match of ``pattern`` in its file name without the extension.
 
     A name the pattern does not match is a source of its own (its path).
+    Sources come from the name alone: the same match in two folders is one
+    source.
 
     Raises
     ------
     ValueError
-        ``pattern`` is not a regular expression, or matches only empty text.
+        ``pattern`` is not a regular expression, matches empty text in a
+        name, or matches no name at all (every clip would be its own source:
+        the plain score under another name).
     """
     try:
         rx = re.compile(pattern)
@@ -141,6 +152,9 @@ def clip_sources(clips: Sequence[Clip], pattern: str) -> list[str]:
             raise ValueError(f"source pattern {pattern!r} matches empty text in {Path(c.path).name!r}; "
                              "it must match part of the name, e.g. '^\\d+'")
         out.append(m.group(0) if m else c.path)
+    if clips and all(m == c.path for m, c in zip(out, clips)):
+        raise ValueError(f"source pattern {pattern!r} matches none of the {len(clips)} file names "
+                         f"(e.g. {Path(clips[0].path).stem!r})")
     return out
 
 

@@ -99,10 +99,13 @@ def cluster_bootstrap_ci(values, groups, n_boot: int = 1000, seed: int = 0,
     takes the mean over all their values. With one value per group this is
     :func:`bootstrap_ci`'s resampling.
     """
-    v = np.asarray(values, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64).ravel()
+    groups = np.asarray(groups).ravel()
+    if groups.size != v.size:
+        raise ValueError(f"expected {v.size} groups, one per value, got {groups.size}")
     if v.size == 0:
         return (math.nan, math.nan)
-    _, idx = np.unique(np.asarray(groups), return_inverse=True)
+    _, idx = np.unique(groups, return_inverse=True)
     sums = np.bincount(idx, weights=v)
     counts = np.bincount(idx).astype(np.float64)
     g = sums.size
