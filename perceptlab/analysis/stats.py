@@ -73,21 +73,11 @@ def bootstrap_ci(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95)
 
     (NaN, NaN) for no values; the mean twice for one value or ``n_boot`` < 1.
     The resamples are drawn in blocks of about 2 million values, so a long
-    sample never needs an (n_boot, n) array at once.
+    sample never needs an (n_boot, n) array at once (:func:`cluster_bootstrap_ci`
+    with one value per group).
     """
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        return (math.nan, math.nan)
-    if v.size == 1 or n_boot < 1:
-        return (float(v.mean()), float(v.mean()))
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    chunk = max(1, 2_000_000 // v.size)
-    for i in range(0, n_boot, chunk):
-        j = min(n_boot, i + chunk)
-        means[i:j] = v[rng.integers(0, v.size, (j - i, v.size))].mean(1)
-    lo, hi = percentile_ci(means, level)
-    return lo, hi
+    v = np.asarray(values, dtype=np.float64).ravel()
+    return cluster_bootstrap_ci(v, np.arange(v.size), n_boot, seed, level)  # every value its own group
 
 
 def cluster_bootstrap_ci(values, groups, n_boot: int = 1000, seed: int = 0,
@@ -96,8 +86,8 @@ def cluster_bootstrap_ci(values, groups, n_boot: int = 1000, seed: int = 0,
 
     Values of one group (clips of one source) are not independent draws:
     each resample draws as many groups as there are, with replacement, and
-    takes the mean over all their values. With one value per group this is
-    :func:`bootstrap_ci`'s resampling.
+    takes the mean over all their values. :func:`bootstrap_ci` is this with
+    one value per group.
     """
     v = np.asarray(values, dtype=np.float64).ravel()
     groups = np.asarray(groups).ravel()
