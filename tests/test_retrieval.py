@@ -155,3 +155,29 @@ def test_retrieval_other_sources_only_on_a_real_library(tmp_path, capsys):
     # One source for every clip: nothing could be found elsewhere.
     assert main(base + ["--source-pattern", "^p"]) == 2
     assert "no label has clips from two sources by '^p'" in capsys.readouterr().err
+
+
+def test_a_kept_matrix_cache_scores_a_library_again_without_recomputing(tmp_path, monkeypatch):
+    # Plain and other-source scores of one library share its distance matrices.
+    from conftest import write_clip
+
+    import perceptlab.analysis.retrieval as retrieval
+
+    root = tmp_path / "clips"
+    for label, freqs in {"low": (110, 113, 118), "high": (440, 452, 470)}.items():
+        for k, f in enumerate(freqs):
+            write_clip(root / label / f"p{k}-{label}.wav", seconds=1.0, freq=float(f))
+    with Library(tmp_path / "lib.sqlite") as lib:
+        import_files(lib, [root])
+        metrics = ["logmel-stats", "mse"]
+        fresh = [retrieval.run_retrieval(lib, metrics, n_boot=50, source_pattern=p) for p in (None, "^p[0-9]")]
+        calls = []
+        real = retrieval.library_matrix
+        monkeypatch.setattr(retrieval, "library_matrix", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+        cache: dict = {}
+        kept = [retrieval.run_retrieval(lib, metrics, n_boot=50, source_pattern=p, matrix_cache=cache)
+                for p in (None, "^p[0-9]")]
+    assert calls == metrics  # once per metric, for the first score only
+    for a, b in zip(fresh, kept):
+        assert a.to_json() == b.to_json()
+    assert kept[0].to_json() != kept[1].to_json()

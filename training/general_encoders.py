@@ -261,20 +261,22 @@ def retrieval_table(corpus: Path, encoders: list[Path], bootstrap: int) -> dict:
     from perceptlab.library.store import Library
     from perceptlab.models.embedding_metric import embed_library
 
-    out, ready = {}, set()
+    out, matrices = {}, {}  # matrices: per library, shared by its plain and other-program scores
     for kind, role, pattern in TABLE_SETS:
         folder = ensure_dev_set(corpus, kind) if role == "dev" else corpus / role / kind
         lib_path = corpus / f"{role}-{kind}.sqlite"
-        if lib_path not in ready:
+        first = lib_path not in matrices
+        if first:
             ensure_library(folder, lib_path)
-            ready.add(lib_path)
+            matrices[lib_path] = {}
         with Library(lib_path) as lib:
-            for ckpt in encoders:
-                embed_library(lib, ckpt, name=ckpt.stem)
+            if first:
+                for ckpt in encoders:
+                    embed_library(lib, ckpt, name=ckpt.stem)
             own = [m for m in register_library_metrics(lib) if m.startswith("embedding:")]
             mine = [f"embedding:{c.stem}" for c in encoders]
             report = run_retrieval(lib, metric_names(None) + [m for m in mine if m in own], n_boot=bootstrap,
-                                   source_pattern=pattern)
+                                   source_pattern=pattern, matrix_cache=matrices[lib_path])
         out[table_key(kind, role, pattern)] = report.to_json()
         print(report.text(), flush=True)
     return out

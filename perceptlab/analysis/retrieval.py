@@ -217,11 +217,15 @@ def nearest_hits(d: np.ndarray, labels: Sequence[str], k: int = 5,
 def run_retrieval(library: Library, metrics: Sequence[str], *, config: FeatureConfig = FeatureConfig(),
                   excerpt: str = "whole", n_frames: int = DEFAULT_EXCERPT_FRAMES, n_boot: int = 2000,
                   seed: int = 0, source_pattern: str | None = None, progress: ProgressFn | None = None,
-                  cancel: CancelFn | None = None) -> RetrievalReport:
+                  cancel: CancelFn | None = None, matrix_cache: dict | None = None) -> RetrievalReport:
     """Leave-one-out 1-NN by label for each metric (see the module docstring).
 
     ``source_pattern``: skip neighbours from a clip's own source (see
     "Other sources only" in the module docstring).
+
+    ``matrix_cache``: a dict the caller keeps to score the same library
+    again (another ``source_pattern``) without recomputing its distance
+    matrices; valid while the library's clips and embeddings are unchanged.
 
     Raises
     ------
@@ -246,8 +250,13 @@ def run_retrieval(library: Library, metrics: Sequence[str], *, config: FeatureCo
     results = []
     cache: dict = {}
     for metric in metrics:
-        _, d = library_matrix(library, metric, clips, config=config, n_frames=n_frames, excerpt=excerpt,
-                              progress=progress, cancel=cancel, inputs_cache=cache)
+        key = (metric, config.hash, excerpt, n_frames, tuple(c.id for c in clips))
+        d = None if matrix_cache is None else matrix_cache.get(key)
+        if d is None:
+            _, d = library_matrix(library, metric, clips, config=config, n_frames=n_frames, excerpt=excerpt,
+                                  progress=progress, cancel=cancel, inputs_cache=cache)
+            if matrix_cache is not None:
+                matrix_cache[key] = d
         hits, prec = nearest_hits(d, labels, sources=sources)
         interval = (bootstrap_ci(hits, n_boot, seed) if sources is None
                     else cluster_bootstrap_ci(hits, sources, n_boot, seed))
